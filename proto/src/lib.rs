@@ -1,0 +1,12 @@
+//! The `k8sworker.v1` protocol between gateway, planner and executor.
+//!
+//! The `.proto` files under `proto/k8sworker/v1/` are the source of truth and
+//! carry the documentation of every service, RPC and field; this crate only
+//! compiles them (at build time, without `protoc`). Generated code is never
+//! edited by hand.
+
+/// Package `k8sworker.v1`.
+pub mod v1 {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("k8sworker.v1");
+}
