@@ -5,6 +5,8 @@
 //! compiles them (at build time, without `protoc`). Generated code is never
 //! edited by hand.
 
+pub mod labels;
+
 /// Package `k8sworker.v1`.
 pub mod v1 {
     #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
