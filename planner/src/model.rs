@@ -1,0 +1,551 @@
+//! The installation model: Vantiq's deploy `data` (`name`, `k8sNamespace`,
+//! `config`) read with Vantiq's exact field names.
+//!
+//! Reading is lenient in one way only: every entry is read on its own, so that
+//! one malformed entry does not hide the errors of the others
+//! ([`InstallationRequest::from_json`] reports them all). Unknown fields are
+//! refused, naming the fields the entry type accepts, so that a typo such as
+//! `replicas` for `replicaCount` is an error instead of a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{ValidationError, ValidationErrors};
+
+/// A K8s Installation request: Vantiq's deploy `data`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationRequest {
+    /// Installation name; also the StatefulSet's name.
+    pub name: String,
+    /// Kubernetes namespace of the installation's objects.
+    pub k8s_namespace: String,
+    /// The `config` entries in request order.
+    pub config: Vec<ConfigEntry>,
+}
+
+/// One `config` entry; the variant is the entry's `type`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ConfigEntry {
+    Image(ImageEntry),
+    File(FileEntry),
+    InboundPort(InboundPortEntry),
+    EnvironmentVariable(EnvironmentVariableEntry),
+    PersistentVolumeRef(PersistentVolumeRefEntry),
+    Annotation(AnnotationEntry),
+    Label(LabelEntry),
+    HostAlias(HostAliasEntry),
+    Probe(ProbeEntry),
+    ResourceRequest(Resources),
+    ResourceLimit(Resources),
+    HardAffinity(HardAffinityEntry),
+}
+
+impl ConfigEntry {
+    /// The entry's Vantiq `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ConfigEntry::Image(_) => "image",
+            ConfigEntry::File(_) => "file",
+            ConfigEntry::InboundPort(_) => "inboundPort",
+            ConfigEntry::EnvironmentVariable(_) => "environmentVariable",
+            ConfigEntry::PersistentVolumeRef(_) => "persistentVolumeRef",
+            ConfigEntry::Annotation(_) => "annotation",
+            ConfigEntry::Label(_) => "label",
+            ConfigEntry::HostAlias(_) => "hostAlias",
+            ConfigEntry::Probe(_) => "probe",
+            ConfigEntry::ResourceRequest(_) => "resourceRequest",
+            ConfigEntry::ResourceLimit(_) => "resourceLimit",
+            ConfigEntry::HardAffinity(_) => "hardAffinity",
+        }
+    }
+}
+
+/// `type: image`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageEntry {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<String>,
+}
+
+/// `type: file`: one of `content`, `name`+`key`, or `resourceType`+`resourceName`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileEntry {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treat_as_text: Option<bool>,
+    /// Documented only in Vantiq's sources example; accepted and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_name: Option<String>,
+}
+
+/// Whether a file is served from a ConfigMap or a Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DataSource {
+    ConfigMap,
+    Secret,
+}
+
+impl FileEntry {
+    /// `dataSource`, defaulting to `configMap`; `None` when it is neither.
+    pub fn data_source(&self) -> Option<DataSource> {
+        match self.data_source.as_deref() {
+            None | Some("configMap") | Some("configmap") => Some(DataSource::ConfigMap),
+            Some("secret") => Some(DataSource::Secret),
+            Some(_) => None,
+        }
+    }
+
+    /// The file name: `filename`, or for a document the last segment of its name.
+    pub fn effective_filename(&self) -> Option<&str> {
+        self.filename.as_deref().or_else(|| {
+            self.resource_name
+                .as_deref()
+                .and_then(|name| name.rsplit('/').next())
+                .filter(|name| !name.is_empty())
+        })
+    }
+}
+
+/// `type: inboundPort`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundPortEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: i64,
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+}
+
+/// `type: environmentVariable` (or `environmentVariables`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentVariableEntry {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_secret: Option<bool>,
+}
+
+/// What an environment variable's `value` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue<'a> {
+    /// A literal (with `\@secrets(` unescaped).
+    Literal(std::borrow::Cow<'a, str>),
+    /// `@secrets(NAME)`: a control-plane secret.
+    SecretRef(&'a str),
+}
+
+impl EnvironmentVariableEntry {
+    /// Reads `value`: `@secrets(NAME)` refers to a control-plane secret, and a
+    /// leading `\@secrets` is the escaped literal.
+    pub fn parsed_value(&self) -> Option<EnvValue<'_>> {
+        let value = self.value.as_deref()?;
+        if let Some(rest) = value.strip_prefix("@secrets(")
+            && let Some(name) = rest.strip_suffix(')')
+        {
+            return Some(EnvValue::SecretRef(name));
+        }
+        if let Some(rest) = value.strip_prefix("\\@secrets") {
+            return Some(EnvValue::Literal(format!("@secrets{rest}").into()));
+        }
+        Some(EnvValue::Literal(value.into()))
+    }
+
+    /// Whether the value goes into a generated Secret: `asSecret`, or a
+    /// `@secrets(...)` value, and not a reference to an existing Secret.
+    pub fn in_generated_secret(&self) -> bool {
+        self.secret_name.is_none()
+            && (self.as_secret == Some(true)
+                || matches!(self.parsed_value(), Some(EnvValue::SecretRef(_))))
+    }
+}
+
+/// `type: persistentVolumeRef`: an existing PersistentVolumeClaim.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolumeRefEntry {
+    pub name: String,
+    pub path: String,
+}
+
+/// `type: annotation`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnnotationEntry {
+    pub name: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_resource: Option<String>,
+}
+
+/// `type: label`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelEntry {
+    pub name: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_resource: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "flexible_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub controls_routing: Option<bool>,
+}
+
+/// The kinds of objects `targetResource` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetResource {
+    ConfigMap,
+    Ingress,
+    Pod,
+    Secret,
+    Service,
+    StatefulSet,
+}
+
+impl TargetResource {
+    /// Reads `targetResource` (case-insensitive).
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value.to_ascii_lowercase().as_str() {
+            "configmap" => Self::ConfigMap,
+            "ingress" => Self::Ingress,
+            "pod" => Self::Pod,
+            "secret" => Self::Secret,
+            "service" => Self::Service,
+            "statefulset" => Self::StatefulSet,
+            _ => return None,
+        })
+    }
+}
+
+/// `type: hostAlias`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostAliasEntry {
+    pub name: String,
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+}
+
+/// `type: probe`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeEntry {
+    pub probe_type: String,
+    pub request_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A probe's port: a number, or the `portName` of an inbound port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
+}
+
+/// `type: resourceRequest` / `type: resourceLimit`: Kubernetes quantities.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(
+        default,
+        rename = "nvidia.com/gpu",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nvidia_gpu: Option<String>,
+    #[serde(
+        default,
+        rename = "amd.com/gpu",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub amd_gpu: Option<String>,
+}
+
+impl Resources {
+    /// The quantities that are set, by Kubernetes resource name.
+    pub fn quantities(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("cpu", &self.cpu),
+            ("memory", &self.memory),
+            ("nvidia.com/gpu", &self.nvidia_gpu),
+            ("amd.com/gpu", &self.amd_gpu),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
+    }
+}
+
+/// `type: hardAffinity`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HardAffinityEntry {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flexible {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<Flexible>::deserialize(d)? {
+        None => Ok(None),
+        Some(Flexible::Bool(value)) => Ok(Some(value)),
+        Some(Flexible::Text(text)) => match text.to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, got `{text}`"
+            ))),
+        },
+    }
+}
+
+/// The entry types and the fields each accepts, for error messages.
+const ENTRY_TYPES: &[&str] = &[
+    "image",
+    "file",
+    "inboundPort",
+    "environmentVariable",
+    "persistentVolumeRef",
+    "annotation",
+    "label",
+    "hostAlias",
+    "probe",
+    "resourceRequest",
+    "resourceLimit",
+    "hardAffinity",
+];
+
+impl InstallationRequest {
+    /// Reads Vantiq's deploy `data`, reporting every malformed part at once.
+    /// The result still needs [`crate::validate::validate`].
+    pub fn from_json(data: &serde_json::Value) -> Result<Self, ValidationErrors> {
+        let mut errors = Vec::new();
+        let Some(object) = data.as_object() else {
+            return Err(ValidationErrors::one(ValidationError::request(
+                "data",
+                "must be a JSON object with `name`, `k8sNamespace` and `config`",
+            )));
+        };
+        let text = |field: &str, errors: &mut Vec<ValidationError>| match object.get(field) {
+            Some(serde_json::Value::String(value)) => value.clone(),
+            Some(other) => {
+                errors.push(ValidationError::request(
+                    field,
+                    format!("must be a string, got {}", json_type(other)),
+                ));
+                String::new()
+            }
+            None => {
+                errors.push(ValidationError::request(field, "is required"));
+                String::new()
+            }
+        };
+        let name = text("name", &mut errors);
+        let k8s_namespace = text("k8sNamespace", &mut errors);
+        for key in object.keys() {
+            if !matches!(
+                key.as_str(),
+                "name" | "k8sNamespace" | "config" | "clusterName"
+            ) {
+                errors.push(ValidationError::request(
+                    key,
+                    "is not a field of a deploy request (expected `name`, `k8sNamespace`, `config`)",
+                ));
+            }
+        }
+        let mut config = Vec::new();
+        match object.get("config") {
+            Some(serde_json::Value::Array(entries)) => {
+                for (index, entry) in entries.iter().enumerate() {
+                    match ConfigEntry::from_json(index, entry) {
+                        Ok(entry) => config.push(entry),
+                        Err(error) => errors.push(error),
+                    }
+                }
+            }
+            Some(other) => errors.push(ValidationError::request(
+                "config",
+                format!("must be a list of entries, got {}", json_type(other)),
+            )),
+            None => errors.push(ValidationError::request(
+                "config",
+                "is required: a list of entries with exactly one `image`",
+            )),
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                name,
+                k8s_namespace,
+                config,
+            })
+        } else {
+            Err(ValidationErrors::new(errors))
+        }
+    }
+
+    /// The one `image` entry, when there is exactly one.
+    pub fn image(&self) -> Option<&ImageEntry> {
+        let mut images = self.config.iter().filter_map(|entry| match entry {
+            ConfigEntry::Image(image) => Some(image),
+            _ => None,
+        });
+        let first = images.next();
+        if images.next().is_some() { None } else { first }
+    }
+
+    /// `replicaCount` of the image entry (Vantiq's default: 1).
+    pub fn replica_count(&self) -> i32 {
+        self.image()
+            .and_then(|image| image.replica_count)
+            .and_then(|count| i32::try_from(count).ok())
+            .unwrap_or(1)
+    }
+}
+
+impl ConfigEntry {
+    /// Reads entry `index` of `config`.
+    pub fn from_json(index: usize, value: &serde_json::Value) -> Result<Self, ValidationError> {
+        let Some(object) = value.as_object() else {
+            return Err(ValidationError::entry(
+                index,
+                None,
+                "",
+                format!("must be an object with a `type`, got {}", json_type(value)),
+            ));
+        };
+        let Some(kind) = object.get("type").and_then(serde_json::Value::as_str) else {
+            return Err(ValidationError::entry(
+                index,
+                None,
+                "type",
+                format!("is required: one of {}", ENTRY_TYPES.join(", ")),
+            ));
+        };
+        let mut fields = object.clone();
+        fields.remove("type");
+        let fields = serde_json::Value::Object(fields);
+        fn read<T: serde::de::DeserializeOwned>(
+            index: usize,
+            kind: &str,
+            fields: serde_json::Value,
+        ) -> Result<T, ValidationError> {
+            serde_json::from_value(fields).map_err(|error| {
+                ValidationError::entry(index, Some(kind), "", serde_message(&error.to_string()))
+            })
+        }
+        Ok(match kind {
+            "image" => ConfigEntry::Image(read(index, kind, fields)?),
+            "file" => ConfigEntry::File(read(index, kind, fields)?),
+            "inboundPort" => ConfigEntry::InboundPort(read(index, kind, fields)?),
+            "environmentVariable" | "environmentVariables" => {
+                ConfigEntry::EnvironmentVariable(read(index, kind, fields)?)
+            }
+            "persistentVolumeRef" => ConfigEntry::PersistentVolumeRef(read(index, kind, fields)?),
+            "annotation" => ConfigEntry::Annotation(read(index, kind, fields)?),
+            "label" => ConfigEntry::Label(read(index, kind, fields)?),
+            "hostAlias" => ConfigEntry::HostAlias(read(index, kind, fields)?),
+            "probe" => ConfigEntry::Probe(read(index, kind, fields)?),
+            "resourceRequest" => ConfigEntry::ResourceRequest(read(index, kind, fields)?),
+            "resourceLimit" => ConfigEntry::ResourceLimit(read(index, kind, fields)?),
+            "hardAffinity" => ConfigEntry::HardAffinity(read(index, kind, fields)?),
+            other => {
+                return Err(ValidationError::entry(
+                    index,
+                    None,
+                    "type",
+                    format!(
+                        "`{other}` is not an entry type; expected one of {}",
+                        ENTRY_TYPES.join(", ")
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+/// serde's messages end with " at line L column C", which means nothing for a
+/// value that was already parsed.
+fn serde_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,153 @@
+//! Kubernetes naming rules and the names of the objects an installation
+//! generates: `<name>` for the StatefulSet and its headless Service,
+//! `vantiq-<name>-<type>[-<n>]` for everything else.
+
+/// Longest installation name: the StatefulSet controller labels each pod with
+/// `controller-revision-hash: <name>-<10 characters>`, a label value of at
+/// most 63 characters.
+pub const MAX_INSTALLATION_NAME: usize = 52;
+
+/// The name of generated ConfigMap `index` (one per distinct file `path`).
+pub fn configmap(installation: &str, index: usize) -> String {
+    format!("vantiq-{installation}-configmap-{index}")
+}
+
+/// The name of generated file Secret `index` (one per distinct `path` whose
+/// files have `dataSource: secret`).
+pub fn file_secret(installation: &str, index: usize) -> String {
+    format!("vantiq-{installation}-secret-{index}")
+}
+
+/// The name of the generated Secret that holds `asSecret` environment variables.
+pub fn env_secret(installation: &str) -> String {
+    format!("vantiq-{installation}-envsecret")
+}
+
+/// The default name of the Service for inbound port `index`.
+pub fn port_service(installation: &str, index: usize) -> String {
+    format!("vantiq-{installation}-service-{index}")
+}
+
+/// The name of the Ingress for inbound port `index`.
+pub fn ingress(installation: &str, index: usize) -> String {
+    format!("vantiq-{installation}-ingress-{index}")
+}
+
+/// RFC 1123 label: at most 63 lower-case alphanumerics or '-', starting and
+/// ending alphanumeric (namespaces, most names).
+pub fn is_dns1123_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+/// RFC 1035 label: an RFC 1123 label that starts with a letter (Service names).
+pub fn is_dns1035_label(value: &str) -> bool {
+    is_dns1123_label(value) && value.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters
+/// (ConfigMap, Secret, Ingress, StatefulSet names; host names).
+pub fn is_dns1123_subdomain(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns1123_label)
+}
+
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.',
+/// starting and ending alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && value.as_bytes()[0].is_ascii_alphanumeric()
+            && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric())
+}
+
+/// A qualified name (label and annotation keys): `[prefix/]name`, the prefix a
+/// DNS subdomain, the name at most 63 alphanumerics, '-', '_' or '.', starting
+/// and ending alphanumeric.
+pub fn is_qualified_name(value: &str) -> bool {
+    let (prefix, name) = match value.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, value),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// An IANA service name (container port names): at most 15 lower-case
+/// alphanumerics or '-', at least one letter, no leading, trailing or double '-'.
+pub fn is_port_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 15
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().any(|b| b.is_ascii_lowercase())
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+        && !value.contains("--")
+}
+
+/// A ConfigMap or Secret key: alphanumerics, '-', '_' or '.', at most 253,
+/// not `.` or `..`.
+pub fn is_config_key(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 253
+        && value != "."
+        && value != ".."
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An environment variable name we accept: letters, digits, '_', '-' or '.',
+/// not starting with a digit (Kubernetes' long-standing rule, which is also a
+/// valid Secret key, so `asSecret` variables can be keyed by name).
+pub fn is_env_name(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !value.as_bytes()[0].is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_rules() {
+        assert!(is_dns1123_label("a-0"));
+        assert!(is_dns1123_label("0a"));
+        assert!(!is_dns1123_label("A"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1035_label("a0"));
+        assert!(!is_dns1035_label("0a"));
+        assert!(is_dns1123_subdomain("a.b-c.d"));
+        assert!(!is_dns1123_subdomain("a..b"));
+    }
+
+    #[test]
+    fn keys_and_values() {
+        assert!(is_qualified_name("example.com/my_key.1"));
+        assert!(is_qualified_name("app"));
+        assert!(!is_qualified_name("/app"));
+        assert!(!is_qualified_name("Example.com/x"));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("-x"));
+        assert!(is_port_name("http-2"));
+        assert!(!is_port_name("80"));
+        assert!(!is_port_name("a--b"));
+        assert!(is_config_key("server.config"));
+        assert!(!is_config_key(".."));
+        assert!(is_env_name("JAVA_OPTS"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("A=B"));
+    }
+}
