@@ -8,10 +8,19 @@
 //! nor kube and are tested as plain functions.
 //!
 //! With the `server` feature (the default), [`convert`] maps the core types to
-//! and from the `k8sworker.v1` protocol and [`service`] serves them over gRPC;
-//! the binary adds the CLI.
+//! and from the `k8sworker.v1` protocol and [`service`] serves them over gRPC
+//! and drives executors; the binary adds the CLI.
 
+pub mod component;
+pub mod diff;
 pub mod model;
 pub mod names;
+pub mod plan;
 pub mod quantity;
+pub mod render;
 pub mod validate;
+
+#[cfg(feature = "server")]
+pub mod convert;
+#[cfg(feature = "server")]
+pub mod service;

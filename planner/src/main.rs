@@ -1,1 +1,403 @@
-fn main() {}
+//! `k8sworker-planner`: render and plan installations from the command line,
+//! or serve the Planner gRPC service.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use k8sworker_planner::component::{ComponentId, Kind};
+use k8sworker_planner::diff::{self, Observed};
+use k8sworker_planner::plan::{Operation, Plan, Precondition};
+use k8sworker_planner::render::{self, Ancillaries, ClusterContext};
+use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
+use k8sworker_planner::validate;
+use k8sworker_proto::labels;
+use k8sworker_proto::v1::planner_server::PlannerServer;
+
+/// Render, plan and execute K8s Installations.
+#[derive(Debug, Parser)]
+#[command(name = "k8sworker-planner", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the Kubernetes objects a deploy request renders to.
+    Render {
+        /// The Vantiq deploy `data` (JSON: name, k8sNamespace, config).
+        #[arg(long)]
+        file: PathBuf,
+        /// Ingress host for inbound ports without `host`.
+        #[arg(long, default_value = "")]
+        ingress_default_node: String,
+        #[arg(long, value_enum, default_value_t = RenderOutput::Yaml)]
+        output: RenderOutput,
+    },
+    /// Print the plan an operation would apply, given what exists.
+    Plan {
+        /// The Vantiq deploy `data` (JSON).
+        #[arg(long)]
+        file: PathBuf,
+        /// deploy, undeploy, shutdown, restart or verify.
+        #[arg(long)]
+        op: String,
+        /// What exists: a JSON list of Kubernetes objects (or a `List`), e.g.
+        /// `kubectl get sts,svc,cm,secret,ingress -l k8sworker.io/installation=NAME -o json`.
+        #[arg(long)]
+        observed: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        ingress_default_node: String,
+        #[arg(long, value_enum, default_value_t = PlanOutput::Table)]
+        output: PlanOutput,
+    },
+    /// Serve the Planner gRPC service.
+    Serve {
+        /// Address to listen on.
+        #[arg(
+            long,
+            env = "K8SWORKER_PLANNER_LISTEN",
+            default_value = "127.0.0.1:50051"
+        )]
+        listen: SocketAddr,
+        /// An executor address for a namespace, `NAMESPACE=URL`; repeatable.
+        #[arg(long = "executor", env = "K8SWORKER_EXECUTORS", value_delimiter = ',')]
+        executors: Vec<String>,
+        /// Address of executors not listed with --executor, `{namespace}`
+        /// replaced; "none" to allow only listed namespaces.
+        #[arg(long, env = "K8SWORKER_EXECUTOR_TEMPLATE", default_value = ExecutorDirectory::DEFAULT_TEMPLATE)]
+        executor_template: String,
+        /// How long an executor waits for an installation to become ready.
+        #[arg(long, env = "K8SWORKER_HEALTH_TIMEOUT_SECONDS", default_value_t = 300)]
+        health_timeout_seconds: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RenderOutput {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanOutput {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Render {
+            file,
+            ingress_default_node,
+            output,
+        } => {
+            let Some(request) = read_request(&file)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let cluster = ClusterContext {
+                cluster_name: String::new(),
+                ingress_default_node,
+            };
+            let components = match render::render(&request, &cluster, &Ancillaries::default()) {
+                Ok(components) => components,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let objects: Vec<serde_json::Value> =
+                components.iter().map(|c| c.object.to_json()).collect();
+            let mut out = std::io::stdout().lock();
+            match output {
+                RenderOutput::Json => {
+                    serde_json::to_writer_pretty(&mut out, &objects)?;
+                    writeln!(out)?;
+                }
+                RenderOutput::Yaml => {
+                    for object in &objects {
+                        writeln!(out, "---")?;
+                        out.write_all(serde_yaml::to_string(object)?.as_bytes())?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            file,
+            op,
+            observed,
+            ingress_default_node,
+            output,
+        } => {
+            let Some(operation) = Operation::parse(&op).filter(|op| *op != Operation::FetchLogs)
+            else {
+                anyhow::bail!(
+                    "--op must be deploy, undeploy, shutdown, restart or verify, got `{op}`"
+                );
+            };
+            let Some(request) = read_request(&file)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let observed = match observed {
+                Some(path) => read_observed(&path)?,
+                None => Vec::new(),
+            };
+            let cluster = ClusterContext {
+                cluster_name: String::new(),
+                ingress_default_node,
+            };
+            let desired = if matches!(operation, Operation::Deploy | Operation::Verify) {
+                match render::render(&request, &cluster, &Ancillaries::default()) {
+                    Ok(desired) => desired,
+                    Err(error) => {
+                        eprintln!("{error}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let plan = match diff::diff(
+                operation,
+                &request.name,
+                &request.k8s_namespace,
+                &desired,
+                &observed,
+                request.replica_count(),
+            ) {
+                Ok(plan) => plan,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            match output {
+                PlanOutput::Table => print_table(&mut out, &plan)?,
+                PlanOutput::Json => {
+                    serde_json::to_writer_pretty(&mut out, &plan_json(&plan))?;
+                    writeln!(out)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            listen,
+            executors,
+            executor_template,
+            health_timeout_seconds,
+        } => {
+            let mut explicit = BTreeMap::new();
+            for entry in executors.iter().filter(|e| !e.is_empty()) {
+                let (namespace, url) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--executor `{entry}` must be NAMESPACE=URL"))?;
+                explicit.insert(namespace.to_owned(), url.to_owned());
+            }
+            let template = (executor_template != "none").then_some(executor_template);
+            let directory = ExecutorDirectory { explicit, template };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(
+                listen,
+                directory,
+                Duration::from_secs(health_timeout_seconds),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(
+    listen: SocketAddr,
+    directory: ExecutorDirectory,
+    health_timeout: Duration,
+) -> anyhow::Result<()> {
+    let _telemetry = k8sworker_telemetry::init("k8sworker-planner")?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PlannerServer<PlannerService>>().await;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        address = %listener.local_addr()?,
+        "planner serving"
+    );
+    tonic::transport::Server::builder()
+        .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+        .add_service(health_service)
+        .add_service(PlannerServer::new(PlannerService::new(
+            directory,
+            health_timeout,
+        )))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        )
+        .await?;
+    tracing::info!("planner stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Reads and validates a request; prints every error and returns `None` when invalid.
+fn read_request(
+    path: &Path,
+) -> anyhow::Result<Option<k8sworker_planner::model::InstallationRequest>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let data: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    match validate::parse_and_validate(&data) {
+        Ok(request) => Ok(Some(request)),
+        Err(errors) => {
+            eprintln!("{}: {errors}", path.display());
+            Ok(None)
+        }
+    }
+}
+
+/// Reads Kubernetes objects (a list or a `List`) as observed components.
+fn read_observed(path: &Path) -> anyhow::Result<Vec<Observed>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let items = match &value {
+        serde_json::Value::Array(items) => items.clone(),
+        serde_json::Value::Object(object) => match object.get("items") {
+            Some(serde_json::Value::Array(items)) => items.clone(),
+            _ => vec![value.clone()],
+        },
+        _ => anyhow::bail!("{} must hold a list of Kubernetes objects", path.display()),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let kind = item["kind"]
+                .as_str()
+                .and_then(Kind::parse)
+                .with_context(|| {
+                    format!(
+                        "observed object of kind {} is not one k8sworker manages",
+                        item["kind"]
+                    )
+                })?;
+            let meta = &item["metadata"];
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+            let labels_of = &meta["labels"];
+            let owner = (labels_of[labels::MANAGED_BY].as_str() == Some(labels::MANAGER))
+                .then(|| text(&labels_of[labels::INSTALLATION]))
+                .flatten();
+            Ok(Observed {
+                id: ComponentId::new(kind, text(&meta["name"]).unwrap_or_default()),
+                uid: text(&meta["uid"]).unwrap_or_default(),
+                resource_version: text(&meta["resourceVersion"]).unwrap_or_default(),
+                spec_hash: text(&meta["annotations"][labels::SPEC_HASH]),
+                owner,
+                replicas: item["spec"]["replicas"].as_i64().map(|r| r as i32),
+                ready_replicas: item["status"]["readyReplicas"].as_i64().map(|r| r as i32),
+                foreign_managers: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+fn print_table(out: &mut impl std::io::Write, plan: &Plan) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "plan {} ({} of `{}` in namespace `{}`)",
+        plan.id, plan.operation, plan.installation, plan.namespace
+    )?;
+    let rows: Vec<[String; 4]> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            [
+                s.action.to_string().to_uppercase(),
+                s.component.kind.to_string(),
+                s.component.name.clone(),
+                s.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = ["OP", "KIND", "NAME", "REASON"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        )?;
+    }
+    let writes = plan.writes().count();
+    writeln!(out, "{} step(s), {writes} write(s)", plan.steps.len())
+}
+
+fn plan_json(plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "id": plan.id,
+        "digest": plan.digest,
+        "installation": plan.installation,
+        "namespace": plan.namespace,
+        "operation": plan.operation.as_str(),
+        "desiredReplicas": plan.desired_replicas,
+        "steps": plan.steps.iter().map(|s| serde_json::json!({
+            "action": s.action.as_str(),
+            "kind": s.component.kind.as_str(),
+            "name": s.component.name,
+            "reason": s.reason,
+            "precondition": match &s.precondition {
+                Precondition::MustNotExist => serde_json::json!({"mustNotExist": true}),
+                Precondition::Expected { uid, resource_version } =>
+                    serde_json::json!({"uid": uid, "resourceVersion": resource_version}),
+            },
+            "replicas": s.replicas,
+            "object": s.object.as_ref().map(|o| o.to_json()),
+        })).collect::<Vec<_>>(),
+    })
+}

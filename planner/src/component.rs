@@ -1,0 +1,194 @@
+//! The Kubernetes objects an installation consists of, as typed values.
+
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// The kinds of object an installation owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ConfigMap,
+    Secret,
+    Service,
+    StatefulSet,
+    Ingress,
+}
+
+impl Kind {
+    /// Every kind, in dependency order.
+    pub const ALL: [Kind; 5] = [
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Service,
+        Kind::StatefulSet,
+        Kind::Ingress,
+    ];
+
+    /// The Kubernetes `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+            Kind::Service => "Service",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::Ingress => "Ingress",
+        }
+    }
+
+    /// The Kubernetes `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::ConfigMap | Kind::Secret | Kind::Service => "v1",
+            Kind::StatefulSet => "apps/v1",
+            Kind::Ingress => "networking.k8s.io/v1",
+        }
+    }
+
+    /// Reads a Kubernetes `kind`.
+    pub fn parse(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// Position in the order deletes happen in: users of an object go first.
+    pub fn delete_rank(self) -> u8 {
+        match self {
+            Kind::Ingress => 0,
+            Kind::Service => 1,
+            Kind::StatefulSet => 2,
+            Kind::Secret => 3,
+            Kind::ConfigMap => 4,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One object of an installation, identified within its namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentId {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl ComponentId {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// A typed Kubernetes object of one of the [`Kind`]s. Only the StatefulSet,
+/// several times larger than the rest, is boxed.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Service(Service),
+    StatefulSet(Box<StatefulSet>),
+    Ingress(Ingress),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Service(_) => Kind::Service,
+            Object::StatefulSet(_) => Kind::StatefulSet,
+            Object::Ingress(_) => Kind::Ingress,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::StatefulSet(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::StatefulSet(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    pub fn id(&self) -> ComponentId {
+        ComponentId::new(self.kind(), self.name())
+    }
+
+    /// The object as Kubernetes JSON, with `apiVersion` and `kind`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let value = match self {
+            Object::ConfigMap(o) => serde_json::to_value(o),
+            Object::Secret(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
+            Object::StatefulSet(o) => serde_json::to_value(o),
+            Object::Ingress(o) => serde_json::to_value(o),
+        };
+        value.expect("Kubernetes objects always serialize")
+    }
+
+    /// The object as Kubernetes JSON bytes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let bytes = match self {
+            Object::ConfigMap(o) => serde_json::to_vec(o),
+            Object::Secret(o) => serde_json::to_vec(o),
+            Object::Service(o) => serde_json::to_vec(o),
+            Object::StatefulSet(o) => serde_json::to_vec(o),
+            Object::Ingress(o) => serde_json::to_vec(o),
+        };
+        bytes.expect("Kubernetes objects always serialize")
+    }
+
+    /// Reads an object of `kind` from Kubernetes JSON.
+    pub fn from_json(kind: Kind, json: &[u8]) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::ConfigMap => Object::ConfigMap(serde_json::from_slice(json)?),
+            Kind::Secret => Object::Secret(serde_json::from_slice(json)?),
+            Kind::Service => Object::Service(serde_json::from_slice(json)?),
+            Kind::StatefulSet => Object::StatefulSet(Box::new(serde_json::from_slice(json)?)),
+            Kind::Ingress => Object::Ingress(serde_json::from_slice(json)?),
+        })
+    }
+}
+
+/// A rendered object with its spec hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    pub object: Object,
+    /// SHA-256 (hex) of the object as rendered, before the hash annotation was added.
+    pub spec_hash: String,
+}
+
+impl Component {
+    pub fn id(&self) -> ComponentId {
+        self.object.id()
+    }
+}

@@ -1,0 +1,368 @@
+//! Diff: desired components + what an executor observed → a [`Plan`].
+//!
+//! Rules:
+//! - deploy: creates and updates in dependency order (ConfigMaps/Secrets,
+//!   headless Service, StatefulSet, port Services, Ingresses), then deletes of
+//!   our objects that are no longer desired, in reverse order; an object whose
+//!   spec hash is unchanged is a `noop` (a stopped StatefulSet gets a `scale`);
+//! - undeploy: deletes every object carrying the installation's labels;
+//! - shutdown/restart: a single `scale` step of the StatefulSet;
+//! - an object in the way that does not carry our ownership labels for this
+//!   installation is never updated or deleted: the plan fails, naming it;
+//! - a plan that deletes everything is refused unless the operation is undeploy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::component::{Component, ComponentId, Kind};
+use crate::plan::{Action, Operation, Plan, Precondition, Step};
+
+/// An object as an executor found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub id: ComponentId,
+    pub uid: String,
+    pub resource_version: String,
+    /// The spec-hash annotation, when present.
+    pub spec_hash: Option<String>,
+    /// The installation the object belongs to, when it carries our labels.
+    pub owner: Option<String>,
+    /// StatefulSets: `spec.replicas`.
+    pub replicas: Option<i32>,
+    /// StatefulSets: `status.readyReplicas`.
+    pub ready_replicas: Option<i32>,
+    /// Field managers other than k8sworker that changed the object.
+    pub foreign_managers: Vec<String>,
+}
+
+impl Observed {
+    fn expected(&self) -> Precondition {
+        Precondition::Expected {
+            uid: self.uid.clone(),
+            resource_version: self.resource_version.clone(),
+        }
+    }
+}
+
+/// An object in the way that is not ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unowned {
+    pub id: ComponentId,
+    /// The installation it belongs to, when another one's.
+    pub owner: Option<String>,
+}
+
+impl fmt::Display for Unowned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner {
+            Some(owner) => write!(f, "{} (belongs to installation `{owner}`)", self.id),
+            None => write!(f, "{} (not created by k8sworker)", self.id),
+        }
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{} in the way and not managed by this installation; k8sworker never adopts or changes them: rename the installation or remove them: {}", if .0.len() == 1 { "an object is" } else { "objects are" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    NotOwned(Vec<Unowned>),
+    #[error("the plan would delete every component of `{0}`; only undeploy may do that")]
+    DeleteAllRefused(String),
+    #[error(
+        "installation `{installation}` has no StatefulSet in namespace `{namespace}`; deploy it first"
+    )]
+    NotFound {
+        installation: String,
+        namespace: String,
+    },
+    #[error("{0} is not an operation that applies a plan")]
+    NoPlan(Operation),
+}
+
+/// Computes the plan for `operation`.
+///
+/// `desired` is the output of [`crate::render::render`] (ignored by undeploy,
+/// shutdown and restart); `replicas` is the installation's `replicaCount`.
+pub fn diff(
+    operation: Operation,
+    installation: &str,
+    namespace: &str,
+    desired: &[Component],
+    observed: &[Observed],
+    replicas: i32,
+) -> Result<Plan, PlanError> {
+    let steps = match operation {
+        Operation::Deploy | Operation::Verify => deploy_steps(installation, desired, observed)?,
+        Operation::Undeploy => undeploy_steps(installation, observed),
+        Operation::Shutdown => scale_steps(installation, namespace, observed, 0)?,
+        Operation::Restart => scale_steps(installation, namespace, observed, replicas)?,
+        Operation::FetchLogs => return Err(PlanError::NoPlan(operation)),
+    };
+    if operation != Operation::Undeploy
+        && !steps.is_empty()
+        && steps.iter().all(|step| step.action == Action::Delete)
+    {
+        return Err(PlanError::DeleteAllRefused(installation.to_owned()));
+    }
+    let desired_replicas = match operation {
+        Operation::Undeploy | Operation::Shutdown => 0,
+        _ => replicas,
+    };
+    Ok(Plan::new(
+        installation,
+        namespace,
+        operation,
+        steps,
+        desired_replicas,
+    ))
+}
+
+fn owned_by<'a>(observed: &'a Observed, installation: &str) -> Option<&'a Observed> {
+    (observed.owner.as_deref() == Some(installation)).then_some(observed)
+}
+
+fn deploy_steps(
+    installation: &str,
+    desired: &[Component],
+    observed: &[Observed],
+) -> Result<Vec<Step>, PlanError> {
+    let by_id: BTreeMap<&ComponentId, &Observed> = observed.iter().map(|o| (&o.id, o)).collect();
+    let mut steps = Vec::with_capacity(desired.len());
+    let mut unowned = Vec::new();
+    for component in desired {
+        let id = component.id();
+        let step = |action, precondition, reason: String| Step {
+            action,
+            component: id.clone(),
+            precondition,
+            object: matches!(action, Action::Create | Action::Update)
+                .then(|| component.object.clone()),
+            spec_hash: matches!(action, Action::Create | Action::Update)
+                .then(|| component.spec_hash.clone()),
+            replicas: None,
+            reason,
+        };
+        match by_id.get(&id) {
+            None => steps.push(step(
+                Action::Create,
+                Precondition::MustNotExist,
+                "does not exist".into(),
+            )),
+            Some(current) if current.owner.as_deref() != Some(installation) => {
+                unowned.push(Unowned {
+                    id: id.clone(),
+                    owner: current.owner.clone(),
+                });
+            }
+            Some(current)
+                if current.spec_hash.as_deref() == Some(component.spec_hash.as_str())
+                    && current.foreign_managers.is_empty() =>
+            {
+                let want = desired_replicas(component);
+                if id.kind == Kind::StatefulSet && want.is_some() && current.replicas != want {
+                    let mut scale = step(
+                        Action::Scale,
+                        current.expected(),
+                        format!(
+                            "unchanged, but scaled to {} instead of {}",
+                            current.replicas.unwrap_or_default(),
+                            want.unwrap_or_default()
+                        ),
+                    );
+                    scale.replicas = want;
+                    steps.push(scale);
+                } else {
+                    steps.push(step(Action::Noop, current.expected(), "unchanged".into()));
+                }
+            }
+            Some(current) => steps.push(step(
+                Action::Update,
+                current.expected(),
+                if !current.foreign_managers.is_empty() {
+                    format!("edited by {}", current.foreign_managers.join(", "))
+                } else if current.spec_hash.is_some() {
+                    "changed".into()
+                } else {
+                    "has no spec hash".into()
+                },
+            )),
+        }
+    }
+    if !unowned.is_empty() {
+        return Err(PlanError::NotOwned(unowned));
+    }
+    let wanted: std::collections::BTreeSet<ComponentId> =
+        desired.iter().map(Component::id).collect();
+    let mut leftovers: Vec<&Observed> = observed
+        .iter()
+        .filter_map(|o| owned_by(o, installation))
+        .filter(|o| !wanted.contains(&o.id))
+        .collect();
+    leftovers.sort_by_key(|o| (o.id.kind.delete_rank(), o.id.name.clone()));
+    steps.extend(
+        leftovers
+            .into_iter()
+            .map(|o| delete_step(o, "no longer in the installation")),
+    );
+    Ok(steps)
+}
+
+fn desired_replicas(component: &Component) -> Option<i32> {
+    match &component.object {
+        crate::component::Object::StatefulSet(sts) => sts.spec.as_ref().and_then(|s| s.replicas),
+        _ => None,
+    }
+}
+
+fn delete_step(observed: &Observed, reason: &str) -> Step {
+    Step {
+        action: Action::Delete,
+        component: observed.id.clone(),
+        precondition: observed.expected(),
+        object: None,
+        spec_hash: None,
+        replicas: None,
+        reason: reason.to_owned(),
+    }
+}
+
+fn undeploy_steps(installation: &str, observed: &[Observed]) -> Vec<Step> {
+    let mut ours: Vec<&Observed> = observed
+        .iter()
+        .filter_map(|o| owned_by(o, installation))
+        .collect();
+    ours.sort_by_key(|o| (o.id.kind.delete_rank(), o.id.name.clone()));
+    ours.into_iter()
+        .map(|o| delete_step(o, "undeploy"))
+        .collect()
+}
+
+fn scale_steps(
+    installation: &str,
+    namespace: &str,
+    observed: &[Observed],
+    replicas: i32,
+) -> Result<Vec<Step>, PlanError> {
+    let id = ComponentId::new(Kind::StatefulSet, installation);
+    let current = observed.iter().find(|o| o.id == id);
+    let Some(current) = current else {
+        return Err(PlanError::NotFound {
+            installation: installation.to_owned(),
+            namespace: namespace.to_owned(),
+        });
+    };
+    if current.owner.as_deref() != Some(installation) {
+        return Err(PlanError::NotOwned(vec![Unowned {
+            id,
+            owner: current.owner.clone(),
+        }]));
+    }
+    let (action, reason) = if current.replicas == Some(replicas) {
+        (Action::Noop, format!("already at {replicas} replicas"))
+    } else {
+        (
+            Action::Scale,
+            format!(
+                "{} → {replicas} replicas",
+                current.replicas.unwrap_or_default()
+            ),
+        )
+    };
+    Ok(vec![Step {
+        action,
+        component: id,
+        precondition: current.expected(),
+        object: None,
+        spec_hash: None,
+        replicas: (action == Action::Scale).then_some(replicas),
+        reason,
+    }])
+}
+
+/// A difference between the installation and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub component: ComponentId,
+    pub kind: DriftKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftKind {
+    Missing,
+    Altered,
+    Unowned,
+    Scaled,
+    Extra,
+}
+
+impl DriftKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Missing => "missing",
+            DriftKind::Altered => "altered",
+            DriftKind::Unowned => "unowned",
+            DriftKind::Scaled => "scaled",
+            DriftKind::Extra => "extra",
+        }
+    }
+}
+
+/// Verify: what would a deploy change? Each difference is drift. `stopped`
+/// says the installation was shut down on purpose, so zero replicas is not drift.
+pub fn verify(
+    installation: &str,
+    desired: &[Component],
+    observed: &[Observed],
+    stopped: bool,
+) -> Vec<Drift> {
+    match deploy_steps(installation, desired, observed) {
+        Err(PlanError::NotOwned(unowned)) => unowned
+            .into_iter()
+            .map(|u| Drift {
+                message: format!("{u} is in the way"),
+                component: u.id,
+                kind: DriftKind::Unowned,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+        Ok(steps) => steps
+            .into_iter()
+            .filter_map(|step| {
+                let (kind, message) = match step.action {
+                    Action::Noop => return None,
+                    Action::Scale if stopped && step.replicas.is_some() => {
+                        let current = observed.iter().find(|o| o.id == step.component);
+                        if current.and_then(|o| o.replicas) == Some(0) {
+                            return None;
+                        }
+                        (
+                            DriftKind::Scaled,
+                            format!("{} was scaled outside k8sworker", step.component),
+                        )
+                    }
+                    Action::Scale => (
+                        DriftKind::Scaled,
+                        format!("{} was scaled outside k8sworker", step.component),
+                    ),
+                    Action::Create => {
+                        (DriftKind::Missing, format!("{} is missing", step.component))
+                    }
+                    Action::Update => (
+                        DriftKind::Altered,
+                        format!("{} was altered outside k8sworker", step.component),
+                    ),
+                    Action::Delete => (
+                        DriftKind::Extra,
+                        format!("{} is no longer part of the installation", step.component),
+                    ),
+                };
+                Some(Drift {
+                    component: step.component,
+                    kind,
+                    message,
+                })
+            })
+            .collect(),
+    }
+}
