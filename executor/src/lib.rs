@@ -1,1 +1,37 @@
+//! The k8sworker executor: the only component that writes to Kubernetes,
+//! and only in its own namespace.
+//!
+//! ```text
+//! planner ──Observe──▶ observe ──lists/gets──▶ API server
+//!         ──Apply────▶ plan::validate ─▶ precondition::check_all ─▶ apply::execute ─▶ health::wait
+//!                      (no API call)      (reads, refuse if stale)   (SSA, deletes,     (watches)
+//!                                                                     scale)
+//!         ◀──────────── one ApplyEvent per step, then the Ack (cached by plan id)
+//!         ──FetchLogs─▶ logs
+//! ```
+//!
+//! Every API call goes through [`client::KubeClients`]: a client-side rate
+//! limit, a count per operation ([`calls::ApiCalls`]) and one span per call.
+//! The pure parts ([`plan`], [`precondition::verdict`], [`health::assess`],
+//! [`calls::classify`]) hold the decisions and are unit-tested without a
+//! cluster; the rest is proven against a real API server in `tests/`.
 
+pub mod ack_cache;
+mod apply;
+pub mod calls;
+pub mod client;
+pub mod error;
+pub mod health;
+pub mod kinds;
+pub mod logs;
+pub mod observe;
+pub mod plan;
+pub mod precondition;
+pub mod rbac;
+pub mod server;
+
+pub use error::Error;
+pub use server::{ExecutorConfig, ExecutorService, serve};
+
+/// Where a pod finds its own namespace.
+pub const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";

@@ -1,0 +1,457 @@
+//! Applying a plan whose preconditions hold: the writes, the health wait,
+//! and the Ack.
+//!
+//! Steps run strictly in the plan's order, one API write each (none for a
+//! NOOP), and each finished step is streamed at once. Every write repeats
+//! its precondition on the server, so a change that slipped in after the
+//! check fails that step with a conflict instead of being overwritten:
+//!
+//! - CREATE and UPDATE are server-side apply (field manager `k8sworker`,
+//!   forced); an UPDATE carries the expected `resourceVersion`.
+//! - DELETE carries `Preconditions{uid, resourceVersion}` and uses foreground
+//!   propagation: the object stays (with a deletion timestamp) until its
+//!   dependents (a StatefulSet's pods) are gone, so "deleted" in the Ack and
+//!   an absent StatefulSet in the health wait mean nothing of it is left
+//!   running, and a redeploy under the same name cannot meet the old pods.
+//! - SCALE patches the StatefulSet's scale subresource with the expected
+//!   `resourceVersion`.
+//!
+//! The first failed step ends the writes; the rest are reported SKIPPED.
+//! One Kubernetes Event on the StatefulSet records a plan that wrote or failed.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{Event, EventSource, ObjectReference},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use k8sworker_proto::{
+    labels,
+    v1::{Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event},
+};
+use kube::{
+    Api, Client,
+    api::{
+        DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+        PropagationPolicy,
+    },
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use crate::{
+    Error,
+    error::{api_status, describe},
+    health::{self, Assessment, Target},
+    kinds::Kind,
+    plan::{CheckedStep, Expectation},
+};
+
+/// Where step events go; a gone receiver (the caller hung up) does not stop
+/// the plan, because stopping half-way would leave more to repair.
+pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
+
+/// Applies `steps` (checked, preconditions held), waits for health when
+/// `health_timeout` is set, and returns the Ack.
+pub(crate) async fn execute(
+    client: &Client,
+    plan: &Plan,
+    steps: &[CheckedStep],
+    health_timeout: Option<Duration>,
+    events: &Events,
+) -> Ack {
+    let mut outcomes = Vec::with_capacity(steps.len());
+    let mut error = None;
+    for step in steps {
+        let outcome = if error.is_some() {
+            skipped(step)
+        } else {
+            match write_step(client, step).await {
+                Ok(outcome) => outcome,
+                Err(failure) => {
+                    let outcome = StepOutcome {
+                        outcome: Outcome::Failed as i32,
+                        message: failure.to_string(),
+                        ..skipped(step)
+                    };
+                    error = Some(failure);
+                    outcome
+                }
+            }
+        };
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
+        outcomes.push(outcome);
+    }
+
+    let target = health_target(plan, steps);
+    let health = match (&error, health_timeout) {
+        (None, Some(timeout)) => {
+            let assessment = health::wait(client.clone(), &plan.namespace, &target, timeout)
+                .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
+                .await;
+            match assessment {
+                Assessment::Settled(health) => health,
+                Assessment::Failed(health, summary) => {
+                    error = Some(Error::Unhealthy {
+                        installation: plan.installation.clone(),
+                        summary,
+                    });
+                    health
+                }
+                Assessment::Waiting(health, progress) => {
+                    error = Some(Error::Timeout {
+                        installation: plan.installation.clone(),
+                        seconds: timeout.as_secs(),
+                        progress,
+                    });
+                    health
+                }
+            }
+        }
+        _ => Health {
+            state: HealthState::Unspecified as i32,
+            desired_replicas: plan.desired_replicas,
+            ..Default::default()
+        },
+    };
+
+    let ack = Ack {
+        plan_id: plan.id.clone(),
+        steps: outcomes,
+        health: Some(health),
+        error: error.as_ref().map(Error::to_proto),
+    };
+    let wrote = ack
+        .steps
+        .iter()
+        .any(|s| s.outcome == Outcome::Applied as i32);
+    if wrote || error.is_some() {
+        record_event(client, plan, &target, &ack).await;
+    }
+    ack
+}
+
+fn skipped(step: &CheckedStep) -> StepOutcome {
+    StepOutcome {
+        index: step.index,
+        component: Some(step.component.clone()),
+        action: step.action as i32,
+        outcome: Outcome::Skipped as i32,
+        message: String::new(),
+        resource_version: String::new(),
+        uid: String::new(),
+    }
+}
+
+/// The StatefulSet the plan is about: its own StatefulSet step, else the
+/// installation's name (the StatefulSet is always named after it).
+fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
+    let statefulset = steps.iter().find(|s| s.kind == Kind::StatefulSet);
+    Target {
+        installation: plan.installation.clone(),
+        statefulset: statefulset
+            .map(|s| s.component.name.clone())
+            .unwrap_or_else(|| plan.installation.clone()),
+        desired_replicas: plan.desired_replicas,
+        expect_absent: statefulset.is_some_and(|s| s.action == Action::Delete),
+    }
+}
+
+async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
+    let span = tracing::info_span!(
+        "step",
+        otel.name = %format!("{} {}", step.action.as_str_name().trim_start_matches("ACTION_"), describe(&step.component)),
+        k8s.step = step.index,
+        k8s.action = step.action.as_str_name(),
+        k8s.kind = %step.component.kind,
+        k8s.name = %step.component.name,
+        outcome = tracing::field::Empty,
+    );
+    let result = write(client, step).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(outcome) => Outcome::try_from(outcome.outcome)
+            .map(|o| o.as_str_name())
+            .unwrap_or("?"),
+        Err(_) => "OUTCOME_FAILED",
+    };
+    span.record("outcome", outcome);
+    if let Err(error) = &result {
+        span.in_scope(|| tracing::warn!(%error, "step failed"));
+    }
+    result
+}
+
+async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
+    let component = &step.component;
+    let done =
+        |outcome: Outcome, message: String, uid: Option<String>, rv: Option<String>| StepOutcome {
+            index: step.index,
+            component: Some(component.clone()),
+            action: step.action as i32,
+            outcome: outcome as i32,
+            message,
+            resource_version: rv.unwrap_or_default(),
+            uid: uid.unwrap_or_default(),
+        };
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &component.namespace,
+        &step.kind.api_resource(),
+    );
+    match step.action {
+        Action::Noop | Action::Unspecified => {
+            let (uid, rv) = match &step.expectation {
+                Expectation::Version {
+                    uid,
+                    resource_version,
+                } => (Some(uid.clone()), Some(resource_version.clone())),
+                _ => (None, None),
+            };
+            Ok(done(Outcome::Unchanged, "unchanged".into(), uid, rv))
+        }
+        Action::Create | Action::Update => {
+            let object = step
+                .object
+                .as_ref()
+                .ok_or_else(|| Error::invalid_component(component, "no object to apply"))?;
+            let params = PatchParams::apply(labels::MANAGER).force();
+            let applied = api
+                .patch(&component.name, &params, &Patch::Apply(object))
+                .await
+                .map_err(|source| {
+                    let verb = if step.action == Action::Create {
+                        "create"
+                    } else {
+                        "update"
+                    };
+                    Error::kube(verb, describe(component), source)
+                })?;
+            let verb = if step.action == Action::Create {
+                "created"
+            } else {
+                "updated"
+            };
+            Ok(done(
+                Outcome::Applied,
+                verb.into(),
+                applied.metadata.uid,
+                applied.metadata.resource_version,
+            ))
+        }
+        Action::Delete => {
+            let Expectation::Version {
+                uid,
+                resource_version,
+            } = &step.expectation
+            else {
+                return Err(Error::invalid_component(
+                    component,
+                    "DELETE without expected version",
+                ));
+            };
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Foreground),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: Some(resource_version.clone()),
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&component.name, &params).await {
+                Ok(_) => Ok(done(
+                    Outcome::Applied,
+                    "deleted".into(),
+                    Some(uid.clone()),
+                    None,
+                )),
+                Err(source) if api_status(&source) == Some(404) => Ok(done(
+                    Outcome::Unchanged,
+                    "already gone".into(),
+                    Some(uid.clone()),
+                    None,
+                )),
+                Err(source) => Err(Error::kube("delete", describe(component), source)),
+            }
+        }
+        Action::Scale => {
+            let (
+                Some(replicas),
+                Expectation::Version {
+                    resource_version, ..
+                },
+            ) = (step.replicas, &step.expectation)
+            else {
+                return Err(Error::invalid_component(
+                    component,
+                    "SCALE without replicas or expected version",
+                ));
+            };
+            let statefulsets: Api<StatefulSet> =
+                Api::namespaced(client.clone(), &component.namespace);
+            let params = PatchParams {
+                field_manager: Some(labels::MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            let patch = json!({
+                "metadata": {"resourceVersion": resource_version},
+                "spec": {"replicas": replicas},
+            });
+            let scale = statefulsets
+                .patch_scale(&component.name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::kube("scale", describe(component), source))?;
+            Ok(done(
+                Outcome::Applied,
+                format!("scaled to {replicas}"),
+                scale.metadata.uid,
+                scale.metadata.resource_version,
+            ))
+        }
+    }
+}
+
+/// One Event on the StatefulSet so `kubectl describe` shows what k8sworker
+/// did; failing to record it only costs a log line.
+async fn record_event(client: &Client, plan: &Plan, target: &Target, ack: &Ack) {
+    let count = |outcome: Outcome| {
+        ack.steps
+            .iter()
+            .filter(|s| s.outcome == outcome as i32)
+            .count()
+    };
+    let mut message = format!(
+        "plan {} ({} steps): {} applied, {} unchanged, {} failed, {} skipped",
+        plan.id,
+        ack.steps.len(),
+        count(Outcome::Applied),
+        count(Outcome::Unchanged),
+        count(Outcome::Failed),
+        count(Outcome::Skipped),
+    );
+    if let Some(traceparent) = k8sworker_telemetry::current_traceparent() {
+        message.push_str(&format!(" [traceparent {traceparent}]"));
+    }
+    if let Some(error) = &ack.error {
+        message.push_str(": ");
+        message.push_str(&error.message);
+    }
+    if message.len() > 1000 {
+        let mut end = 1000;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    let uid = ack
+        .steps
+        .iter()
+        .find(|s| {
+            s.component
+                .as_ref()
+                .is_some_and(|c| c.kind == "StatefulSet" && c.name == target.statefulset)
+        })
+        .map(|s| s.uid.clone())
+        .filter(|uid| !uid.is_empty());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", target.statefulset)),
+            namespace: Some(plan.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("StatefulSet".into()),
+            name: Some(target.statefulset.clone()),
+            namespace: Some(plan.namespace.clone()),
+            uid,
+            ..ObjectReference::default()
+        },
+        reason: Some(
+            if ack.error.is_some() {
+                "PlanFailed"
+            } else {
+                "PlanApplied"
+            }
+            .into(),
+        ),
+        message: Some(message),
+        type_: Some(
+            if ack.error.is_some() {
+                "Warning"
+            } else {
+                "Normal"
+            }
+            .into(),
+        ),
+        source: Some(EventSource {
+            component: Some("k8sworker-executor".into()),
+            host: None,
+        }),
+        reporting_component: Some("k8sworker.io/executor".into()),
+        reporting_instance: Some(
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "k8sworker-executor".into()),
+        ),
+        action: Some("Apply".into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &plan.namespace);
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
+        tracing::warn!(%error, "could not record the plan's Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{tests::*, validate};
+    use k8sworker_proto::v1::Step;
+
+    fn mk_delete_sts(name: &str) -> Step {
+        Step {
+            action: Action::Delete as i32,
+            component: Some(mk_ref("apps/v1", "StatefulSet", name)),
+            precondition: Some(k8sworker_proto::v1::Precondition {
+                kind: Some(k8sworker_proto::v1::precondition::Kind::Expected(
+                    k8sworker_proto::v1::ExpectedVersion {
+                        uid: "u".into(),
+                        resource_version: "1".into(),
+                    },
+                )),
+            }),
+            object_json: Vec::new(),
+            replicas: None,
+            reason: "undeploy".into(),
+        }
+    }
+
+    #[test]
+    fn health_target_follows_the_statefulset_step() {
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("c", "inst")),
+            mk_delete_sts("custom-name"),
+        ]);
+        let steps = validate(&plan, "ns-a").unwrap();
+        let target = health_target(&plan, &steps);
+        assert_eq!(target.statefulset, "custom-name");
+        assert!(target.expect_absent);
+
+        let plan = mk_plan(vec![mk_create(&mk_config_map("c", "inst"))]);
+        let steps = validate(&plan, "ns-a").unwrap();
+        let target = health_target(&plan, &steps);
+        assert_eq!(target.statefulset, "inst");
+        assert!(!target.expect_absent);
+        assert_eq!(target.desired_replicas, 1);
+    }
+}

@@ -1,0 +1,290 @@
+//! What can go wrong in an executor, and how each failure reaches the caller.
+//!
+//! Every failure is one [`Error`] variant named for what failed. At the gRPC
+//! boundary it becomes a [`tonic::Status`] with an explicit code, and the
+//! status details carry the protocol's [`v1::Error`] (stable [`ErrorCode`],
+//! message, components) encoded with prost, so a caller can tell a stale
+//! plan from a foreign object without parsing messages. Inside an `Ack` the
+//! same [`v1::Error`] is used.
+
+use k8sworker_proto::v1::{self, ComponentRef, ErrorCode};
+use prost::Message as _;
+
+/// One component a refusal is about, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub component: ComponentRef,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "plan for namespace {requested:?} refused: this executor serves namespace {own:?} only; \
+         send it to the executor of {requested:?}"
+    )]
+    WrongNamespace { requested: String, own: String },
+
+    #[error("invalid request: {message}")]
+    Invalid {
+        message: String,
+        component: Option<ComponentRef>,
+    },
+
+    #[error(
+        "plan id {id:?} was already applied with digest {applied:?}; a changed plan needs a new id"
+    )]
+    PlanIdReused { id: String, applied: String },
+
+    #[error("stale plan, nothing written; observe again and re-plan: {}", describe_all(.0))]
+    Stale(Vec<Problem>),
+
+    #[error(
+        "objects exist that k8sworker does not own, nothing written; rename or remove them: {}",
+        describe_all(.0)
+    )]
+    NotOwned(Vec<Problem>),
+
+    #[error("installation {installation:?} is unhealthy: {summary}")]
+    Unhealthy {
+        installation: String,
+        summary: String,
+    },
+
+    #[error("installation {installation:?} did not become ready within {seconds}s: {progress}")]
+    Timeout {
+        installation: String,
+        seconds: u64,
+        progress: String,
+    },
+
+    #[error("executor is shutting down; retry against its replacement")]
+    ShuttingDown,
+
+    #[error("Kubernetes API call to {action} {target} failed: {source}")]
+    Kube {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid {
+            message: message.into(),
+            component: None,
+        }
+    }
+
+    pub(crate) fn invalid_component(component: &ComponentRef, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            message: format!("{}: {}", describe(component), message.into()),
+            component: Some(component.clone()),
+        }
+    }
+
+    pub(crate) fn kube(
+        action: &'static str,
+        target: impl Into<String>,
+        source: kube::Error,
+    ) -> Self {
+        Error::Kube {
+            action,
+            target: target.into(),
+            source,
+        }
+    }
+
+    /// The stable code a caller acts on.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::WrongNamespace { .. } => ErrorCode::WrongNamespace,
+            Error::Invalid { .. } | Error::PlanIdReused { .. } => ErrorCode::InvalidRequest,
+            Error::Stale(_) => ErrorCode::StalePlan,
+            Error::NotOwned(_) => ErrorCode::NotOwned,
+            Error::Unhealthy { .. } => ErrorCode::Unhealthy,
+            Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::ShuttingDown => ErrorCode::Internal,
+            Error::Kube { source, .. } if api_status(source) == Some(409) => ErrorCode::StalePlan,
+            Error::Kube { .. } => ErrorCode::KubernetesApi,
+        }
+    }
+
+    /// The components the error is about.
+    pub fn components(&self) -> Vec<ComponentRef> {
+        match self {
+            Error::Stale(problems) | Error::NotOwned(problems) => {
+                problems.iter().map(|p| p.component.clone()).collect()
+            }
+            Error::Invalid {
+                component: Some(component),
+                ..
+            } => vec![component.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The protocol's error value, as it goes into an `Ack` or status details.
+    pub fn to_proto(&self) -> v1::Error {
+        v1::Error {
+            code: self.code() as i32,
+            message: self.to_string(),
+            components: self.components(),
+        }
+    }
+
+    fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Error::WrongNamespace { .. } => tonic::Code::PermissionDenied,
+            Error::Invalid { .. } | Error::PlanIdReused { .. } => tonic::Code::InvalidArgument,
+            Error::Stale(_) | Error::NotOwned(_) | Error::Unhealthy { .. } => {
+                tonic::Code::FailedPrecondition
+            }
+            Error::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            Error::ShuttingDown => tonic::Code::Unavailable,
+            Error::Kube { source, .. } => match api_status(source) {
+                Some(403) => tonic::Code::PermissionDenied,
+                Some(404) => tonic::Code::NotFound,
+                Some(409) => tonic::Code::Aborted,
+                Some(400 | 422) => tonic::Code::InvalidArgument,
+                Some(429) => tonic::Code::ResourceExhausted,
+                Some(_) | None => tonic::Code::Unavailable,
+            },
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        let details = error.to_proto().encode_to_vec();
+        tonic::Status::with_details(error.grpc_code(), error.to_string(), details.into())
+    }
+}
+
+/// The HTTP status of an error the API server answered with.
+pub(crate) fn api_status(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// `Kind namespace/name`, the way a person reads an object reference.
+pub fn describe(component: &ComponentRef) -> String {
+    if component.namespace.is_empty() {
+        format!("{} {}", component.kind, component.name)
+    } else {
+        format!(
+            "{} {}/{}",
+            component.kind, component.namespace, component.name
+        )
+    }
+}
+
+fn describe_all(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{} ({})", describe(&p.component), p.detail))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_ref(kind: &str, name: &str) -> ComponentRef {
+        ComponentRef {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: "ns-a".into(),
+            name: name.into(),
+        }
+    }
+
+    fn mk_api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: "refused".into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn refusals_map_to_explicit_grpc_codes() {
+        let cases = [
+            (
+                Error::WrongNamespace {
+                    requested: "b".into(),
+                    own: "a".into(),
+                },
+                tonic::Code::PermissionDenied,
+                ErrorCode::WrongNamespace,
+            ),
+            (
+                Error::invalid("no steps"),
+                tonic::Code::InvalidArgument,
+                ErrorCode::InvalidRequest,
+            ),
+            (
+                Error::Stale(vec![Problem {
+                    component: mk_ref("ConfigMap", "c"),
+                    detail: "changed".into(),
+                }]),
+                tonic::Code::FailedPrecondition,
+                ErrorCode::StalePlan,
+            ),
+            (
+                Error::NotOwned(vec![]),
+                tonic::Code::FailedPrecondition,
+                ErrorCode::NotOwned,
+            ),
+            (
+                Error::kube("patch", "x", mk_api_error(403)),
+                tonic::Code::PermissionDenied,
+                ErrorCode::KubernetesApi,
+            ),
+            (
+                Error::kube("patch", "x", mk_api_error(409)),
+                tonic::Code::Aborted,
+                ErrorCode::StalePlan,
+            ),
+            (
+                Error::kube("patch", "x", mk_api_error(500)),
+                tonic::Code::Unavailable,
+                ErrorCode::KubernetesApi,
+            ),
+        ];
+        for (error, grpc, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
+            let status = tonic::Status::from(error);
+            assert_eq!(status.code(), grpc);
+            let details = v1::Error::decode(status.details()).expect("details decode");
+            assert_eq!(details.code, code as i32);
+            assert_eq!(details.message, status.message());
+        }
+    }
+
+    #[test]
+    fn stale_error_names_every_component() {
+        let error = Error::Stale(vec![
+            Problem {
+                component: mk_ref("ConfigMap", "one"),
+                detail: "resourceVersion 5, plan expected 4".into(),
+            },
+            Problem {
+                component: mk_ref("Secret", "two"),
+                detail: "exists, plan expected none".into(),
+            },
+        ]);
+        let message = error.to_string();
+        assert!(
+            message.contains("ConfigMap ns-a/one (resourceVersion 5"),
+            "{message}"
+        );
+        assert!(message.contains("Secret ns-a/two (exists"), "{message}");
+        assert_eq!(error.components().len(), 2);
+    }
+}

@@ -1,0 +1,143 @@
+//! `k8sworker-executor serve`: the executor for one namespace.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use k8sworker_executor::{ExecutorConfig, ExecutorService, POD_NAMESPACE_FILE, client::RateLimits};
+
+#[derive(Debug, Parser)]
+#[command(name = "k8sworker-executor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Executor gRPC API for one namespace.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "K8SWORKER_EXECUTOR_LISTEN",
+        default_value = "0.0.0.0:8090"
+    )]
+    listen: SocketAddr,
+
+    /// The namespace to serve; default: the pod's own namespace.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Sustained Kubernetes API requests per second (client-side limit).
+    #[arg(long, env = "K8SWORKER_EXECUTOR_QPS", default_value_t = 20.0)]
+    qps: f64,
+
+    /// Kubernetes API requests allowed in a burst.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_BURST", default_value_t = 40)]
+    burst: u32,
+
+    /// Plans applied at the same time (always one per installation).
+    #[arg(
+        long,
+        env = "K8SWORKER_EXECUTOR_MAX_CONCURRENT_APPLIES",
+        default_value_t = 8
+    )]
+    max_concurrent_applies: usize,
+
+    /// Acks remembered by plan id, so a resent plan is not applied twice.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_ACK_CACHE", default_value_t = 1024)]
+    ack_cache: usize,
+
+    /// Health wait when a request does not set one, in seconds.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_HEALTH_TIMEOUT", default_value_t = 300)]
+    health_timeout: u64,
+
+    /// Default cap on each pod log returned by FetchLogs, in bytes.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_LOG_LIMIT_BYTES", default_value_t = 256 * 1024)]
+    log_limit_bytes: u64,
+
+    /// How long running plans may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "K8SWORKER_EXECUTOR_SHUTDOWN_GRACE", default_value_t = 60)]
+    shutdown_grace: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Command::Serve(args) = Cli::parse().command;
+    let _telemetry = k8sworker_telemetry::init("k8sworker-executor")?;
+
+    let namespace = match args.namespace {
+        Some(namespace) => namespace,
+        None => std::fs::read_to_string(POD_NAMESPACE_FILE)
+            .map(|ns| ns.trim().to_string())
+            .with_context(|| format!("no --namespace given and {POD_NAMESPACE_FILE} unreadable"))?,
+    };
+    anyhow::ensure!(!namespace.is_empty(), "the namespace must not be empty");
+    anyhow::ensure!(args.qps > 0.0, "--qps must be positive");
+
+    let mut config = ExecutorConfig::new(namespace.clone());
+    config.rate_limits = RateLimits {
+        qps: args.qps,
+        burst: args.burst,
+    };
+    config.max_concurrent_applies = args.max_concurrent_applies.max(1);
+    config.ack_cache_capacity = args.ack_cache.max(1);
+    config.default_health_timeout = Duration::from_secs(args.health_timeout);
+    config.log_limits.limit_bytes = args.log_limit_bytes;
+
+    let kube_config = kube::Config::infer()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let executor = ExecutorService::new(config, client);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %args.listen, %namespace, "executor serving");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(k8sworker_executor::serve(
+        listener,
+        executor.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down: refusing new plans, finishing running ones");
+    let _ = stop.send(());
+    let grace = Duration::from_secs(args.shutdown_grace);
+    if !executor.drain(grace).await {
+        tracing::warn!(
+            grace_seconds = args.shutdown_grace,
+            "plans still running at the end of the grace period"
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(joined) => joined.context("server task")?.context("gRPC server")?,
+        Err(_) => tracing::warn!("connections still open; exiting"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

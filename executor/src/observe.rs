@@ -1,0 +1,312 @@
+//! What an installation has in the executor's namespace right now.
+//!
+//! One list per managed kind with the installation's label selector (metadata
+//! only, except StatefulSets whose replica counts are reported), then one
+//! metadata read for each requested name the lists did not return (an
+//! object in the way, possibly not ours), and one for each referenced
+//! ConfigMap, Secret or claim. Secret data never leaves the API server.
+
+use std::collections::BTreeSet;
+
+use futures::future::try_join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8sworker_proto::{
+    labels,
+    v1::{ComponentRef, ObserveRequest, ObserveResponse, ObservedComponent},
+};
+use kube::{
+    Api, Client, Resource as _,
+    api::{DynamicObject, ListParams, ObjectMeta},
+};
+
+use crate::{Error, error::describe, kinds::Kind, precondition::owner};
+
+/// Observes `request.installation` in `namespace` (already checked to be
+/// the executor's own).
+pub async fn observe(
+    client: &Client,
+    namespace: &str,
+    request: &ObserveRequest,
+) -> Result<ObserveResponse, Error> {
+    let names = checked_refs(namespace, &request.names, |kind| kind.is_managed())?;
+    let references = checked_refs(namespace, &request.references, |kind| {
+        matches!(
+            kind,
+            Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim
+        )
+    })?;
+    let selector = labels::selector(&request.installation);
+
+    let listed = try_join_all(
+        Kind::MANAGED
+            .into_iter()
+            .map(|kind| list(client, namespace, kind, &selector)),
+    )
+    .await?;
+    let mut components: Vec<ObservedComponent> = listed.into_iter().flatten().collect();
+
+    let seen: BTreeSet<(String, String)> = components
+        .iter()
+        .filter_map(|c| c.r#ref.as_ref())
+        .map(|r| (r.kind.clone(), r.name.clone()))
+        .collect();
+    let unseen = names
+        .iter()
+        .filter(|(_, r)| !seen.contains(&(r.kind.clone(), r.name.clone())));
+    let found = try_join_all(unseen.map(|(kind, r)| get(client, *kind, r))).await?;
+    components.extend(found.into_iter().flatten());
+    components.sort_by(|a, b| {
+        let key = |c: &ObservedComponent| {
+            let r = c.r#ref.clone().unwrap_or_default();
+            (Kind::from_type(&r.api_version, &r.kind), r.name)
+        };
+        key(a).cmp(&key(b))
+    });
+
+    let existing = try_join_all(references.iter().map(|(kind, r)| async move {
+        get(client, *kind, r)
+            .await
+            .map(|found| found.map(|_| r.clone()))
+    }))
+    .await?;
+    Ok(ObserveResponse {
+        components,
+        existing_references: existing.into_iter().flatten().collect(),
+    })
+}
+
+/// Checks kinds and namespaces of requested refs; fills in the namespace.
+fn checked_refs(
+    namespace: &str,
+    refs: &[ComponentRef],
+    allowed: impl Fn(Kind) -> bool,
+) -> Result<Vec<(Kind, ComponentRef)>, Error> {
+    refs.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r.namespace.is_empty() {
+                r.namespace = namespace.to_string();
+            } else if r.namespace != namespace {
+                return Err(Error::WrongNamespace {
+                    requested: r.namespace.clone(),
+                    own: namespace.to_string(),
+                });
+            }
+            match Kind::from_type(&r.api_version, &r.kind).filter(|kind| allowed(*kind)) {
+                Some(kind) => Ok((kind, r)),
+                None => Err(Error::invalid_component(
+                    &r,
+                    "this kind cannot be observed here",
+                )),
+            }
+        })
+        .collect()
+}
+
+async fn list(
+    client: &Client,
+    namespace: &str,
+    kind: Kind,
+    selector: &str,
+) -> Result<Vec<ObservedComponent>, Error> {
+    let params = ListParams::default().labels(selector);
+    let failed = |source| Error::kube("list", format!("{} in {namespace}", kind.plural()), source);
+    if kind == Kind::StatefulSet {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let list = api.list(&params).await.map_err(failed)?;
+        return Ok(list.items.iter().map(from_statefulset).collect());
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+    let list = api.list_metadata(&params).await.map_err(failed)?;
+    Ok(list
+        .items
+        .iter()
+        .map(|item| from_meta(kind, &item.metadata))
+        .collect())
+}
+
+async fn get(
+    client: &Client,
+    kind: Kind,
+    component: &ComponentRef,
+) -> Result<Option<ObservedComponent>, Error> {
+    let failed = |source| Error::kube("read", describe(component), source);
+    if kind == Kind::StatefulSet {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &component.namespace);
+        let found = api.get_opt(&component.name).await.map_err(failed)?;
+        return Ok(found.as_ref().map(from_statefulset));
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &component.namespace, &kind.api_resource());
+    let found = api
+        .get_metadata_opt(&component.name)
+        .await
+        .map_err(failed)?;
+    Ok(found.map(|meta| from_meta(kind, &meta.metadata)))
+}
+
+fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
+    let labels = metadata.labels.clone().unwrap_or_default();
+    ObservedComponent {
+        r#ref: Some(ComponentRef {
+            api_version: kind.api_version().to_string(),
+            kind: kind.name().to_string(),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            name: metadata.name.clone().unwrap_or_default(),
+        }),
+        uid: metadata.uid.clone().unwrap_or_default(),
+        resource_version: metadata.resource_version.clone().unwrap_or_default(),
+        spec_hash: metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::SPEC_HASH))
+            .cloned()
+            .unwrap_or_default(),
+        owner: owner(&labels).unwrap_or_default().to_string(),
+        replicas: None,
+        ready_replicas: None,
+        foreign_managers: foreign_managers(metadata),
+    }
+}
+
+/// Field managers other than k8sworker that wrote the object itself (not its
+/// status or scale): someone changed it outside k8sworker.
+fn foreign_managers(metadata: &ObjectMeta) -> Vec<String> {
+    let managers: BTreeSet<String> = metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| !matches!(entry.subresource.as_deref(), Some("status") | Some("scale")))
+        .filter_map(|entry| entry.manager.clone())
+        .filter(|manager| manager != labels::MANAGER)
+        .collect();
+    managers.into_iter().collect()
+}
+
+fn from_statefulset(statefulset: &StatefulSet) -> ObservedComponent {
+    ObservedComponent {
+        replicas: Some(
+            statefulset
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.replicas)
+                .unwrap_or(1),
+        ),
+        ready_replicas: Some(
+            statefulset
+                .status
+                .as_ref()
+                .and_then(|status| status.ready_replicas)
+                .unwrap_or(0),
+        ),
+        ..from_meta(Kind::StatefulSet, statefulset.meta())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+
+    fn mk_meta(labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("vantiq-inst-configmap-0".into()),
+            namespace: Some("ns-a".into()),
+            uid: Some("u1".into()),
+            resource_version: Some("12".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            annotations: Some([(labels::SPEC_HASH.to_string(), "abc".to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn owner_is_reported_only_for_our_objects() {
+        let ours = from_meta(
+            Kind::ConfigMap,
+            &mk_meta(&[
+                (labels::MANAGED_BY, labels::MANAGER),
+                (labels::INSTALLATION, "inst"),
+            ]),
+        );
+        assert_eq!(ours.owner, "inst");
+        assert_eq!(ours.spec_hash, "abc");
+        assert_eq!(ours.uid, "u1");
+        assert_eq!(ours.resource_version, "12");
+        assert_eq!(ours.r#ref.unwrap().kind, "ConfigMap");
+
+        let foreign = from_meta(Kind::ConfigMap, &mk_meta(&[(labels::INSTALLATION, "inst")]));
+        assert_eq!(foreign.owner, "");
+    }
+
+    #[test]
+    fn foreign_managers_ignore_ours_and_subresources() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let entry = |manager: &str, subresource: Option<&str>| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            subresource: subresource.map(String::from),
+            ..Default::default()
+        };
+        let mut meta = mk_meta(&[]);
+        meta.managed_fields = Some(vec![
+            entry(labels::MANAGER, None),
+            entry(labels::MANAGER, Some("scale")),
+            entry("kube-controller-manager", Some("status")),
+            entry("kubectl-edit", None),
+            entry("kubectl-edit", None),
+            entry("argocd", None),
+        ]);
+        assert_eq!(foreign_managers(&meta), ["argocd", "kubectl-edit"]);
+    }
+
+    #[test]
+    fn statefulsets_report_replicas() {
+        let sts = StatefulSet {
+            metadata: mk_meta(&[]),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(3),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(2),
+                ..Default::default()
+            }),
+        };
+        let observed = from_statefulset(&sts);
+        assert_eq!(
+            (observed.replicas, observed.ready_replicas),
+            (Some(3), Some(2))
+        );
+    }
+
+    #[test]
+    fn refs_outside_the_namespace_or_kinds_are_refused() {
+        let mk = |kind: &str, namespace: &str| ComponentRef {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: "x".into(),
+        };
+        let refs = checked_refs("ns-a", &[mk("Secret", "")], |_| true).unwrap();
+        assert_eq!(refs[0].1.namespace, "ns-a");
+        assert!(matches!(
+            checked_refs("ns-a", &[mk("Secret", "ns-b")], |_| true),
+            Err(Error::WrongNamespace { .. })
+        ));
+        assert!(matches!(
+            checked_refs("ns-a", &[mk("Pod", "")], |_| true),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            checked_refs("ns-a", &[mk("PersistentVolumeClaim", "")], |kind| kind
+                .is_managed()),
+            Err(Error::Invalid { .. })
+        ));
+    }
+}

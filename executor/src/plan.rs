@@ -1,0 +1,583 @@
+//! Checking a plan before anything is sent to Kubernetes.
+//!
+//! [`validate`] turns the wire [`Plan`] into [`CheckedStep`]s or refuses it:
+//! wrong namespace first (so a foreign plan costs no API call at all), then
+//! every step's kind, identity, precondition and object. The objects a plan
+//! writes must carry the installation's ownership labels, so the executor
+//! never creates something it would later refuse to update or delete.
+//! Pure: no I/O, unit-tested with tiny `mk_*` builders.
+
+use std::collections::HashSet;
+
+use k8sworker_proto::{
+    labels,
+    v1::{Action, ComponentRef, Plan, Step, precondition},
+};
+use serde_json::Value;
+
+use crate::{Error, kinds::Kind};
+
+/// The state a step was computed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// No precondition (a NOOP may come without one): nothing is read.
+    Unchecked,
+    MustNotExist,
+    Version {
+        uid: String,
+        resource_version: String,
+    },
+}
+
+/// A step that passed validation, ready to be checked against the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedStep {
+    pub index: u32,
+    pub action: Action,
+    pub kind: Kind,
+    pub component: ComponentRef,
+    pub expectation: Expectation,
+    /// CREATE and UPDATE: the object to apply, namespace set, and for UPDATE
+    /// the expected `resourceVersion` in its metadata so that the API server
+    /// refuses the write atomically if the object changed.
+    pub object: Option<Value>,
+    /// SCALE: the replica count.
+    pub replicas: Option<i32>,
+}
+
+/// Validates `plan` for an executor serving `own_namespace`.
+pub fn validate(plan: &Plan, own_namespace: &str) -> Result<Vec<CheckedStep>, Error> {
+    if plan.namespace != own_namespace {
+        return Err(Error::WrongNamespace {
+            requested: plan.namespace.clone(),
+            own: own_namespace.to_string(),
+        });
+    }
+    if plan.id.is_empty() {
+        return Err(Error::invalid("plan has no id"));
+    }
+    if plan.installation.is_empty() {
+        return Err(Error::invalid("plan has no installation name"));
+    }
+    if plan.desired_replicas < 0 {
+        return Err(Error::invalid(format!(
+            "desired_replicas is {}, must be 0 or more",
+            plan.desired_replicas
+        )));
+    }
+    let mut written = HashSet::new();
+    let mut checked = Vec::with_capacity(plan.steps.len());
+    for (index, step) in plan.steps.iter().enumerate() {
+        let step = validate_step(plan, index as u32, step)?;
+        if step.action != Action::Noop {
+            let key = (
+                step.kind,
+                step.component.namespace.clone(),
+                step.component.name.clone(),
+            );
+            if !written.insert(key) {
+                return Err(Error::invalid_component(
+                    &step.component,
+                    "more than one write step for the same object; \
+                     a plan changes each object at most once",
+                ));
+            }
+        }
+        checked.push(step);
+    }
+    Ok(checked)
+}
+
+fn validate_step(plan: &Plan, index: u32, step: &Step) -> Result<CheckedStep, Error> {
+    let Some(component) = step.component.clone() else {
+        return Err(Error::invalid(format!("step {index} has no component")));
+    };
+    let kind = Kind::from_type(&component.api_version, &component.kind)
+        .filter(|kind| kind.is_managed())
+        .ok_or_else(|| {
+            Error::invalid_component(
+                &component,
+                format!(
+                    "kind {} {} is not one the executor manages \
+                     (ConfigMap, Secret, Service, StatefulSet, Ingress)",
+                    component.api_version, component.kind
+                ),
+            )
+        })?;
+    let mut component = component;
+    if component.namespace.is_empty() {
+        component.namespace = plan.namespace.clone();
+    } else if component.namespace != plan.namespace {
+        return Err(Error::WrongNamespace {
+            requested: component.namespace.clone(),
+            own: plan.namespace.clone(),
+        });
+    }
+    if component.name.is_empty() {
+        return Err(Error::invalid(format!("step {index} has no object name")));
+    }
+    let action = Action::try_from(step.action)
+        .ok()
+        .filter(|action| *action != Action::Unspecified)
+        .ok_or_else(|| {
+            Error::invalid_component(&component, format!("unknown action {}", step.action))
+        })?;
+    let expectation = expectation(step);
+    match (action, &expectation) {
+        (Action::Create, Expectation::MustNotExist)
+        | (Action::Update | Action::Delete | Action::Scale, Expectation::Version { .. })
+        | (Action::Noop, Expectation::Version { .. } | Expectation::Unchecked) => {}
+        (action, expectation) => {
+            return Err(Error::invalid_component(
+                &component,
+                format!(
+                    "{} needs {}, the step has {expectation:?}",
+                    action.as_str_name(),
+                    match action {
+                        Action::Create => "a must-not-exist precondition",
+                        Action::Noop => "an expected-version precondition or none",
+                        _ => "an expected uid and resourceVersion",
+                    }
+                ),
+            ));
+        }
+    }
+    if let Expectation::Version {
+        uid,
+        resource_version,
+    } = &expectation
+        && (uid.is_empty() || resource_version.is_empty())
+    {
+        return Err(Error::invalid_component(
+            &component,
+            "expected-version precondition without uid or resourceVersion",
+        ));
+    }
+
+    let object = match action {
+        Action::Create | Action::Update => Some(checked_object(
+            plan,
+            &component,
+            &step.object_json,
+            &expectation,
+        )?),
+        _ => None,
+    };
+    let replicas = match action {
+        Action::Scale => {
+            if kind != Kind::StatefulSet {
+                return Err(Error::invalid_component(
+                    &component,
+                    "only a StatefulSet can be scaled",
+                ));
+            }
+            match step.replicas {
+                Some(replicas) if replicas >= 0 => Some(replicas),
+                other => {
+                    return Err(Error::invalid_component(
+                        &component,
+                        format!("SCALE needs replicas >= 0, got {other:?}"),
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(CheckedStep {
+        index,
+        action,
+        kind,
+        component,
+        expectation,
+        object,
+        replicas,
+    })
+}
+
+fn expectation(step: &Step) -> Expectation {
+    match step
+        .precondition
+        .as_ref()
+        .and_then(|precondition| precondition.kind.as_ref())
+    {
+        None => Expectation::Unchecked,
+        Some(precondition::Kind::MustNotExist(_)) => Expectation::MustNotExist,
+        Some(precondition::Kind::Expected(expected)) => Expectation::Version {
+            uid: expected.uid.clone(),
+            resource_version: expected.resource_version.clone(),
+        },
+    }
+}
+
+/// Parses and checks the object of a CREATE or UPDATE. The object's content
+/// (Secret data included) never appears in an error message.
+fn checked_object(
+    plan: &Plan,
+    component: &ComponentRef,
+    json: &[u8],
+    expectation: &Expectation,
+) -> Result<Value, Error> {
+    let mut object: Value = serde_json::from_slice(json).map_err(|error| {
+        Error::invalid_component(
+            component,
+            format!(
+                "object is not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            ),
+        )
+    })?;
+    let Some(fields) = object.as_object_mut() else {
+        return Err(Error::invalid_component(
+            component,
+            "object is not a JSON object",
+        ));
+    };
+    let field = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or_default();
+    if field("apiVersion") != component.api_version || field("kind") != component.kind {
+        return Err(Error::invalid_component(
+            component,
+            format!(
+                "object is {} {}, the step names {} {}",
+                field("apiVersion"),
+                field("kind"),
+                component.api_version,
+                component.kind
+            ),
+        ));
+    }
+    let metadata = fields
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return Err(Error::invalid_component(
+            component,
+            "metadata is not an object",
+        ));
+    };
+    let name = metadata.get("name").and_then(Value::as_str);
+    if name != Some(component.name.as_str()) {
+        return Err(Error::invalid_component(
+            component,
+            format!(
+                "object is named {name:?}, the step names {:?}",
+                component.name
+            ),
+        ));
+    }
+    match metadata.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(namespace) if namespace == component.namespace => {}
+        Some(namespace) => {
+            return Err(Error::WrongNamespace {
+                requested: namespace.to_string(),
+                own: component.namespace.clone(),
+            });
+        }
+    }
+    let label = |key: &str| {
+        metadata
+            .get("labels")
+            .and_then(|labels| labels.get(key))
+            .and_then(Value::as_str)
+    };
+    if label(labels::MANAGED_BY) != Some(labels::MANAGER)
+        || label(labels::INSTALLATION) != Some(plan.installation.as_str())
+    {
+        return Err(Error::invalid_component(
+            component,
+            format!(
+                "object must carry the labels {}={} and {}={}",
+                labels::MANAGED_BY,
+                labels::MANAGER,
+                labels::INSTALLATION,
+                plan.installation
+            ),
+        ));
+    }
+    metadata.insert(
+        "namespace".into(),
+        Value::String(component.namespace.clone()),
+    );
+    for server_owned in ["uid", "creationTimestamp", "managedFields", "generation"] {
+        metadata.remove(server_owned);
+    }
+    match expectation {
+        Expectation::Version {
+            resource_version, ..
+        } => {
+            metadata.insert(
+                "resourceVersion".into(),
+                Value::String(resource_version.clone()),
+            );
+        }
+        _ => {
+            metadata.remove("resourceVersion");
+        }
+    }
+    fields.remove("status");
+    Ok(object)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8sworker_proto::v1::{ExpectedVersion, MustNotExist, Precondition};
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    pub(crate) fn mk_ref(api_version: &str, kind: &str, name: &str) -> ComponentRef {
+        ComponentRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: "ns-a".into(),
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn mk_config_map(name: &str, installation: &str) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    labels::MANAGED_BY: labels::MANAGER,
+                    labels::INSTALLATION: installation,
+                },
+            },
+            "data": {"a.txt": "hello"},
+        })
+    }
+
+    fn mk_expected(uid: &str, rv: &str) -> Option<Precondition> {
+        Some(Precondition {
+            kind: Some(precondition::Kind::Expected(ExpectedVersion {
+                uid: uid.into(),
+                resource_version: rv.into(),
+            })),
+        })
+    }
+
+    fn mk_must_not_exist() -> Option<Precondition> {
+        Some(Precondition {
+            kind: Some(precondition::Kind::MustNotExist(MustNotExist {})),
+        })
+    }
+
+    pub(crate) fn mk_create(object: &Value) -> Step {
+        let component = mk_ref(
+            object["apiVersion"].as_str().unwrap(),
+            object["kind"].as_str().unwrap(),
+            object["metadata"]["name"].as_str().unwrap(),
+        );
+        Step {
+            action: Action::Create as i32,
+            component: Some(component),
+            precondition: mk_must_not_exist(),
+            object_json: serde_json::to_vec(object).unwrap(),
+            replicas: None,
+            reason: "missing".into(),
+        }
+    }
+
+    fn mk_update(object: &Value, uid: &str, rv: &str) -> Step {
+        Step {
+            action: Action::Update as i32,
+            precondition: mk_expected(uid, rv),
+            ..mk_create(object)
+        }
+    }
+
+    fn mk_scale(name: &str, replicas: i32) -> Step {
+        Step {
+            action: Action::Scale as i32,
+            component: Some(mk_ref("apps/v1", "StatefulSet", name)),
+            precondition: mk_expected("u1", "7"),
+            object_json: Vec::new(),
+            replicas: Some(replicas),
+            reason: "shutdown".into(),
+        }
+    }
+
+    pub(crate) fn mk_plan(steps: Vec<Step>) -> Plan {
+        Plan {
+            id: "plan-1".into(),
+            digest: "d1".into(),
+            installation: "inst".into(),
+            namespace: "ns-a".into(),
+            operation: 0,
+            steps,
+            desired_replicas: 1,
+        }
+    }
+
+    fn invalid_message(result: Result<Vec<CheckedStep>, Error>) -> String {
+        match result {
+            Err(Error::Invalid { message, .. }) => message,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plan_for_another_namespace_is_refused_first() {
+        let mut plan = mk_plan(vec![]);
+        plan.namespace = "ns-b".into();
+        plan.id = String::new(); // would be invalid too, but the namespace comes first
+        assert!(matches!(
+            validate(&plan, "ns-a"),
+            Err(Error::WrongNamespace { requested, own }) if requested == "ns-b" && own == "ns-a"
+        ));
+    }
+
+    #[test]
+    fn step_or_object_in_another_namespace_is_refused() {
+        let mut step = mk_create(&mk_config_map("c", "inst"));
+        step.component.as_mut().unwrap().namespace = "ns-b".into();
+        assert!(matches!(
+            validate(&mk_plan(vec![step]), "ns-a"),
+            Err(Error::WrongNamespace { .. })
+        ));
+
+        let mut object = mk_config_map("c", "inst");
+        object["metadata"]["namespace"] = json!("ns-b");
+        assert!(matches!(
+            validate(&mk_plan(vec![mk_create(&object)]), "ns-a"),
+            Err(Error::WrongNamespace { .. })
+        ));
+    }
+
+    #[test]
+    fn create_gets_namespace_and_loses_server_fields() {
+        let mut object = mk_config_map("c", "inst");
+        object["metadata"]["resourceVersion"] = json!("99");
+        object["metadata"]["uid"] = json!("old");
+        let steps = validate(&mk_plan(vec![mk_create(&object)]), "ns-a").unwrap();
+        let applied = steps[0].object.as_ref().unwrap();
+        assert_eq!(applied["metadata"]["namespace"], json!("ns-a"));
+        assert_eq!(applied["metadata"].get("resourceVersion"), None);
+        assert_eq!(applied["metadata"].get("uid"), None);
+        assert_eq!(steps[0].expectation, Expectation::MustNotExist);
+    }
+
+    #[test]
+    fn update_carries_the_expected_resource_version() {
+        let steps = validate(
+            &mk_plan(vec![mk_update(&mk_config_map("c", "inst"), "u1", "41")]),
+            "ns-a",
+        )
+        .unwrap();
+        assert_eq!(
+            steps[0].object.as_ref().unwrap()["metadata"]["resourceVersion"],
+            json!("41")
+        );
+        assert_eq!(
+            steps[0].expectation,
+            Expectation::Version {
+                uid: "u1".into(),
+                resource_version: "41".into()
+            }
+        );
+    }
+
+    #[test]
+    fn objects_without_our_labels_are_refused() {
+        let mut object = mk_config_map("c", "inst");
+        object["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove(labels::MANAGED_BY);
+        let message = invalid_message(validate(&mk_plan(vec![mk_create(&object)]), "ns-a"));
+        assert!(message.contains(labels::MANAGED_BY), "{message}");
+
+        let other = mk_config_map("c", "someone-else");
+        invalid_message(validate(&mk_plan(vec![mk_create(&other)]), "ns-a"));
+    }
+
+    #[test]
+    fn unmanaged_kinds_are_refused() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let message = invalid_message(validate(&mk_plan(vec![mk_create(&pod)]), "ns-a"));
+        assert!(
+            message.contains("not one the executor manages"),
+            "{message}"
+        );
+        let claim =
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "p"}});
+        invalid_message(validate(&mk_plan(vec![mk_create(&claim)]), "ns-a"));
+    }
+
+    #[test]
+    fn object_must_match_the_step_identity() {
+        let mut step = mk_create(&mk_config_map("c", "inst"));
+        step.component.as_mut().unwrap().name = "other".into();
+        let message = invalid_message(validate(&mk_plan(vec![step]), "ns-a"));
+        assert!(message.contains("named"), "{message}");
+    }
+
+    #[test]
+    fn preconditions_must_fit_the_action() {
+        let mut create = mk_create(&mk_config_map("c", "inst"));
+        create.precondition = mk_expected("u", "1");
+        invalid_message(validate(&mk_plan(vec![create]), "ns-a"));
+
+        let mut update = mk_update(&mk_config_map("c", "inst"), "u", "1");
+        update.precondition = mk_must_not_exist();
+        invalid_message(validate(&mk_plan(vec![update]), "ns-a"));
+
+        let no_rv = mk_update(&mk_config_map("c", "inst"), "u", "");
+        invalid_message(validate(&mk_plan(vec![no_rv]), "ns-a"));
+    }
+
+    #[test]
+    fn secret_content_never_appears_in_errors() {
+        let object = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "stringData": {"password": "hunter2"}});
+        let message = invalid_message(validate(&mk_plan(vec![mk_create(&object)]), "ns-a"));
+        assert!(!message.contains("hunter2"));
+        let mut broken = mk_create(&object);
+        broken.object_json = br#"{"stringData": {"password": "hunter2""#.to_vec();
+        let message = invalid_message(validate(&mk_plan(vec![broken]), "ns-a"));
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn scale_needs_a_statefulset_and_a_count() {
+        let steps = validate(&mk_plan(vec![mk_scale("inst", 0)]), "ns-a").unwrap();
+        assert_eq!(steps[0].replicas, Some(0));
+        assert_eq!(steps[0].object, None);
+
+        let mut negative = mk_scale("inst", -1);
+        negative.replicas = Some(-1);
+        invalid_message(validate(&mk_plan(vec![negative]), "ns-a"));
+
+        let mut not_sts = mk_scale("inst", 1);
+        not_sts.component = Some(mk_ref("v1", "Service", "inst"));
+        invalid_message(validate(&mk_plan(vec![not_sts]), "ns-a"));
+    }
+
+    #[test]
+    fn one_write_per_object() {
+        let object = mk_config_map("c", "inst");
+        let twice = mk_plan(vec![
+            mk_update(&object, "u", "1"),
+            mk_update(&object, "u", "1"),
+        ]);
+        let message = invalid_message(validate(&twice, "ns-a"));
+        assert!(message.contains("more than one write"), "{message}");
+    }
+
+    #[test]
+    fn noop_may_come_without_precondition() {
+        let noop = Step {
+            action: Action::Noop as i32,
+            component: Some(mk_ref("v1", "Service", "svc")),
+            precondition: None,
+            object_json: Vec::new(),
+            replicas: None,
+            reason: "unchanged".into(),
+        };
+        let steps = validate(&mk_plan(vec![noop]), "ns-a").unwrap();
+        assert_eq!(steps[0].expectation, Expectation::Unchecked);
+    }
+}

@@ -1,0 +1,270 @@
+//! Whether the state a plan was computed from still holds.
+//!
+//! Before the first write of a plan, every step's object is read once
+//! (metadata only, so a Secret's data never leaves the API server) and
+//! compared with the step's [`Expectation`]: must-not-exist, or exactly the
+//! observed uid and resourceVersion. One stale step refuses the whole plan.
+//! An existing object without this installation's ownership labels is
+//! reported as not owned, never touched. The writes that follow repeat the
+//! check atomically on the server (resourceVersion in the applied object,
+//! delete preconditions), so the read here is what makes a refused plan cost
+//! nothing, and the server-side check is what makes a race harmless.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8sworker_proto::labels;
+use kube::{
+    Api, Client,
+    api::{DynamicObject, PartialObjectMeta},
+};
+
+use crate::{
+    Error,
+    error::Problem,
+    plan::{CheckedStep, Expectation},
+};
+
+/// What the executor found at a step's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub uid: String,
+    pub resource_version: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Found {
+    fn from_meta(meta: &PartialObjectMeta<DynamicObject>) -> Self {
+        Found {
+            uid: meta.metadata.uid.clone().unwrap_or_default(),
+            resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
+            labels: meta.metadata.labels.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a precondition does not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The object changed (or appeared, or vanished) after it was observed.
+    Stale(String),
+    /// The object exists but is not this installation's.
+    NotOwned(String),
+}
+
+/// The installation an object belongs to, by its labels: the value of
+/// `k8sworker.io/installation` when `app.kubernetes.io/managed-by` is ours.
+pub fn owner(labels: &BTreeMap<String, String>) -> Option<&str> {
+    (labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER))
+        .then(|| labels.get(labels::INSTALLATION).map(String::as_str))
+        .flatten()
+}
+
+/// Compares what was found with what the step expects.
+pub fn verdict(
+    expectation: &Expectation,
+    found: Option<&Found>,
+    installation: &str,
+) -> Result<(), Refusal> {
+    let ownership = |found: &Found| match owner(&found.labels) {
+        Some(owner) if owner == installation => Ok(()),
+        Some(other) => Err(Refusal::NotOwned(format!(
+            "belongs to installation {other:?}"
+        ))),
+        None => Err(Refusal::NotOwned(format!(
+            "exists without the labels {}={} and {}={installation}",
+            labels::MANAGED_BY,
+            labels::MANAGER,
+            labels::INSTALLATION
+        ))),
+    };
+    match (expectation, found) {
+        (Expectation::Unchecked, _) | (Expectation::MustNotExist, None) => Ok(()),
+        (Expectation::MustNotExist, Some(found)) => {
+            ownership(found)?;
+            Err(Refusal::Stale(format!(
+                "exists (uid {}), the plan expected it absent",
+                found.uid
+            )))
+        }
+        (Expectation::Version { uid, .. }, None) => Err(Refusal::Stale(format!(
+            "is gone, the plan expected uid {uid}"
+        ))),
+        (
+            Expectation::Version {
+                uid,
+                resource_version,
+            },
+            Some(found),
+        ) => {
+            ownership(found)?;
+            if found.uid != *uid {
+                Err(Refusal::Stale(format!(
+                    "was replaced (uid {}), the plan expected uid {uid}",
+                    found.uid
+                )))
+            } else if found.resource_version != *resource_version {
+                Err(Refusal::Stale(format!(
+                    "changed (resourceVersion {}), the plan expected {resource_version}",
+                    found.resource_version
+                )))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads every checked step's object and refuses the plan when any
+/// precondition fails; not-owned objects are reported ahead of stale ones.
+pub async fn check_all(
+    client: &Client,
+    steps: &[CheckedStep],
+    installation: &str,
+) -> Result<(), Error> {
+    let reads: Vec<_> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, step)| step.expectation != Expectation::Unchecked)
+        .map(|(index, step)| {
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                &step.component.namespace,
+                &step.kind.api_resource(),
+            );
+            let name = step.component.name.clone();
+            let target = crate::error::describe(&step.component);
+            async move {
+                let found = api
+                    .get_metadata_opt(&name)
+                    .await
+                    .map_err(|source| Error::kube("read", target, source))?;
+                Ok::<_, Error>((index, found.as_ref().map(Found::from_meta)))
+            }
+        })
+        .collect();
+    let found: Vec<(usize, Option<Found>)> = futures::stream::iter(reads)
+        .buffered(4)
+        .try_collect()
+        .await?;
+
+    let mut stale = Vec::new();
+    let mut not_owned = Vec::new();
+    for (index, found) in found {
+        let step = &steps[index];
+        match verdict(&step.expectation, found.as_ref(), installation) {
+            Ok(()) => {}
+            Err(Refusal::Stale(detail)) => stale.push(Problem {
+                component: step.component.clone(),
+                detail,
+            }),
+            Err(Refusal::NotOwned(detail)) => not_owned.push(Problem {
+                component: step.component.clone(),
+                detail,
+            }),
+        }
+    }
+    if !not_owned.is_empty() {
+        Err(Error::NotOwned(not_owned))
+    } else if !stale.is_empty() {
+        Err(Error::Stale(stale))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_found(uid: &str, rv: &str, installation: Option<&str>) -> Found {
+        let mut labels = BTreeMap::new();
+        if let Some(installation) = installation {
+            labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
+            labels.insert(labels::INSTALLATION.to_string(), installation.to_string());
+        }
+        Found {
+            uid: uid.into(),
+            resource_version: rv.into(),
+            labels,
+        }
+    }
+
+    fn mk_version(uid: &str, rv: &str) -> Expectation {
+        Expectation::Version {
+            uid: uid.into(),
+            resource_version: rv.into(),
+        }
+    }
+
+    #[test]
+    fn must_not_exist_holds_only_when_absent() {
+        assert_eq!(verdict(&Expectation::MustNotExist, None, "inst"), Ok(()));
+        let ours = mk_found("u", "1", Some("inst"));
+        assert!(matches!(
+            verdict(&Expectation::MustNotExist, Some(&ours), "inst"),
+            Err(Refusal::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn an_unlabelled_object_in_the_way_is_not_owned() {
+        let foreign = mk_found("u", "1", None);
+        let refusal = verdict(&Expectation::MustNotExist, Some(&foreign), "inst").unwrap_err();
+        assert!(
+            matches!(&refusal, Refusal::NotOwned(detail) if detail.contains("without the labels"))
+        );
+        assert!(matches!(
+            verdict(&mk_version("u", "1"), Some(&foreign), "inst"),
+            Err(Refusal::NotOwned(_))
+        ));
+    }
+
+    #[test]
+    fn another_installations_object_is_not_owned() {
+        let theirs = mk_found("u", "1", Some("other"));
+        assert_eq!(
+            verdict(&mk_version("u", "1"), Some(&theirs), "inst"),
+            Err(Refusal::NotOwned(
+                "belongs to installation \"other\"".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn expected_version_must_match_uid_and_resource_version() {
+        let ours = mk_found("u1", "10", Some("inst"));
+        assert_eq!(
+            verdict(&mk_version("u1", "10"), Some(&ours), "inst"),
+            Ok(())
+        );
+        assert!(matches!(
+            verdict(&mk_version("u1", "9"), Some(&ours), "inst"),
+            Err(Refusal::Stale(detail)) if detail.contains("resourceVersion 10")
+        ));
+        assert!(matches!(
+            verdict(&mk_version("u0", "10"), Some(&ours), "inst"),
+            Err(Refusal::Stale(detail)) if detail.contains("replaced")
+        ));
+        assert!(matches!(
+            verdict(&mk_version("u1", "10"), None, "inst"),
+            Err(Refusal::Stale(detail)) if detail.contains("gone")
+        ));
+    }
+
+    #[test]
+    fn unchecked_reads_nothing_and_holds() {
+        assert_eq!(verdict(&Expectation::Unchecked, None, "inst"), Ok(()));
+    }
+
+    #[test]
+    fn owner_needs_both_labels() {
+        let mut labels = BTreeMap::new();
+        labels.insert(labels::INSTALLATION.to_string(), "inst".to_string());
+        assert_eq!(owner(&labels), None);
+        labels.insert(labels::MANAGED_BY.to_string(), "helm".to_string());
+        assert_eq!(owner(&labels), None);
+        labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
+        assert_eq!(owner(&labels), Some("inst"));
+    }
+}

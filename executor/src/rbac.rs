@@ -1,0 +1,149 @@
+//! The executor's identity and permissions, from the one manifest that
+//! deploys them (`deploy/rbac/executor-role.yaml`).
+//!
+//! The Role is the executor's whole reach: namespace-scoped, and exactly the
+//! verbs the code uses. [`REQUIRED`] lists those verbs beside the code that
+//! needs them; a unit test holds the manifest and this list equal, and the
+//! integration tests run the executor with a token of this ServiceAccount.
+
+use k8s_openapi::api::{
+    core::v1::ServiceAccount,
+    rbac::v1::{Role, RoleBinding},
+};
+use serde::Deserialize as _;
+
+/// The manifest, as deployed.
+pub const MANIFEST: &str = include_str!("../../deploy/rbac/executor-role.yaml");
+
+/// Every (API group, resource, verbs) the executor needs.
+pub const REQUIRED: &[(&str, &str, &[&str])] = &[
+    ("apps", "statefulsets", &WRITE),
+    ("apps", "statefulsets/scale", &["get", "patch", "update"]),
+    ("", "services", &WRITE),
+    ("", "configmaps", &WRITE),
+    ("", "secrets", &WRITE),
+    ("networking.k8s.io", "ingresses", &WRITE),
+    ("", "persistentvolumeclaims", &["get", "list"]),
+    ("", "pods", &["get", "list", "watch"]),
+    ("", "pods/log", &["get"]),
+    ("", "events", &["list", "watch", "create"]),
+];
+
+const WRITE: [&str; 7] = [
+    "get", "list", "watch", "create", "patch", "update", "delete",
+];
+
+/// The ServiceAccount, Role and RoleBinding of an executor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+}
+
+/// The manifest's objects, moved into `namespace` (the binding's subject too).
+pub fn identity(namespace: &str) -> Result<Identity, serde_yaml::Error> {
+    let mut service_account = None;
+    let mut role = None;
+    let mut role_binding = None;
+    for document in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let value = serde_yaml::Value::deserialize(document)?;
+        match value.get("kind").and_then(serde_yaml::Value::as_str) {
+            Some("ServiceAccount") => service_account = Some(serde_yaml::from_value(value)?),
+            Some("Role") => role = Some(serde_yaml::from_value(value)?),
+            Some("RoleBinding") => role_binding = Some(serde_yaml::from_value(value)?),
+            _ => {}
+        }
+    }
+    let missing = |kind: &str| {
+        <serde_yaml::Error as serde::de::Error>::custom(format!("{kind} missing in the manifest"))
+    };
+    let mut identity = Identity {
+        service_account: service_account.ok_or_else(|| missing("ServiceAccount"))?,
+        role: role.ok_or_else(|| missing("Role"))?,
+        role_binding: role_binding.ok_or_else(|| missing("RoleBinding"))?,
+    };
+    identity.service_account.metadata.namespace = Some(namespace.to_string());
+    identity.role.metadata.namespace = Some(namespace.to_string());
+    identity.role_binding.metadata.namespace = Some(namespace.to_string());
+    for subject in identity.role_binding.subjects.iter_mut().flatten() {
+        subject.namespace = Some(namespace.to_string());
+    }
+    Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn granted(role: &Role) -> BTreeSet<(String, String, String)> {
+        let mut granted = BTreeSet::new();
+        for rule in role.rules.iter().flatten() {
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        granted.insert((group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+        granted
+    }
+
+    #[test]
+    fn the_role_grants_exactly_what_the_executor_needs() {
+        let identity = identity("ns-a").unwrap();
+        let required: BTreeSet<_> = REQUIRED
+            .iter()
+            .flat_map(|(group, resource, verbs)| {
+                verbs
+                    .iter()
+                    .map(|verb| (group.to_string(), resource.to_string(), verb.to_string()))
+            })
+            .collect();
+        assert_eq!(granted(&identity.role), required);
+    }
+
+    #[test]
+    fn nothing_is_cluster_scoped_or_wildcarded() {
+        let kinds: Vec<_> = serde_yaml::Deserializer::from_str(MANIFEST)
+            .map(|document| {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                value["kind"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+        for rule in identity("ns-a").unwrap().role.rules.iter().flatten() {
+            let all = rule
+                .verbs
+                .iter()
+                .chain(rule.resources.iter().flatten())
+                .chain(rule.api_groups.iter().flatten());
+            assert!(all.clone().all(|item| item != "*"), "{rule:?}");
+            assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+        }
+    }
+
+    #[test]
+    fn the_identity_moves_into_the_namespace() {
+        let identity = identity("team-a").unwrap();
+        assert_eq!(identity.role.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            identity.role_binding.metadata.namespace.as_deref(),
+            Some("team-a")
+        );
+        let subject = &identity.role_binding.subjects.as_ref().unwrap()[0];
+        assert_eq!(subject.kind, "ServiceAccount");
+        assert_eq!(
+            subject.name,
+            identity.service_account.metadata.name.clone().unwrap()
+        );
+        assert_eq!(subject.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            identity.role_binding.role_ref.name,
+            identity.role.metadata.name.clone().unwrap()
+        );
+    }
+}
