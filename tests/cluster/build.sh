@@ -39,12 +39,13 @@ modversion() { (cd "$mods/$1" && "$GO" list -m -f '{{.Version}}' "$2"); }
 # packages); without them /version says v0.0.0-master. Derived from go.mod, so bumping
 # the pin bumps the reported version.
 k8s_version=$(modversion k8s k8s.io/kubernetes)          # e.g. v1.34.4
+k8s_date=$(cd "$mods/k8s" && "$GO" list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
 k8s_major=${k8s_version#v}; k8s_major=${k8s_major%%.*}
 k8s_minor=${k8s_version#v*.}; k8s_minor=${k8s_minor%%.*}
 k8s_ldflags="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	k8s_ldflags+=" -X $p.gitVersion=$k8s_version -X $p.gitMajor=$k8s_major -X $p.gitMinor=$k8s_minor"
-	k8s_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+	k8s_ldflags+=" -X $p.gitCommit= -X $p.gitTreeState=clean -X $p.buildDate=$k8s_date"
 done
 kwok_version=$(modversion kwok sigs.k8s.io/kwok)
 kwok_ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${kwok_version#v}"
