@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks a running test cluster end to end with kubectl and curl only:
 #   1. /version reports the Kubernetes version pinned in go/k8s/go.mod;
-#   2. a 2-replica StatefulSet reaches 2/2 Ready, then scales to 0 with its Pods gone;
+#   2. a 2-replica StatefulSet reaches 2/2 Ready, its Pods have logs, then it scales to 0
+#      with its Pods gone;
 #   3. a ServiceAccount bound by a RoleBinding to a Role in namespace A, using a token
 #      from the TokenRequest API, may create a ConfigMap in A and is Forbidden in B;
 #   4. a span posted over OTLP/HTTP comes back from Jaeger's query API.
@@ -61,6 +62,9 @@ kubectl -n "$ns_a" rollout status statefulset/web --timeout=60s >/dev/null ||
 ready=$(kubectl -n "$ns_a" get statefulset web -o 'jsonpath={.status.readyReplicas}')
 [[ $ready == 2 ]] || fail "StatefulSet readyReplicas=$ready, want 2"
 log "ok: StatefulSet 2/2 Ready"
+logs=$(kubectl -n "$ns_a" logs web-0) || fail "kubectl logs web-0 failed"
+[[ $logs == *"fake container log"* ]] || fail "unexpected logs of web-0: $logs"
+log "ok: Pod logs served (kwok, via the apiserver)"
 kubectl -n "$ns_a" scale statefulset/web --replicas=0 >/dev/null
 deadline=$((SECONDS + 60))
 until [[ -z $(kubectl -n "$ns_a" get pods -l app=web -o name) ]]; do

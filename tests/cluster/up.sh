@@ -21,6 +21,7 @@ etcd_peer_port=${K8SWORKER_ETCD_PEER_PORT:-23800}
 api_port=${K8SWORKER_API_PORT:-16443}
 kcm_port=${K8SWORKER_KCM_PORT:-10257}
 scheduler_port=${K8SWORKER_SCHEDULER_PORT:-10259}
+kwok_port=${K8SWORKER_KWOK_PORT:-10250} # the fake Node's "kubelet" API (logs)
 export K8SWORKER_OTLP_GRPC_PORT=${K8SWORKER_OTLP_GRPC_PORT:-4317}
 export K8SWORKER_OTLP_HTTP_PORT=${K8SWORKER_OTLP_HTTP_PORT:-4318}
 export K8SWORKER_JAEGER_QUERY_PORT=${K8SWORKER_JAEGER_QUERY_PORT:-16686}
@@ -54,7 +55,7 @@ fi
 
 # A port someone else listens on would make a health check below answer for the wrong
 # process; refuse to start instead.
-for port in "$etcd_port" "$etcd_peer_port" "$api_port" "$kcm_port" "$scheduler_port" \
+for port in "$etcd_port" "$etcd_peer_port" "$api_port" "$kcm_port" "$scheduler_port" "$kwok_port" \
 	"$K8SWORKER_OTLP_GRPC_PORT" "$K8SWORKER_OTLP_HTTP_PORT" "$K8SWORKER_JAEGER_QUERY_PORT" \
 	"$K8SWORKER_JAEGER_QUERY_GRPC_PORT" "$K8SWORKER_JAEGER_HEALTH_PORT"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -132,6 +133,7 @@ wait_for() {
 	issue apiserver "/CN=kube-apiserver" \
 		"$common"$'\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.0.0.1'
 	issue admin "/O=system:masters/CN=k8sworker-test-admin" "$common"$'\nextendedKeyUsage=clientAuth'
+	issue kwok "/CN=$node" "$common"$'\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:'"$node"',IP:127.0.0.1'
 	key sa.key
 	openssl pkey -in sa.key -pubout -out sa.pub
 	rm -f ./*.csr ca.srl
@@ -167,6 +169,7 @@ start kube-apiserver "$bin/kube-apiserver" \
 	--disable-admission-plugins ServiceAccount \
 	--allow-privileged=true \
 	--kubelet-preferred-address-types InternalIP \
+	--kubelet-certificate-authority "$dir/pki/ca.crt" \
 	--profiling=false
 wait_for kube-apiserver "/readyz ok" admin_curl "$api/readyz"
 
@@ -186,9 +189,28 @@ chmod 600 "$kc"
 # after them: terminating Pods keep finishing until the controllers are gone.
 # Node and Pod IPs are fiction: the Node's address is 127.0.0.1 (the apiserver may
 # dial it for logs), Pod IPs come from --cidr and must never be connected to.
-start kwok "$bin/kwok" --kubeconfig "$kc" --config "$stages" \
+#
+# kwok also plays the Node's kubelet API on 127.0.0.1:$kwok_port, so `kubectl logs`
+# (the pods/log subresource) works: every container of every Pod "logs" the
+# CRI-format file <dir>/pod.log, which tests may append to.
+now=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+printf '%s stdout F %s\n' "$now" "k8sworker test cluster: fake container log" \
+	"$now" "logs come from $dir/pod.log via kwok" >"$dir/pod.log"
+cat >"$dir/kwok-logs.yaml" <<EOF
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: all-pods
+spec:
+  logs:
+  - logsFile: $dir/pod.log
+EOF
+start kwok "$bin/kwok" --kubeconfig "$kc" --config "$stages" --config "$dir/kwok-logs.yaml" \
 	--manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-	--cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40
+	--cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
+	--server-address "127.0.0.1:$kwok_port" --node-port "$kwok_port" \
+	--tls-cert-file "$dir/pki/kwok.crt" --tls-private-key-file "$dir/pki/kwok.key"
+wait_for kwok "/healthz ok" curl -fsS --max-time 2 "http://127.0.0.1:$kwok_port/healthz"
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Node
@@ -246,6 +268,7 @@ export KUBECONFIG=$kc
 export K8SWORKER_API_SERVER=$api
 export K8SWORKER_CA_FILE=$dir/pki/ca.crt
 export K8SWORKER_TEST_NODE=$node
+export K8SWORKER_POD_LOG=$dir/pod.log
 export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$K8SWORKER_OTLP_GRPC_PORT
 export OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 export K8SWORKER_OTLP_HTTP_ENDPOINT=http://127.0.0.1:$K8SWORKER_OTLP_HTTP_PORT
