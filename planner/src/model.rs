@@ -366,7 +366,19 @@ fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>,
     }
 }
 
-/// The entry types and the fields each accepts, for error messages.
+/// What [`InstallationRequest::read`] could make of a request.
+pub(crate) struct Reading {
+    /// The request with the entries that parsed; `None` when `data` is not an object.
+    pub request: Option<InstallationRequest>,
+    /// Why the rest did not parse.
+    pub errors: Vec<ValidationError>,
+    /// For each entry of `request.config`, its index in the original `config`.
+    pub indices: Vec<usize>,
+    /// The `type`s of entries that did not parse.
+    pub unread_types: Vec<String>,
+}
+
+/// The entry types, for error messages.
 const ENTRY_TYPES: &[&str] = &[
     "image",
     "file",
@@ -386,12 +398,28 @@ impl InstallationRequest {
     /// Reads Vantiq's deploy `data`, reporting every malformed part at once.
     /// The result still needs [`crate::validate::validate`].
     pub fn from_json(data: &serde_json::Value) -> Result<Self, ValidationErrors> {
+        let reading = Self::read(data);
+        match (reading.request, reading.errors.is_empty()) {
+            (Some(request), true) => Ok(request),
+            _ => Err(ValidationErrors::new(reading.errors)),
+        }
+    }
+
+    /// Reads what can be read: the request with the entries that parsed (and
+    /// where each came from), and the errors of those that did not.
+    pub(crate) fn read(data: &serde_json::Value) -> Reading {
         let mut errors = Vec::new();
         let Some(object) = data.as_object() else {
-            return Err(ValidationErrors::one(ValidationError::request(
+            errors.push(ValidationError::request(
                 "data",
                 "must be a JSON object with `name`, `k8sNamespace` and `config`",
-            )));
+            ));
+            return Reading {
+                request: None,
+                errors,
+                indices: Vec::new(),
+                unread_types: Vec::new(),
+            };
         };
         let text = |field: &str, errors: &mut Vec<ValidationError>| match object.get(field) {
             Some(serde_json::Value::String(value)) => value.clone(),
@@ -421,12 +449,24 @@ impl InstallationRequest {
             }
         }
         let mut config = Vec::new();
+        let mut indices = Vec::new();
+        let mut unread_types = Vec::new();
         match object.get("config") {
             Some(serde_json::Value::Array(entries)) => {
                 for (index, entry) in entries.iter().enumerate() {
                     match ConfigEntry::from_json(index, entry) {
-                        Ok(entry) => config.push(entry),
-                        Err(error) => errors.push(error),
+                        Ok(entry) => {
+                            config.push(entry);
+                            indices.push(index);
+                        }
+                        Err(error) => {
+                            if let Some(kind) =
+                                entry.get("type").and_then(serde_json::Value::as_str)
+                            {
+                                unread_types.push(kind.to_owned());
+                            }
+                            errors.push(error);
+                        }
                     }
                 }
             }
@@ -439,14 +479,15 @@ impl InstallationRequest {
                 "is required: a list of entries with exactly one `image`",
             )),
         }
-        if errors.is_empty() {
-            Ok(Self {
+        Reading {
+            request: Some(Self {
                 name,
                 k8s_namespace,
                 config,
-            })
-        } else {
-            Err(ValidationErrors::new(errors))
+            }),
+            errors,
+            indices,
+            unread_types,
         }
     }
 

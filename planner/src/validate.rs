@@ -118,12 +118,44 @@ impl std::error::Error for ValidationErrors {}
 
 /// Reads and validates Vantiq's deploy `data` in one step: the entry point for
 /// anything that receives a request as JSON.
+///
+/// Entries that cannot be read are reported, and the rest of the request is
+/// still checked, so that one round shows every problem.
 pub fn parse_and_validate(
     data: &serde_json::Value,
 ) -> Result<InstallationRequest, ValidationErrors> {
-    let request = InstallationRequest::from_json(data)?;
-    validate(&request)?;
-    Ok(request)
+    let reading = InstallationRequest::read(data);
+    let Some(request) = reading.request else {
+        return Err(ValidationErrors::new(reading.errors));
+    };
+    let checked = validate(&request);
+    if reading.errors.is_empty() {
+        return checked.map(|()| request);
+    }
+    let mut errors = reading.errors;
+    let read_errors = errors.clone();
+    for mut error in checked.err().map(|e| e.errors).unwrap_or_default() {
+        match error.entry {
+            Some(position) => error.entry = reading.indices.get(position).copied(),
+            // A field that could not be read is not also reported as invalid,
+            // nor is a missing image whose entry could not be read.
+            None if read_errors
+                .iter()
+                .any(|e| e.entry.is_none() && e.field == error.field) =>
+            {
+                continue;
+            }
+            None if error.message.contains("exactly one `image`")
+                && reading.unread_types.iter().any(|t| t == "image") =>
+            {
+                continue;
+            }
+            None => {}
+        }
+        errors.push(error);
+    }
+    errors.sort_by_key(|e| e.entry.map_or(0, |index| index + 1));
+    Err(ValidationErrors::new(errors))
 }
 
 /// Checks every rule; all violations are reported together.
@@ -538,8 +570,9 @@ impl Checker {
                 "`{filename}` is not a valid file name: letters, digits, '-', '_' or '.', no '/'"
             )),
             Some(filename) => {
-                if !seen.files.insert((file.path.clone(), filename.to_owned())) {
-                    self.fail(at, "filename", format!("`{}/{filename}` is mounted by an earlier entry", file.path.trim_end_matches('/')));
+                let path = normalize_path(&file.path);
+                if !seen.files.insert((path.clone(), filename.to_owned())) {
+                    self.fail(at, "filename", format!("`{}/{filename}` is mounted by an earlier entry", path.trim_end_matches('/')));
                 }
             }
         }
@@ -549,7 +582,7 @@ impl Checker {
             {
                 let previous = seen
                     .content_sources
-                    .entry(file.path.clone())
+                    .entry(normalize_path(&file.path))
                     .or_insert(source);
                 if *previous != source {
                     self.fail(
@@ -563,8 +596,10 @@ impl Checker {
                 }
             }
             if let Some(content) = &file.content {
-                *seen.content_bytes.entry(file.path.clone()).or_default() +=
-                    content.len() + file.effective_filename().map_or(0, str::len);
+                *seen
+                    .content_bytes
+                    .entry(normalize_path(&file.path))
+                    .or_default() += content.len() + file.effective_filename().map_or(0, str::len);
             }
         }
     }
@@ -680,15 +715,22 @@ impl Checker {
                 );
             }
         }
-        if let Some(ip) = &port.cluster_ip
-            && ip != "None"
-            && ip.parse::<IpAddr>().is_err()
-        {
-            self.fail(
-                at,
-                "clusterIP",
-                format!("`{ip}` is not an IP address or `None`"),
-            );
+        if let Some(ip) = &port.cluster_ip {
+            if ip != "None" && ip.parse::<IpAddr>().is_err() {
+                self.fail(
+                    at,
+                    "clusterIP",
+                    format!("`{ip}` is not an IP address or `None`"),
+                );
+            } else if ip == "None"
+                && port.service_type.as_deref().unwrap_or("NodePort") != "ClusterIP"
+            {
+                self.fail(
+                    at,
+                    "clusterIP",
+                    "`None` (headless) needs serviceType ClusterIP",
+                );
+            }
         }
         if let Some(host) = &port.host {
             let bare = host.strip_prefix("*.").unwrap_or(host);
