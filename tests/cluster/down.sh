@@ -14,6 +14,11 @@ grace=${K8SWORKER_STOP_TIMEOUT:-20} # seconds per process before SIGKILL
 
 log() { printf '[down.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+if [[ ${K8SWORKER_CLUSTER_LOCKED:-} != 1 && -d $(dirname "$dir") ]]; then
+	exec 9>"$dir.lock"
+	flock -w 300 9 || { log "another up.sh/down.sh holds $dir.lock"; exit 1; }
+fi
+
 if [[ ! -s $dir/pids ]]; then
 	log "nothing recorded in $dir; nothing to stop"
 	exit 0

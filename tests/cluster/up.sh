@@ -40,9 +40,15 @@ admin_curl() {
 		--key "$dir/pki/admin.key" "$@"
 }
 
+# One up.sh/down.sh at a time per state directory (parallel test processes may all
+# call up.sh); down.sh run from here inherits the lock.
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+flock -w $((timeout * 3)) 9 || die "another up.sh/down.sh holds $dir.lock"
+export K8SWORKER_CLUSTER_LOCKED=1
+
 # ---- already running? ---------------------------------------------------------------------
-if [[ -s $dir/env && -s $dir/pids ]] && admin_curl "$api/readyz" >/dev/null 2>&1 &&
-	curl -fsS --max-time 5 "http://127.0.0.1:$K8SWORKER_JAEGER_HEALTH_PORT/status" >/dev/null 2>&1; then
+if "$here/status.sh" >/dev/null; then
 	log "already running; source $dir/env"
 	echo "$dir/env"
 	exit 0
@@ -84,7 +90,7 @@ trap '[[ $started == 1 ]] || { log "start failed; logs in $dir/logs"; "$here/dow
 start() {
 	local name=$1
 	shift
-	setsid "$@" </dev/null >"$dir/logs/$name.log" 2>&1 &
+	setsid "$@" </dev/null >"$dir/logs/$name.log" 2>&1 9>&- & # 9: the lock stays with us
 	local pid=$!
 	echo "$name $pid $1" >>"$dir/pids"
 	log "started $name (pid $pid)"
@@ -273,6 +279,7 @@ export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$K8SWORKER_OTLP_GRPC_PORT
 export OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 export K8SWORKER_OTLP_HTTP_ENDPOINT=http://127.0.0.1:$K8SWORKER_OTLP_HTTP_PORT
 export JAEGER_QUERY_URL=http://127.0.0.1:$K8SWORKER_JAEGER_QUERY_PORT
+export K8SWORKER_JAEGER_HEALTH_URL=http://127.0.0.1:$K8SWORKER_JAEGER_HEALTH_PORT/status
 EOF
 mv "$dir/env.tmp" "$dir/env"
 started=1
