@@ -1,0 +1,444 @@
+//! Diff properties: applying a plan and re-planning gives only `noop`s, and no
+//! plan ever updates, scales or deletes an object without our labels.
+
+use std::collections::BTreeMap;
+
+use k8sworker_planner::component::{Component, ComponentId, Kind, Object};
+use k8sworker_planner::diff::{DriftKind, Observed, PlanError, diff, verify};
+use k8sworker_planner::plan::{Action, Operation, Plan, Precondition};
+use k8sworker_planner::render::{Ancillaries, ClusterContext, render};
+use k8sworker_planner::validate::parse_and_validate;
+use k8sworker_proto::labels;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// A toy API server: objects by id, with uids and resource versions.
+#[derive(Debug, Clone, Default)]
+struct Cluster {
+    objects: BTreeMap<ComponentId, Observed>,
+    next: u64,
+}
+
+impl Cluster {
+    fn bump(&mut self) -> String {
+        self.next += 1;
+        self.next.to_string()
+    }
+
+    fn observed(&self) -> Vec<Observed> {
+        self.objects.values().cloned().collect()
+    }
+
+    fn put_foreign(&mut self, kind: Kind, name: &str, owner: Option<&str>) {
+        let rv = self.bump();
+        let id = ComponentId::new(kind, name);
+        self.objects.insert(
+            id.clone(),
+            Observed {
+                id,
+                uid: format!("uid-{rv}"),
+                resource_version: rv,
+                spec_hash: Some("foreign".into()),
+                owner: owner.map(str::to_owned),
+                replicas: (kind == Kind::StatefulSet).then_some(1),
+                ready_replicas: None,
+                foreign_managers: Vec::new(),
+            },
+        );
+    }
+
+    /// Applies a plan the way an executor does, checking every precondition first.
+    fn apply(&mut self, plan: &Plan) {
+        for step in &plan.steps {
+            let current = self.objects.get(&step.component);
+            match (&step.precondition, current) {
+                (Precondition::MustNotExist, None) => {}
+                (
+                    Precondition::Expected {
+                        uid,
+                        resource_version,
+                    },
+                    Some(o),
+                ) => {
+                    assert_eq!(
+                        (uid, resource_version),
+                        (&o.uid, &o.resource_version),
+                        "stale step"
+                    );
+                }
+                (p, o) => panic!("precondition {p:?} does not hold for {o:?}"),
+            }
+        }
+        for step in &plan.steps {
+            let rv = self.bump();
+            match step.action {
+                Action::Create | Action::Update => {
+                    let object = step.object.as_ref().expect("object");
+                    let meta = object.metadata();
+                    let labels_of = meta.labels.clone().unwrap_or_default();
+                    let owner = (labels_of.get(labels::MANAGED_BY).map(String::as_str)
+                        == Some(labels::MANAGER))
+                    .then(|| labels_of.get(labels::INSTALLATION).cloned())
+                    .flatten();
+                    let uid = self
+                        .objects
+                        .get(&step.component)
+                        .map_or_else(|| format!("uid-{rv}"), |o| o.uid.clone());
+                    let replicas = match object {
+                        Object::StatefulSet(sts) => sts.spec.as_ref().and_then(|s| s.replicas),
+                        _ => None,
+                    };
+                    self.objects.insert(
+                        step.component.clone(),
+                        Observed {
+                            id: step.component.clone(),
+                            uid,
+                            resource_version: rv,
+                            spec_hash: meta
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(labels::SPEC_HASH))
+                                .cloned(),
+                            owner,
+                            replicas,
+                            ready_replicas: None,
+                            foreign_managers: Vec::new(),
+                        },
+                    );
+                }
+                Action::Delete => {
+                    self.objects.remove(&step.component);
+                }
+                Action::Scale => {
+                    let object = self.objects.get_mut(&step.component).unwrap();
+                    object.replicas = step.replicas;
+                    object.resource_version = rv;
+                }
+                Action::Noop => {}
+            }
+        }
+    }
+}
+
+fn mk_desired(data: &Value) -> (Vec<Component>, i32) {
+    let request = parse_and_validate(data).expect("valid");
+    let cluster = ClusterContext {
+        cluster_name: "c".into(),
+        ingress_default_node: "node".into(),
+    };
+    (
+        render(&request, &cluster, &Ancillaries::default()).unwrap(),
+        request.replica_count(),
+    )
+}
+
+fn plan(op: Operation, data: &Value, cluster: &Cluster) -> Result<Plan, PlanError> {
+    let (desired, replicas) = mk_desired(data);
+    diff(op, "app", "ns", &desired, &cluster.observed(), replicas)
+}
+
+fn arb_request() -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::vec((0..3usize, "[a-z]{1,6}", "[a-z0-9 ]{0,20}"), 0..5),
+        proptest::collection::vec(("[A-Z]{1,5}", "[a-z]{0,8}", any::<bool>()), 0..4),
+        proptest::collection::btree_set(1..65535i64, 0..3),
+        0..4i64,
+        proptest::option::of("[a-z]{1,5}"),
+    )
+        .prop_map(|(files, envs, ports, replicas, label)| {
+            let mut config = vec![json!({"type": "image", "name": "nginx", "replicaCount": replicas})];
+            let mut seen_files = std::collections::BTreeSet::new();
+            for (dir, filename, content) in files {
+                if seen_files.insert((dir, filename.clone())) {
+                    config.push(json!({"type": "file", "path": format!("/d{dir}"), "filename": filename, "content": content}));
+                }
+            }
+            let mut seen_envs = std::collections::BTreeSet::new();
+            for (name, value, secret) in envs {
+                if seen_envs.insert(name.clone()) {
+                    config.push(json!({"type": "environmentVariable", "name": name, "value": value, "asSecret": secret}));
+                }
+            }
+            for port in ports {
+                config.push(json!({"type": "inboundPort", "port": port, "protocol": "TCP"}));
+            }
+            if let Some(value) = label {
+                config.push(json!({"type": "label", "name": "tier", "value": value}));
+            }
+            json!({"name": "app", "k8sNamespace": "ns", "config": config})
+        })
+}
+
+/// Objects that exist before: ours (possibly stale), another installation's,
+/// and unlabelled ones — at names the request may or may not want.
+fn arb_cluster() -> impl Strategy<Value = Vec<(usize, usize, u8)>> {
+    proptest::collection::vec((0..5usize, 0..6usize, 0..3u8), 0..6)
+}
+
+const CANDIDATE_NAMES: [&str; 6] = [
+    "app",
+    "vantiq-app-configmap-0",
+    "vantiq-app-configmap-1",
+    "vantiq-app-envsecret",
+    "vantiq-app-service-0",
+    "unrelated",
+];
+
+fn mk_cluster(seed: &[(usize, usize, u8)]) -> Cluster {
+    let mut cluster = Cluster::default();
+    for &(kind, name, owner) in seed {
+        let owner = match owner {
+            0 => Some("app"),
+            1 => Some("other"),
+            _ => None,
+        };
+        cluster.put_foreign(Kind::ALL[kind], CANDIDATE_NAMES[name], owner);
+    }
+    cluster
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn applying_a_plan_then_replanning_gives_only_noops(data in arb_request(), seed in arb_cluster(), op in 0..4usize) {
+        let op = [Operation::Deploy, Operation::Undeploy, Operation::Shutdown, Operation::Restart][op];
+        let mut cluster = mk_cluster(&seed);
+        let before = cluster.clone();
+        match plan(op, &data, &cluster) {
+            Ok(first) => {
+                // Never touch what is not ours.
+                for step in &first.steps {
+                    if step.action != Action::Create {
+                        let target = &before.objects[&step.component];
+                        prop_assert_eq!(target.owner.as_deref(), Some("app"), "{:?} on {:?}", step.action, target);
+                    }
+                }
+                cluster.apply(&first);
+                let second = plan(op, &data, &cluster).expect("re-plan");
+                prop_assert!(second.is_noop(), "second plan still writes: {:#?}", second.steps);
+                if op == Operation::Deploy {
+                    prop_assert!(verify("app", &mk_desired(&data).0, &cluster.observed(), false).is_empty());
+                }
+                // Objects that were not ours are exactly as they were.
+                for (id, object) in &before.objects {
+                    if object.owner.as_deref() != Some("app") {
+                        prop_assert_eq!(cluster.objects.get(id), Some(object));
+                    }
+                }
+            }
+            Err(PlanError::NotOwned(unowned)) => {
+                for u in unowned {
+                    let object = &before.objects[&u.id];
+                    prop_assert_ne!(object.owner.as_deref(), Some("app"));
+                }
+            }
+            Err(PlanError::NotFound { .. }) => {
+                prop_assert!(matches!(op, Operation::Shutdown | Operation::Restart));
+                let sts = before.objects.get(&ComponentId::new(Kind::StatefulSet, "app"));
+                prop_assert!(sts.is_none());
+            }
+            Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn the_plan_id_is_a_function_of_the_plan(data in arb_request(), seed in arb_cluster()) {
+        let cluster = mk_cluster(&seed);
+        if let (Ok(a), Ok(b)) = (plan(Operation::Deploy, &data, &cluster), plan(Operation::Deploy, &data, &cluster)) {
+            prop_assert_eq!(&a.id, &b.id);
+            prop_assert_eq!(a, b);
+        }
+    }
+}
+
+fn simple() -> Value {
+    json!({"name": "app", "k8sNamespace": "ns", "config": [
+        {"type": "image", "name": "nginx", "replicaCount": 2},
+        {"type": "file", "path": "/a", "filename": "x", "content": "1"},
+        {"type": "inboundPort", "port": 80, "protocol": "TCP"},
+    ]})
+}
+
+fn actions(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|s| format!("{} {}", s.action, s.component))
+        .collect()
+}
+
+#[test]
+fn fresh_deploy_creates_in_dependency_order() {
+    let plan = plan(Operation::Deploy, &simple(), &Cluster::default()).unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            "create ConfigMap/vantiq-app-configmap-0",
+            "create Service/app",
+            "create StatefulSet/app",
+            "create Service/vantiq-app-service-0",
+            "create Ingress/vantiq-app-ingress-0",
+        ]
+    );
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| s.precondition == Precondition::MustNotExist)
+    );
+    assert_eq!(plan.desired_replicas, 2);
+}
+
+#[test]
+fn a_changed_file_updates_its_configmap_and_the_statefulset() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let mut changed = simple();
+    changed["config"][1]["content"] = json!("2");
+    let plan = plan(Operation::Deploy, &changed, &cluster).unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            "update ConfigMap/vantiq-app-configmap-0",
+            "noop Service/app",
+            "update StatefulSet/app",
+            "noop Service/vantiq-app-service-0",
+            "noop Ingress/vantiq-app-ingress-0",
+        ]
+    );
+    assert_eq!(plan.writes().count(), 2);
+}
+
+#[test]
+fn removing_an_entry_deletes_its_objects_in_reverse_order() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let fewer = json!({"name": "app", "k8sNamespace": "ns", "config": [{"type": "image", "name": "nginx", "replicaCount": 2}]});
+    let plan = plan(Operation::Deploy, &fewer, &cluster).unwrap();
+    let writes: Vec<String> = plan
+        .writes()
+        .map(|s| format!("{} {}", s.action, s.component))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "update Service/app",
+            "update StatefulSet/app",
+            "delete Ingress/vantiq-app-ingress-0",
+            "delete Service/vantiq-app-service-0",
+            "delete ConfigMap/vantiq-app-configmap-0",
+        ]
+    );
+}
+
+#[test]
+fn shutdown_and_restart_only_scale() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let down = plan(Operation::Shutdown, &simple(), &cluster).unwrap();
+    assert_eq!(actions(&down), ["scale StatefulSet/app"]);
+    assert_eq!(down.steps[0].replicas, Some(0));
+    cluster.apply(&down);
+    // A stopped installation is not drift; a redeploy brings it back up.
+    assert!(verify("app", &mk_desired(&simple()).0, &cluster.observed(), true).is_empty());
+    let redeploy = plan(Operation::Deploy, &simple(), &cluster).unwrap();
+    assert_eq!(
+        redeploy.writes().map(|s| s.action).collect::<Vec<_>>(),
+        [Action::Scale]
+    );
+    let up = plan(Operation::Restart, &simple(), &cluster).unwrap();
+    assert_eq!(actions(&up), ["scale StatefulSet/app"]);
+    assert_eq!(up.steps[0].replicas, Some(2));
+}
+
+#[test]
+fn undeploy_deletes_only_ours() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    cluster.put_foreign(Kind::ConfigMap, "referenced-config", None);
+    cluster.put_foreign(Kind::Secret, "vantiq-other-envsecret", Some("other"));
+    let plan = plan(Operation::Undeploy, &simple(), &cluster).unwrap();
+    assert_eq!(
+        actions(&plan),
+        [
+            "delete Ingress/vantiq-app-ingress-0",
+            "delete Service/app",
+            "delete Service/vantiq-app-service-0",
+            "delete StatefulSet/app",
+            "delete ConfigMap/vantiq-app-configmap-0",
+        ]
+    );
+    cluster.apply(&plan);
+    assert_eq!(cluster.objects.len(), 2);
+}
+
+#[test]
+fn an_unowned_object_in_the_way_fails_the_plan_naming_it() {
+    let mut cluster = Cluster::default();
+    cluster.put_foreign(Kind::ConfigMap, "vantiq-app-configmap-0", None);
+    let error = plan(Operation::Deploy, &simple(), &cluster).unwrap_err();
+    assert!(matches!(&error, PlanError::NotOwned(u) if u.len() == 1));
+    assert!(
+        error
+            .to_string()
+            .contains("ConfigMap/vantiq-app-configmap-0 (not created by k8sworker)"),
+        "{error}"
+    );
+    let drift = verify("app", &mk_desired(&simple()).0, &cluster.observed(), false);
+    assert_eq!(drift[0].kind, DriftKind::Unowned);
+}
+
+#[test]
+fn only_undeploy_may_delete_everything() {
+    // A deploy always keeps its StatefulSet, so the guard is exercised through
+    // the diff of a request whose StatefulSet is owned by nobody else but is
+    // not desired: an impossible render, built by hand.
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let error = diff(Operation::Deploy, "app", "ns", &[], &cluster.observed(), 1).unwrap_err();
+    assert_eq!(error, PlanError::DeleteAllRefused("app".into()));
+    assert!(
+        diff(
+            Operation::Undeploy,
+            "app",
+            "ns",
+            &[],
+            &cluster.observed(),
+            1
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn verify_names_missing_and_altered_components() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    cluster
+        .objects
+        .remove(&ComponentId::new(Kind::ConfigMap, "vantiq-app-configmap-0"));
+    cluster
+        .objects
+        .get_mut(&ComponentId::new(Kind::Service, "vantiq-app-service-0"))
+        .unwrap()
+        .foreign_managers = vec!["kubectl-edit".into()];
+    let drift = verify("app", &mk_desired(&simple()).0, &cluster.observed(), false);
+    let described: Vec<String> = drift.iter().map(|d| d.message.clone()).collect();
+    assert_eq!(
+        described,
+        [
+            "ConfigMap/vantiq-app-configmap-0 is missing",
+            "Service/vantiq-app-service-0 was altered outside k8sworker"
+        ]
+    );
+}
+
+#[test]
+fn shutdown_of_a_missing_installation_says_so() {
+    let error = plan(Operation::Shutdown, &simple(), &Cluster::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has no StatefulSet in namespace `ns`"),
+        "{error}"
+    );
+}
