@@ -1,0 +1,172 @@
+//! The `k8sworker-planner` command line, as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn planner(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_k8sworker-planner"))
+        .args(args)
+        .output()
+        .expect("the planner binary runs")
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn render_prints_yaml_documents_and_json() {
+    let yaml = planner(&[
+        "render",
+        "--file",
+        &fixture("camel.json"),
+        "--ingress-default-node",
+        "node",
+    ]);
+    assert!(yaml.status.success(), "{}", text(&yaml.stderr));
+    let out = text(&yaml.stdout);
+    assert_eq!(out.matches("---\n").count(), 6, "{out}");
+    assert!(out.contains("kind: StatefulSet"));
+
+    let json = planner(&[
+        "render",
+        "--file",
+        &fixture("camel.json"),
+        "--output",
+        "json",
+    ]);
+    assert!(json.status.success());
+    let objects: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(objects.len(), 6);
+    assert_eq!(objects[3]["kind"], "StatefulSet");
+}
+
+#[test]
+fn an_invalid_request_prints_every_error_and_no_objects() {
+    let dir = std::env::temp_dir().join(format!("k8sworker-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"name":"Bad","k8sNamespace":"ns","config":[{"type":"inboundPort","port":0,"protocol":"TCP"}]}"#,
+    )
+    .unwrap();
+    let out = planner(&["render", "--file", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "no objects on stdout: {}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    for expected in [
+        "3 errors",
+        "name: `Bad`",
+        "needs exactly one `image`",
+        "config[0] (inboundPort).port",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    std::fs::write(&file, "not json").unwrap();
+    let out = planner(&["render", "--file", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not JSON"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plan_prints_a_change_table_and_json() {
+    let out = planner(&["plan", "--file", &fixture("jdbc.json"), "--op", "deploy"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("OP      KIND         NAME        REASON"),
+        "{table}"
+    );
+    assert!(
+        table.contains("CREATE  StatefulSet  jdbcsource  does not exist"),
+        "{table}"
+    );
+    assert!(table.contains("2 step(s), 2 write(s)"), "{table}");
+
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "deploy",
+        "--output",
+        "json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["steps"][0]["precondition"]["mustNotExist"], true);
+    assert!(plan["id"].as_str().unwrap().starts_with("plan-"));
+}
+
+#[test]
+fn plan_against_observed_objects() {
+    // Render, then feed the objects back as "observed" with uids: re-deploying is all noop.
+    let json = planner(&[
+        "render",
+        "--file",
+        &fixture("jdbc.json"),
+        "--output",
+        "json",
+    ]);
+    let mut objects: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    for (i, object) in objects.iter_mut().enumerate() {
+        object["metadata"]["uid"] = format!("uid-{i}").into();
+        object["metadata"]["resourceVersion"] = "7".into();
+    }
+    let dir = std::env::temp_dir().join(format!("k8sworker-cli-observed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let observed = dir.join("observed.json");
+    std::fs::write(
+        &observed,
+        serde_json::json!({"kind": "List", "items": objects}).to_string(),
+    )
+    .unwrap();
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "deploy",
+        "--observed",
+        observed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 step(s), 0 write(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "undeploy",
+        "--observed",
+        observed.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stdout).contains("DELETE  Service"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = planner(&["plan", "--file", &fixture("jdbc.json"), "--op", "explode"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--op must be deploy"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
