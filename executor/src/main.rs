@@ -25,7 +25,7 @@ struct ServeArgs {
     #[arg(
         long,
         env = "K8SWORKER_EXECUTOR_LISTEN",
-        default_value = "0.0.0.0:8090"
+        default_value = "0.0.0.0:50052"
     )]
     listen: SocketAddr,
 

@@ -1,0 +1,107 @@
+//! An executor running in the test process, as it would in its own pod.
+//!
+//! It gets its own thread and tokio runtime and its own kube client built
+//! from the identity's token, and listens on 127.0.0.1:0. [`RunningExecutor::kill`]
+//! shuts that runtime down at once: every task of the executor (a plan half
+//! applied included) stops at its next await, as if the process were killed.
+
+use std::{net::SocketAddr, thread::JoinHandle, time::Duration};
+
+use k8sworker_executor::{ExecutorConfig, ExecutorService, calls::ApiCalls};
+use k8sworker_proto::v1::executor_client::ExecutorClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A running in-process executor; dropped means killed.
+#[derive(Debug)]
+pub struct RunningExecutor {
+    pub address: SocketAddr,
+    pub namespace: String,
+    calls: ApiCalls,
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningExecutor {
+    /// Starts an executor for `config.namespace` calling Kubernetes with `kube_config`.
+    pub async fn start(kube_config: kube::Config, config: ExecutorConfig) -> Self {
+        let namespace = config.namespace.clone();
+        let (ready, started) = oneshot::channel();
+        let (kill, killed) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("executor-{namespace}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("executor runtime");
+                runtime.block_on(async move {
+                    let client = kube::Client::try_from(kube_config).expect("executor kube client");
+                    let executor = ExecutorService::new(config, client);
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("executor listens on loopback");
+                    let address = listener.local_addr().expect("bound address");
+                    let _ = ready.send((address, executor.api_calls()));
+                    tokio::select! {
+                        served = k8sworker_executor::serve(listener, executor, std::future::pending()) => {
+                            served.expect("executor serves");
+                        }
+                        _ = killed => {}
+                    }
+                });
+                runtime.shutdown_background();
+            })
+            .expect("executor thread");
+        let (address, calls) = started.await.expect("executor started");
+        RunningExecutor {
+            address,
+            namespace,
+            calls,
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts the executor for `identity`'s namespace with its token and
+    /// test-friendly defaults (a 60 s health wait).
+    pub async fn for_identity(identity: &crate::ExecutorIdentity) -> Self {
+        let mut config = ExecutorConfig::new(identity.namespace.clone());
+        config.default_health_timeout = Duration::from_secs(60);
+        Self::start(identity.config().await, config).await
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A gRPC client of this executor.
+    pub async fn client(&self) -> ExecutorClient<Channel> {
+        ExecutorClient::connect(self.endpoint())
+            .await
+            .expect("executor answers")
+    }
+
+    /// Every Kubernetes API call this executor made.
+    pub fn calls(&self) -> &ApiCalls {
+        &self.calls
+    }
+
+    /// Stops the executor at once, whatever it is doing.
+    pub fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningExecutor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

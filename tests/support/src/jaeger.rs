@@ -1,0 +1,53 @@
+//! Reading traces back from Jaeger's query API.
+//!
+//! A plain HTTP/1.0 GET over loopback is all the API needs, so no HTTP client
+//! library is pulled in for it.
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// GETs `http://host:port/path`; returns the status code and body.
+pub async fn get(url: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other(format!("{url}: only http:// is supported")))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+/// The operation names of the spans Jaeger holds for `trace_id` (hex);
+/// empty while it has none.
+pub async fn span_names(query_url: &str, trace_id: &str) -> Vec<String> {
+    let url = format!("{}/api/traces/{trace_id}", query_url.trim_end_matches('/'));
+    let Ok((200, body)) = get(&url).await else {
+        return Vec::new();
+    };
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Vec::new();
+    };
+    answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|trace| trace["spans"].as_array().cloned().unwrap_or_default())
+        .filter_map(|span| span["operationName"].as_str().map(String::from))
+        .collect()
+}
