@@ -1,0 +1,247 @@
+//! The Planner gRPC service over a real loopback connection.
+
+use std::time::Duration;
+
+use k8sworker_planner::convert::installation_to_pb;
+use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
+use k8sworker_planner::validate::parse_and_validate;
+use k8sworker_proto::v1 as pb;
+use k8sworker_proto::v1::planner_client::PlannerClient;
+use k8sworker_proto::v1::planner_server::PlannerServer;
+use serde_json::json;
+use tonic::transport::Channel;
+
+async fn start(directory: ExecutorDirectory) -> PlannerClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+            .add_service(PlannerServer::new(PlannerService::new(
+                directory,
+                Duration::from_secs(5),
+            )))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    PlannerClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+fn no_executors() -> ExecutorDirectory {
+    ExecutorDirectory {
+        explicit: Default::default(),
+        template: None,
+    }
+}
+
+fn installation() -> pb::InstallationRequest {
+    let request = parse_and_validate(&json!({"name": "app", "k8sNamespace": "team-a", "config": [
+        {"type": "image", "name": "nginx", "replicaCount": 2},
+        {"type": "file", "path": "/conf", "filename": "a", "content": "1"},
+    ]}))
+    .unwrap();
+    installation_to_pb(&request)
+}
+
+fn cluster() -> Option<pb::ClusterContext> {
+    Some(pb::ClusterContext {
+        cluster_name: "c".into(),
+        ingress_default_node: "node".into(),
+    })
+}
+
+#[tokio::test]
+async fn render_returns_the_components_in_dependency_order() {
+    let mut client = start(no_executors()).await;
+    let response = client
+        .render(pb::RenderRequest {
+            installation: Some(installation()),
+            cluster: cluster(),
+            ancillaries: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<String> = response
+        .components
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c.r#ref.as_ref().unwrap().kind,
+                c.r#ref.as_ref().unwrap().name
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap/vantiq-app-configmap-0",
+            "Service/app",
+            "StatefulSet/app"
+        ]
+    );
+    let sts: serde_json::Value =
+        serde_json::from_slice(&response.components[2].object_json).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 2);
+    assert_eq!(
+        sts["metadata"]["annotations"]["k8sworker.io/spec-hash"],
+        response.components[2].spec_hash
+    );
+}
+
+#[tokio::test]
+async fn plan_previews_without_side_effects() {
+    let mut client = start(no_executors()).await;
+    let request = pb::PlanRequest {
+        installation: Some(installation()),
+        cluster: cluster(),
+        ancillaries: None,
+        operation: pb::Operation::Deploy.into(),
+        observed: Vec::new(),
+    };
+    let first = client
+        .plan(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let second = client
+        .plan(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    assert_eq!(first.id, second.id, "the same inputs give the same plan id");
+    assert_eq!(first.steps.len(), 3);
+    assert!(
+        first
+            .steps
+            .iter()
+            .all(|s| s.action == pb::Action::Create as i32)
+    );
+    assert!(matches!(
+        first.steps[0].precondition.as_ref().unwrap().kind,
+        Some(pb::precondition::Kind::MustNotExist(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_argument_naming_every_field() {
+    let mut client = start(no_executors()).await;
+    let mut bad = installation();
+    bad.name = "Bad Name".into();
+    bad.config.push(pb::ConfigEntry {
+        entry: Some(pb::config_entry::Entry::InboundPort(pb::InboundPortEntry {
+            port: 0,
+            protocol: "TCP".into(),
+            ..Default::default()
+        })),
+    });
+    let status = client
+        .render(pb::RenderRequest {
+            installation: Some(bad.clone()),
+            cluster: cluster(),
+            ancillaries: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("name: `Bad Name`"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("config[2] (inboundPort).port"),
+        "{}",
+        status.message()
+    );
+
+    let status = client
+        .execute(pb::ExecuteRequest {
+            workitem_id: "w1".into(),
+            installation: Some(bad),
+            cluster: cluster(),
+            ancillaries: None,
+            operation: pb::Operation::Deploy.into(),
+            pod_name: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "validated before any executor is contacted"
+    );
+
+    let status = client
+        .plan(pb::PlanRequest {
+            installation: Some(installation()),
+            operation: 42,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("unknown operation 42"));
+}
+
+#[tokio::test]
+async fn a_namespace_without_an_executor_says_how_to_install_one() {
+    let mut client = start(no_executors()).await;
+    let status = client
+        .execute(pb::ExecuteRequest {
+            workitem_id: "w1".into(),
+            installation: Some(installation()),
+            cluster: cluster(),
+            ancillaries: None,
+            operation: pb::Operation::Deploy.into(),
+            pod_name: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("no executor is installed for namespace `team-a`"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("--executor team-a=URL"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_executor_is_unavailable() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let directory = ExecutorDirectory {
+        explicit: [("team-a".to_owned(), format!("http://127.0.0.1:{port}"))].into(),
+        template: None,
+    };
+    let mut client = start(directory).await;
+    let status = client
+        .execute(pb::ExecuteRequest {
+            workitem_id: "w1".into(),
+            installation: Some(installation()),
+            cluster: cluster(),
+            ancillaries: None,
+            operation: pb::Operation::Deploy.into(),
+            pod_name: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}

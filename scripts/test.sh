@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test: the unit tests of the pure parts, and the tests against the
+# real test cluster (kube-apiserver with RBAC, controllers, kwok, Jaeger), the
+# control plane over HTTP and the gRPC services. Builds (or reuses) the cluster
+# binaries, starts the cluster unless one is already running, and stops it
+# again at the end if it started it — also when tests fail.
+#
+# Usage: scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+command -v cargo >/dev/null || { echo "error: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
+
+step "building the test cluster binaries (cached after the first run)"
+K8SWORKER_CLUSTER_BIN=$(tests/cluster/build.sh | tail -n 1)
+export K8SWORKER_CLUSTER_BIN
+for bin in etcd kube-apiserver kube-controller-manager kube-scheduler kwok jaeger; do
+	[[ -x $K8SWORKER_CLUSTER_BIN/$bin ]] || { echo "error: $bin is missing from $K8SWORKER_CLUSTER_BIN" >&2; exit 1; }
+done
+
+step "building the workspace and its tests"
+cargo build --workspace --all-targets --locked
+
+started=0
+if env_file=$(tests/cluster/status.sh 2>/dev/null); then
+	step "attaching to the running test cluster ($env_file)"
+else
+	step "starting the test cluster"
+	env_file=$(tests/cluster/up.sh | tail -n 1)
+	started=1
+fi
+cleanup() {
+	if [[ $started == 1 ]]; then
+		step "stopping the test cluster"
+		tests/cluster/down.sh || true
+	fi
+}
+trap cleanup EXIT
+# shellcheck disable=SC1090
+. "$env_file"
+
+step "running the tests"
+cargo test --workspace --locked --no-fail-fast "$@"
