@@ -1,0 +1,504 @@
+//! Authentication and identity resources: `GET /authenticate` (Basic →
+//! access token), `POST /authenticate/refresh`, long-lived `tokens`,
+//! `users` and `namespaces`.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::extract::{JsonBody, read_body};
+use crate::auth::{
+    self, Action, Caller, WORKER_PROFILE, hash_password, new_token, normalize_profile, parse_basic,
+    token_hash, verify_password,
+};
+use crate::error::ApiError;
+use crate::operations::json_kind;
+use crate::server::AppState;
+use crate::store::identity::{self, TokenRecord, UserRecord};
+use crate::store::{iso, now_ms};
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn check_identifier(field: &str, value: Option<&Value>) -> Result<String, ApiError> {
+    match value {
+        Some(Value::String(text))
+            if !text.is_empty()
+                && text.len() <= 128
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) =>
+        {
+            Ok(text.clone())
+        }
+        Some(other) if !other.is_string() => Err(invalid(
+            field,
+            format!("must be a string, got {}", json_kind(other)),
+        )),
+        Some(_) => Err(invalid(
+            field,
+            "1-128 characters of letters, digits, '-', '_', '.' or '@'",
+        )),
+        None => Err(invalid(field, "is required")),
+    }
+}
+
+/// Issues a session token for a user and answers Vantiq's authenticate body.
+async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>, ApiError> {
+    let token = new_token();
+    let expires_at = now_ms() + state.config.access_token_ttl.as_millis() as i64;
+    let record = TokenRecord {
+        namespace: user.namespace.clone(),
+        username: user.username.clone(),
+        profiles: vec![user.profile.clone()],
+        expires_at: Some(expires_at),
+    };
+    let hash = token_hash(&token);
+    state
+        .store
+        .transaction(move |tx| identity::insert_token(tx, &hash, None, &record))
+        .await?;
+    Ok(Json(json!({
+        "accessToken": token,
+        "idToken": token,
+        "username": user.username,
+        "namespace": user.namespace,
+        "profiles": [user.profile],
+        "expiresAt": iso(expires_at),
+    })))
+}
+
+/// `GET /authenticate` with `Authorization: Basic`.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(ApiError::Unauthenticated)?;
+    let (username, password) = parse_basic(header).ok_or(ApiError::BadCredentials)?;
+    let lookup = username.clone();
+    let user = state
+        .store
+        .transaction(move |tx| identity::find_user(tx, &lookup))
+        .await?;
+    let Some(user) = user else {
+        return Err(ApiError::BadCredentials);
+    };
+    // PBKDF2 is deliberately slow: keep it off the runtime and the database lock.
+    let stored = user.password_hash.clone();
+    let valid = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        .await
+        .unwrap_or(false);
+    if !valid {
+        tracing::info!(%username, "authentication failed");
+        return Err(ApiError::BadCredentials);
+    }
+    issue_session(&state, user).await
+}
+
+/// `POST /authenticate/refresh`: the body (text/plain) is a valid session
+/// token; it is replaced by a new one.
+pub async fn refresh(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_body(request, &state).await?;
+    let token = String::from_utf8_lossy(&body)
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    if token.is_empty() {
+        return Err(ApiError::Unauthenticated);
+    }
+    let hash = token_hash(&token);
+    let user = state
+        .store
+        .transaction(move |tx| {
+            let record = identity::find_token(tx, &hash)?.ok_or(ApiError::InvalidToken)?;
+            if record.expires_at.is_none_or(|expires| expires <= now_ms()) {
+                // Only session tokens (which expire) are refreshed.
+                return Err(ApiError::InvalidToken);
+            }
+            let user = identity::find_user(tx, &record.username)?.ok_or(ApiError::InvalidToken)?;
+            identity::delete_token_by_hash(tx, &hash)?;
+            Ok(user)
+        })
+        .await?;
+    issue_session(&state, user).await
+}
+
+/// `POST /api/v1/resources/tokens` `{"name", "profiles", "expiresAt"?}`:
+/// a long-lived token; the secret is in the answer only.
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageTokens)?;
+    let name = check_identifier("name", body.get("name"))?;
+    let profiles: Vec<String> = match body.get("profiles") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid("profiles", "must be a list of profile names"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(invalid(
+                "profiles",
+                "must be a non-empty list of profile names",
+            ));
+        }
+    };
+    let expires_at = match body.get("expiresAt") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(number)) => number.as_i64(),
+        Some(Value::String(text)) => Some(
+            humantime::parse_rfc3339(text)
+                .map_err(|error| invalid("expiresAt", error.to_string()))?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        ),
+        Some(other) => {
+            return Err(invalid(
+                "expiresAt",
+                format!(
+                    "must be an ISO 8601 date or epoch milliseconds, got {}",
+                    json_kind(other)
+                ),
+            ));
+        }
+    };
+    let token = new_token();
+    let hash = token_hash(&token);
+    let answer_profiles = profiles.clone();
+    let namespace = caller.namespace.clone();
+    state
+        .store
+        .transaction(move |tx| {
+            let mut normalized = Vec::new();
+            for profile in &profiles {
+                let qualifier = profile.rsplit_once('.').map(|(ns, _)| ns);
+                let known = normalize_profile(profile)
+                    .filter(|_| qualifier.is_none_or(|ns| ns == caller.namespace || ns == "system"));
+                let Some(known) = known else {
+                    return Err(invalid("profiles", format!("{profile} is not a profile of namespace {}", caller.namespace)));
+                };
+                if !identity::has_profile(tx, &caller.namespace, known)? {
+                    return Err(invalid(
+                        "profiles",
+                        format!("namespace {} has no {known} profile; run K8sManager.addK8sWorkerProfile", caller.namespace),
+                    ));
+                }
+                normalized.push(known.to_owned());
+            }
+            let record = TokenRecord {
+                namespace: caller.namespace.clone(),
+                username: caller.username.clone(),
+                profiles: normalized,
+                expires_at,
+            };
+            identity::insert_token(tx, &hash, Some(&name), &record)?;
+            Ok(Json(json!({
+                "name": name,
+                "accessToken": token,
+                "profiles": answer_profiles,
+                "expiresAt": expires_at.map(iso),
+                "ars_namespace": namespace,
+                "ars_createdBy": caller.username,
+            })))
+        })
+        .await
+}
+
+/// `GET /api/v1/resources/tokens`: names and profiles, never the secret.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageTokens)?;
+    let tokens = state
+        .store
+        .transaction(move |tx| identity::list_tokens(tx, &caller.namespace))
+        .await?;
+    Ok(Json(Value::Array(tokens)))
+}
+
+/// `DELETE /api/v1/resources/tokens/<name>`: revokes.
+pub async fn delete_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::ManageTokens)?;
+    state
+        .store
+        .transaction(move |tx| {
+            if identity::delete_named_token(tx, &caller.namespace, &name)? {
+                Ok(StatusCode::NO_CONTENT)
+            } else {
+                Err(ApiError::NotFound {
+                    resource: "tokens",
+                    key: "name",
+                    id: name,
+                })
+            }
+        })
+        .await
+}
+
+/// `POST /api/v1/resources/users` `{"username", "password", "profiles": ["admin"|"user"]}`.
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageUsers)?;
+    let username = check_identifier("username", body.get("username"))?;
+    let password = match body.get("password") {
+        Some(Value::String(password)) if password.len() >= 8 && password.len() <= 1024 => {
+            password.clone()
+        }
+        _ => {
+            return Err(invalid(
+                "password",
+                "must be a string of 8 to 1024 characters",
+            ));
+        }
+    };
+    let profile = match body
+        .get("profiles")
+        .and_then(|profiles| profiles.get(0))
+        .or_else(|| body.get("profile"))
+        .and_then(Value::as_str)
+        .and_then(normalize_profile)
+    {
+        Some(profile @ (auth::ADMIN_PROFILE | auth::USER_PROFILE)) => profile,
+        _ => {
+            return Err(invalid(
+                "profiles",
+                "a user has the admin or the user profile",
+            ));
+        }
+    };
+    let iterations = state.config.password_hash_iterations;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations))
+        .await
+        .map_err(|error| ApiError::Internal(crate::store::StoreError::Task(error)))?;
+    let namespace = caller.namespace.clone();
+    let answer = json!({"username": username, "profiles": [profile], "ars_namespace": namespace});
+    state
+        .store
+        .transaction(move |tx| {
+            identity::create_user(
+                tx,
+                &UserRecord {
+                    username,
+                    namespace,
+                    profile: profile.to_owned(),
+                    password_hash,
+                },
+            )
+        })
+        .await?;
+    Ok(Json(answer))
+}
+
+/// `GET /api/v1/resources/users`.
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageUsers)?;
+    let users = state
+        .store
+        .transaction(move |tx| identity::list_users(tx, &caller.namespace))
+        .await?;
+    Ok(Json(Value::Array(users)))
+}
+
+fn check_limits(value: Option<&Value>) -> Result<Value, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(limits)) => {
+            if let Some(resources) = limits.get("k8sResources") {
+                let Value::Object(resources) = resources else {
+                    return Err(invalid("limits.k8sResources", "must be an object"));
+                };
+                for (key, value) in resources {
+                    if !crate::quota::DIMENSIONS.iter().any(|(name, _)| name == key) {
+                        return Err(invalid(
+                            &format!("limits.k8sResources.{key}"),
+                            "is not one of vCPU, memory, gpuNvidia, gpuAmd",
+                        ));
+                    }
+                    let text = match value {
+                        Value::String(text) => text.clone(),
+                        Value::Number(number) => number.to_string(),
+                        _ => String::new(),
+                    };
+                    if k8sworker_planner::quantity::Quantity::parse(&text).is_none() {
+                        return Err(invalid(
+                            &format!("limits.k8sResources.{key}"),
+                            "must be a Kubernetes quantity",
+                        ));
+                    }
+                }
+            }
+            Ok(Value::Object(limits.clone()))
+        }
+        Some(other) => Err(invalid(
+            "limits",
+            format!("must be an object, got {}", json_kind(other)),
+        )),
+    }
+}
+
+/// `POST /api/v1/resources/namespaces` (system admins):
+/// `{"name", "adminUsername"?, "adminPassword"?, "limits"?}`.
+pub async fn create_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageNamespaces)?;
+    let name = check_identifier("name", body.get("name"))?;
+    let limits = check_limits(body.get("limits"))?;
+    let admin = match body.get("adminUsername") {
+        None | Some(Value::Null) => None,
+        value => {
+            let username = check_identifier("adminUsername", value)?;
+            let password = match body.get("adminPassword") {
+                Some(Value::String(password)) if password.len() >= 8 && password.len() <= 1024 => {
+                    password.clone()
+                }
+                _ => {
+                    return Err(invalid(
+                        "adminPassword",
+                        "must be a string of 8 to 1024 characters",
+                    ));
+                }
+            };
+            let iterations = state.config.password_hash_iterations;
+            let hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations))
+                .await
+                .map_err(|error| ApiError::Internal(crate::store::StoreError::Task(error)))?;
+            Some((username, hash))
+        }
+    };
+    state
+        .store
+        .transaction(move |tx| {
+            identity::create_namespace(tx, &name, &limits)?;
+            if let Some((username, password_hash)) = admin {
+                identity::create_user(
+                    tx,
+                    &UserRecord {
+                        username,
+                        namespace: name.clone(),
+                        profile: auth::ADMIN_PROFILE.into(),
+                        password_hash,
+                    },
+                )?;
+            }
+            Ok(Json(
+                identity::namespace_doc(tx, &name)?.unwrap_or(Value::Null),
+            ))
+        })
+        .await
+}
+
+/// `GET /api/v1/resources/namespaces`: all for a system admin, else one's own.
+pub async fn list_namespaces(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .transaction(move |tx| {
+            let names = if caller.require(Action::ManageNamespaces).is_ok() {
+                identity::namespace_names(tx)?
+            } else {
+                vec![caller.namespace.clone()]
+            };
+            let mut docs = Vec::new();
+            for name in names {
+                docs.extend(identity::namespace_doc(tx, &name)?);
+            }
+            Ok(Json(Value::Array(docs)))
+        })
+        .await
+}
+
+/// `GET /api/v1/resources/namespaces/<name>`.
+pub async fn get_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = |name: String| ApiError::NotFound {
+        resource: "namespaces",
+        key: "name",
+        id: name,
+    };
+    if name != caller.namespace && caller.require(Action::ManageNamespaces).is_err() {
+        return Err(not_found(name));
+    }
+    state
+        .store
+        .transaction(move |tx| identity::namespace_doc(tx, &name)?.ok_or_else(|| not_found(name)))
+        .await
+        .map(Json)
+}
+
+/// `PUT /api/v1/resources/namespaces/<name>` `{"limits": {"k8sResources": {..}}}`
+/// (system admins: a namespace does not set its own quota).
+pub async fn update_namespace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ManageNamespaces)?;
+    let limits = check_limits(body.get("limits"))?;
+    state
+        .store
+        .transaction(move |tx| {
+            if !identity::set_limits(tx, &name, &limits)? {
+                return Err(ApiError::NotFound {
+                    resource: "namespaces",
+                    key: "name",
+                    id: name,
+                });
+            }
+            Ok(Json(json!({"limits": limits})))
+        })
+        .await
+}
+
+/// `K8sManager.addK8sWorkerProfile()`: gives the caller's namespace the
+/// `k8sWorker__system` profile (namespaces created before it existed).
+pub async fn add_worker_profile(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
+    caller.require(Action::ManageProfiles)?;
+    let namespace = caller.namespace.clone();
+    state
+        .store
+        .transaction(move |tx| {
+            let added = identity::ensure_profile(tx, &namespace, WORKER_PROFILE)?;
+            Ok(json!({
+                "profile": format!("{namespace}.{WORKER_PROFILE}"),
+                "added": added,
+            }))
+        })
+        .await
+}

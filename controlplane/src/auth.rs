@@ -1,0 +1,268 @@
+//! Identity: who a caller is and what its profiles allow.
+//!
+//! A request carries a bearer token; its SHA-256 is looked up (the token
+//! itself is never stored) and yields a [`Caller`]: the one Vantiq namespace
+//! the token is bound to, the user, and the [`Grants`] of its profiles. Each
+//! handler names the [`Action`] it performs and asks [`Caller::require`].
+//! Passwords are stored as salted PBKDF2-HMAC-SHA256.
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// The profile a K8s worker's token carries (`<ns>.k8sWorker__system`).
+pub const WORKER_PROFILE: &str = "k8sWorker__system";
+/// Namespace administrators.
+pub const ADMIN_PROFILE: &str = "admin";
+/// Namespace users.
+pub const USER_PROFILE: &str = "user";
+
+/// What a caller's profiles allow, as a union.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub admin: bool,
+    pub user: bool,
+    pub worker: bool,
+}
+
+/// Something a request does, checked against [`Grants`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ReadClusters,
+    WriteClusters,
+    RequestOperation,
+    ReadInstallations,
+    ReadWorkitems,
+    CancelWorkitems,
+    ReadDocuments,
+    WriteDocuments,
+    ManageSecrets,
+    ManageTokens,
+    ManageUsers,
+    ManageNamespaces,
+    ManageProfiles,
+    WorkerProtocol,
+}
+
+impl Action {
+    fn describe(self) -> &'static str {
+        match self {
+            Action::ReadClusters => "reading k8sclusters",
+            Action::WriteClusters => "modifying k8sclusters",
+            Action::RequestOperation => "requesting K8s operations",
+            Action::ReadInstallations => "reading k8sinstallations",
+            Action::ReadWorkitems => "reading k8sworkitems",
+            Action::CancelWorkitems => "cancelling k8sworkitems",
+            Action::ReadDocuments => "reading documents",
+            Action::WriteDocuments => "writing documents",
+            Action::ManageSecrets => "managing secrets",
+            Action::ManageTokens => "managing tokens",
+            Action::ManageUsers => "managing users",
+            Action::ManageNamespaces => "managing namespaces",
+            Action::ManageProfiles => "managing profiles",
+            Action::WorkerProtocol => "the K8s worker protocol",
+        }
+    }
+}
+
+impl Grants {
+    /// The grants of a list of profile names (`admin`, `user`,
+    /// `k8sWorker__system`, optionally qualified with `<ns>.`).
+    pub fn from_profiles<S: AsRef<str>>(profiles: &[S]) -> Grants {
+        let mut grants = Grants::default();
+        for profile in profiles {
+            match normalize_profile(profile.as_ref()) {
+                Some(ADMIN_PROFILE) => grants.admin = true,
+                Some(USER_PROFILE) => grants.user = true,
+                Some(WORKER_PROFILE) => grants.worker = true,
+                _ => {}
+            }
+        }
+        grants
+    }
+
+    /// Whether the grants allow `action`. The worker profile allows only what a
+    /// worker needs: read its clusters, installations and workitems, run the
+    /// worker protocol, and read/write documents (fetchLogs output).
+    pub fn allows(self, action: Action) -> bool {
+        use Action::*;
+        let admin = matches!(
+            action,
+            ReadClusters
+                | WriteClusters
+                | RequestOperation
+                | ReadInstallations
+                | ReadWorkitems
+                | CancelWorkitems
+                | ReadDocuments
+                | WriteDocuments
+                | ManageSecrets
+                | ManageTokens
+                | ManageUsers
+                | ManageNamespaces
+                | ManageProfiles
+        );
+        let user = matches!(action, ReadInstallations | ReadDocuments | WriteDocuments);
+        let worker = matches!(
+            action,
+            ReadClusters
+                | ReadInstallations
+                | ReadWorkitems
+                | ReadDocuments
+                | WriteDocuments
+                | WorkerProtocol
+        );
+        (self.admin && admin) || (self.user && user) || (self.worker && worker)
+    }
+}
+
+/// The profile name without a `<namespace>.` qualifier, when it is one of ours.
+pub fn normalize_profile(profile: &str) -> Option<&'static str> {
+    let bare = profile.rsplit('.').next().unwrap_or(profile);
+    match bare {
+        ADMIN_PROFILE => Some(ADMIN_PROFILE),
+        USER_PROFILE => Some(USER_PROFILE),
+        WORKER_PROFILE | "federatedK8sWorker" => Some(WORKER_PROFILE),
+        _ => None,
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The Vantiq namespace the token is bound to; every read and write is
+    /// confined to it.
+    pub namespace: String,
+    pub username: String,
+    pub grants: Grants,
+    /// Admin of the bootstrap namespace: may create namespaces.
+    pub system_admin: bool,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the profiles allow `action`.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        let allowed =
+            self.grants.allows(action) && (action != Action::ManageNamespaces || self.system_admin);
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                action: action.describe(),
+                namespace: self.namespace.clone(),
+            })
+        }
+    }
+}
+
+/// A new random 256-bit token, URL-safe base64.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored for a token: its SHA-256, hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A random hex identifier of `bytes` bytes (Vantiq `_id`s are 12 bytes).
+pub fn random_id(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random source is available");
+    hex::encode(buffer)
+}
+
+/// `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`.
+pub fn hash_password(password: &str, iterations: u32) -> String {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source is available");
+    let mut hash = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut hash);
+    format!(
+        "pbkdf2-sha256${iterations}${}${}",
+        hex::encode(salt),
+        hex::encode(hash)
+    )
+}
+
+/// Checks `password` against a [`hash_password`] string in constant time.
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some("pbkdf2-sha256"), Some(iterations), Some(salt), Some(expected), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let (Ok(iterations), Ok(salt), Ok(expected)) = (
+        iterations.parse::<u32>(),
+        hex::decode(salt),
+        hex::decode(expected),
+    ) else {
+        return false;
+    };
+    if iterations == 0 || expected.len() != 32 {
+        return false;
+    }
+    let mut hash = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut hash);
+    hash.iter()
+        .zip(expected.iter())
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
+}
+
+/// Decodes `Authorization: Basic base64(user:pass)`.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_and_reject() {
+        let stored = hash_password("s3cret", 10);
+        assert!(verify_password("s3cret", &stored));
+        assert!(!verify_password("s3cret!", &stored));
+        assert!(!verify_password("s3cret", "garbage"));
+    }
+
+    #[test]
+    fn worker_profile_is_narrow() {
+        let worker = Grants::from_profiles(&["ns1.k8sWorker__system"]);
+        assert!(worker.allows(Action::WorkerProtocol));
+        assert!(worker.allows(Action::ReadClusters));
+        assert!(!worker.allows(Action::WriteClusters));
+        assert!(!worker.allows(Action::RequestOperation));
+        assert!(!worker.allows(Action::ManageSecrets));
+        let user = Grants::from_profiles(&["user"]);
+        assert!(!user.allows(Action::RequestOperation));
+        assert!(!user.allows(Action::ReadClusters));
+        let admin = Grants::from_profiles(&["admin"]);
+        assert!(!admin.allows(Action::WorkerProtocol));
+    }
+
+    #[test]
+    fn tokens_are_long_and_hashed() {
+        let token = new_token();
+        assert_eq!(token.len(), 43);
+        assert_eq!(token_hash(&token).len(), 64);
+        assert_ne!(new_token(), token);
+    }
+}

@@ -1,0 +1,168 @@
+//! The control plane's configuration: one `clap` struct, every flag with an
+//! environment fallback. Invalid values stop the binary before any I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: an acknowledged write survives a kill
+    /// of the process *and* a power loss or kernel crash.
+    Full,
+    /// fsync the WAL only at checkpoints: an acknowledged write survives a
+    /// kill of the process (the WAL is in the OS page cache), but the last
+    /// commits may be lost on power loss. Faster.
+    Normal,
+}
+
+/// Configuration of `k8sworker-controlplane`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "k8sworker-controlplane", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "K8SWORKER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file (created, with its WAL beside it, on first start).
+    #[arg(
+        long,
+        env = "K8SWORKER_DATABASE",
+        default_value = "k8sworker-controlplane.db"
+    )]
+    pub database: PathBuf,
+
+    /// SQLite `synchronous` mode; the database always runs in WAL mode.
+    #[arg(
+        long,
+        env = "K8SWORKER_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
+    pub sqlite_synchronous: Synchronous,
+
+    /// Vantiq namespace created on first start.
+    #[arg(
+        long,
+        env = "K8SWORKER_BOOTSTRAP_NAMESPACE",
+        default_value = "k8sworker"
+    )]
+    pub bootstrap_namespace: String,
+
+    /// Admin user created on first start.
+    #[arg(long, env = "K8SWORKER_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+
+    /// Password of the first admin; when unset a random one is generated and
+    /// printed once on standard output.
+    #[arg(long, env = "K8SWORKER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Largest request body accepted; larger requests get 413.
+    #[arg(long, env = "K8SWORKER_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Lifetime of the access tokens `GET /authenticate` issues.
+    #[arg(long, env = "K8SWORKER_ACCESS_TOKEN_TTL", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub access_token_ttl: Duration,
+
+    /// PBKDF2-HMAC-SHA256 iterations for new password hashes.
+    #[arg(
+        long,
+        env = "K8SWORKER_PASSWORD_HASH_ITERATIONS",
+        default_value_t = 210_000
+    )]
+    pub password_hash_iterations: u32,
+
+    /// Lease a claim gets when the worker does not ask for one.
+    #[arg(long, env = "K8SWORKER_DEFAULT_LEASE", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub default_lease: Duration,
+
+    /// Longest lease a worker may ask for.
+    #[arg(long, env = "K8SWORKER_MAX_LEASE", value_parser = humantime::parse_duration, default_value = "15m")]
+    pub max_lease: Duration,
+
+    /// Longest long-poll wait a claim may ask for.
+    #[arg(long, env = "K8SWORKER_MAX_CLAIM_WAIT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub max_claim_wait: Duration,
+
+    /// A workitem still REQUESTED after this long is flagged `delayed`.
+    #[arg(long, env = "K8SWORKER_DELAYED_AFTER", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub delayed_after: Duration,
+
+    /// How often each installation gets a `verify` workitem; 0 turns it off.
+    #[arg(long, env = "K8SWORKER_VERIFY_INTERVAL", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub verify_interval: Duration,
+
+    /// How often expired leases, delayed workitems and due verifies are swept.
+    #[arg(long, env = "K8SWORKER_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub sweep_interval: Duration,
+
+    /// The Kubernetes namespace every deploy to the `self` cluster must use.
+    #[arg(
+        long,
+        env = "K8SWORKER_SELF_K8S_NAMESPACE",
+        default_value = "k8sworker-self"
+    )]
+    pub self_k8s_namespace: String,
+
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("--default-lease ({default:?}) must not exceed --max-lease ({max:?})")]
+    LeaseOrder { default: Duration, max: Duration },
+    #[error("--bootstrap-namespace and --admin-username must not be empty")]
+    EmptyName,
+}
+
+impl Config {
+    /// Checks the relations clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("default-lease", self.default_lease),
+            ("max-lease", self.max_lease),
+            ("sweep-interval", self.sweep_interval),
+            ("delayed-after", self.delayed_after),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::Zero("max-body-bytes"));
+        }
+        if self.password_hash_iterations == 0 {
+            return Err(ConfigError::Zero("password-hash-iterations"));
+        }
+        if self.default_lease > self.max_lease {
+            return Err(ConfigError::LeaseOrder {
+                default: self.default_lease,
+                max: self.max_lease,
+            });
+        }
+        if self.bootstrap_namespace.trim().is_empty() || self.admin_username.trim().is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and benchmarks: every default, the given
+    /// database, an ephemeral port on 127.0.0.1, a fixed admin password.
+    pub fn for_tests(database: PathBuf) -> Config {
+        use clap::Parser;
+        let mut config = Config::parse_from(["k8sworker-controlplane"]);
+        config.listen = "127.0.0.1:0".parse().expect("literal address");
+        config.database = database;
+        config.admin_password = Some("admin-password".into());
+        config.password_hash_iterations = 1_000;
+        config
+    }
+}

@@ -1,0 +1,358 @@
+//! The K8s operations a user requests (`deploy`, `undeploy`, `shutdown`,
+//! `restart`, `fetchLogs`): checked, charged and enqueued as a `REQUESTED`
+//! workitem in one transaction, then answered at once.
+//!
+//! Deploy requests are read and validated by the planner's own
+//! [`k8sworker_planner::validate::parse_and_validate`], so the control plane
+//! and the planner can never disagree on what a valid request is.
+
+use k8sworker_planner::model::{ConfigEntry, EnvValue, InstallationRequest};
+use rusqlite::Transaction;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::quota;
+use crate::store::identity;
+use crate::store::resources::{self, DocTable};
+use crate::store::workitems::{self, NewWorkitem, WorkitemRow};
+
+/// The name of the cluster Vantiq itself runs in.
+pub const SELF_CLUSTER: &str = "self";
+
+/// Operations on `k8sclusters/<name>/command`.
+pub const CLUSTER_OPERATIONS: &str = "deploy, undeploy, shutdown, restart, fetchLogs";
+/// Operations on `k8sinstallations/<name>/command`.
+pub const INSTALLATION_OPERATIONS: &str = "undeploy, shutdown, restart, fetchLogs";
+
+/// What a command is addressed to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Cluster(String),
+    Installation(String),
+}
+
+/// The rules of the deployment the server was configured with.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The Kubernetes namespace every `self` deploy must use.
+    pub self_k8s_namespace: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Validates a deploy's `data` with the planner; every violation is named.
+pub fn validate_deploy(data: &Value) -> Result<InstallationRequest, ApiError> {
+    k8sworker_planner::validate::parse_and_validate(data).map_err(|errors| {
+        ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
+    })
+}
+
+/// Checks, charges and enqueues one operation; returns the new workitem.
+pub fn request(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    target: &Target,
+    op: &str,
+    data: &Value,
+    traceparent: String,
+    rules: &Rules,
+) -> Result<WorkitemRow, ApiError> {
+    let namespace = caller.namespace.as_str();
+    let data = match data {
+        Value::Object(object) => object.clone(),
+        Value::Null => Map::new(),
+        other => {
+            return Err(invalid(
+                "data",
+                format!("must be an object, got {}", json_kind(other)),
+            ));
+        }
+    };
+    let (allowed, expected) = match target {
+        Target::Cluster(_) => (
+            matches!(
+                op,
+                "deploy" | "undeploy" | "shutdown" | "restart" | "fetchLogs"
+            ),
+            CLUSTER_OPERATIONS,
+        ),
+        Target::Installation(_) => (
+            matches!(op, "undeploy" | "shutdown" | "restart" | "fetchLogs"),
+            INSTALLATION_OPERATIONS,
+        ),
+    };
+    if !allowed {
+        return Err(ApiError::UnknownOperation {
+            resource: match target {
+                Target::Cluster(_) => "k8sclusters",
+                Target::Installation(_) => "k8sinstallations",
+            },
+            op: op.chars().take(100).collect(),
+            expected,
+        });
+    }
+
+    // Which installation, on which cluster.
+    let (cluster, installation_name) = match target {
+        Target::Cluster(cluster) => {
+            let name = match data.get("name") {
+                Some(Value::String(name)) if !name.is_empty() => name.clone(),
+                Some(other) => {
+                    return Err(invalid(
+                        "data.name",
+                        format!("must be a non-empty string, got {}", json_kind(other)),
+                    ));
+                }
+                None => return Err(invalid("data.name", "the installation name is required")),
+            };
+            (cluster.clone(), name)
+        }
+        Target::Installation(name) => {
+            let installation = resources::get_doc(tx, DocTable::Installations, namespace, name)?
+                .ok_or_else(|| ApiError::NotFound {
+                    resource: "k8sinstallations",
+                    key: "name",
+                    id: name.clone(),
+                })?;
+            let cluster = installation
+                .get("clusterName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            (cluster, name.clone())
+        }
+    };
+    let cluster_doc = resources::get_doc(tx, DocTable::Clusters, namespace, &cluster)?;
+    if cluster_doc.is_none() {
+        return Err(ApiError::NotFound {
+            resource: "k8sclusters",
+            key: "name",
+            id: cluster,
+        });
+    }
+    let existing = resources::get_doc(tx, DocTable::Installations, namespace, &installation_name)?;
+    if let Some(existing) = &existing {
+        let actual = existing
+            .get("clusterName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if actual != cluster {
+            return Err(ApiError::InstallationOnOtherCluster {
+                installation: installation_name,
+                actual: actual.to_owned(),
+                requested: cluster,
+            });
+        }
+    }
+
+    let request = if op == "deploy" {
+        deploy_request(tx, caller, &cluster, &data, rules)?
+    } else {
+        let Some(existing) = &existing else {
+            return Err(ApiError::NotFound {
+                resource: "k8sinstallations",
+                key: "name",
+                id: installation_name,
+            });
+        };
+        let mut request = json!({
+            "name": installation_name,
+            "k8sNamespace": existing.get("k8sNamespace").cloned().unwrap_or(Value::Null),
+        });
+        if op == "fetchLogs" {
+            for field in ["podName", "documentGroup"] {
+                match data.get(field) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(value)) => request[field] = json!(value),
+                    Some(other) => {
+                        return Err(invalid(
+                            &format!("data.{field}"),
+                            format!("must be a string, got {}", json_kind(other)),
+                        ));
+                    }
+                }
+            }
+        }
+        request
+    };
+
+    let item = workitems::insert(
+        tx,
+        &NewWorkitem {
+            namespace: namespace.to_owned(),
+            cluster: cluster.clone(),
+            installation: installation_name.clone(),
+            operation: op.to_owned(),
+            request,
+            requested_by: caller.username.clone(),
+            traceparent: Some(traceparent),
+        },
+    )?;
+    resources::count_cluster_operation(tx, namespace, &cluster)?;
+    let transitional = match op {
+        "restart" => Some("STARTING"),
+        "shutdown" => Some("STOPPING"),
+        _ => None,
+    };
+    if let (Some(status), Some(mut existing)) = (transitional, existing) {
+        existing["installationStatus"] = json!(status);
+        resources::put_installation(tx, namespace, &installation_name, &cluster, &existing, None)?;
+    }
+    Ok(item)
+}
+
+/// Resolves `configRef`, validates, applies the `self` rules and checks the
+/// references; returns the request to store.
+fn deploy_request(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    cluster: &str,
+    data: &Map<String, Value>,
+    rules: &Rules,
+) -> Result<Value, ApiError> {
+    let namespace = caller.namespace.as_str();
+    let mut data = data.clone();
+    if let Some(reference) = data.remove("configRef") {
+        if data.contains_key("config") {
+            return Err(invalid(
+                "data.configRef",
+                "give either config or configRef, not both",
+            ));
+        }
+        data.insert(
+            "config".into(),
+            resolve_config_ref(tx, namespace, &reference)?,
+        );
+    }
+    if let Some(given) = data.remove("clusterName")
+        && given.as_str() != Some(cluster)
+    {
+        return Err(invalid(
+            "data.clusterName",
+            format!("names another cluster than {cluster}"),
+        ));
+    }
+    let data = Value::Object(data);
+    let parsed = validate_deploy(&data)?;
+
+    if cluster == SELF_CLUSTER {
+        if !caller.grants.admin {
+            return Err(ApiError::SelfClusterAdminOnly);
+        }
+        if parsed.k8s_namespace != rules.self_k8s_namespace {
+            return Err(ApiError::SelfClusterWrongNamespace {
+                expected: rules.self_k8s_namespace.clone(),
+                given: parsed.k8s_namespace.clone(),
+            });
+        }
+        let charge = quota::charge(&parsed)?;
+        let others: Vec<Value> = resources::charges(tx, namespace)?
+            .into_iter()
+            .filter(|(installation, _)| *installation != parsed.name)
+            .map(|(_, charge)| charge)
+            .collect();
+        quota::check(&identity::limits(tx, namespace)?, &charge, &others)?;
+        resources::set_charge(tx, namespace, &parsed.name, &charge)?;
+    }
+
+    for entry in &parsed.config {
+        match entry {
+            ConfigEntry::EnvironmentVariable(variable) => {
+                if let Some(EnvValue::SecretRef(name)) = variable.parsed_value()
+                    && resources::get_secret_meta(tx, namespace, name)?.is_none()
+                {
+                    return Err(ApiError::MissingReference {
+                        kind: "secret",
+                        name: name.to_owned(),
+                    });
+                }
+            }
+            ConfigEntry::File(file) if file.resource_type.as_deref() == Some("documents") => {
+                if let Some(name) = &file.resource_name
+                    && resources::get_document_meta(tx, namespace, name)?.is_none()
+                {
+                    return Err(ApiError::MissingReference {
+                        kind: "document",
+                        name: name.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(data)
+}
+
+/// A `configRef` names a document whose content is the `config` list (or an
+/// object with a `config` list): `"docName"`, `{"name": ..}`,
+/// `{"resourceName": ..}` or `"/documents/docName"`.
+fn resolve_config_ref(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    reference: &Value,
+) -> Result<Value, ApiError> {
+    let name = match reference {
+        Value::String(text) => text.trim_start_matches("/documents/").to_owned(),
+        Value::Object(object) => object
+            .get("resourceName")
+            .or_else(|| object.get("name"))
+            .or_else(|| object.get("resourceId"))
+            .and_then(Value::as_str)
+            .map(|text| text.trim_start_matches("/documents/").to_owned())
+            .ok_or_else(|| invalid("data.configRef", "must name a document"))?,
+        other => {
+            return Err(invalid(
+                "data.configRef",
+                format!("must name a document, got {}", json_kind(other)),
+            ));
+        }
+    };
+    let (_, content) = resources::get_document_content(tx, namespace, &name)?.ok_or_else(|| {
+        ApiError::MissingReference {
+            kind: "document",
+            name: name.clone(),
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&content).map_err(|error| {
+        invalid(
+            "data.configRef",
+            format!("document {name} is not JSON: {error}"),
+        )
+    })?;
+    match value {
+        Value::Array(_) => Ok(value),
+        Value::Object(mut object) => {
+            object
+                .remove("config")
+                .filter(Value::is_array)
+                .ok_or_else(|| {
+                    invalid(
+                        "data.configRef",
+                        format!("document {name} has no config list"),
+                    )
+                })
+        }
+        _ => Err(invalid(
+            "data.configRef",
+            format!("document {name} holds no config list"),
+        )),
+    }
+}
+
+/// "a string", "an object", … for messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

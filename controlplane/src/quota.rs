@@ -1,0 +1,180 @@
+//! The `self` cluster's quota: what a deploy is charged, and whether the
+//! namespace's `limits.k8sResources` (`vCPU`, `memory`, `gpuNvidia`, `gpuAmd`)
+//! still covers it. Quantities are parsed by the planner's
+//! [`Quantity`], the same reading the renderer uses.
+
+use k8sworker_planner::model::{ConfigEntry, InstallationRequest, Resources};
+use k8sworker_planner::quantity::Quantity;
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+
+/// The quota dimensions: (Vantiq name, Kubernetes resource name).
+pub const DIMENSIONS: [(&str, &str); 4] = [
+    ("vCPU", "cpu"),
+    ("memory", "memory"),
+    ("gpuNvidia", "nvidia.com/gpu"),
+    ("gpuAmd", "amd.com/gpu"),
+];
+
+fn quantity_of<'a>(resources: &'a Resources, name: &str) -> Option<&'a str> {
+    resources
+        .quantities()
+        .find(|(resource, _)| *resource == name)
+        .map(|(_, value)| value)
+}
+
+fn parse(field: &str, text: &str) -> Result<Quantity, ApiError> {
+    Quantity::parse(text).ok_or_else(|| ApiError::InvalidArgument {
+        field: field.to_owned(),
+        reason: format!("{text:?} is not a Kubernetes quantity"),
+    })
+}
+
+/// Formats milli-units as a quantity string (`1500m`, `2`).
+pub fn format(quantity: Quantity) -> String {
+    let milli = quantity.milli();
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
+}
+
+/// What a deploy to `self` is charged: per dimension the larger of
+/// `resourceRequest` and `resourceLimit`, times `replicaCount`. Refuses a
+/// request with neither entry.
+pub fn charge(request: &InstallationRequest) -> Result<Value, ApiError> {
+    let mut requests = None;
+    let mut limits = None;
+    for entry in &request.config {
+        match entry {
+            ConfigEntry::ResourceRequest(resources) => requests = Some(resources),
+            ConfigEntry::ResourceLimit(resources) => limits = Some(resources),
+            _ => {}
+        }
+    }
+    if requests.is_none() && limits.is_none() {
+        return Err(ApiError::SelfClusterResourcesRequired);
+    }
+    let replicas = i64::from(request.replica_count().max(0));
+    let mut out = Map::new();
+    for (vantiq, kubernetes) in DIMENSIONS {
+        let mut largest = Quantity::ZERO;
+        for resources in [requests, limits].into_iter().flatten() {
+            if let Some(text) = quantity_of(resources, kubernetes) {
+                largest = largest.max(parse(kubernetes, text)?);
+            }
+        }
+        let total = largest
+            .checked_mul(replicas)
+            .ok_or_else(|| ApiError::InvalidArgument {
+                field: kubernetes.to_owned(),
+                reason: "the charge overflows".into(),
+            })?;
+        out.insert(vantiq.to_owned(), json!(format(total)));
+    }
+    Ok(Value::Object(out))
+}
+
+fn dimension(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks `charge` plus the namespace's other charges against `limits`
+/// (the namespace's `limits` object). No `k8sResources` quota: nothing is
+/// permitted.
+pub fn check(limits: &Value, charge: &Value, others: &[Value]) -> Result<(), ApiError> {
+    let quota = limits.get("k8sResources").filter(|quota| quota.is_object());
+    for (vantiq, _) in DIMENSIONS {
+        let requested = parse(
+            vantiq,
+            &dimension(charge.get(vantiq)).unwrap_or_else(|| "0".into()),
+        )?;
+        let mut in_use = Quantity::ZERO;
+        for other in others {
+            if let Some(text) = dimension(other.get(vantiq)) {
+                in_use = in_use.checked_add(parse(vantiq, &text)?).unwrap_or(in_use);
+            }
+        }
+        let Some(quota) = quota else {
+            return Err(ApiError::QuotaExceeded {
+                resource: vantiq,
+                requested: format(requested),
+                in_use: format(in_use),
+                limit: "none (the namespace has no k8sResources quota)".into(),
+            });
+        };
+        let limit = match dimension(quota.get(vantiq)) {
+            Some(text) => parse(vantiq, &text)?,
+            None => Quantity::ZERO,
+        };
+        let fits = in_use
+            .checked_add(requested)
+            .is_some_and(|total| total <= limit);
+        if requested > Quantity::ZERO && !fits {
+            return Err(ApiError::QuotaExceeded {
+                resource: vantiq,
+                requested: format(requested),
+                in_use: format(in_use),
+                limit: format(limit),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(config: Value) -> InstallationRequest {
+        InstallationRequest::from_json(
+            &json!({"name": "a", "k8sNamespace": "ns", "config": config}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn charge_is_the_larger_times_replicas() {
+        let r = request(json!([
+            {"type": "image", "name": "nginx", "replicaCount": 2},
+            {"type": "resourceRequest", "cpu": "500m", "memory": "1Gi"},
+            {"type": "resourceLimit", "cpu": "1", "memory": "512Mi"}
+        ]));
+        let charge = charge(&r).unwrap();
+        assert_eq!(charge["vCPU"], "2");
+        assert_eq!(charge["memory"], (2u64 << 30).to_string());
+        assert_eq!(charge["gpuNvidia"], "0");
+    }
+
+    #[test]
+    fn resources_are_required() {
+        let r = request(json!([{"type": "image", "name": "nginx"}]));
+        assert!(matches!(
+            charge(&r),
+            Err(ApiError::SelfClusterResourcesRequired)
+        ));
+    }
+
+    #[test]
+    fn quota_is_enforced() {
+        let limits = json!({"k8sResources": {"vCPU": "2", "memory": "4Gi"}});
+        let small = json!({"vCPU": "1", "memory": "1Gi", "gpuNvidia": "0", "gpuAmd": "0"});
+        assert!(check(&limits, &small, std::slice::from_ref(&small)).is_ok());
+        assert!(matches!(
+            check(&limits, &small, &[small.clone(), small.clone()]),
+            Err(ApiError::QuotaExceeded {
+                resource: "vCPU",
+                ..
+            })
+        ));
+        assert!(check(&json!({}), &small, &[]).is_err());
+        let gpu = json!({"vCPU": "0", "memory": "0", "gpuNvidia": "1", "gpuAmd": "0"});
+        assert!(check(&limits, &gpu, &[]).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Wiring: open the store, bootstrap the first namespace, bind, serve the
+//! API and run the maintenance sweep until shutdown.
+//!
+//! Shutdown: [`Server::shutdown`] (or SIGTERM/SIGINT in the binary) flips one
+//! watch; the listener stops accepting, long-polling claims return `null`
+//! at once, in-flight requests finish, and the sweep stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::auth::{self, hash_password};
+use crate::config::{Config, ConfigError};
+use crate::error::ApiError;
+use crate::store::identity::{self, UserRecord};
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    #[error("storage could not be opened")]
+    Store(#[from] StoreError),
+    #[error("the first namespace could not be created")]
+    Bootstrap(#[source] ApiError),
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("the HTTP server task panicked")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Wake-ups for long-polling claims, one per (namespace, cluster).
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    clusters: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl Wakeups {
+    /// The notifier a claimer of this cluster waits on.
+    pub fn notifier(&self, namespace: &str, cluster: &str) -> Arc<Notify> {
+        let mut clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(
+            clusters
+                .entry((namespace.to_owned(), cluster.to_owned()))
+                .or_default(),
+        )
+    }
+
+    /// Wakes every claimer waiting on this cluster.
+    pub fn wake(&self, namespace: &str, cluster: &str) {
+        let clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(notify) = clusters.get(&(namespace.to_owned(), cluster.to_owned())) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub wakeups: Arc<Wakeups>,
+    /// `true` once shutdown began.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<Result<(), std::io::Error>>,
+    maintenance: JoinHandle<()>,
+    /// The first admin's password when it was generated at this start.
+    pub generated_admin_password: Option<String>,
+}
+
+impl Server {
+    /// Opens storage, bootstraps on first start, binds and starts serving.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let store = {
+            let path = config.database.clone();
+            let synchronous = config.sqlite_synchronous;
+            tokio::task::spawn_blocking(move || Store::open(&path, synchronous))
+                .await
+                .map_err(ServerError::Task)??
+        };
+        let generated_admin_password = bootstrap(&store, &config)
+            .await
+            .map_err(ServerError::Bootstrap)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            wakeups: Arc::new(Wakeups::default()),
+            shutdown: shutdown_rx.clone(),
+        };
+        let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
+        let router = crate::api::router(state);
+        let mut stop = shutdown_rx;
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                })
+                .await
+        });
+        tracing::info!(%local_addr, "control plane listening");
+        Ok(Server {
+            local_addr,
+            shutdown,
+            http,
+            maintenance,
+            generated_admin_password,
+        })
+    }
+
+    /// Where the server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops taking requests, releases long-polls, waits for in-flight
+    /// requests and the sweep to finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let served = self.http.await.map_err(ServerError::Task)?;
+        let _ = self.maintenance.await;
+        served.map_err(ServerError::Serve)
+    }
+}
+
+/// First start: the bootstrap namespace and its admin. Returns the admin's
+/// password when it was generated (to be shown once).
+async fn bootstrap(store: &Store, config: &Config) -> Result<Option<String>, ApiError> {
+    let (password, generated) = match &config.admin_password {
+        Some(password) => (password.clone(), None),
+        None => {
+            let password = auth::new_token();
+            (password.clone(), Some(password))
+        }
+    };
+    let namespace = config.bootstrap_namespace.clone();
+    let username = config.admin_username.clone();
+    let iterations = config.password_hash_iterations;
+    store
+        .transaction(move |tx| {
+            if identity::is_initialized(tx)? {
+                return Ok(None);
+            }
+            identity::create_namespace(tx, &namespace, &serde_json::json!({}))?;
+            identity::create_user(
+                tx,
+                &UserRecord {
+                    username: username.clone(),
+                    namespace: namespace.clone(),
+                    profile: auth::ADMIN_PROFILE.into(),
+                    password_hash: hash_password(&password, iterations),
+                },
+            )?;
+            tracing::info!(%namespace, %username, "first start: namespace and admin created");
+            Ok(generated)
+        })
+        .await
+}

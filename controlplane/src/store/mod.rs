@@ -1,0 +1,299 @@
+//! Durable storage: one SQLite database in WAL mode.
+//!
+//! All access goes through one connection behind a mutex, run on tokio's
+//! blocking pool ([`Store::run`]). One writer is what SQLite allows anyway;
+//! serialising reads with it keeps every request's view consistent and makes
+//! the worker-protocol transactions (claim, complete) trivially atomic.
+//!
+//! Durability: a handler answers only after its transaction committed. With
+//! `synchronous=FULL` (the default) the commit fsyncs the WAL, so an
+//! acknowledged write survives a process kill and a power loss; with
+//! `synchronous=NORMAL` in WAL mode it survives a process kill (the WAL write
+//! is in the OS page cache before the commit returns) but not a power loss.
+//!
+//! Schema changes are numbered [`MIGRATIONS`], applied in order inside one
+//! transaction each and recorded in `PRAGMA user_version`.
+//!
+//! Resources are rows with indexed key columns plus a JSON `doc` holding the
+//! Vantiq-visible properties; selects read a namespace's rows and apply the
+//! `where` clause in Rust ([`crate::query`]).
+
+pub mod identity;
+pub mod resources;
+pub mod workitems;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use crate::config::Synchronous;
+use crate::error::ApiError;
+
+/// A storage failure (never a domain rule: those are [`ApiError`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening the database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("migrating the schema to version {version}")]
+    Migrate {
+        version: usize,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database access failed")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a stored JSON document is corrupt")]
+    Json(#[from] serde_json::Error),
+    #[error("the database task panicked or was cancelled")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the database lock was poisoned by a panic")]
+    Poisoned,
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(error: rusqlite::Error) -> Self {
+        ApiError::Internal(StoreError::Sqlite(error))
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        ApiError::Internal(StoreError::Json(error))
+    }
+}
+
+/// The schema, one migration per entry; never edit a released entry, append.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: identity, resources, the workitem queue.
+    r#"
+    CREATE TABLE namespaces (
+        name TEXT PRIMARY KEY,
+        limits TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE profiles (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        profile TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT,
+        username TEXT NOT NULL,
+        profiles TEXT NOT NULL,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX tokens_by_name ON tokens(namespace, name) WHERE name IS NOT NULL;
+    CREATE TABLE k8sclusters (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE k8sinstallations (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        cluster_name TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        next_verify_at INTEGER,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE INDEX installations_by_cluster ON k8sinstallations(namespace, cluster_name);
+    CREATE INDEX installations_by_verify ON k8sinstallations(next_verify_at);
+    CREATE TABLE k8sworkitems (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        cluster_name TEXT NOT NULL,
+        installation TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        status TEXT NOT NULL,
+        request TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        lease_id TEXT,
+        lease_owner TEXT,
+        lease_expires_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        traceparent TEXT,
+        delayed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX workitems_claim ON k8sworkitems(namespace, cluster_name, status, seq);
+    CREATE INDEX workitems_by_installation ON k8sworkitems(namespace, installation, status);
+    CREATE INDEX workitems_by_status ON k8sworkitems(status, lease_expires_at);
+    CREATE TABLE documents (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        id TEXT NOT NULL,
+        file_type TEXT NOT NULL,
+        content BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        modified_at INTEGER NOT NULL,
+        modified_by TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE secrets (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        description TEXT,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        modified_at INTEGER NOT NULL,
+        modified_by TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE TABLE quota_charges (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        installation TEXT NOT NULL,
+        charge TEXT NOT NULL,
+        PRIMARY KEY (namespace, installation)
+    );
+    "#,
+];
+
+/// The database handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        let mode = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        connection
+            .pragma_update(None, "synchronous", mode)
+            .map_err(open_error)?;
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_error)?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(open_error)?;
+        migrate(&mut connection)?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the connection on the blocking pool.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = connection
+                .lock()
+                .map_err(|_| ApiError::Internal(StoreError::Poisoned))?;
+            work(&mut guard)
+        })
+        .await
+        .map_err(|error| ApiError::Internal(StoreError::Task(error)))?
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction, committed when it returns `Ok`.
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let value = work(&transaction)?;
+            transaction.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let current: usize = connection
+        .pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
+        .map_err(|source| StoreError::Migrate { version: 0, source })?
+        as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        let failed = |source| StoreError::Migrate { version, source };
+        let transaction = connection.transaction().map_err(failed)?;
+        transaction.execute_batch(sql).map_err(failed)?;
+        transaction
+            .pragma_update(None, "user_version", version as i64)
+            .map_err(failed)?;
+        transaction.commit().map_err(failed)?;
+        tracing::info!(version, "database schema migrated");
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Vantiq's date format: ISO 8601 UTC with milliseconds.
+pub fn iso(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The `ars_*` audit properties every Vantiq resource instance carries.
+pub fn audit(
+    namespace: &str,
+    version: i64,
+    created_at: i64,
+    created_by: &str,
+    modified_at: i64,
+    modified_by: &str,
+) -> Map<String, Value> {
+    let value = json!({
+        "ars_namespace": namespace,
+        "ars_version": version,
+        "ars_createdAt": iso(created_at),
+        "ars_createdBy": created_by,
+        "ars_modifiedAt": iso(modified_at),
+        "ars_modifiedBy": modified_by,
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("a literal object"),
+    }
+}
