@@ -41,5 +41,8 @@ trap cleanup EXIT
 # shellcheck disable=SC1090
 . "$env_file"
 
+step "checking the manifests in deploy/ against the API server"
+deploy/check.sh
+
 step "running the tests"
 cargo test --workspace --locked --no-fail-fast "$@"
