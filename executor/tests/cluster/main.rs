@@ -1,0 +1,11 @@
+//! The executor against the real test cluster, running with a real
+//! ServiceAccount token bound by the namespace-scoped RoleBinding of
+//! `deploy/rbac/executor-role.yaml`; plans come from the planner's render
+//! and diff. Run with `cargo test -p k8sworker-executor -- --ignored`.
+
+mod apply;
+mod crash;
+mod health;
+mod observe_logs;
+mod refusals;
+mod support;
