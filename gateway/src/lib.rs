@@ -1,1 +1,28 @@
+//! The gateway: pulls the workitems of one K8s cluster from the control
+//! plane, has the planner carry them out, and reports the outcome.
+//!
+//! ```text
+//! control plane ──claim (lease)──▶ workitem ──task()──▶ Planner.Execute ──▶ outcome::decide
+//!       ▲                                  (lease renewed meanwhile)              │
+//!       └────────── complete (installation record) | fail | release ◀─────────────┘
+//! ```
+//!
+//! [`config`] is the command line; [`workitem`] reads a claim and builds
+//! the planner request; [`outcome`] maps the planner's answer to the report;
+//! [`logs`] names fetchLogs documents; [`backoff`] is the polling schedule.
+//! Those are pure. [`controlplane`] is the HTTP edge, [`gateway`] the loop
+//! that wires them, with the lease, the trace and the shutdown.
+//!
+//! The gateway holds no Kubernetes credentials, only the control-plane token
+//! (profile `k8sWorker__system`), which it never logs.
 
+pub mod backoff;
+pub mod config;
+pub mod controlplane;
+pub mod gateway;
+pub mod logs;
+pub mod outcome;
+pub mod workitem;
+
+pub use config::{AccessToken, ClaimMode, Config};
+pub use gateway::{Event, Gateway, GatewayError, Report, Summary};

@@ -1,0 +1,281 @@
+//! The gateway's configuration: one `clap` struct. The three settings the
+//! seed's worker takes from its environment keep their names
+//! (`CLUSTER_NAME`, `VANTIQ_URL`, `VANTIQ_ACCESS_TOKEN`); everything else has
+//! a `K8SWORKER_*` variable; a flag overrides its variable. Invalid values
+//! stop the binary before any I/O.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The control-plane access token. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AccessToken(token.into())
+    }
+
+    /// The token itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+impl FromStr for AccessToken {
+    type Err = String;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("the access token is empty".into());
+        }
+        Ok(AccessToken(token.to_owned()))
+    }
+}
+
+/// How claims wait for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClaimMode {
+    /// Long-poll when the server supports it, else poll.
+    Auto,
+    /// Each claim waits on the server until work arrives (or the wait ends).
+    LongPoll,
+    /// Claims return at once; the gateway polls on an adaptive, jittered schedule.
+    Poll,
+}
+
+/// Configuration of `k8sworker-gateway`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "k8sworker-gateway", version, about)]
+pub struct Config {
+    /// The K8sCluster this gateway serves: its name in the control plane.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: String,
+
+    /// Base URL of the control plane (Vantiq or k8sworker-controlplane),
+    /// e.g. `https://vantiq.example.com`.
+    #[arg(long, env = "VANTIQ_URL")]
+    pub vantiq_url: String,
+
+    /// Access token with the `k8sWorker__system` profile. Prefer the
+    /// environment variable: a flag is visible in the process list.
+    #[arg(long, env = "VANTIQ_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: AccessToken,
+
+    /// The planner's gRPC address.
+    #[arg(
+        long,
+        env = "K8SWORKER_PLANNER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub planner_url: String,
+
+    /// Process the workitems queued now, then exit (the CronJob form).
+    #[arg(long)]
+    pub once: bool,
+
+    /// How claims wait for work.
+    #[arg(long, env = "K8SWORKER_CLAIM_MODE", value_enum, default_value_t = ClaimMode::Auto)]
+    pub claim_mode: ClaimMode,
+
+    /// Longest server-side wait of one long-poll claim (the server may cap it).
+    #[arg(long, env = "K8SWORKER_LONG_POLL_WAIT", value_parser = humantime::parse_duration, default_value = "20s")]
+    pub long_poll_wait: Duration,
+
+    /// Wait between claims that found nothing, while recently busy.
+    #[arg(long, env = "K8SWORKER_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub poll_interval: Duration,
+
+    /// Longest wait between claims once idle for a minute.
+    #[arg(long, env = "K8SWORKER_IDLE_POLL_MAX", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub idle_poll_max: Duration,
+
+    /// Lease asked for each claim; renewed every third of it while the
+    /// operation runs. A gateway that dies loses its workitem after this long.
+    #[arg(long, env = "K8SWORKER_LEASE", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub lease: Duration,
+
+    /// On SIGTERM, how long the current operation may still run before it
+    /// is released back to the queue.
+    #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+
+    /// Longest a single planner call may take.
+    #[arg(long, env = "K8SWORKER_EXECUTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub execute_timeout: Duration,
+
+    /// Timeout of each control-plane call (a claim adds its wait).
+    #[arg(long, env = "K8SWORKER_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
+
+    /// Claims of one workitem after which a passing error (planner or
+    /// executor unreachable) fails it instead of releasing it again.
+    #[arg(long, env = "K8SWORKER_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+
+    /// This gateway's name in leases; default `<hostname>-<random>`.
+    #[arg(long, env = "K8SWORKER_GATEWAY_ID")]
+    pub worker_id: Option<String>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--cluster-name (CLUSTER_NAME) must not be empty")]
+    NoCluster,
+    #[error("--vantiq-url (VANTIQ_URL) must be an http:// or https:// URL, got `{0}`")]
+    Url(String),
+    #[error("--planner-url (K8SWORKER_PLANNER_URL) must be an http:// or https:// URL, got `{0}`")]
+    PlannerUrl(String),
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("--lease must be at least 3 seconds, got {0:?}")]
+    LeaseTooShort(Duration),
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+impl Config {
+    /// A configuration with every default, for embedding (tests, benchmarks).
+    pub fn new(
+        cluster_name: impl Into<String>,
+        vantiq_url: impl Into<String>,
+        access_token: AccessToken,
+        planner_url: impl Into<String>,
+    ) -> Config {
+        Config {
+            cluster_name: cluster_name.into(),
+            vantiq_url: vantiq_url.into(),
+            access_token,
+            planner_url: planner_url.into(),
+            once: false,
+            claim_mode: ClaimMode::Auto,
+            long_poll_wait: Duration::from_secs(20),
+            poll_interval: Duration::from_secs(1),
+            idle_poll_max: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            execute_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            max_attempts: 10,
+            worker_id: None,
+        }
+    }
+
+    /// Checks what clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_name.trim().is_empty() {
+            return Err(ConfigError::NoCluster);
+        }
+        if !is_http_url(&self.vantiq_url) {
+            return Err(ConfigError::Url(self.vantiq_url.clone()));
+        }
+        if !is_http_url(&self.planner_url) {
+            return Err(ConfigError::PlannerUrl(self.planner_url.clone()));
+        }
+        for (name, value) in [
+            ("poll-interval", self.poll_interval),
+            ("idle-poll-max", self.idle_poll_max),
+            ("execute-timeout", self.execute_timeout),
+            ("request-timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::Zero("max-attempts"));
+        }
+        if self.lease < Duration::from_secs(3) {
+            return Err(ConfigError::LeaseTooShort(self.lease));
+        }
+        Ok(())
+    }
+
+    /// The configured worker id, else `<HOSTNAME>-<8 hex>`.
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".into());
+            format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn config() -> Config {
+        Config::new(
+            "c1",
+            "http://127.0.0.1:8080",
+            AccessToken::new("t0ps3cret"),
+            "http://127.0.0.1:50051",
+        )
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let debug = format!("{:?}", config());
+        assert!(!debug.contains("t0ps3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let config = Config::try_parse_from([
+            "k8sworker-gateway",
+            "--cluster-name",
+            "c1",
+            "--vantiq-url",
+            "https://vantiq.example.com/",
+            "--access-token",
+            "abc",
+            "--once",
+            "--lease",
+            "90s",
+        ])
+        .unwrap();
+        assert!(config.once);
+        assert_eq!(config.lease, Duration::from_secs(90));
+        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.access_token.expose(), "abc");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_refused_before_any_io() {
+        let mut bad = config();
+        bad.vantiq_url = "vantiq.example.com".into();
+        assert!(matches!(bad.validate(), Err(ConfigError::Url(_))));
+        let mut bad = config();
+        bad.cluster_name = " ".into();
+        assert!(matches!(bad.validate(), Err(ConfigError::NoCluster)));
+        let mut bad = config();
+        bad.lease = Duration::from_secs(1);
+        assert!(matches!(bad.validate(), Err(ConfigError::LeaseTooShort(_))));
+        let mut bad = config();
+        bad.poll_interval = Duration::ZERO;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Zero("poll-interval"))
+        ));
+        assert!("  ".parse::<AccessToken>().is_err());
+    }
+}

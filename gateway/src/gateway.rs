@@ -1,0 +1,692 @@
+//! The gateway's loop: claim, execute, report; and its shutdown.
+//!
+//! ```text
+//! run ─▶ check (token, cluster, server version) ─▶ loop:
+//!          claim (long-poll, or poll on the Backoff schedule)
+//!            └─ workitem ─▶ span workitem.process (parent: the workitem's traceparent)
+//!                             task() ── invalid ──────────────────────────▶ fail INVALID
+//!                             Planner.Execute ‖ renew the lease every lease/3
+//!                             outcome::decide ─▶ (fetchLogs: upload documents)
+//!                             complete | fail | release   (retried while the server is away)
+//! SIGTERM ─▶ stop claiming; the current workitem finishes within the grace
+//!            period, else it is released; then run returns.
+//! ```
+//!
+//! One workitem at a time: the control plane serialises the operations of
+//! an installation anyway, and more throughput is more gateways (claims are
+//! atomic, so any number can serve one cluster).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8sworker_planner::plan::Operation;
+use k8sworker_proto::v1 as pb;
+use k8sworker_proto::v1::planner_client::PlannerClient;
+use k8sworker_telemetry::GrpcClientInterceptor;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
+
+use crate::backoff::{Backoff, Poll, Schedule};
+use crate::config::{ClaimMode, Config, ConfigError};
+use crate::controlplane::{ControlPlane, ControlPlaneError, ServerInfo};
+use crate::logs;
+use crate::outcome::{self, FailStatus, Outcome, PlannerError};
+use crate::workitem::Workitem;
+
+type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
+
+/// Why the gateway could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    #[error("the HTTP client could not be built")]
+    Http(#[source] reqwest::Error),
+    #[error("the planner address `{url}` is not valid")]
+    PlannerAddress {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
+}
+
+/// Something the gateway did, for observers (tests, the load driver).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A workitem was claimed.
+    Claimed {
+        request_id: String,
+        operation: String,
+        installation: String,
+        /// When the control plane created it, per the server.
+        created_at: Option<SystemTime>,
+        at: SystemTime,
+    },
+    /// The outcome was reported (or could not be).
+    Reported {
+        request_id: String,
+        operation: String,
+        report: Report,
+        at: SystemTime,
+    },
+}
+
+/// How a claimed workitem ended for this gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Completed,
+    Failed {
+        status: String,
+        message: String,
+    },
+    Released {
+        reason: String,
+    },
+    /// The lease was lost or the report could not be delivered; the
+    /// workitem returns to the queue when its lease expires.
+    Abandoned {
+        reason: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub completed: u64,
+    pub failed: u64,
+    pub released: u64,
+    pub abandoned: u64,
+}
+
+impl Summary {
+    fn count(&mut self, report: &Report) {
+        match report {
+            Report::Completed => self.completed += 1,
+            Report::Failed { .. } => self.failed += 1,
+            Report::Released { .. } => self.released += 1,
+            Report::Abandoned { .. } => self.abandoned += 1,
+        }
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.completed + self.failed + self.released + self.abandoned
+    }
+}
+
+/// A gateway for one cluster.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Arc<Config>,
+    control_plane: ControlPlane,
+    planner: Planner,
+    channel: Channel,
+    worker_id: String,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// Whether claims wait on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    LongPoll,
+    Poll,
+}
+
+impl Gateway {
+    /// Builds the clients; no I/O yet.
+    pub fn new(config: Config) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        // reqwest is built without a default crypto provider so that only
+        // ring (already used by the Kubernetes client) is compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let control_plane = ControlPlane::new(
+            &config.vantiq_url,
+            config.access_token.clone(),
+            config.request_timeout,
+        )
+        .map_err(GatewayError::Http)?;
+        let channel = Endpoint::from_shared(config.planner_url.clone())
+            .map_err(|source| GatewayError::PlannerAddress {
+                url: config.planner_url.clone(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let worker_id = config.worker_id();
+        Ok(Gateway {
+            config: Arc::new(config),
+            control_plane,
+            planner,
+            channel,
+            worker_id,
+            events: None,
+        })
+    }
+
+    /// Sends an [`Event`] for every claim and report to `events`.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<Event>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// This gateway's name in leases.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Runs until `shutdown` resolves (daemon) or the queue is empty
+    /// (`--once`). Fails only for what retrying cannot fix: a refused token,
+    /// a missing cluster, a server without the worker protocol.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Summary, GatewayError> {
+        let (stop, stopping) = watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let result = self.serve(stopping).await;
+        watcher.abort();
+        result
+    }
+
+    async fn serve(&self, mut stopping: watch::Receiver<bool>) -> Result<Summary, GatewayError> {
+        let config = &self.config;
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            server = %self.control_plane.base(),
+            cluster = %config.cluster_name,
+            planner = %config.planner_url,
+            worker = %self.worker_id,
+            mode = if config.once { "once" } else { "daemon" },
+            "k8sworker-gateway started"
+        );
+        let Some(server) = self.check(&mut stopping).await? else {
+            return Ok(Summary::default());
+        };
+        self.check_planner().await;
+        let mut waiting = match (config.claim_mode, server.long_poll) {
+            (ClaimMode::Poll, _) | (ClaimMode::Auto, Some(false)) => Waiting::Poll,
+            _ => Waiting::LongPoll,
+        };
+        if config.once {
+            info!("processing the queued workitems, then exiting");
+        } else {
+            info!(claims = ?waiting, "waiting for workitems");
+        }
+        let mut backoff = Backoff::new(Schedule {
+            interval: config.poll_interval,
+            idle_max: config.idle_poll_max,
+            ..Schedule::default()
+        });
+        let mut summary = Summary::default();
+        let mut quick_empty = 0u32;
+        loop {
+            if *stopping.borrow() {
+                break;
+            }
+            let wait = if config.once || waiting == Waiting::Poll {
+                Duration::ZERO
+            } else {
+                config.long_poll_wait
+            };
+            let asked = Instant::now();
+            let claim = tokio::select! {
+                claim = self.control_plane.claim(&config.cluster_name, &self.worker_id, config.lease, wait) => claim,
+                // A claim cut short may have been granted: its lease expires
+                // and the workitem returns to the queue.
+                _ = stopping.wait_for(|stop| *stop) => break,
+            };
+            match claim {
+                Ok(Some(body)) => {
+                    backoff.record(Poll::Work);
+                    quick_empty = 0;
+                    let report = self.process(&body, &stopping).await;
+                    summary.count(&report);
+                    continue;
+                }
+                Ok(None) if config.once => {
+                    info!(
+                        processed = summary.processed(),
+                        "no workitem available; exiting"
+                    );
+                    break;
+                }
+                Ok(None) => {
+                    backoff.record(Poll::Empty);
+                    if waiting == Waiting::LongPoll && config.claim_mode == ClaimMode::Auto {
+                        // A server that ignores the wait answers at once, every time.
+                        if asked.elapsed() < (wait / 4).min(Duration::from_secs(1)) {
+                            quick_empty += 1;
+                        } else {
+                            quick_empty = 0;
+                        }
+                        if quick_empty >= 3 {
+                            info!("the server answers claims without waiting; polling instead");
+                            waiting = Waiting::Poll;
+                        }
+                    }
+                }
+                Err(error @ ControlPlaneError::NotImplemented { .. }) => {
+                    error!(%error, "cannot claim workitems");
+                    return Err(error.into());
+                }
+                Err(error) if config.once && !error.is_transient() => {
+                    error!(%error, "claim failed");
+                    return Err(error.into());
+                }
+                Err(error) => {
+                    backoff.record(Poll::Error);
+                    warn!(%error, failures = backoff.errors(), "claim failed; retrying");
+                    if config.once && backoff.errors() >= 5 {
+                        return Err(error.into());
+                    }
+                }
+            }
+            let delay = if waiting == Waiting::LongPoll && backoff.errors() == 0 && quick_empty == 0
+            {
+                Duration::ZERO
+            } else {
+                backoff.delay(fastrand::f64())
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|stop| *stop) => break,
+            }
+        }
+        info!(
+            completed = summary.completed,
+            failed = summary.failed,
+            released = summary.released,
+            abandoned = summary.abandoned,
+            "k8sworker-gateway stopped"
+        );
+        Ok(summary)
+    }
+
+    /// The connection and version check, retried while the server is
+    /// unreachable; `None` when shutdown came first.
+    async fn check(
+        &self,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<Option<ServerInfo>, GatewayError> {
+        let mut backoff = Backoff::new(Schedule::default());
+        loop {
+            match self.control_plane.check(&self.config.cluster_name).await {
+                Ok(info) => {
+                    info!(
+                        server_version = info.version.as_deref().unwrap_or("unknown (no /api/v1/version)"),
+                        long_poll = ?info.long_poll,
+                        "connected to the control plane"
+                    );
+                    return Ok(Some(info));
+                }
+                Err(error) if error.is_transient() => {
+                    backoff.record(Poll::Error);
+                    warn!(%error, failures = backoff.errors(), "control plane not reachable yet; retrying");
+                    if self.config.once && backoff.errors() >= 5 {
+                        return Err(error.into());
+                    }
+                }
+                Err(error) => {
+                    error!(%error, "connection check failed");
+                    return Err(error.into());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.delay(fastrand::f64())) => {}
+                _ = stopping.wait_for(|stop| *stop) => return Ok(None),
+            }
+        }
+    }
+
+    /// Logs whether the planner answers (gRPC health); work is claimed
+    /// either way, and an unreachable planner releases workitems until it is back.
+    async fn check_planner(&self) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut health = HealthClient::new(self.channel.clone());
+        let request = HealthCheckRequest {
+            service: "k8sworker.v1.Planner".into(),
+        };
+        let planner = &self.config.planner_url;
+        match tokio::time::timeout(Duration::from_secs(5), health.check(request)).await {
+            Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
+                info!(%planner, "planner serving")
+            }
+            Ok(Ok(answer)) => {
+                warn!(%planner, status = answer.get_ref().status, "planner not serving yet")
+            }
+            Ok(Err(status)) => {
+                warn!(%planner, error = %status.message(), "planner not reachable yet")
+            }
+            Err(_) => warn!(%planner, "planner did not answer within 5 s"),
+        }
+    }
+
+    /// Processes one claimed workitem inside its `workitem.process` span.
+    async fn process(&self, body: &Value, stopping: &watch::Receiver<bool>) -> Report {
+        let item = match Workitem::from_claim(body) {
+            Ok(item) => item,
+            Err(error) => {
+                error!(%error, "unreadable claim; releasing it");
+                if let (Some(request_id), Some(lease_id)) = (
+                    body.get("requestId").and_then(Value::as_str),
+                    body.get("leaseId").and_then(Value::as_str),
+                ) {
+                    let _ = self.control_plane.release(request_id, lease_id).await;
+                }
+                return Report::Abandoned {
+                    reason: error.to_string(),
+                };
+            }
+        };
+        let span = info_span!(
+            "workitem.process",
+            request_id = %item.request_id,
+            operation = %item.operation,
+            installation = %item.installation,
+            cluster = %item.cluster.cluster_name,
+            attempt = item.attempts,
+            worker = %self.worker_id,
+        );
+        if let Some(traceparent) = &item.traceparent {
+            k8sworker_telemetry::set_parent(
+                &span,
+                k8sworker_telemetry::context_from_traceparent(traceparent),
+            );
+        }
+        self.process_item(item, stopping.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn process_item(&self, item: Workitem, mut stopping: watch::Receiver<bool>) -> Report {
+        self.emit(Event::Claimed {
+            request_id: item.request_id.clone(),
+            operation: item.operation.clone(),
+            installation: item.installation.clone(),
+            created_at: item.created_at,
+            at: SystemTime::now(),
+        });
+        info!("workitem claimed");
+        let task = match item.task() {
+            Ok(task) => task,
+            Err(message) => {
+                let outcome = Outcome::Fail {
+                    status: FailStatus::Invalid,
+                    message,
+                };
+                return self.report(&item, outcome, &stopping).await;
+            }
+        };
+        let lease = item.lease.unwrap_or(self.config.lease);
+        let (lost_tx, mut lost) = watch::channel(false);
+        let renewer = tokio::spawn(
+            renew(
+                self.control_plane.clone(),
+                item.request_id.clone(),
+                item.lease_id.clone(),
+                self.config.lease,
+                lease,
+                lost_tx,
+            )
+            .instrument(tracing::Span::current()),
+        );
+        let _renewer = AbortOnDrop(renewer);
+
+        let mut planner = self.planner.clone();
+        let execute = tokio::time::timeout(
+            self.config.execute_timeout,
+            planner.execute(task.request.clone()),
+        );
+        let grace = self.config.shutdown_grace;
+        let deadline = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            info!(
+                ?grace,
+                "shutting down: the current workitem may finish within the grace period"
+            );
+            tokio::time::sleep(grace).await;
+        };
+        let started = Instant::now();
+        let answer = tokio::select! {
+            answer = execute => answer,
+            _ = lost.wait_for(|lost| *lost) => {
+                warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
+                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+            }
+            _ = deadline => {
+                warn!("grace period over; releasing the workitem");
+                let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                return self.report(&item, outcome, &stopping).await;
+            }
+        };
+        let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(PlannerError {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!(
+                    "the planner did not answer within {:?}",
+                    self.config.execute_timeout
+                ),
+            }),
+        };
+        match &result {
+            Ok(_) => info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "planner executed"
+            ),
+            Err(error) => {
+                warn!(code = ?error.code, error = %error.message, elapsed_ms = started.elapsed().as_millis() as u64, "planner failed")
+            }
+        }
+        let mut outcome = outcome::decide(
+            task.operation,
+            result.as_ref(),
+            item.attempts,
+            self.config.max_attempts,
+        );
+        if task.operation == Operation::FetchLogs
+            && let (Outcome::Complete(_), Ok(response)) = (&outcome, &result)
+        {
+            let documents = logs::documents(
+                &item.cluster.cluster_name,
+                &item.installation,
+                task.document_group.as_deref(),
+                &response.logs,
+                SystemTime::now(),
+            );
+            for document in documents {
+                let size = document.content.len();
+                match self
+                    .control_plane
+                    .upload_document(&document.name, document.content)
+                    .await
+                {
+                    Ok(()) => info!(document = %document.name, bytes = size, "log uploaded"),
+                    Err(error) => {
+                        warn!(%error, document = %document.name, "log upload failed");
+                        outcome = if error.is_transient() {
+                            Outcome::Retry {
+                                message: error.to_string(),
+                            }
+                        } else {
+                            Outcome::Fail {
+                                status: FailStatus::Failed,
+                                message: format!("uploading {} failed: {error}", document.name),
+                            }
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+        self.report(&item, outcome, &stopping).await
+    }
+
+    /// Delivers the outcome, retrying while the control plane is away
+    /// (bounded by the shutdown grace, or five minutes).
+    async fn report(
+        &self,
+        item: &Workitem,
+        outcome: Outcome,
+        stopping: &watch::Receiver<bool>,
+    ) -> Report {
+        let give_up = Instant::now()
+            + if *stopping.borrow() {
+                self.config.shutdown_grace
+            } else {
+                Duration::from_secs(300)
+            };
+        let mut backoff = Backoff::new(Schedule {
+            error_max: Duration::from_secs(5),
+            ..Schedule::default()
+        });
+        let mut outcome = outcome;
+        loop {
+            let (id, lease) = (&item.request_id, &item.lease_id);
+            let delivered = match &outcome {
+                Outcome::Complete(report) => self
+                    .control_plane
+                    .complete(id, lease, report)
+                    .await
+                    .map(|_| Report::Completed),
+                Outcome::Fail { status, message } => self
+                    .control_plane
+                    .fail(id, lease, status.as_str(), message)
+                    .await
+                    .map(|_| Report::Failed {
+                        status: status.as_str().to_owned(),
+                        message: message.clone(),
+                    }),
+                Outcome::Retry { message } => {
+                    self.control_plane
+                        .release(id, lease)
+                        .await
+                        .map(|()| Report::Released {
+                            reason: message.clone(),
+                        })
+                }
+            };
+            match delivered {
+                Ok(report) => {
+                    match &report {
+                        Report::Completed => info!("workitem completed"),
+                        Report::Failed { status, message } => {
+                            warn!(%status, %message, "workitem failed")
+                        }
+                        Report::Released { reason } => {
+                            info!(%reason, "workitem released for another attempt")
+                        }
+                        Report::Abandoned { .. } => {}
+                    }
+                    return self.reported(item, report);
+                }
+                Err(error @ ControlPlaneError::LeaseLost { .. }) => {
+                    warn!(%error, "the lease was lost before the outcome was reported");
+                    return self.reported(
+                        item,
+                        Report::Abandoned {
+                            reason: error.to_string(),
+                        },
+                    );
+                }
+                Err(error) if error.is_transient() && Instant::now() < give_up => {
+                    backoff.record(Poll::Error);
+                    warn!(%error, failures = backoff.errors(), "reporting failed; retrying");
+                    tokio::time::sleep(backoff.delay(fastrand::f64())).await;
+                }
+                Err(error) => {
+                    // A report the server refuses (e.g. a property it does
+                    // not accept) still must not leave the workitem hanging.
+                    if let (Outcome::Complete(_), ControlPlaneError::Rejected { .. }) =
+                        (&outcome, &error)
+                    {
+                        error!(%error, "the control plane refused the completion; failing the workitem instead");
+                        outcome = Outcome::Fail {
+                            status: FailStatus::Failed,
+                            message: format!(
+                                "the operation succeeded but its report was refused: {error}"
+                            ),
+                        };
+                        continue;
+                    }
+                    error!(%error, "the outcome could not be reported; the lease will expire");
+                    return self.reported(
+                        item,
+                        Report::Abandoned {
+                            reason: error.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn reported(&self, item: &Workitem, report: Report) -> Report {
+        self.emit(Event::Reported {
+            request_id: item.request_id.clone(),
+            operation: item.operation.clone(),
+            report: report.clone(),
+            at: SystemTime::now(),
+        });
+        report
+    }
+}
+
+/// Renews the lease every third of its length until aborted; flags `lost`
+/// when the server says the lease is gone.
+async fn renew(
+    control_plane: ControlPlane,
+    request_id: String,
+    lease_id: String,
+    ask: Duration,
+    granted: Duration,
+    lost: watch::Sender<bool>,
+) {
+    let period = (granted / 3).max(Duration::from_millis(500));
+    let mut next = period;
+    loop {
+        tokio::time::sleep(next).await;
+        match control_plane.renew(&request_id, &lease_id, ask).await {
+            Ok(answer) => {
+                debug!(expires = %answer["leaseExpiresAt"], "lease renewed");
+                next = period;
+            }
+            Err(ControlPlaneError::LeaseLost { .. }) => {
+                let _ = lost.send(true);
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "renewing the lease failed; retrying");
+                next = (period / 3).max(Duration::from_millis(250));
+            }
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

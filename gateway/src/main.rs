@@ -1,0 +1,48 @@
+//! `k8sworker-gateway`: parse the configuration (invalid values exit before
+//! any I/O), start telemetry, run until SIGTERM/SIGINT (or, with `--once`,
+//! until the queue is empty).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use k8sworker_gateway::{Config, Gateway};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("k8sworker-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let config = Config::parse();
+    config.validate().context("invalid configuration")?;
+    let _telemetry = k8sworker_telemetry::init("k8sworker-gateway")
+        .context("telemetry could not be initialised")?;
+    let gateway = Gateway::new(config)?;
+    gateway.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,601 @@
+//! What the planner's answer means for the workitem and the installation
+//! record: a pure function from `(operation, ExecuteResponse | error)` to an
+//! [`Outcome`].
+//!
+//! ```text
+//! Ok(response), no error, healthy  → Complete(report)   completeWorkitem + installation record
+//! Ok(response) with Ack.error      → Fail(FAILED)       the executor's message, pod problems named
+//! Err(INVALID_ARGUMENT)            → Fail(INVALID)      the request is wrong; nothing was written
+//! Err(UNAVAILABLE, ABORTED, ...)   → Retry              released, tried again (bounded by attempts)
+//! Err(anything else)               → Fail(FAILED)       the planner's message
+//! ```
+//!
+//! The report holds only what the worker knows; the control plane adds what
+//! it knows itself (`configSpec`, `installationDate`, `installedBy`) in the
+//! same transaction as the completion.
+
+use k8sworker_planner::plan::Operation;
+use k8sworker_proto::v1 as pb;
+use serde_json::{Map, Value, json};
+use tonic::Code;
+
+/// How a failed workitem is marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailStatus {
+    /// The operation failed; the installation is marked `FAILED`.
+    Failed,
+    /// The request itself is wrong.
+    Invalid,
+}
+
+impl FailStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailStatus::Failed => "FAILED",
+            FailStatus::Invalid => "INVALID",
+        }
+    }
+}
+
+/// What to tell the control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `completeWorkitem` with these installation properties.
+    Complete(Map<String, Value>),
+    /// `failWorkitem` with this status and message.
+    Fail { status: FailStatus, message: String },
+    /// `releaseWorkitem`: a passing problem; the workitem is tried again.
+    Retry { message: String },
+}
+
+/// The planner call's error, as a code and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl From<tonic::Status> for PlannerError {
+    fn from(status: tonic::Status) -> Self {
+        PlannerError {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// Codes that say "not now" rather than "no": the planner or an executor is
+/// unreachable, restarting, or gave up re-planning against a busy cluster.
+pub fn is_transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::ResourceExhausted
+            | Code::Unknown
+    )
+}
+
+/// Decides the outcome of one attempt. `attempts` counts this one;
+/// transient errors are retried until `max_attempts`.
+pub fn decide(
+    operation: Operation,
+    result: Result<&pb::ExecuteResponse, &PlannerError>,
+    attempts: u32,
+    max_attempts: u32,
+) -> Outcome {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => return decide_error(operation, error, attempts, max_attempts),
+    };
+    if let Some(ack) = &response.ack
+        && let Some(error) = &ack.error
+    {
+        return fail(failure_message(error, ack.health.as_ref()));
+    }
+    match operation {
+        Operation::Deploy | Operation::Restart | Operation::Shutdown => {
+            applied(operation, response)
+        }
+        Operation::Verify => Outcome::Complete(verified(response)),
+        Operation::Undeploy | Operation::FetchLogs => Outcome::Complete(Map::new()),
+    }
+}
+
+fn fail(message: String) -> Outcome {
+    Outcome::Fail {
+        status: FailStatus::Failed,
+        message,
+    }
+}
+
+fn decide_error(
+    operation: Operation,
+    error: &PlannerError,
+    attempts: u32,
+    max_attempts: u32,
+) -> Outcome {
+    match error.code {
+        Code::InvalidArgument => Outcome::Fail {
+            status: FailStatus::Invalid,
+            message: error.message.clone(),
+        },
+        // Nothing of the installation is left: what undeploy wants.
+        Code::NotFound if operation == Operation::Undeploy => Outcome::Complete(Map::new()),
+        code if is_transient(code) && attempts < max_attempts => Outcome::Retry {
+            message: format!("{code:?}: {}", error.message),
+        },
+        code if is_transient(code) => fail(format!(
+            "gave up after {attempts} attempts; the last failed with {code:?}: {}",
+            error.message
+        )),
+        _ => fail(error.message.clone()),
+    }
+}
+
+/// The executor's error, with every unhealthy pod and its reason.
+fn failure_message(error: &pb::Error, health: Option<&pb::Health>) -> String {
+    let mut message = error.message.clone();
+    let problems = health.map(|h| h.problems.as_slice()).unwrap_or_default();
+    let unnamed: Vec<String> = problems
+        .iter()
+        .filter(|p| !message.contains(&p.pod) || !message.contains(&p.reason))
+        .map(|p| format!("pod {}: {}: {}", p.pod, p.reason, p.message))
+        .collect();
+    if !unnamed.is_empty() {
+        message = format!("{message} ({})", unnamed.join("; "));
+    }
+    message
+}
+
+fn health_state(health: Option<&pb::Health>) -> pb::HealthState {
+    health
+        .and_then(|h| pb::HealthState::try_from(h.state).ok())
+        .unwrap_or(pb::HealthState::Unspecified)
+}
+
+/// deploy, restart, shutdown: the Ack's health decides the status.
+fn applied(operation: Operation, response: &pb::ExecuteResponse) -> Outcome {
+    let Some(ack) = &response.ack else {
+        return fail("the planner answered without the executor's acknowledgement".into());
+    };
+    let health = ack.health.clone().unwrap_or_default();
+    let (desired, ready) = (health.desired_replicas, health.ready_replicas);
+    let (status, state) = match (operation, health_state(Some(&health))) {
+        (Operation::Shutdown, pb::HealthState::Stopped) => {
+            ("STOPPED", "Stopped: scaled to 0 replicas".to_owned())
+        }
+        (Operation::Shutdown, _) => {
+            return fail(format!(
+                "the installation did not stop: {ready} replica(s) still ready"
+            ));
+        }
+        (_, pb::HealthState::Ready) => (
+            "RUNNING",
+            format!("Running: {ready}/{desired} replicas ready"),
+        ),
+        (_, pb::HealthState::Stopped) => ("STOPPED", "Stopped: 0 replicas requested".to_owned()),
+        (_, state) => {
+            let problems: Vec<String> = health
+                .problems
+                .iter()
+                .map(|p| format!("pod {}: {}: {}", p.pod, p.reason, p.message))
+                .collect();
+            let mut message = format!(
+                "the installation is not ready ({}): {ready}/{desired} replicas ready",
+                state.as_str_name()
+            );
+            if !problems.is_empty() {
+                message = format!("{message}; {}", problems.join("; "));
+            }
+            return fail(message);
+        }
+    };
+    let mut report = associated(&response.components);
+    report.insert("installationStatus".into(), json!(status));
+    report.insert("k8sState".into(), json!(state));
+    if operation != Operation::Shutdown {
+        let replicas = response
+            .plan
+            .as_ref()
+            .map_or(desired, |plan| plan.desired_replicas);
+        report.insert("replicaCount".into(), json!(replicas));
+    }
+    let mut info = installation_info(&response.components);
+    if let Some(plan) = &response.plan {
+        let count = |outcome: pb::Outcome| {
+            ack.steps
+                .iter()
+                .filter(|s| s.outcome == outcome as i32)
+                .count()
+        };
+        info.insert(
+            "lastPlan".into(),
+            json!({
+                "id": plan.id,
+                "digest": plan.digest,
+                "operation": operation.as_str(),
+                "steps": plan.steps.len(),
+                "applied": count(pb::Outcome::Applied),
+                "unchanged": count(pb::Outcome::Unchanged),
+            }),
+        );
+    }
+    info.insert("desiredReplicas".into(), json!(desired));
+    info.insert("readyReplicas".into(), json!(ready));
+    report.insert("k8sInstallationInfo".into(), Value::Object(info));
+    Outcome::Complete(report)
+}
+
+/// verify: drift makes the installation `DAMAGED`, naming every difference.
+fn verified(response: &pb::ExecuteResponse) -> Map<String, Value> {
+    let mut report = associated(&response.components);
+    let statefulset = response
+        .components
+        .iter()
+        .find(|c| c.r#ref.as_ref().is_some_and(|r| r.kind == "StatefulSet"));
+    let replicas = statefulset.and_then(|s| s.replicas).unwrap_or_default();
+    let ready = statefulset
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or_default();
+    let (status, state) = if !response.drift.is_empty() {
+        let drift: Vec<&str> = response.drift.iter().map(|d| d.message.as_str()).collect();
+        ("DAMAGED", format!("Damaged: {}", drift.join("; ")))
+    } else if statefulset.is_some() && replicas == 0 {
+        ("STOPPED", "Verified: stopped, 0 replicas".to_owned())
+    } else {
+        (
+            "RUNNING",
+            format!("Verified: {ready}/{replicas} replicas ready"),
+        )
+    };
+    report.insert("installationStatus".into(), json!(status));
+    report.insert("k8sState".into(), json!(state));
+    let mut info = installation_info(&response.components);
+    info.insert("desiredReplicas".into(), json!(replicas));
+    info.insert("readyReplicas".into(), json!(ready));
+    info.insert(
+        "drift".into(),
+        Value::Array(
+            response
+                .drift
+                .iter()
+                .map(|d| {
+                    let component = d.component.clone().unwrap_or_default();
+                    json!({"kind": d.kind, "component": format!("{}/{}", component.kind, component.name), "message": d.message})
+                })
+                .collect(),
+        ),
+    );
+    report.insert("k8sInstallationInfo".into(), Value::Object(info));
+    report
+}
+
+/// `k8sAssociated*` lists and the StatefulSet's UID as the identifier.
+fn associated(components: &[pb::ObservedComponent]) -> Map<String, Value> {
+    let names = |kind: &str| {
+        let mut names: Vec<&str> = components
+            .iter()
+            .filter_map(|c| c.r#ref.as_ref())
+            .filter(|r| r.kind == kind)
+            .map(|r| r.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        json!(names)
+    };
+    let mut report = Map::new();
+    report.insert("k8sAssociatedServices".into(), names("Service"));
+    report.insert("k8sAssociatedIngresses".into(), names("Ingress"));
+    report.insert("k8sAssociatedConfigMaps".into(), names("ConfigMap"));
+    report.insert("k8sAssociatedSecrets".into(), names("Secret"));
+    if let Some(statefulset) = components
+        .iter()
+        .find(|c| c.r#ref.as_ref().is_some_and(|r| r.kind == "StatefulSet"))
+    {
+        report.insert("k8sInstallationIdentifier".into(), json!(statefulset.uid));
+    }
+    report
+}
+
+fn installation_info(components: &[pb::ObservedComponent]) -> Map<String, Value> {
+    let mut info = Map::new();
+    if let Some(reference) = components
+        .iter()
+        .filter_map(|c| c.r#ref.as_ref())
+        .find(|r| r.kind == "StatefulSet")
+    {
+        info.insert("k8sNamespace".into(), json!(reference.namespace));
+        info.insert("statefulSet".into(), json!(reference.name));
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn component(kind: &str, name: &str) -> pb::ObservedComponent {
+        pb::ObservedComponent {
+            r#ref: Some(pb::ComponentRef {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                namespace: "team-a".into(),
+                name: name.into(),
+            }),
+            uid: format!("uid-{name}"),
+            ..Default::default()
+        }
+    }
+
+    fn components(replicas: i32, ready: i32) -> Vec<pb::ObservedComponent> {
+        let mut sts = component("StatefulSet", "jdbc");
+        sts.replicas = Some(replicas);
+        sts.ready_replicas = Some(ready);
+        vec![
+            component("ConfigMap", "vantiq-jdbc-configmap-0"),
+            component("Secret", "vantiq-jdbc-envsecret"),
+            component("Service", "jdbc"),
+            component("Service", "vantiq-jdbc-service-0"),
+            component("Ingress", "vantiq-jdbc-ingress-0"),
+            sts,
+        ]
+    }
+
+    fn mk_response(state: pb::HealthState, desired: i32, ready: i32) -> pb::ExecuteResponse {
+        pb::ExecuteResponse {
+            plan: Some(pb::Plan {
+                id: "plan-1".into(),
+                digest: "d1".into(),
+                desired_replicas: desired,
+                steps: vec![pb::Step::default(), pb::Step::default()],
+                ..Default::default()
+            }),
+            ack: Some(pb::Ack {
+                plan_id: "plan-1".into(),
+                steps: vec![
+                    pb::StepOutcome {
+                        outcome: pb::Outcome::Applied as i32,
+                        ..Default::default()
+                    },
+                    pb::StepOutcome {
+                        outcome: pb::Outcome::Unchanged as i32,
+                        ..Default::default()
+                    },
+                ],
+                health: Some(pb::Health {
+                    state: state as i32,
+                    desired_replicas: desired,
+                    ready_replicas: ready,
+                    problems: Vec::new(),
+                }),
+                error: None,
+            }),
+            components: components(desired, ready),
+            ..Default::default()
+        }
+    }
+
+    fn complete(outcome: Outcome) -> Map<String, Value> {
+        match outcome {
+            Outcome::Complete(report) => report,
+            other => panic!("expected Complete, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ready_deploy_is_running_with_its_objects_listed() {
+        let response = mk_response(pb::HealthState::Ready, 2, 2);
+        let report = complete(decide(Operation::Deploy, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "RUNNING");
+        assert_eq!(report["k8sState"], "Running: 2/2 replicas ready");
+        assert_eq!(report["replicaCount"], 2);
+        assert_eq!(report["k8sInstallationIdentifier"], "uid-jdbc");
+        assert_eq!(
+            report["k8sAssociatedServices"],
+            json!(["jdbc", "vantiq-jdbc-service-0"])
+        );
+        assert_eq!(
+            report["k8sAssociatedIngresses"],
+            json!(["vantiq-jdbc-ingress-0"])
+        );
+        assert_eq!(
+            report["k8sAssociatedConfigMaps"],
+            json!(["vantiq-jdbc-configmap-0"])
+        );
+        assert_eq!(
+            report["k8sAssociatedSecrets"],
+            json!(["vantiq-jdbc-envsecret"])
+        );
+        let info = &report["k8sInstallationInfo"];
+        assert_eq!(info["k8sNamespace"], "team-a");
+        assert_eq!(info["statefulSet"], "jdbc");
+        assert_eq!(info["lastPlan"]["applied"], 1);
+        assert_eq!(info["lastPlan"]["unchanged"], 1);
+    }
+
+    #[test]
+    fn restart_is_running_and_shutdown_is_stopped() {
+        let response = mk_response(pb::HealthState::Ready, 3, 3);
+        let report = complete(decide(Operation::Restart, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "RUNNING");
+        assert_eq!(report["replicaCount"], 3);
+
+        let response = mk_response(pb::HealthState::Stopped, 0, 0);
+        let report = complete(decide(Operation::Shutdown, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "STOPPED");
+        assert_eq!(report["k8sState"], "Stopped: scaled to 0 replicas");
+        assert!(
+            !report.contains_key("replicaCount"),
+            "shutdown keeps the configured replica count for restart"
+        );
+    }
+
+    #[test]
+    fn an_executor_error_fails_naming_the_pods() {
+        let mut response = mk_response(pb::HealthState::Degraded, 1, 0);
+        let ack = response.ack.as_mut().unwrap();
+        ack.error = Some(pb::Error {
+            code: pb::ErrorCode::Unhealthy as i32,
+            message: "installation jdbc is unhealthy".into(),
+            components: Vec::new(),
+        });
+        ack.health.as_mut().unwrap().problems.push(pb::PodProblem {
+            pod: "jdbc-0".into(),
+            reason: "ImagePullBackOff".into(),
+            message: "no such image".into(),
+        });
+        assert_eq!(
+            decide(Operation::Deploy, Ok(&response), 1, 5),
+            Outcome::Fail {
+                status: FailStatus::Failed,
+                message:
+                    "installation jdbc is unhealthy (pod jdbc-0: ImagePullBackOff: no such image)"
+                        .into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_deploy_that_is_not_ready_fails() {
+        let response = mk_response(pb::HealthState::Progressing, 2, 1);
+        let Outcome::Fail { status, message } = decide(Operation::Deploy, Ok(&response), 1, 5)
+        else {
+            panic!("expected a failure")
+        };
+        assert_eq!(status, FailStatus::Failed);
+        assert!(message.contains("1/2 replicas ready"), "{message}");
+    }
+
+    #[test]
+    fn verify_reports_drift_as_damaged_and_names_it() {
+        let mut response = pb::ExecuteResponse {
+            components: components(2, 2),
+            ..Default::default()
+        };
+        let report = complete(decide(Operation::Verify, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "RUNNING");
+
+        response.drift.push(pb::Drift {
+            component: Some(pb::ComponentRef {
+                kind: "ConfigMap".into(),
+                name: "vantiq-jdbc-configmap-0".into(),
+                ..Default::default()
+            }),
+            kind: "missing".into(),
+            message: "ConfigMap vantiq-jdbc-configmap-0 is missing".into(),
+        });
+        let report = complete(decide(Operation::Verify, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "DAMAGED");
+        assert_eq!(
+            report["k8sState"],
+            "Damaged: ConfigMap vantiq-jdbc-configmap-0 is missing"
+        );
+        assert_eq!(
+            report["k8sInstallationInfo"]["drift"][0]["component"],
+            "ConfigMap/vantiq-jdbc-configmap-0"
+        );
+    }
+
+    #[test]
+    fn verify_of_a_stopped_installation_stays_stopped() {
+        let response = pb::ExecuteResponse {
+            components: components(0, 0),
+            ..Default::default()
+        };
+        let report = complete(decide(Operation::Verify, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "STOPPED");
+    }
+
+    #[test]
+    fn undeploy_and_fetch_logs_complete_without_a_report() {
+        let response = pb::ExecuteResponse::default();
+        assert_eq!(
+            decide(Operation::Undeploy, Ok(&response), 1, 5),
+            Outcome::Complete(Map::new())
+        );
+        assert_eq!(
+            decide(Operation::FetchLogs, Ok(&response), 1, 5),
+            Outcome::Complete(Map::new())
+        );
+        let gone = PlannerError {
+            code: Code::NotFound,
+            message: "no StatefulSet".into(),
+        };
+        assert_eq!(
+            decide(Operation::Undeploy, Err(&gone), 1, 5),
+            Outcome::Complete(Map::new())
+        );
+    }
+
+    #[test]
+    fn planner_errors_map_to_invalid_failed_or_retry() {
+        let error = |code, message: &str| PlannerError {
+            code,
+            message: message.into(),
+        };
+        assert_eq!(
+            decide(
+                Operation::Deploy,
+                Err(&error(
+                    Code::InvalidArgument,
+                    "config[0] (image).name: is required"
+                )),
+                1,
+                5
+            ),
+            Outcome::Fail {
+                status: FailStatus::Invalid,
+                message: "config[0] (image).name: is required".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                Operation::Deploy,
+                Err(&error(Code::FailedPrecondition, "no executor is installed")),
+                1,
+                5
+            ),
+            Outcome::Fail {
+                status: FailStatus::Failed,
+                message: "no executor is installed".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                Operation::Shutdown,
+                Err(&error(Code::NotFound, "has no StatefulSet")),
+                1,
+                5
+            ),
+            Outcome::Fail {
+                status: FailStatus::Failed,
+                message: "has no StatefulSet".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                Operation::Deploy,
+                Err(&error(Code::Unavailable, "connection refused")),
+                4,
+                5
+            ),
+            Outcome::Retry {
+                message: "Unavailable: connection refused".into()
+            }
+        );
+        let Outcome::Fail { status, message } = decide(
+            Operation::Deploy,
+            Err(&error(Code::Unavailable, "connection refused")),
+            5,
+            5,
+        ) else {
+            panic!("the last attempt fails")
+        };
+        assert_eq!(status, FailStatus::Failed);
+        assert!(message.starts_with("gave up after 5 attempts"), "{message}");
+    }
+}
