@@ -157,14 +157,21 @@ impl Object {
 
     /// The object as Kubernetes JSON bytes.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        let bytes = match self {
-            Object::ConfigMap(o) => serde_json::to_vec(o),
-            Object::Secret(o) => serde_json::to_vec(o),
-            Object::Service(o) => serde_json::to_vec(o),
-            Object::StatefulSet(o) => serde_json::to_vec(o),
-            Object::Ingress(o) => serde_json::to_vec(o),
+        let mut bytes = Vec::with_capacity(1024);
+        self.write_json(&mut bytes);
+        bytes
+    }
+
+    /// Writes the object as Kubernetes JSON.
+    pub fn write_json(&self, writer: impl std::io::Write) {
+        let written = match self {
+            Object::ConfigMap(o) => serde_json::to_writer(writer, o),
+            Object::Secret(o) => serde_json::to_writer(writer, o),
+            Object::Service(o) => serde_json::to_writer(writer, o),
+            Object::StatefulSet(o) => serde_json::to_writer(writer, o),
+            Object::Ingress(o) => serde_json::to_writer(writer, o),
         };
-        bytes.expect("Kubernetes objects always serialize")
+        written.expect("Kubernetes objects always serialize to an infallible writer");
     }
 
     /// Reads an object of `kind` from Kubernetes JSON.

@@ -260,23 +260,22 @@ impl<'a> Renderer<'a> {
                 ..Default::default()
             });
         }
-        let env_secret = self.env_secret(ancillaries)?;
-        if let Some(secret) = env_secret.clone() {
+        if let Some(secret) = self.env_secret(ancillaries)? {
             generated.push(secret);
         }
+        let mut components: Vec<Component> = generated
+            .into_iter()
+            .map(|object| self.finish(object))
+            .collect();
+        // The generated content's hash is the hash of their spec hashes.
         let config_hash = {
             let mut hasher = Sha256::new();
-            for object in &generated {
-                hasher.update(object.to_json_bytes());
-                hasher.update([0]);
+            for component in &components {
+                hasher.update(component.spec_hash.as_bytes());
             }
             hex::encode(hasher.finalize())
         };
 
-        let mut components = Vec::new();
-        for object in generated {
-            components.push(self.finish(object));
-        }
         components.push(self.finish(Object::Service(self.headless_service())));
         components.push(self.finish(Object::StatefulSet(Box::new(self.statefulset(
             volumes,
@@ -296,7 +295,9 @@ impl<'a> Renderer<'a> {
 
     /// Stamps the spec hash: SHA-256 of the object as rendered so far.
     fn finish(&self, mut object: Object) -> Component {
-        let spec_hash = hex::encode(Sha256::digest(object.to_json_bytes()));
+        let mut hasher = HashWriter(Sha256::new());
+        object.write_json(&mut hasher);
+        let spec_hash = hex::encode(hasher.0.finalize());
         object
             .metadata_mut()
             .annotations
@@ -859,6 +860,20 @@ impl<'a> Renderer<'a> {
             }),
             ..Default::default()
         })
+    }
+}
+
+/// Feeds serialized JSON straight into a hasher, without a buffer.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
