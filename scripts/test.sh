@@ -5,7 +5,10 @@
 # binaries, starts the cluster unless one is already running, and stops it
 # again at the end if it started it — also when tests fail.
 #
-# Usage: scripts/test.sh [extra cargo test arguments]
+# Tests that need the cluster are marked #[ignore] so that a plain `cargo test`
+# without one stays quick and says what it left out; this script runs them all.
+#
+# Usage: scripts/test.sh [test name filter and other test-binary arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,4 +48,4 @@ step "checking the manifests in deploy/ against the API server"
 deploy/check.sh
 
 step "running the tests"
-cargo test --workspace --locked --no-fail-fast "$@"
+cargo test --workspace --locked --no-fail-fast -- --include-ignored "$@"
