@@ -35,6 +35,11 @@ else
 	started=1
 fi
 cleanup() {
+	status=$?
+	if [[ $status != 0 && -d ${K8SWORKER_CLUSTER_DIR:-/tmp/k8sworker-testcluster}/logs ]]; then
+		step "the last lines of the cluster's logs"
+		tail -n 20 "${K8SWORKER_CLUSTER_DIR:-/tmp/k8sworker-testcluster}"/logs/*.log >&2 || true
+	fi
 	if [[ $started == 1 ]]; then
 		step "stopping the test cluster"
 		tests/cluster/down.sh || true
@@ -43,6 +48,9 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck disable=SC1090
 . "$env_file"
+
+step "checking that the cluster does what the tests rely on"
+tests/cluster/smoke.sh
 
 step "checking the manifests in deploy/ against the API server"
 deploy/check.sh
