@@ -1,1 +1,237 @@
-fn main() {}
+//! Load driver for the worker protocol (not a timed test): starts the
+//! control plane in-process on 127.0.0.1 and measures
+//!
+//! 1. enqueue throughput (deploy commands over HTTP),
+//! 2. claim + complete throughput with 1, 4 and 8 concurrent claimers,
+//! 3. long-poll pickup latency: a claimer waits on an empty cluster, a
+//!    deploy is posted, and the time from sending it (and from its
+//!    acknowledgement) to the claim's answer is recorded.
+//!
+//! `cargo bench -p k8sworker-controlplane --bench worker_protocol`;
+//! `BENCH_ITEMS` (default 2000), `BENCH_SYNC` (`full`|`normal`, default full).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8sworker_controlplane::config::Synchronous;
+use k8sworker_controlplane::{Config, Server};
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert!(status.is_success(), "{status} {body}");
+        body
+    }
+
+    async fn deploy(&self, cluster: &str, name: &str) -> Value {
+        self.post(
+            &format!("/api/v1/resources/k8sclusters/{cluster}/command"),
+            json!({"op": "deploy", "data": {"name": name, "k8sNamespace": "bench",
+                "config": [{"type": "image", "name": "nginx:1.27"}]}}),
+        )
+        .await
+    }
+
+    async fn claim(&self, cluster: &str, wait: f64) -> Value {
+        self.post(
+            "/api/v1/resources/procedures/K8sManager.claimWorkitem",
+            json!({"clusterName": cluster, "waitSeconds": wait}),
+        )
+        .await
+    }
+
+    async fn complete(&self, claimed: &Value) {
+        self.post(
+            "/api/v1/resources/procedures/K8sManager.completeWorkitem",
+            json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"],
+                "installation": {"replicaCount": 1}}),
+        )
+        .await;
+    }
+}
+
+fn percentiles(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let at = |p: f64| {
+        let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[index].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{label}: n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        samples.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
+}
+
+async fn enqueue(api: &Api, cluster: &str, items: usize) -> Duration {
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..items {
+        let api = api.clone();
+        let cluster = cluster.to_owned();
+        pending.push(tokio::spawn(async move {
+            api.deploy(&cluster, &format!("{cluster}-app-{i}")).await
+        }));
+        if pending.len() == 8 {
+            for task in pending.drain(..) {
+                task.await.unwrap();
+            }
+        }
+    }
+    for task in pending {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn drain(api: &Api, cluster: &str, claimers: usize) -> (Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..claimers {
+        let api = api.clone();
+        let cluster = cluster.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let begin = Instant::now();
+                let claimed = api.claim(&cluster, 0.0).await;
+                if claimed.is_null() {
+                    return latencies;
+                }
+                api.complete(&claimed).await;
+                latencies.push(begin.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    (started.elapsed(), all)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let items: usize = std::env::var("BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let sync = match std::env::var("BENCH_SYNC").as_deref() {
+        Ok("normal") => Synchronous::Normal,
+        _ => Synchronous::Full,
+    };
+    let dir = std::env::temp_dir().join(format!("k8sworker-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = Config::for_tests(dir.join("bench.db"));
+    config.sqlite_synchronous = sync;
+    config.verify_interval = Duration::ZERO;
+    let server = Server::start(config).await.expect("server");
+    let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let session: Value = http
+        .get(format!("{base}/authenticate"))
+        .basic_auth("admin", Some("admin-password"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = Api {
+        base: base.clone(),
+        token: session["accessToken"].as_str().unwrap().to_owned(),
+        http: http.clone(),
+    };
+    let token = admin
+        .post(
+            "/api/v1/resources/tokens",
+            json!({"name": "bench", "profiles": ["k8sWorker__system"]}),
+        )
+        .await;
+    let worker = Api {
+        base,
+        token: token["accessToken"].as_str().unwrap().to_owned(),
+        http,
+    };
+    println!(
+        "synchronous={sync:?} items={items} cores={}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    for claimers in [1, 4, 8] {
+        let cluster = format!("bench-{claimers}");
+        admin
+            .post("/api/v1/resources/k8sclusters", json!({"name": cluster}))
+            .await;
+        let took = enqueue(&admin, &cluster, items).await;
+        println!(
+            "enqueue ({cluster}): {items} deploys in {:.2}s = {:.0}/s",
+            took.as_secs_f64(),
+            items as f64 / took.as_secs_f64()
+        );
+        let (took, latencies) = drain(&worker, &cluster, claimers).await;
+        assert_eq!(latencies.len(), items);
+        println!(
+            "claim+complete, {claimers} claimer(s): {items} in {:.2}s = {:.0}/s",
+            took.as_secs_f64(),
+            items as f64 / took.as_secs_f64()
+        );
+        percentiles(
+            &format!("  claim+complete latency, {claimers} claimer(s)"),
+            latencies,
+        );
+    }
+
+    // Long-poll pickup.
+    admin
+        .post("/api/v1/resources/k8sclusters", json!({"name": "poll"}))
+        .await;
+    let worker = Arc::new(worker);
+    let mut pickups = Vec::new();
+    let mut after_ack = Vec::new();
+    for i in 0..200 {
+        let claimer = {
+            let worker = Arc::clone(&worker);
+            tokio::spawn(async move {
+                let claimed = worker.claim("poll", 10.0).await;
+                (claimed, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent = Instant::now();
+        admin.deploy("poll", &format!("poll-{i}")).await;
+        let acknowledged = Instant::now();
+        let (claimed, answered) = claimer.await.unwrap();
+        assert!(!claimed.is_null(), "the long-poll timed out");
+        pickups.push(answered.saturating_duration_since(sent));
+        after_ack.push(answered.saturating_duration_since(acknowledged));
+        worker.complete(&claimed).await;
+    }
+    percentiles("long-poll pickup (deploy sent -> claim answered)", pickups);
+    percentiles(
+        "long-poll pickup (deploy acknowledged -> claim answered)",
+        after_ack,
+    );
+    server.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
