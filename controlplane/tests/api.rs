@@ -107,6 +107,22 @@ async fn tokens_are_created_listed_revoked_and_stored_hashed() {
     drop(db);
 
     assert_eq!(worker.get(CLUSTERS).await.0, 200);
+    // A long-lived token, even one that expires, is not a session to refresh.
+    let (status, expiring) = t
+        .admin
+        .post(
+            "/api/v1/resources/tokens",
+            json!({"name": "soon", "profiles": ["k8sWorker__system"], "expiresAt": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{expiring}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/authenticate/refresh", t.base))
+        .body(expiring["accessToken"].as_str().unwrap().to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     assert_eq!(t.admin.delete("/api/v1/resources/tokens/gw").await.0, 204);
     assert_eq!(worker.get(CLUSTERS).await.0, 401);
     let (status, body) = t.admin.delete("/api/v1/resources/tokens/gw").await;
@@ -1273,5 +1289,52 @@ async fn self_cluster_rules_and_quota() {
         .command("self", "deploy", data("c", "vantiq-self", "500m"))
         .await;
     assert_eq!(status, 200, "{body}");
+
+    // A first deploy that is cancelled, or found INVALID, gives its charge back.
+    let (status, body) = a
+        .command("self", "deploy", data("d", "vantiq-self", "500m"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        429,
+        "io.vantiq.resources.k8s.self.cluster.quota.exceeded",
+    );
+    let id = body_id(&a.get("/api/v1/resources/k8sworkitems").await.1, "c");
+    assert_eq!(
+        a.delete(&format!("/api/v1/resources/k8sworkitems/{id}"))
+            .await
+            .0,
+        204
+    );
+    let (status, body) = a
+        .command("self", "deploy", data("d", "vantiq-self", "500m"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let claimed = worker.claim("self", 0.0).await;
+    let (status, _) = worker
+        .procedure(
+            "failWorkitem",
+            json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"], "status": "INVALID", "message": "bad image"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = a
+        .command("self", "deploy", data("e", "vantiq-self", "500m"))
+        .await;
+    assert_eq!(status, 200, "{body}");
     t.stop().await;
+}
+
+/// The requestId of the outstanding workitem of an installation.
+fn body_id(items: &Value, installation: &str) -> String {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["installationName"] == installation)
+        .unwrap_or_else(|| panic!("no workitem for {installation}: {items}"))["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

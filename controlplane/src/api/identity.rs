@@ -53,6 +53,7 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
     let token = new_token();
     let expires_at = now_ms() + state.config.access_token_ttl.as_millis() as i64;
     let record = TokenRecord {
+        name: None,
         namespace: user.namespace.clone(),
         username: user.username.clone(),
         profiles: vec![user.profile.clone()],
@@ -61,7 +62,7 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
     let hash = token_hash(&token);
     state
         .store
-        .transaction(move |tx| identity::insert_token(tx, &hash, None, &record))
+        .transaction(move |tx| identity::insert_token(tx, &hash, &record))
         .await?;
     Ok(Json(json!({
         "accessToken": token,
@@ -122,8 +123,10 @@ pub async fn refresh(
         .store
         .transaction(move |tx| {
             let record = identity::find_token(tx, &hash)?.ok_or(ApiError::InvalidToken)?;
-            if record.expires_at.is_none_or(|expires| expires <= now_ms()) {
-                // Only session tokens (which expire) are refreshed.
+            // Only live session tokens are refreshed: a long-lived token
+            // carries its own profiles, not its creator's session.
+            if record.name.is_some() || record.expires_at.is_none_or(|expires| expires <= now_ms())
+            {
                 return Err(ApiError::InvalidToken);
             }
             let user = identity::find_user(tx, &record.username)?.ok_or(ApiError::InvalidToken)?;
@@ -203,12 +206,13 @@ pub async fn create_token(
                 normalized.push(known.to_owned());
             }
             let record = TokenRecord {
+                name: Some(name.clone()),
                 namespace: caller.namespace.clone(),
                 username: caller.username.clone(),
                 profiles: normalized,
                 expires_at,
             };
-            identity::insert_token(tx, &hash, Some(&name), &record)?;
+            identity::insert_token(tx, &hash, &record)?;
             Ok(Json(json!({
                 "name": name,
                 "accessToken": token,

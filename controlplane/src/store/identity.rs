@@ -13,6 +13,8 @@ pub const DEFAULT_PROFILES: &[&str] = &[ADMIN_PROFILE, USER_PROFILE, WORKER_PROF
 /// A stored token, found by its hash.
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
+    /// `None` for a session token from `/authenticate`.
+    pub name: Option<String>,
     pub namespace: String,
     pub username: String,
     pub profiles: Vec<String>,
@@ -210,9 +212,9 @@ pub fn list_users(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, A
 pub fn insert_token(
     tx: &Transaction<'_>,
     hash: &str,
-    name: Option<&str>,
     record: &TokenRecord,
 ) -> Result<(), ApiError> {
+    let name = record.name.as_deref();
     if let Some(name) = name {
         let exists = tx
             .query_row(
@@ -249,7 +251,7 @@ pub fn insert_token(
 pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
     let row = tx
         .query_row(
-            "SELECT namespace, username, profiles, expires_at FROM tokens WHERE token_hash = ?1",
+            "SELECT namespace, username, profiles, expires_at, name FROM tokens WHERE token_hash = ?1",
             [hash],
             |row| {
                 Ok((
@@ -257,14 +259,16 @@ pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, Option<i64>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
                 ))
             },
         )
         .optional()?;
-    let Some((namespace, username, profiles, expires_at)) = row else {
+    let Some((namespace, username, profiles, expires_at, name)) = row else {
         return Ok(None);
     };
     Ok(Some(TokenRecord {
+        name,
         namespace,
         username,
         profiles: serde_json::from_str(&profiles)?,

@@ -444,3 +444,26 @@ pub fn delete_charge(
     )?;
     Ok(())
 }
+
+/// Releases the charge of an installation that will never exist: no record
+/// and no outstanding workitem (a first deploy that was refused or cancelled).
+pub fn release_orphan_charge(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    installation: &str,
+) -> Result<(), ApiError> {
+    let has_record = get_doc(tx, DocTable::Installations, namespace, installation)?.is_some();
+    let outstanding = tx
+        .query_row(
+            "SELECT 1 FROM k8sworkitems WHERE namespace = ?1 AND installation = ?2
+             AND status IN ('REQUESTED', 'PENDING') LIMIT 1",
+            params![namespace, installation],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_record && !outstanding {
+        delete_charge(tx, namespace, installation)?;
+    }
+    Ok(())
+}

@@ -199,10 +199,15 @@ pub fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<WorkitemRow>, A
 
 /// Cancels (deletes) a workitem; `false` when there is none.
 pub fn delete(tx: &Transaction<'_>, namespace: &str, request_id: &str) -> Result<bool, ApiError> {
-    Ok(tx.execute(
-        "DELETE FROM k8sworkitems WHERE namespace = ?1 AND request_id = ?2",
-        params![namespace, request_id],
-    )? == 1)
+    let Some(row) = get(tx, namespace, request_id)? else {
+        return Ok(false);
+    };
+    tx.execute(
+        "DELETE FROM k8sworkitems WHERE request_id = ?1",
+        [request_id],
+    )?;
+    resources::release_orphan_charge(tx, namespace, &row.installation)?;
+    Ok(true)
 }
 
 /// Returns every expired lease to `REQUESTED`; the clusters that got work back.
@@ -279,6 +284,7 @@ pub fn claim(
                      WHERE request_id = ?1",
                     params![row.request_id, problem, now],
                 )?;
+                resources::release_orphan_charge(tx, namespace, &row.installation)?;
                 continue;
             }
         };
@@ -607,6 +613,7 @@ pub fn fail(
            lease_expires_at = NULL, updated_at = ?4 WHERE request_id = ?1",
         params![request_id, status, message, now],
     )?;
+    resources::release_orphan_charge(tx, namespace, &row.installation)?;
     Ok(get(tx, namespace, request_id)?
         .ok_or_else(|| not_found(request_id))?
         .to_doc())
