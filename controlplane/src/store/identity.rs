@@ -276,7 +276,7 @@ pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord
     }))
 }
 
-/// Replaces a token (refresh): deletes `old`, stores `new` with a new expiry.
+/// Revokes a token by its hash (refresh revokes the old session token).
 pub fn delete_token_by_hash(tx: &Transaction<'_>, hash: &str) -> Result<bool, ApiError> {
     Ok(tx.execute("DELETE FROM tokens WHERE token_hash = ?1", [hash])? == 1)
 }
