@@ -138,3 +138,36 @@ async fn acknowledged_writes_survive_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let dir = TempDir::new();
+    let (mut child, base) = spawn(&dir);
+    let admin = Client::login(&base, "admin", "durable-password").await;
+    admin.create_cluster("c1").await;
+    let worker = Client::new(
+        &base,
+        admin
+            .post(
+                "/api/v1/resources/tokens",
+                json!({"name": "gw", "profiles": ["k8sWorker__system"]}),
+            )
+            .await
+            .1["accessToken"]
+            .as_str()
+            .unwrap(),
+    );
+    // A long-poll in flight is answered `null` at shutdown, not cut off.
+    let poll = tokio::spawn(async move { worker.claim("c1", 20.0).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(poll.await.unwrap(), serde_json::Value::Null);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
