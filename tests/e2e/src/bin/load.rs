@@ -1,0 +1,231 @@
+//! `k8sworker-load`: pickup and end-to-end latency of deploys through the
+//! whole system, with polling and with the long-poll.
+//!
+//! For each claim mode it starts a fresh control plane, planner and gateway
+//! (the gateway with its production defaults: 1 s polling, 20 s long-polls)
+//! and an executor with its real token in a temporary namespace of the test
+//! cluster, then requests `--deploys` deploys of distinct installations one
+//! after another, each after a random pause of up to two polling intervals
+//! (so requests land anywhere in the polling cycle). Per deploy:
+//!
+//! - pickup = the gateway's claim − the workitem's creation (server clock);
+//! - end-to-end = the gateway's successful completion report − the moment
+//!   the REST request was sent (the installation is `RUNNING` from then on).
+//!
+//! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8sworker_e2e::stack::gateway_config;
+use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, sample_deploy};
+use k8sworker_gateway::{ClaimMode, Event, Report};
+use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
+use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, TestCluster};
+
+/// Measure pickup and end-to-end latency of deploys.
+#[derive(Debug, Parser)]
+#[command(name = "k8sworker-load")]
+struct Args {
+    /// Deploys per claim mode.
+    #[arg(long, default_value_t = 100)]
+    deploys: usize,
+    /// Claim modes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "poll,long-poll")]
+    modes: Vec<String>,
+    /// Longest random pause before each deploy, in milliseconds. Two polling
+    /// intervals (the default) spread the requests evenly over the polling
+    /// cycle, which a closed loop would otherwise synchronise with.
+    #[arg(long, default_value_t = 2000)]
+    max_pause_ms: u64,
+    /// Replicas of each installation.
+    #[arg(long, default_value_t = 1)]
+    replicas: i64,
+}
+
+#[derive(Debug)]
+struct Sample {
+    pickup: Duration,
+    end_to_end: Duration,
+}
+
+#[derive(Debug)]
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+/// Nearest-rank percentiles.
+fn stats(mut values: Vec<Duration>) -> Stats {
+    values.sort();
+    let rank = |p: f64| {
+        let index = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+        values[index]
+    };
+    let total: Duration = values.iter().sum();
+    Stats {
+        p50: rank(0.50),
+        p99: rank(0.99),
+        max: *values.last().expect("at least one sample"),
+        mean: total / values.len() as u32,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.deploys > 0, "--deploys must be at least 1");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cluster = TestCluster::get().await;
+    let admin = cluster.admin();
+    let namespace = create_namespace(&admin, "load").await;
+    eprintln!("namespace {namespace}");
+    let identity = ExecutorIdentity::create(&admin, &namespace).await;
+    let executor = RunningExecutor::for_identity(&identity).await;
+
+    let mut results = Vec::new();
+    let outcome = async {
+        for mode in &args.modes {
+            let claim_mode = match mode.as_str() {
+                "poll" => ClaimMode::Poll,
+                "long-poll" => ClaimMode::LongPoll,
+                other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
+            };
+            let samples = run_mode(&args, mode, claim_mode, &namespace, &executor).await?;
+            results.push((mode.clone(), samples));
+        }
+        Ok(())
+    }
+    .await;
+    drop(executor);
+    delete_namespace(&admin, &namespace).await;
+    outcome?;
+
+    println!(
+        "{:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10}",
+        "mode", "deploys", "pickup p50", "p99", "max", "mean", "e2e p50", "p99", "max", "mean"
+    );
+    for (mode, samples) in &results {
+        let pickup = stats(samples.iter().map(|s| s.pickup).collect());
+        let e2e = stats(samples.iter().map(|s| s.end_to_end).collect());
+        println!(
+            "{:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10}",
+            mode,
+            samples.len(),
+            ms(pickup.p50),
+            ms(pickup.p99),
+            ms(pickup.max),
+            ms(pickup.mean),
+            ms(e2e.p50),
+            ms(e2e.p99),
+            ms(e2e.max),
+            ms(e2e.mean),
+        );
+    }
+    Ok(())
+}
+
+async fn run_mode(
+    args: &Args,
+    mode: &str,
+    claim_mode: ClaimMode,
+    namespace: &str,
+    executor: &RunningExecutor,
+) -> anyhow::Result<Vec<Sample>> {
+    let control_plane = ControlPlane::start(|_| {}).await;
+    let planner = RunningPlanner::start(&[(namespace, executor.endpoint())]).await;
+    let vantiq = control_plane.admin().await;
+    vantiq.create_cluster(CLUSTER).await;
+    let token = vantiq.worker_token("load").await;
+    let mut config = gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
+    // Production defaults, except the claim mode under test.
+    let defaults = k8sworker_gateway::Config::new("x", "http://x", token.clone(), "http://x");
+    config.poll_interval = defaults.poll_interval;
+    config.idle_poll_max = defaults.idle_poll_max;
+    config.long_poll_wait = defaults.long_poll_wait;
+    config.lease = defaults.lease;
+    config.claim_mode = claim_mode;
+    let gateway = RunningGateway::start(config);
+    // Let the gateway settle into its steady state first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut samples = Vec::with_capacity(args.deploys);
+    for i in 0..args.deploys {
+        let pause = fastrand::u64(0..=args.max_pause_ms);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let name = format!("{}-{i}", mode.replace('-', ""));
+        let sent = SystemTime::now();
+        let item = vantiq
+            .command(
+                CLUSTER,
+                "deploy",
+                sample_deploy(&name, namespace, args.replicas, "load"),
+            )
+            .await;
+        let request_id = item["requestId"].as_str().context("requestId")?.to_owned();
+        let created = item["createdAt"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .context("createdAt")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (claimed, completed) = loop {
+            let events = gateway.events();
+            let claimed = events.iter().find_map(|e| match e {
+                Event::Claimed {
+                    request_id: id, at, ..
+                } if *id == request_id => Some(*at),
+                _ => None,
+            });
+            let reported = events.iter().find_map(|e| match e {
+                Event::Reported {
+                    request_id: id,
+                    at,
+                    report,
+                    ..
+                } if *id == request_id => Some((*at, report.clone())),
+                _ => None,
+            });
+            match (claimed, reported) {
+                (Some(claimed), Some((at, Report::Completed))) => break (claimed, at),
+                (_, Some((_, report))) => anyhow::bail!("deploy {name} ended {report:?}"),
+                _ if Instant::now() > deadline => {
+                    anyhow::bail!("deploy {name} did not finish within 120 s")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        };
+        let sample = Sample {
+            pickup: claimed.duration_since(created).unwrap_or_default(),
+            end_to_end: completed.duration_since(sent).unwrap_or_default(),
+        };
+        if (i + 1) % 10 == 0 {
+            eprintln!(
+                "{mode}: {}/{} deploys (last pickup {}, end-to-end {})",
+                i + 1,
+                args.deploys,
+                ms(sample.pickup),
+                ms(sample.end_to_end)
+            );
+        }
+        samples.push(sample);
+    }
+    let summary = gateway.stop().await;
+    anyhow::ensure!(
+        summary.completed as usize == args.deploys,
+        "{mode}: {summary:?}"
+    );
+    Ok(samples)
+}

@@ -1,0 +1,418 @@
+//! The processes of a test, in-process: the control plane (restartable on
+//! its port and database), the planner (every Execute recorded, the next
+//! one optionally held back) and gateways (stopped gracefully, or killed).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8sworker_controlplane::config::Synchronous;
+use k8sworker_controlplane::{Config as ControlPlaneConfig, Server};
+use k8sworker_gateway::{AccessToken, ClaimMode, Config, Event, Gateway, GatewayError, Summary};
+use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
+use k8sworker_proto::v1 as pb;
+use k8sworker_proto::v1::planner_server::{Planner, PlannerServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor};
+
+use crate::Vantiq;
+
+/// The first admin's password in every test control plane.
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+/// A control plane on 127.0.0.1 with a temporary SQLite database.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    pub config: ControlPlaneConfig,
+    server: Option<Server>,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts a control plane; `tune` adjusts the test defaults (a 200 ms
+    /// maintenance sweep, so expired leases return quickly).
+    pub async fn start(tune: impl FnOnce(&mut ControlPlaneConfig)) -> ControlPlane {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = ControlPlaneConfig::for_tests(dir.path().join("controlplane.db"));
+        config.sweep_interval = Duration::from_millis(200);
+        config.sqlite_synchronous = Synchronous::Normal;
+        config.shutdown_grace = Duration::from_secs(5);
+        tune(&mut config);
+        let server = Server::start(config.clone())
+            .await
+            .expect("control plane starts");
+        let addr = server.local_addr();
+        config.listen = addr;
+        ControlPlane {
+            addr,
+            config,
+            server: Some(server),
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The database file.
+    pub fn database(&self) -> std::path::PathBuf {
+        self.dir.path().join("controlplane.db")
+    }
+
+    /// The bootstrap namespace's admin.
+    pub async fn admin(&self) -> Vantiq {
+        Vantiq::login(&self.url(), &self.config.admin_username, ADMIN_PASSWORD).await
+    }
+
+    /// Stops serving (long-polls return at once, in-flight requests finish).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server
+                .shutdown()
+                .await
+                .expect("control plane stops cleanly");
+        }
+    }
+
+    /// Starts again on the same port and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut attempts = 0;
+        let server = loop {
+            match Server::start(self.config.clone()).await {
+                Ok(server) => break server,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    tracing::warn!(%error, "control plane restart: retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("control plane restart failed: {error}"),
+            }
+        };
+        self.server = Some(server);
+    }
+}
+
+/// The Execute calls a planner received, by workitem id, and a way to make
+/// the next one wait (an operation that takes a while, to interrupt).
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteLog {
+    calls: Arc<Mutex<Vec<String>>>,
+    hold_next: Arc<Mutex<Option<Duration>>>,
+}
+
+impl ExecuteLog {
+    /// Workitem ids of every Execute so far, in arrival order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("log lock").clone()
+    }
+
+    /// How many Execute calls each workitem got.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for id in self.calls() {
+            *counts.entry(id).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Makes the next Execute wait `delay` before it starts.
+    pub fn hold_next(&self, delay: Duration) {
+        *self.hold_next.lock().expect("hold lock") = Some(delay);
+    }
+}
+
+/// The planner service with its Execute calls recorded.
+struct RecordingPlanner {
+    inner: PlannerService,
+    log: ExecuteLog,
+}
+
+#[tonic::async_trait]
+impl Planner for RecordingPlanner {
+    async fn render(
+        &self,
+        request: Request<pb::RenderRequest>,
+    ) -> Result<Response<pb::RenderResponse>, Status> {
+        self.inner.render(request).await
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        self.inner.plan(request).await
+    }
+
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        self.log
+            .calls
+            .lock()
+            .expect("log lock")
+            .push(request.get_ref().workitem_id.clone());
+        let hold = self.log.hold_next.lock().expect("hold lock").take();
+        if let Some(delay) = hold {
+            tokio::time::sleep(delay).await;
+        }
+        self.inner.execute(request).await
+    }
+}
+
+/// A planner serving on 127.0.0.1:0 with explicit executors only.
+#[derive(Debug)]
+pub struct RunningPlanner {
+    pub addr: SocketAddr,
+    pub log: ExecuteLog,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningPlanner {
+    /// Serves with `executors` as `(namespace, endpoint)`.
+    pub async fn start(executors: &[(&str, String)]) -> RunningPlanner {
+        let directory = ExecutorDirectory {
+            explicit: executors
+                .iter()
+                .map(|(ns, url)| ((*ns).to_owned(), url.clone()))
+                .collect(),
+            template: None,
+        };
+        let log = ExecuteLog::default();
+        let service = RecordingPlanner {
+            inner: PlannerService::new(directory, Duration::from_secs(60)),
+            log: log.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("planner listens on loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<PlannerServer<RecordingPlanner>>()
+            .await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+                .add_service(health_service)
+                .add_service(PlannerServer::new(service))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .expect("planner serves");
+        });
+        RunningPlanner {
+            addr,
+            log,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningPlanner {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// A gateway configured for tests: 5 s leases, 200 ms polling, 2 s long-polls.
+pub fn gateway_config(
+    cluster: &str,
+    control_plane: &str,
+    token: &AccessToken,
+    planner: &str,
+) -> Config {
+    let mut config = Config::new(cluster, control_plane, token.clone(), planner);
+    config.lease = Duration::from_secs(5);
+    config.poll_interval = Duration::from_millis(200);
+    config.idle_poll_max = Duration::from_millis(500);
+    config.long_poll_wait = Duration::from_secs(2);
+    config.shutdown_grace = Duration::from_secs(10);
+    config.claim_mode = ClaimMode::Auto;
+    config
+}
+
+/// A gateway running on the test runtime.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub worker_id: String,
+    events: Arc<Mutex<Vec<Event>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<Summary, GatewayError>>>,
+}
+
+impl RunningGateway {
+    pub fn start(config: Config) -> RunningGateway {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let gateway = Gateway::new(config)
+            .expect("gateway configuration is valid")
+            .with_events(sender);
+        let worker_id = gateway.worker_id().to_owned();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&events);
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                collected.lock().expect("events lock").push(event);
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run(async {
+            let _ = stopped.await;
+        }));
+        RunningGateway {
+            worker_id,
+            events,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Everything this gateway did so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// Request ids this gateway claimed.
+    pub fn claimed(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Claimed { request_id, .. } => Some(request_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Request ids this gateway completed.
+    pub fn completed(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Reported {
+                    request_id,
+                    report: k8sworker_gateway::Report::Completed,
+                    ..
+                } => Some(request_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// SIGTERM: finish or release the current workitem, then stop.
+    pub async fn stop(mut self) -> Summary {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("gateway task does not panic")
+            .expect("gateway stops cleanly")
+    }
+
+    /// Waits for the gateway to end on its own (`--once`).
+    pub async fn finished(mut self) -> Result<Summary, GatewayError> {
+        // Keep the shutdown sender: dropping it would ask the gateway to stop.
+        let _stop = self.stop.take();
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("gateway task does not panic")
+    }
+
+    /// Kills the gateway: no release, no report, its lease just expires.
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The cluster name every single-cluster test uses.
+pub const CLUSTER: &str = "c1";
+
+/// One Vantiq namespace's worth of k8sworker for one Kubernetes namespace:
+/// the executor with its real token, a control plane, a planner, a K8sCluster
+/// and a worker token; gateways are started by the test.
+#[derive(Debug)]
+pub struct Stack {
+    pub namespace: String,
+    pub control_plane: ControlPlane,
+    pub planner: RunningPlanner,
+    pub executor: RunningExecutor,
+    pub identity: ExecutorIdentity,
+    pub admin: Vantiq,
+    pub worker_token: AccessToken,
+}
+
+impl Stack {
+    /// Everything for `namespace`; `tune` adjusts the control plane.
+    pub async fn start(
+        admin: &kube::Client,
+        namespace: &str,
+        tune: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> Stack {
+        let identity = ExecutorIdentity::create(admin, namespace).await;
+        let executor = RunningExecutor::for_identity(&identity).await;
+        let control_plane = ControlPlane::start(tune).await;
+        let planner = RunningPlanner::start(&[(namespace, executor.endpoint())]).await;
+        let vantiq = control_plane.admin().await;
+        vantiq.create_cluster(CLUSTER).await;
+        let worker_token = vantiq.worker_token("gateway").await;
+        Stack {
+            namespace: namespace.to_owned(),
+            control_plane,
+            planner,
+            executor,
+            identity,
+            admin: vantiq,
+            worker_token,
+        }
+    }
+
+    /// The test gateway configuration for this stack.
+    pub fn gateway_config(&self) -> Config {
+        gateway_config(
+            CLUSTER,
+            &self.control_plane.url(),
+            &self.worker_token,
+            &self.planner.url(),
+        )
+    }
+
+    /// Starts a gateway with the test configuration.
+    pub fn gateway(&self) -> RunningGateway {
+        RunningGateway::start(self.gateway_config())
+    }
+}

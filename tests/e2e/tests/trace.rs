@@ -1,0 +1,110 @@
+//! One trace from the REST request to the Kubernetes API calls: the control
+//! plane's request span stores its `traceparent` on the workitem; the gateway
+//! continues it (`workitem.process`); the planner and the executor join over
+//! gRPC metadata; the executor adds one span per step and per API call.
+//!
+//! Its own test binary: it installs the process-wide OTLP pipeline to the
+//! test cluster's Jaeger, which every in-process component then uses.
+
+use std::time::Duration;
+
+use k8sworker_e2e::{CLUSTER, Stack, sample_deploy};
+use k8sworker_testsupport::{TestCluster, eventually, jaeger, with_temp_ns};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+async fn export_to_jaeger() -> SdkTracerProvider {
+    let cluster = TestCluster::get().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(cluster.otlp_endpoint())
+        .build()
+        .expect("OTLP exporter");
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("k8sworker-e2e")
+                .build(),
+        )
+        .build();
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("k8sworker-e2e"))
+        .with_filter(EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_test_writer()
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(logs)
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    provider
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh) and its Jaeger"]
+async fn one_trace_spans_control_plane_gateway_planner_and_executor() {
+    let provider = export_to_jaeger().await;
+    let flusher = provider.clone();
+    with_temp_ns("e2e-trace", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let gateway = stack.gateway();
+        let vantiq = &stack.admin;
+        let item = vantiq
+            .command(CLUSTER, "deploy", sample_deploy("traced", &ns, 1, "hi"))
+            .await;
+        let traceparent = item["traceparent"]
+            .as_str()
+            .expect("the workitem names its trace");
+        let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
+        vantiq
+            .wait_status("traced", "RUNNING", Duration::from_secs(60))
+            .await;
+        gateway.stop().await;
+        flusher.force_flush().expect("spans flushed");
+
+        let query = TestCluster::get().await.jaeger_query_url();
+        let expected = [
+            "http.request /api/v1/resources/k8sclusters/c1/command",
+            "workitem.process",
+            "grpc.server /k8sworker.v1.Planner/Execute",
+            "execute",
+            "grpc.server /k8sworker.v1.Executor/Observe",
+            "grpc.server /k8sworker.v1.Executor/Apply",
+            "apply",
+            "http.request /api/v1/resources/procedures/K8sManager.completeWorkitem",
+        ];
+        let names = eventually("the whole trace in Jaeger", Duration::from_secs(30), || {
+            let (query, trace_id) = (query.clone(), trace_id.clone());
+            async move {
+                let names = jaeger::span_names(&query, &trace_id).await;
+                expected
+                    .iter()
+                    .all(|want| names.iter().any(|n| n == want))
+                    .then_some(names)
+            }
+        })
+        .await;
+        eprintln!("trace {trace_id}: {} spans", names.len());
+        // One span per step of the plan and per Kubernetes API call.
+        let steps: Vec<&String> = names.iter().filter(|n| n.starts_with("CREATE ")).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|n| n.contains(&format!("StatefulSet {ns}/traced"))),
+            "{names:?}"
+        );
+        assert!(steps.len() >= 5, "one span per created object: {steps:?}");
+        assert!(
+            names.iter().any(|n| n == "patch statefulsets"),
+            "Kubernetes API calls are spans: {names:?}"
+        );
+    })
+    .await;
+    provider.shutdown().ok();
+}
