@@ -250,7 +250,7 @@ impl Gateway {
                 claim = self.control_plane.claim(&config.cluster_name, &self.worker_id, config.lease, wait) => claim,
                 // A claim cut short may have been granted: its lease expires
                 // and the workitem returns to the queue.
-                _ = stopping.wait_for(|stop| *stop) => break,
+                () = signalled(&mut stopping) => break,
             };
             match claim {
                 Ok(Some(body)) => {
@@ -306,7 +306,7 @@ impl Gateway {
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stopping.wait_for(|stop| *stop) => break,
+                () = signalled(&mut stopping) => break,
             }
         }
         info!(
@@ -350,7 +350,7 @@ impl Gateway {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff.delay(fastrand::f64())) => {}
-                _ = stopping.wait_for(|stop| *stop) => return Ok(None),
+                () = signalled(stopping) => return Ok(None),
             }
         }
     }
@@ -457,7 +457,7 @@ impl Gateway {
         );
         let grace = self.config.shutdown_grace;
         let deadline = async {
-            let _ = stopping.wait_for(|stop| *stop).await;
+            signalled(&mut stopping).await;
             info!(
                 ?grace,
                 "shutting down: the current workitem may finish within the grace period"
@@ -467,7 +467,7 @@ impl Gateway {
         let started = Instant::now();
         let answer = tokio::select! {
             answer = execute => answer,
-            _ = lost.wait_for(|lost| *lost) => {
+            () = signalled(&mut lost) => {
                 warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
                 return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
             }
@@ -682,11 +682,41 @@ async fn renew(
     }
 }
 
+/// Resolves once the flag is (or was) set, or its sender is gone. Holds no
+/// borrow of the flag afterwards, so the future stays `Send`.
+async fn signalled(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await.map(|_| ());
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AccessToken;
+
+    #[test]
+    fn the_gateway_runs_on_any_runtime_thread() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = Config::new(
+            "c1",
+            "http://127.0.0.1:9",
+            AccessToken::new("t"),
+            "http://127.0.0.1:9",
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let run = Gateway::new(config).unwrap().run(async {});
+        assert_send(&run);
     }
 }
