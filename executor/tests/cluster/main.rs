@@ -7,5 +7,6 @@ mod apply;
 mod crash;
 mod health;
 mod observe_logs;
+mod process;
 mod refusals;
 mod support;

@@ -51,3 +51,31 @@ pub async fn span_names(query_url: &str, trace_id: &str) -> Vec<String> {
         .filter_map(|span| span["operationName"].as_str().map(String::from))
         .collect()
 }
+
+/// The span names of each recent trace of `service` (newest first), as
+/// Jaeger's `/api/traces?service=` search returns them.
+pub async fn traces_of_service(query_url: &str, service: &str) -> Vec<Vec<String>> {
+    let url = format!(
+        "{}/api/traces?service={service}&limit=50&lookback=1h",
+        query_url.trim_end_matches('/')
+    );
+    let Ok((200, body)) = get(&url).await else {
+        return Vec::new();
+    };
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Vec::new();
+    };
+    answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|trace| {
+            trace["spans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|span| span["operationName"].as_str().map(String::from))
+                .collect()
+        })
+        .collect()
+}
