@@ -436,6 +436,190 @@ mod tests {
         }
     }
 
+    use http::{Method, Request, Response, StatusCode};
+    use k8sworker_proto::v1::{ErrorCode, ExpectedVersion, Precondition, precondition};
+    use kube::client::Body;
+    use serde_json::Value;
+    use tower_test::mock;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mk_expected(uid: &str, rv: &str) -> Option<Precondition> {
+        Some(Precondition {
+            kind: Some(precondition::Kind::Expected(ExpectedVersion {
+                uid: uid.into(),
+                resource_version: rv.into(),
+            })),
+        })
+    }
+
+    /// The next request the mock API server receives, with its JSON body.
+    async fn next(
+        handle: &mut Handle,
+    ) -> (Method, String, Value, mock::SendResponse<Response<Body>>) {
+        let (request, respond) = handle.next_request().await.expect("a request");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (parts.method, parts.uri.to_string(), json, respond)
+    }
+
+    fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn conflict() -> Response<Body> {
+        json_response(
+            StatusCode::CONFLICT,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                   "message": "Precondition failed: UID in precondition: u2, UID in object meta: u3"}),
+        )
+    }
+
+    /// Every write repeats its precondition on the server: the update carries
+    /// the expected resourceVersion, the delete its uid and resourceVersion.
+    /// A conflict the server reports (a change between check and write)
+    /// fails that step as stale and skips the rest.
+    #[tokio::test]
+    async fn writes_carry_their_preconditions_and_a_conflict_stops_the_plan() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let delete = Step {
+            action: Action::Delete as i32,
+            component: Some(mk_ref("v1", "Service", "svc")),
+            precondition: mk_expected("u2", "7"),
+            object_json: Vec::new(),
+            replicas: None,
+            reason: "removed".into(),
+        };
+        let scale = Step {
+            action: Action::Scale as i32,
+            component: Some(mk_ref("apps/v1", "StatefulSet", "inst")),
+            precondition: mk_expected("u9", "9"),
+            object_json: Vec::new(),
+            replicas: Some(0),
+            reason: "shutdown".into(),
+        };
+        let mut update = mk_create(&mk_config_map("c", "inst"));
+        update.action = Action::Update as i32;
+        update.precondition = mk_expected("u1", "5");
+        let plan = mk_plan(vec![update, delete, scale]);
+        let steps = validate(&plan, "ns-a").unwrap();
+        let (events, mut stream) = mpsc::channel(8);
+        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(method, Method::PATCH);
+        assert!(
+            uri.starts_with("/api/v1/namespaces/ns-a/configmaps/c?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains("fieldManager=k8sworker") && uri.contains("force=true"),
+            "{uri}"
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], json!("5"));
+        assert_eq!(body["metadata"]["namespace"], json!("ns-a"));
+        let mut applied = body.clone();
+        applied["metadata"]["uid"] = json!("u1");
+        applied["metadata"]["resourceVersion"] = json!("6");
+        respond.send_response(json_response(StatusCode::OK, applied));
+
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(method, Method::DELETE);
+        assert_eq!(uri, "/api/v1/namespaces/ns-a/services/svc?");
+        assert_eq!(body["propagationPolicy"], json!("Foreground"));
+        assert_eq!(
+            body["preconditions"],
+            json!({"uid": "u2", "resourceVersion": "7"})
+        );
+        respond.send_response(conflict());
+
+        // No scale: the next request is the plan's Event.
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (Method::POST, "/api/v1/namespaces/ns-a/events?")
+        );
+        assert_eq!(body["reason"], json!("PlanFailed"));
+        respond.send_response(json_response(StatusCode::CREATED, body));
+
+        let ack = run.await.unwrap();
+        let outcomes: Vec<_> = ack
+            .steps
+            .iter()
+            .map(|s| Outcome::try_from(s.outcome).unwrap())
+            .collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Applied, Outcome::Failed, Outcome::Skipped]
+        );
+        assert_eq!(ack.steps[0].resource_version, "6");
+        let error = ack.error.unwrap();
+        assert_eq!(error.code, ErrorCode::StalePlan as i32, "{error:?}");
+        assert!(
+            error.message.contains("Service ns-a/svc"),
+            "{}",
+            error.message
+        );
+        let mut streamed = 0;
+        while let Ok(Ok(_)) = stream.try_recv() {
+            streamed += 1;
+        }
+        assert_eq!(streamed, 3, "one event per step");
+    }
+
+    #[tokio::test]
+    async fn scale_goes_through_the_subresource_with_the_expected_version() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![Step {
+            action: Action::Scale as i32,
+            component: Some(mk_ref("apps/v1", "StatefulSet", "inst")),
+            precondition: mk_expected("u9", "9"),
+            object_json: Vec::new(),
+            replicas: Some(0),
+            reason: "shutdown".into(),
+        }]);
+        let steps = validate(&plan, "ns-a").unwrap();
+        let (events, _stream) = mpsc::channel(8);
+        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(method, Method::PATCH);
+        assert!(
+            uri.starts_with("/apis/apps/v1/namespaces/ns-a/statefulsets/inst/scale?"),
+            "{uri}"
+        );
+        assert!(uri.contains("fieldManager=k8sworker"), "{uri}");
+        assert_eq!(
+            body,
+            json!({"metadata": {"resourceVersion": "9"}, "spec": {"replicas": 0}})
+        );
+        respond.send_response(json_response(
+            StatusCode::OK,
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                   "metadata": {"name": "inst", "namespace": "ns-a", "uid": "u9", "resourceVersion": "10"},
+                   "spec": {"replicas": 0}}),
+        ));
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/namespaces/ns-a/events"), "{uri}");
+        respond.send_response(json_response(StatusCode::CREATED, json!({})));
+
+        let ack = run.await.unwrap();
+        assert_eq!(ack.error, None);
+        assert_eq!(ack.steps[0].outcome, Outcome::Applied as i32);
+        assert_eq!(ack.steps[0].resource_version, "10");
+    }
+
     #[test]
     fn health_target_follows_the_statefulset_step() {
         let plan = mk_plan(vec![
