@@ -8,11 +8,12 @@
 //!
 //! - CREATE and UPDATE are server-side apply (field manager `k8sworker`,
 //!   forced); an UPDATE carries the expected `resourceVersion`.
-//! - DELETE carries `Preconditions{uid, resourceVersion}` and uses foreground
-//!   propagation: the object stays (with a deletion timestamp) until its
-//!   dependents (a StatefulSet's pods) are gone, so "deleted" in the Ack and
-//!   an absent StatefulSet in the health wait mean nothing of it is left
-//!   running, and a redeploy under the same name cannot meet the old pods.
+//! - DELETE carries `Preconditions{uid, resourceVersion}`. A StatefulSet is
+//!   deleted with foreground propagation: it stays (with a deletion
+//!   timestamp) until its pods are gone, so an absent StatefulSet in the
+//!   health wait means nothing of it is left running, and a redeploy under
+//!   the same name cannot meet the old pods. Other kinds have no dependents
+//!   worth waiting for and are deleted in the background: gone at once.
 //! - SCALE patches the StatefulSet's scale subresource with the expected
 //!   `resourceVersion`.
 //!
@@ -257,8 +258,16 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                     "DELETE without expected version",
                 ));
             };
+            // Foreground for a StatefulSet: it disappears only after its
+            // pods. Other kinds have no dependents worth waiting for, and in
+            // the background they are gone when the call returns.
+            let propagation = if step.kind == Kind::StatefulSet {
+                PropagationPolicy::Foreground
+            } else {
+                PropagationPolicy::Background
+            };
             let params = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Foreground),
+                propagation_policy: Some(propagation),
                 preconditions: Some(Preconditions {
                     uid: Some(uid.clone()),
                     resource_version: Some(resource_version.clone()),
@@ -536,7 +545,7 @@ mod tests {
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::DELETE);
         assert_eq!(uri, "/api/v1/namespaces/ns-a/services/svc?");
-        assert_eq!(body["propagationPolicy"], json!("Foreground"));
+        assert_eq!(body["propagationPolicy"], json!("Background"));
         assert_eq!(
             body["preconditions"],
             json!({"uid": "u2", "resourceVersion": "7"})

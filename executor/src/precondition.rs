@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8sworker_proto::labels;
+use k8sworker_proto::{labels, v1::Action};
 use kube::{
     Api, Client,
     api::{DynamicObject, PartialObjectMeta},
@@ -31,6 +31,8 @@ pub struct Found {
     pub uid: String,
     pub resource_version: String,
     pub labels: BTreeMap<String, String>,
+    /// It has a deletion timestamp: it is on its way out.
+    pub deleting: bool,
 }
 
 impl Found {
@@ -39,6 +41,7 @@ impl Found {
             uid: meta.metadata.uid.clone().unwrap_or_default(),
             resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
             labels: meta.metadata.labels.clone().unwrap_or_default(),
+            deleting: meta.metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -60,8 +63,10 @@ pub fn owner(labels: &BTreeMap<String, String>) -> Option<&str> {
         .flatten()
 }
 
-/// Compares what was found with what the step expects.
+/// Compares what was found with what the step expects. An object being
+/// deleted satisfies only a delete: writing to it would be lost a moment later.
 pub fn verdict(
+    action: Action,
     expectation: &Expectation,
     found: Option<&Found>,
     installation: &str,
@@ -98,7 +103,11 @@ pub fn verdict(
             Some(found),
         ) => {
             ownership(found)?;
-            if found.uid != *uid {
+            if found.deleting && action != Action::Delete {
+                Err(Refusal::Stale(
+                    "is being deleted; plan again once it is gone".to_string(),
+                ))
+            } else if found.uid != *uid {
                 Err(Refusal::Stale(format!(
                     "was replaced (uid {}), the plan expected uid {uid}",
                     found.uid
@@ -152,7 +161,7 @@ pub async fn check_all(
     let mut not_owned = Vec::new();
     for (index, found) in found {
         let step = &steps[index];
-        match verdict(&step.expectation, found.as_ref(), installation) {
+        match verdict(step.action, &step.expectation, found.as_ref(), installation) {
             Ok(()) => {}
             Err(Refusal::Stale(detail)) => stale.push(Problem {
                 component: step.component.clone(),
@@ -187,6 +196,7 @@ mod tests {
             uid: uid.into(),
             resource_version: rv.into(),
             labels,
+            deleting: false,
         }
     }
 
@@ -199,10 +209,18 @@ mod tests {
 
     #[test]
     fn must_not_exist_holds_only_when_absent() {
-        assert_eq!(verdict(&Expectation::MustNotExist, None, "inst"), Ok(()));
+        assert_eq!(
+            verdict(Action::Update, &Expectation::MustNotExist, None, "inst"),
+            Ok(())
+        );
         let ours = mk_found("u", "1", Some("inst"));
         assert!(matches!(
-            verdict(&Expectation::MustNotExist, Some(&ours), "inst"),
+            verdict(
+                Action::Update,
+                &Expectation::MustNotExist,
+                Some(&ours),
+                "inst"
+            ),
             Err(Refusal::Stale(_))
         ));
     }
@@ -210,12 +228,23 @@ mod tests {
     #[test]
     fn an_unlabelled_object_in_the_way_is_not_owned() {
         let foreign = mk_found("u", "1", None);
-        let refusal = verdict(&Expectation::MustNotExist, Some(&foreign), "inst").unwrap_err();
+        let refusal = verdict(
+            Action::Update,
+            &Expectation::MustNotExist,
+            Some(&foreign),
+            "inst",
+        )
+        .unwrap_err();
         assert!(
             matches!(&refusal, Refusal::NotOwned(detail) if detail.contains("without the labels"))
         );
         assert!(matches!(
-            verdict(&mk_version("u", "1"), Some(&foreign), "inst"),
+            verdict(
+                Action::Update,
+                &mk_version("u", "1"),
+                Some(&foreign),
+                "inst"
+            ),
             Err(Refusal::NotOwned(_))
         ));
     }
@@ -224,7 +253,7 @@ mod tests {
     fn another_installations_object_is_not_owned() {
         let theirs = mk_found("u", "1", Some("other"));
         assert_eq!(
-            verdict(&mk_version("u", "1"), Some(&theirs), "inst"),
+            verdict(Action::Update, &mk_version("u", "1"), Some(&theirs), "inst"),
             Err(Refusal::NotOwned(
                 "belongs to installation \"other\"".into()
             ))
@@ -235,26 +264,52 @@ mod tests {
     fn expected_version_must_match_uid_and_resource_version() {
         let ours = mk_found("u1", "10", Some("inst"));
         assert_eq!(
-            verdict(&mk_version("u1", "10"), Some(&ours), "inst"),
+            verdict(Action::Update, &mk_version("u1", "10"), Some(&ours), "inst"),
             Ok(())
         );
         assert!(matches!(
-            verdict(&mk_version("u1", "9"), Some(&ours), "inst"),
+            verdict(Action::Update, &mk_version("u1", "9"), Some(&ours), "inst"),
             Err(Refusal::Stale(detail)) if detail.contains("resourceVersion 10")
         ));
         assert!(matches!(
-            verdict(&mk_version("u0", "10"), Some(&ours), "inst"),
+            verdict(Action::Update, &mk_version("u0", "10"), Some(&ours), "inst"),
             Err(Refusal::Stale(detail)) if detail.contains("replaced")
         ));
         assert!(matches!(
-            verdict(&mk_version("u1", "10"), None, "inst"),
+            verdict(Action::Update, &mk_version("u1", "10"), None, "inst"),
             Err(Refusal::Stale(detail)) if detail.contains("gone")
         ));
     }
 
     #[test]
+    fn an_object_being_deleted_takes_only_a_delete() {
+        let mut going = mk_found("u1", "10", Some("inst"));
+        going.deleting = true;
+        assert!(matches!(
+            verdict(Action::Update, &mk_version("u1", "10"), Some(&going), "inst"),
+            Err(Refusal::Stale(detail)) if detail.contains("being deleted")
+        ));
+        assert!(matches!(
+            verdict(Action::Noop, &mk_version("u1", "10"), Some(&going), "inst"),
+            Err(Refusal::Stale(_))
+        ));
+        assert_eq!(
+            verdict(
+                Action::Delete,
+                &mk_version("u1", "10"),
+                Some(&going),
+                "inst"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn unchecked_reads_nothing_and_holds() {
-        assert_eq!(verdict(&Expectation::Unchecked, None, "inst"), Ok(()));
+        assert_eq!(
+            verdict(Action::Update, &Expectation::Unchecked, None, "inst"),
+            Ok(())
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ use crate::{
     observe, plan, precondition,
 };
 
+/// Largest request (a plan) the executor accepts.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
 /// How an executor behaves; [`ExecutorConfig::new`] has the defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecutorConfig {
@@ -125,8 +128,10 @@ impl ExecutorService {
             .is_ok_and(|permits| permits.is_ok())
     }
 
+    /// The tonic service. Plans carry whole objects (a ConfigMap may hold
+    /// 1 MiB), so requests may be larger than tonic's 4 MiB default.
     pub fn into_server(self) -> ExecutorServer<Self> {
-        ExecutorServer::new(self)
+        ExecutorServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 

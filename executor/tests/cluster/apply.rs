@@ -303,6 +303,7 @@ async fn every_entry_type_deploys_updates_roll_pods_and_removed_files_go() {
         assert!(f.owned("app").await.is_empty());
         assert!(Api::<PersistentVolumeClaim>::namespaced(f.admin.clone(), &ns).get_opt("data").await.unwrap().is_some());
         assert!(Api::<ConfigMap>::namespaced(f.admin.clone(), &ns).get_opt("shared-config").await.unwrap().is_some());
+        assert!(volumes.get_opt(&volume.name_any()).await.unwrap().is_some(), "the volume stays");
         let _ = volumes.delete(&volume.name_any(), &Default::default()).await;
     })
     .await;
