@@ -9,6 +9,11 @@ pub mod labels;
 
 /// Package `k8sworker.v1`.
 pub mod v1 {
-    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
     tonic::include_proto!("k8sworker.v1");
 }
