@@ -15,12 +15,25 @@
 //! plane's own spans join the workitem's trace. The token is only ever put
 //! in the `Authorization` header; errors and logs never contain it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::config::AccessToken;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A transport failure, boxed (hyper, TLS, I/O, a timeout).
+pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Vantiq's error code for a lost lease (HTTP 409).
 const LEASE_LOST: &str = "io.vantiq.resources.k8s.workitem.lease.lost";
@@ -34,7 +47,7 @@ pub enum ControlPlaneError {
     Unreachable {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: TransportError,
     },
     #[error("the control plane refused the access token (HTTP {status}): {message}")]
     Unauthorized { status: u16, message: String },
@@ -76,7 +89,7 @@ pub struct ServerInfo {
 /// A client of one control plane, for one cluster.
 #[derive(Clone)]
 pub struct ControlPlane {
-    http: reqwest::Client,
+    http: HttpClient,
     base: String,
     token: AccessToken,
     timeout: Duration,
@@ -114,15 +127,29 @@ pub fn error_message(body: &str) -> (Option<String>, String) {
     }
 }
 
+/// Why the HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("the TLS configuration could not be built")]
+pub struct TlsError(#[source] std::io::Error);
+
 impl ControlPlane {
     /// A client of the server at `base` (e.g. `https://vantiq.example.com`).
-    /// `timeout` bounds every call except a claim's wait.
-    pub fn new(base: &str, token: AccessToken, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("k8sworker-gateway/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
+    /// `timeout` bounds every call except a claim's wait. TLS uses ring and
+    /// the platform's trust store.
+    pub fn new(base: &str, token: AccessToken, timeout: Duration) -> Result<Self, TlsError> {
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(Arc::new(rustls::crypto::ring::default_provider()))
+            .map_err(TlsError)?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(50))
-            .build()?;
+            .build(https);
         Ok(ControlPlane {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -135,35 +162,70 @@ impl ControlPlane {
         &self.base
     }
 
-    fn headers() -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        k8sworker_telemetry::inject_current(&mut headers);
-        headers
-    }
-
+    /// Sends one request with the token and the current trace context;
+    /// the status and body of the answer.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
         url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        timeout: Duration,
     ) -> Result<(u16, String), ControlPlaneError> {
-        let response = request
-            .headers(Self::headers())
-            .bearer_auth(self.token.expose())
-            .send()
+        let unreachable = |source: TransportError| ControlPlaneError::Unreachable {
+            url: url.to_owned(),
+            source,
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(body))
+            .map_err(|e| unreachable(e.into()))?;
+        let headers = request.headers_mut();
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+                .map_err(|_| unreachable("the access token is not a valid header value".into()))?;
+        authorization.set_sensitive(true);
+        headers.insert(AUTHORIZATION, authorization);
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("k8sworker-gateway/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(content_type) = content_type {
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_str(content_type).map_err(|e| unreachable(e.into()))?,
+            );
+        }
+        let mut trace = HeaderMap::new();
+        k8sworker_telemetry::inject_current(&mut trace);
+        headers.extend(trace);
+        let exchange = async {
+            let response = self.http.request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, TransportError>((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer.map_err(unreachable),
+            Err(_) => Err(unreachable(format!("no answer within {timeout:?}").into())),
+        }
+    }
+
+    async fn post_json(
+        &self,
+        url: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<(u16, String), ControlPlaneError> {
+        let body = Bytes::from(serde_json::to_vec(body).expect("JSON values serialize"));
+        self.send(Method::POST, url, Some("application/json"), body, timeout)
             .await
-            .map_err(|source| ControlPlaneError::Unreachable {
-                url: url.to_owned(),
-                source,
-            })?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
+    }
+
+    async fn get(&self, url: &str) -> Result<(u16, String), ControlPlaneError> {
+        self.send(Method::GET, url, None, Bytes::new(), self.timeout)
             .await
-            .map_err(|source| ControlPlaneError::Unreachable {
-                url: url.to_owned(),
-                source,
-            })?;
-        Ok((status, body))
     }
 
     /// Calls a `K8sManager` procedure; `Ok(answer)` on 2xx.
@@ -177,8 +239,7 @@ impl ControlPlane {
             "{}/api/v1/resources/procedures/K8sManager.{name}",
             self.base
         );
-        let request = self.http.post(&url).json(&params).timeout(timeout);
-        let (status, body) = self.send(request, &url).await?;
+        let (status, body) = self.post_json(&url, &params, timeout).await?;
         if (200..300).contains(&status) {
             return if body.trim().is_empty() {
                 Ok(Value::Null)
@@ -204,9 +265,7 @@ impl ControlPlane {
     /// its version when it has a version endpoint.
     pub async fn check(&self, cluster: &str) -> Result<ServerInfo, ControlPlaneError> {
         let url = format!("{}/api/v1/resources/k8sclusters/{cluster}", self.base);
-        let (status, body) = self
-            .send(self.http.get(&url).timeout(self.timeout), &url)
-            .await?;
+        let (status, body) = self.get(&url).await?;
         match status {
             200..=299 => {}
             401 | 403 => {
@@ -237,10 +296,7 @@ impl ControlPlane {
             }
         }
         let url = format!("{}/api/v1/version", self.base);
-        let info = match self
-            .send(self.http.get(&url).timeout(self.timeout), &url)
-            .await
-        {
+        let info = match self.get(&url).await {
             Ok((200, body)) => {
                 let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 ServerInfo {
@@ -339,16 +395,12 @@ impl ControlPlane {
         content: Vec<u8>,
     ) -> Result<(), ControlPlaneError> {
         let url = format!("{}/api/v1/resources/documents", self.base);
-        let file_name = name.rsplit('/').next().unwrap_or(name).to_owned();
-        let part = reqwest::multipart::Part::bytes(content)
-            .file_name(file_name)
-            .mime_str("text/plain")
-            .expect("text/plain is a valid MIME type");
-        let form = reqwest::multipart::Form::new()
-            .text("documentPath", name.to_owned())
-            .part("file", part);
-        let request = self.http.post(&url).multipart(form).timeout(self.timeout);
-        let (status, body) = self.send(request, &url).await?;
+        let boundary = format!("k8sworker-{}", uuid::Uuid::new_v4().simple());
+        let body = multipart(&boundary, name, &content);
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let (status, body) = self
+            .send(Method::POST, &url, Some(&content_type), body, self.timeout)
+            .await?;
         match status {
             200..=299 => Ok(()),
             401 | 403 => Err(ControlPlaneError::Unauthorized {
@@ -367,9 +419,40 @@ impl ControlPlane {
     }
 }
 
+/// A `multipart/form-data` body with the document's path and its content
+/// as a text file part.
+fn multipart(boundary: &str, name: &str, content: &[u8]) -> Bytes {
+    let quoted = |text: &str| text.replace('"', "%22").replace(['\r', '\n'], " ");
+    let file_name = name.rsplit('/').next().unwrap_or(name);
+    let mut body = Vec::with_capacity(content.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"documentPath\"\r\n\r\n{name}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
+             Content-Type: text/plain\r\n\r\n",
+            quoted(file_name)
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Bytes::from(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_one_path_field_and_one_file_part() {
+        let body = multipart("B", "c1/web/web-0-t.txt", b"line 1\nline 2\n");
+        assert_eq!(
+            String::from_utf8(body.to_vec()).unwrap(),
+            "--B\r\nContent-Disposition: form-data; name=\"documentPath\"\r\n\r\nc1/web/web-0-t.txt\r\n\
+             --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"web-0-t.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nline 1\nline 2\n\r\n--B--\r\n"
+        );
+    }
 
     #[test]
     fn vantiq_error_bodies_of_every_shape_are_read() {

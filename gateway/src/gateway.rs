@@ -45,7 +45,7 @@ pub enum GatewayError {
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
     #[error("the HTTP client could not be built")]
-    Http(#[source] reqwest::Error),
+    Http(#[from] crate::controlplane::TlsError),
     #[error("the planner address `{url}` is not valid")]
     PlannerAddress {
         url: String,
@@ -141,15 +141,11 @@ impl Gateway {
     /// Builds the clients; no I/O yet.
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
         config.validate()?;
-        // reqwest is built without a default crypto provider so that only
-        // ring (already used by the Kubernetes client) is compiled in.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let control_plane = ControlPlane::new(
             &config.vantiq_url,
             config.access_token.clone(),
             config.request_timeout,
-        )
-        .map_err(GatewayError::Http)?;
+        )?;
         let channel = Endpoint::from_shared(config.planner_url.clone())
             .map_err(|source| GatewayError::PlannerAddress {
                 url: config.planner_url.clone(),

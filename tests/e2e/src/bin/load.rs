@@ -18,11 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Parser;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8sworker_e2e::stack::gateway_config;
 use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, sample_deploy};
 use k8sworker_gateway::{ClaimMode, Event, Report};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
 use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, TestCluster};
+use kube::Api;
+use kube::api::DeleteParams;
 
 /// Measure pickup and end-to-end latency of deploys.
 #[derive(Debug, Parser)]
@@ -104,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 "long-poll" => ClaimMode::LongPoll,
                 other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
             };
-            let samples = run_mode(&args, mode, claim_mode, &namespace, &executor).await?;
+            let samples = run_mode(&args, mode, claim_mode, &admin, &namespace, &executor).await?;
             results.push((mode.clone(), samples));
         }
         Ok(())
@@ -142,6 +145,7 @@ async fn run_mode(
     args: &Args,
     mode: &str,
     claim_mode: ClaimMode,
+    admin: &kube::Client,
     namespace: &str,
     executor: &RunningExecutor,
 ) -> anyhow::Result<Vec<Sample>> {
@@ -221,6 +225,12 @@ async fn run_mode(
             );
         }
         samples.push(sample);
+        // The test cluster's one node holds 110 pods: measured installations
+        // give theirs back (behind the system's back; only pods matter here).
+        Api::<StatefulSet>::namespaced(admin.clone(), namespace)
+            .delete(&name, &DeleteParams::background())
+            .await
+            .with_context(|| format!("deleting StatefulSet {name}"))?;
     }
     let summary = gateway.stop().await;
     anyhow::ensure!(
