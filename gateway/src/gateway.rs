@@ -545,18 +545,19 @@ impl Gateway {
         outcome: Outcome,
         stopping: &watch::Receiver<bool>,
     ) -> Report {
-        let give_up = Instant::now()
-            + if *stopping.borrow() {
-                self.config.shutdown_grace
-            } else {
-                Duration::from_secs(300)
-            };
+        // Retried for five minutes, or for the grace period once shutdown began.
+        let mut give_up = Instant::now() + Duration::from_secs(300);
+        let mut shutdown_seen = false;
         let mut backoff = Backoff::new(Schedule {
             error_max: Duration::from_secs(5),
             ..Schedule::default()
         });
         let mut outcome = outcome;
         loop {
+            if !shutdown_seen && *stopping.borrow() {
+                shutdown_seen = true;
+                give_up = give_up.min(Instant::now() + self.config.shutdown_grace);
+            }
             let (id, lease) = (&item.request_id, &item.lease_id);
             let delivered = match &outcome {
                 Outcome::Complete(report) => self
