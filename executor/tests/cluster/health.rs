@@ -40,10 +40,10 @@ async fn image_pull_backoff_fails_the_wait_at_once() {
         .await
         .expect("pod status patched");
 
-        let plan = f.plan(&request, Operation::Deploy).await;
-        assert!(actions(&plan).iter().all(|(a, _)| *a == Action::Noop));
         let started = Instant::now();
-        let applied = f.apply(&plan, true).await.expect("applied");
+        let (plan, applied) = f.plan_and_apply(&request, Operation::Deploy, true).await;
+        assert!(actions(&plan).iter().all(|(a, _)| *a == Action::Noop));
+        let applied = applied.expect("applied");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(20), "failed fast, not at the 60 s timeout: {took:?}");
         let error = applied.ack.error.clone().expect("unhealthy");

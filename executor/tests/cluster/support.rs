@@ -70,15 +70,35 @@ impl Fixture {
         plans::apply(&mut self.grpc, plan, wait).await
     }
 
+    /// Plans and applies as the planner's Execute does: a plan refused as
+    /// stale (the StatefulSet controller writing status between the observe
+    /// and the apply bumps the resourceVersion) is re-planned, at most 3 times.
+    pub async fn plan_and_apply(
+        &mut self,
+        request: &Value,
+        operation: Operation,
+        wait: bool,
+    ) -> (v1::Plan, Result<Applied, tonic::Status>) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let plan = self.plan(request, operation).await;
+            let applied = self.apply(&plan, wait).await;
+            match applied {
+                Err(status) if status.code() == tonic::Code::FailedPrecondition && attempt <= 3 => {
+                    continue;
+                }
+                applied => return (plan, applied),
+            }
+        }
+    }
+
     /// Plans `operation`, applies it waiting for health, and asserts it
     /// succeeded; returns the Ack and the API calls it took.
     pub async fn run(&mut self, request: &Value, operation: Operation) -> (Applied, Calls) {
-        let plan = self.plan(request, operation).await;
         let before = self.calls();
-        let applied = self
-            .apply(&plan, true)
-            .await
-            .unwrap_or_else(|status| panic!("{operation} refused: {status:?}"));
+        let (plan, applied) = self.plan_and_apply(request, operation, true).await;
+        let applied = applied.unwrap_or_else(|status| panic!("{operation} refused: {status:?}"));
         let calls = Calls::between(&before, &self.calls());
         assert_eq!(applied.ack.error, None, "{operation} failed");
         assert_eq!(applied.steps.len(), plan.steps.len(), "one event per step");

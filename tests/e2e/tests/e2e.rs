@@ -404,6 +404,14 @@ async fn two_gateways_on_one_cluster_process_every_workitem_exactly_once() {
                 .wait_status(&format!("app{i}"), "RUNNING", WAIT)
                 .await;
         }
+        // A gateway records a completion after the control plane answered it,
+        // a moment after the installation shows RUNNING.
+        let deadline = std::time::Instant::now() + WAIT;
+        while first.completed().len() + second.completed().len() < requested.len()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let (a, b) = (first.completed(), second.completed());
         let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
         all.sort();
