@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         "k8sworker-controlplane listening on {}",
         server.local_addr()
     );
-    shutdown_signal().await;
+    k8sworker_telemetry::shutdown_signal().await;
     tracing::info!(?grace, "shutting down");
     match tokio::time::timeout(grace, server.shutdown()).await {
         Ok(result) => result.context("control plane stopped with an error"),
@@ -32,20 +32,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler can be installed");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

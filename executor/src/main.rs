@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = stopped.await;
         },
     ));
-    shutdown_signal().await;
+    k8sworker_telemetry::shutdown_signal().await;
     tracing::info!("shutting down: refusing new plans, finishing running ones");
     let _ = stop.send(());
     let grace = Duration::from_secs(args.shutdown_grace);
@@ -124,20 +124,4 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => tracing::warn!("connections still open; exiting"),
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -25,24 +25,6 @@ async fn run() -> anyhow::Result<()> {
     let _telemetry = k8sworker_telemetry::init("k8sworker-gateway")
         .context("telemetry could not be initialised")?;
     let gateway = Gateway::new(config)?;
-    gateway.run(shutdown_signal()).await?;
+    gateway.run(k8sworker_telemetry::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler can be installed");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown requested");
 }

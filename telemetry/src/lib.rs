@@ -9,10 +9,15 @@
 //! control plane and the gateway as a `traceparent` string
 //! ([`current_traceparent`], [`context_from_traceparent`]).
 //!
+//! [`shutdown_signal`] is the one SIGTERM/Ctrl-C wait every binary shares.
+//!
 //! No exporter configured means no OpenTelemetry cost beyond the propagator.
 //! Secrets and tokens must never be recorded as span fields.
 
 mod propagation;
+mod signal;
+
+pub use signal::shutdown_signal;
 
 pub use propagation::{
     GrpcClientInterceptor, ServerTraceLayer, ServerTraceService, context_from_traceparent,
