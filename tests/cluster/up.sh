@@ -234,8 +234,8 @@ status:
   addresses:
   - {type: InternalIP, address: 127.0.0.1}
   - {type: Hostname, address: $node}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "1000"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "1000"}
 EOF
 node_ready() {
 	[[ $(kubectl get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
