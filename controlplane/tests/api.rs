@@ -460,6 +460,17 @@ async fn hostile_input_is_refused_cleanly() {
 
     // The server is still healthy.
     assert_eq!(a.get("/healthz").await.0, 200);
+
+    // The version, for any valid token, and only for one.
+    let worker = t.worker().await;
+    let (status, body) = worker.get("/api/v1/version").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "k8sworker-controlplane");
+    assert_eq!(body["workerProtocol"], 1);
+    assert_eq!(body["longPoll"], true);
+    assert!(body["maxClaimWaitSeconds"].as_u64().unwrap() > 0);
+    let stranger = common::Client::new(&t.base, "not-a-token");
+    assert_eq!(stranger.get("/api/v1/version").await.0, 401);
     t.stop().await;
 }
 

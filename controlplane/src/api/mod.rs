@@ -27,11 +27,28 @@ use crate::server::AppState;
 
 const R: &str = "/api/v1/resources";
 
+/// `GET /api/v1/version`: what this server is and which worker protocol it
+/// speaks, so a worker can log it and choose between long-poll and polling.
+/// Any valid token may ask.
+async fn version(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    _caller: Caller,
+) -> Json<Value> {
+    Json(json!({
+        "name": "k8sworker-controlplane",
+        "version": env!("CARGO_PKG_VERSION"),
+        "workerProtocol": 1,
+        "longPoll": true,
+        "maxClaimWaitSeconds": state.config.max_claim_wait.as_secs(),
+    }))
+}
+
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v1/version", get(version))
         .route("/authenticate", get(identity::authenticate))
         .route("/authenticate/refresh", post(identity::refresh))
         .route(
