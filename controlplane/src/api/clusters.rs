@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::extract::{JsonBody, RawQuery, SelectParams, is_upsert, selected};
+use super::extract::{JsonBody, RawQuery, SelectParams, is_upsert};
 use crate::auth::{Action, Caller, random_id};
 use crate::error::ApiError;
 use crate::operations::{Target, json_kind};
@@ -209,13 +209,14 @@ pub async fn list(
     caller: Caller,
     SelectParams(select): SelectParams,
 ) -> Result<Response, ApiError> {
-    caller.require(Action::ReadClusters)?;
-    let namespace = caller.namespace.clone();
-    let docs = state
-        .store
-        .transaction(move |tx| resources::list_docs(tx, DocTable::Clusters, &namespace))
-        .await?;
-    Ok(selected(&select, docs))
+    super::doc_table::list(
+        &state,
+        caller,
+        Action::ReadClusters,
+        DocTable::Clusters,
+        &select,
+    )
+    .await
 }
 
 /// `POST /k8sclusters/select` (the body is the where clause).
@@ -235,15 +236,15 @@ pub async fn get_one(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::ReadClusters)?;
-    state
-        .store
-        .transaction(move |tx| {
-            resources::get_doc(tx, DocTable::Clusters, &caller.namespace, &name)?
-                .ok_or_else(|| not_found(&name))
-        })
-        .await
-        .map(Json)
+    super::doc_table::get(
+        &state,
+        caller,
+        Action::ReadClusters,
+        DocTable::Clusters,
+        name,
+        |name| not_found(&name),
+    )
+    .await
 }
 
 fn delete_checked(

@@ -12,7 +12,7 @@ use crate::auth::{Action, Caller};
 use crate::error::ApiError;
 use crate::operations::Target;
 use crate::server::AppState;
-use crate::store::resources::{self, DocTable};
+use crate::store::resources::DocTable;
 use crate::store::workitems;
 
 /// `GET /k8sinstallations`.
@@ -21,13 +21,8 @@ pub async fn list(
     caller: Caller,
     SelectParams(select): SelectParams,
 ) -> Result<Response, ApiError> {
-    caller.require(Action::ReadInstallations)?;
-    let namespace = caller.namespace.clone();
-    let docs = state
-        .store
-        .transaction(move |tx| resources::list_docs(tx, DocTable::Installations, &namespace))
-        .await?;
-    Ok(selected(&select, docs))
+    let table = DocTable::Installations;
+    super::doc_table::list(&state, caller, Action::ReadInstallations, table, &select).await
 }
 
 /// `POST /k8sinstallations/select`.
@@ -47,20 +42,20 @@ pub async fn get_one(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::ReadInstallations)?;
-    state
-        .store
-        .transaction(move |tx| {
-            resources::get_doc(tx, DocTable::Installations, &caller.namespace, &name)?.ok_or(
-                ApiError::NotFound {
-                    resource: "k8sinstallations",
-                    key: "name",
-                    id: name,
-                },
-            )
-        })
-        .await
-        .map(Json)
+    let table = DocTable::Installations;
+    super::doc_table::get(
+        &state,
+        caller,
+        Action::ReadInstallations,
+        table,
+        name,
+        |id| ApiError::NotFound {
+            resource: "k8sinstallations",
+            key: "name",
+            id,
+        },
+    )
+    .await
 }
 
 /// Any write on `k8sinstallations`: "No direct update operations are allowed".

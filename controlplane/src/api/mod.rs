@@ -6,6 +6,7 @@
 //! [`vantiq_error_shape`].
 
 mod clusters;
+mod doc_table;
 mod documents;
 mod extract;
 mod identity;
