@@ -3,10 +3,10 @@
 //! workitem in one transaction, then answered at once.
 //!
 //! Deploy requests are read and validated by the planner's own
-//! [`k8sworker_planner::validate::parse_and_validate`], so the control plane
+//! [`k8sworker_core::validate::parse_and_validate`], so the control plane
 //! and the planner can never disagree on what a valid request is.
 
-use k8sworker_planner::model::{ConfigEntry, EnvValue, InstallationRequest};
+use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
 use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
@@ -48,7 +48,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
 
 /// Validates a deploy's `data` with the planner; every violation is named.
 pub fn validate_deploy(data: &Value) -> Result<InstallationRequest, ApiError> {
-    k8sworker_planner::validate::parse_and_validate(data).map_err(|errors| {
+    k8sworker_core::validate::parse_and_validate(data).map_err(|errors| {
         ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
     })
 }

@@ -3,8 +3,8 @@
 //! still covers it. Quantities are parsed by the planner's
 //! [`Quantity`], the same reading the renderer uses.
 
-use k8sworker_planner::model::{ConfigEntry, InstallationRequest, Resources};
-use k8sworker_planner::quantity::Quantity;
+use k8sworker_core::model::{ConfigEntry, InstallationRequest, Resources};
+use k8sworker_core::quantity::Quantity;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;

@@ -29,9 +29,9 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use k8sworker_proto::{
-    labels,
-    v1::{Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event},
+use k8sworker_core::labels;
+use k8sworker_proto::v1::{
+    Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event,
 };
 use kube::{
     Api, Client,
@@ -48,7 +48,7 @@ use crate::{
     Error,
     error::{api_status, describe},
     health::{self, Assessment, Target},
-    kinds::Kind,
+    kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
 };
 
@@ -205,7 +205,7 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         &component.namespace,
-        &step.kind.api_resource(),
+        &kinds::api_resource(step.kind),
     );
     match step.action {
         Action::Noop | Action::Unspecified => {

@@ -12,10 +12,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures::{StreamExt as _, stream::BoxStream};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
-use k8sworker_proto::{
-    labels,
-    v1::{Health, HealthState, PodProblem},
-};
+use k8sworker_core::labels;
+use k8sworker_proto::v1::{Health, HealthState, PodProblem};
 use kube::{
     Api, Client, ResourceExt as _,
     runtime::{WatchStreamExt as _, watcher},

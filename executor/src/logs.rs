@@ -9,10 +9,8 @@
 
 use futures::AsyncReadExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use k8sworker_proto::{
-    labels,
-    v1::{ComponentRef, PodLog},
-};
+use k8sworker_core::labels;
+use k8sworker_proto::v1::{ComponentRef, PodLog};
 use kube::{
     Api, Client, ResourceExt as _,
     api::{ListParams, LogParams},

@@ -10,16 +10,19 @@ use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8sworker_proto::{
-    labels,
-    v1::{ComponentRef, ObserveRequest, ObserveResponse, ObservedComponent},
-};
+use k8sworker_core::labels;
+use k8sworker_proto::v1::{ComponentRef, ObserveRequest, ObserveResponse, ObservedComponent};
 use kube::{
     Api, Client, Resource as _,
     api::{DynamicObject, ListParams, ObjectMeta},
 };
 
-use crate::{Error, error::describe, kinds::Kind, precondition::owner};
+use crate::{
+    Error,
+    error::describe,
+    kinds::{self, Kind},
+    precondition::owner,
+};
 
 /// Observes `request.installation` in `namespace` (already checked to be
 /// the executor's own).
@@ -117,7 +120,7 @@ async fn list(
         return Ok(list.items.iter().map(from_statefulset).collect());
     }
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+        Api::namespaced_with(client.clone(), namespace, &kinds::api_resource(kind));
     let list = api.list_metadata(&params).await.map_err(failed)?;
     Ok(list
         .items
@@ -137,8 +140,11 @@ async fn get(
         let found = api.get_opt(&component.name).await.map_err(failed)?;
         return Ok(found.as_ref().map(from_statefulset));
     }
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &component.namespace, &kind.api_resource());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &component.namespace,
+        &kinds::api_resource(kind),
+    );
     let found = api
         .get_metadata_opt(&component.name)
         .await
@@ -151,7 +157,7 @@ fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
     ObservedComponent {
         r#ref: Some(ComponentRef {
             api_version: kind.api_version().to_string(),
-            kind: kind.name().to_string(),
+            kind: kind.as_str().to_string(),
             namespace: metadata.namespace.clone().unwrap_or_default(),
             name: metadata.name.clone().unwrap_or_default(),
         }),

@@ -9,10 +9,8 @@
 
 use std::collections::HashSet;
 
-use k8sworker_proto::{
-    labels,
-    v1::{Action, ComponentRef, Plan, Step, precondition},
-};
+use k8sworker_core::labels;
+use k8sworker_proto::v1::{Action, ComponentRef, Plan, Step, precondition};
 use serde_json::Value;
 
 use crate::{Error, kinds::Kind};

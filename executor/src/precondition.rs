@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8sworker_proto::{labels, v1::Action};
+use k8sworker_core::labels;
+use k8sworker_proto::v1::Action;
 use kube::{
     Api, Client,
     api::{DynamicObject, PartialObjectMeta},
@@ -22,6 +23,7 @@ use kube::{
 use crate::{
     Error,
     error::Problem,
+    kinds,
     plan::{CheckedStep, Expectation},
 };
 
@@ -139,7 +141,7 @@ pub async fn check_all(
             let api: Api<DynamicObject> = Api::namespaced_with(
                 client.clone(),
                 &step.component.namespace,
-                &step.kind.api_resource(),
+                &kinds::api_resource(step.kind),
             );
             let name = step.component.name.clone();
             let target = crate::error::describe(&step.component);

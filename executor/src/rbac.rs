@@ -10,7 +10,25 @@ use k8s_openapi::api::{
     core::v1::ServiceAccount,
     rbac::v1::{Role, RoleBinding},
 };
-use serde::Deserialize as _;
+
+/// Why the manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest is not YAML.
+    #[error("the executor manifest is not valid YAML")]
+    Yaml(#[from] serde_saphyr::Error),
+    /// A document is not the Kubernetes object its `kind` says.
+    #[error("an object of the executor manifest does not match its kind")]
+    Object(#[from] serde_json::Error),
+    /// One of the three objects is absent.
+    #[error("{0} missing in the manifest")]
+    Missing(&'static str),
+}
+
+/// The manifest's YAML documents, as JSON values.
+fn documents() -> Result<Vec<serde_json::Value>, ManifestError> {
+    Ok(serde_saphyr::from_multiple(MANIFEST)?)
+}
 
 /// The manifest, as deployed.
 pub const MANIFEST: &str = include_str!("../../deploy/rbac/executor-role.yaml");
@@ -42,22 +60,19 @@ pub struct Identity {
 }
 
 /// The manifest's objects, moved into `namespace` (the binding's subject too).
-pub fn identity(namespace: &str) -> Result<Identity, serde_yaml::Error> {
+pub fn identity(namespace: &str) -> Result<Identity, ManifestError> {
     let mut service_account = None;
     let mut role = None;
     let mut role_binding = None;
-    for document in serde_yaml::Deserializer::from_str(MANIFEST) {
-        let value = serde_yaml::Value::deserialize(document)?;
-        match value.get("kind").and_then(serde_yaml::Value::as_str) {
-            Some("ServiceAccount") => service_account = Some(serde_yaml::from_value(value)?),
-            Some("Role") => role = Some(serde_yaml::from_value(value)?),
-            Some("RoleBinding") => role_binding = Some(serde_yaml::from_value(value)?),
+    for value in documents()? {
+        match value.get("kind").and_then(serde_json::Value::as_str) {
+            Some("ServiceAccount") => service_account = Some(serde_json::from_value(value)?),
+            Some("Role") => role = Some(serde_json::from_value(value)?),
+            Some("RoleBinding") => role_binding = Some(serde_json::from_value(value)?),
             _ => {}
         }
     }
-    let missing = |kind: &str| {
-        <serde_yaml::Error as serde::de::Error>::custom(format!("{kind} missing in the manifest"))
-    };
+    let missing = |kind: &'static str| ManifestError::Missing(kind);
     let mut identity = Identity {
         service_account: service_account.ok_or_else(|| missing("ServiceAccount"))?,
         role: role.ok_or_else(|| missing("Role"))?,
@@ -108,11 +123,10 @@ mod tests {
 
     #[test]
     fn nothing_is_cluster_scoped_or_wildcarded() {
-        let kinds: Vec<_> = serde_yaml::Deserializer::from_str(MANIFEST)
-            .map(|document| {
-                let value = serde_yaml::Value::deserialize(document).unwrap();
-                value["kind"].as_str().unwrap().to_string()
-            })
+        let kinds: Vec<_> = documents()
+            .unwrap()
+            .iter()
+            .map(|value| value["kind"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
         for rule in identity("ns-a").unwrap().role.rules.iter().flatten() {

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_telemetry::GrpcClientInterceptor;

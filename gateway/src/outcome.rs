@@ -14,7 +14,7 @@
 //! it knows itself (`configSpec`, `installationDate`, `installedBy`) in the
 //! same transaction as the completion.
 
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 use tonic::Code;

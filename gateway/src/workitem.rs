@@ -16,10 +16,10 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use k8sworker_planner::convert;
-use k8sworker_planner::model::InstallationRequest;
-use k8sworker_planner::plan::Operation;
-use k8sworker_planner::validate;
+use k8sworker_core::model::InstallationRequest;
+use k8sworker_core::plan::Operation;
+use k8sworker_core::validate;
+use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use serde_json::{Value, json};
 

@@ -1,26 +1,13 @@
-//! The planner's pure core and its gRPC edge.
+//! The planner: the `Planner` gRPC service and its CLI, on top of the pure
+//! core (`k8sworker-core`) and the protocol (`k8sworker-proto`).
 //!
-//! Data flows one way: a Vantiq deploy request ([`model`]) is checked
-//! ([`validate`]), turned into the desired Kubernetes objects ([`render`]),
-//! and compared with what an executor observed ([`diff`]) to give a
-//! [`plan::Plan`]: an ordered list of steps, each bound to the state it was
-//! computed from. None of these modules does I/O; they import neither tonic
-//! nor kube and are tested as plain functions.
-//!
-//! With the `server` feature (the default), [`convert`] maps the core types to
-//! and from the `k8sworker.v1` protocol and [`service`] serves them over gRPC
-//! and drives executors; the binary adds the CLI.
+//! [`execute`] owns the one loop that carries out an operation through a
+//! namespace's executor (observe → plan → apply → bounded re-plan), against
+//! the [`execute::Executor`] trait; [`grpc_executor`] implements that trait
+//! over gRPC; [`service`] serves Render, Plan and Execute.
 
-pub mod component;
-pub mod diff;
-pub mod model;
-pub mod names;
-pub mod plan;
-pub mod quantity;
-pub mod render;
-pub mod validate;
+#![warn(missing_docs)]
 
-#[cfg(feature = "server")]
-pub mod convert;
-#[cfg(feature = "server")]
+pub mod execute;
+pub mod grpc_executor;
 pub mod service;

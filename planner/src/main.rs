@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use k8sworker_planner::component::{ComponentId, Kind};
-use k8sworker_planner::diff::{self, Observed};
-use k8sworker_planner::plan::{Operation, Plan, Precondition};
-use k8sworker_planner::render::{self, Ancillaries, ClusterContext};
+use k8sworker_core::component::{ComponentId, Kind};
+use k8sworker_core::diff::Observed;
+use k8sworker_core::labels;
+use k8sworker_core::operation::Work;
+use k8sworker_core::plan::{Operation, Plan, Precondition};
+use k8sworker_core::render::{self, Ancillaries, ClusterContext};
+use k8sworker_core::validate;
 use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
-use k8sworker_planner::validate;
-use k8sworker_proto::labels;
 use k8sworker_proto::v1::planner_server::PlannerServer;
 
 /// Render, plan and execute K8s Installations.
@@ -134,7 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 RenderOutput::Yaml => {
                     for object in &objects {
                         writeln!(out, "---")?;
-                        out.write_all(serde_yaml::to_string(object)?.as_bytes())?;
+                        out.write_all(serde_saphyr::to_string(object)?.as_bytes())?;
                     }
                 }
             }
@@ -164,25 +165,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cluster_name: String::new(),
                 ingress_default_node,
             };
-            let desired = if matches!(operation, Operation::Deploy | Operation::Verify) {
-                match render::render(&request, &cluster, &Ancillaries::default()) {
-                    Ok(desired) => desired,
-                    Err(error) => {
-                        eprintln!("{error}");
-                        return Ok(ExitCode::FAILURE);
-                    }
+            let work = match Work::new(operation, request, &cluster, &Ancillaries::default()) {
+                Ok(work) => work,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return Ok(ExitCode::FAILURE);
                 }
-            } else {
-                Vec::new()
             };
-            let plan = match diff::diff(
-                operation,
-                &request.name,
-                &request.k8s_namespace,
-                &desired,
-                &observed,
-                request.replica_count(),
-            ) {
+            let plan = match work.plan(&observed) {
                 Ok(plan) => plan,
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -258,9 +248,7 @@ async fn serve(
 }
 
 /// Reads and validates a request; prints every error and returns `None` when invalid.
-fn read_request(
-    path: &Path,
-) -> anyhow::Result<Option<k8sworker_planner::model::InstallationRequest>> {
+fn read_request(path: &Path) -> anyhow::Result<Option<k8sworker_core::model::InstallationRequest>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let data: serde_json::Value =

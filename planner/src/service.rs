@@ -1,30 +1,24 @@
 //! The `Planner` gRPC service: `Render` and `Plan` convert, call the pure core
-//! and convert back; `Execute` drives the namespace's executor
-//! (observe → render → diff → apply), re-planning a bounded number of times
-//! when the executor finds the plan stale.
+//! and convert back; `Execute` validates, then hands the work to
+//! [`crate::execute::execute`] with the namespace's executor over gRPC, and
+//! maps its outcome and errors to the protocol.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8sworker_core::diff::PlanError;
+use k8sworker_core::operation::Work;
+use k8sworker_core::plan::Operation;
+use k8sworker_core::render::{self, Ancillaries, ClusterContext, RenderError};
+use k8sworker_proto::convert::{self, ConvertError};
 use k8sworker_proto::v1 as pb;
-use k8sworker_proto::v1::executor_client::ExecutorClient;
-use k8sworker_telemetry::GrpcClientInterceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info_span};
 
-use crate::component::{Component, ComponentId, Kind};
-use crate::convert::{self, ConvertError};
-use crate::diff::{self, Observed, PlanError};
-use crate::model::{ConfigEntry, DataSource, InstallationRequest};
-use crate::plan::{Operation, Plan};
-use crate::render::{self, Ancillaries, ClusterContext, RenderError};
-use crate::validate::ValidationError;
-
-/// How many times `Execute` re-observes and re-plans after a stale plan.
-pub const MAX_REPLANS: usize = 3;
+use crate::execute::{self, ExecuteError, Executed};
+use crate::grpc_executor::GrpcExecutor;
 
 /// Where each namespace's executor listens.
 #[derive(Debug, Clone)]
@@ -40,6 +34,7 @@ impl ExecutorDirectory {
     /// The conventional in-cluster address of a namespace's executor.
     pub const DEFAULT_TEMPLATE: &'static str = "http://k8sworker-executor.{namespace}.svc:50052";
 
+    /// The address of `namespace`'s executor, if it has one.
     pub fn address(&self, namespace: &str) -> Option<String> {
         self.explicit.get(namespace).cloned().or_else(|| {
             self.template
@@ -48,8 +43,6 @@ impl ExecutorDirectory {
         })
     }
 }
-
-type Executor = ExecutorClient<InterceptedService<Channel, GrpcClientInterceptor>>;
 
 /// The Planner service.
 #[derive(Debug, Clone)]
@@ -61,6 +54,8 @@ pub struct PlannerService {
 }
 
 impl PlannerService {
+    /// A service reaching executors through `directory`, letting each wait
+    /// at most `health_timeout` for an installation to become healthy.
     pub fn new(directory: ExecutorDirectory, health_timeout: Duration) -> Self {
         Self {
             directory: Arc::new(directory),
@@ -69,7 +64,7 @@ impl PlannerService {
         }
     }
 
-    fn executor(&self, namespace: &str) -> Result<Executor, Status> {
+    fn executor(&self, namespace: &str) -> Result<GrpcExecutor, Status> {
         let address = self.directory.address(namespace).ok_or_else(|| {
             Status::failed_precondition(format!(
                 "no executor is installed for namespace `{namespace}`: apply deploy/executor to that \
@@ -92,10 +87,7 @@ impl PlannerService {
                 channel
             }
         };
-        Ok(ExecutorClient::with_interceptor(
-            channel,
-            GrpcClientInterceptor,
-        ))
+        Ok(GrpcExecutor::new(channel))
     }
 }
 
@@ -103,12 +95,13 @@ fn invalid(error: ConvertError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
-/// Maps core errors to gRPC codes: bad requests are INVALID_ARGUMENT, a
-/// cluster in the way is FAILED_PRECONDITION, a missing installation NOT_FOUND.
+/// Maps a render error to a gRPC status: a bad request is INVALID_ARGUMENT.
 pub fn render_status(error: RenderError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
+/// Maps a plan error to a gRPC status: objects in the way and a refused
+/// delete-all are FAILED_PRECONDITION, a missing installation NOT_FOUND.
 pub fn plan_status(error: PlanError) -> Status {
     match error {
         PlanError::NotFound { .. } => Status::not_found(error.to_string()),
@@ -120,7 +113,7 @@ pub fn plan_status(error: PlanError) -> Status {
 }
 
 struct Inputs {
-    request: InstallationRequest,
+    request: k8sworker_core::model::InstallationRequest,
     cluster: ClusterContext,
     ancillaries: Ancillaries,
 }
@@ -137,56 +130,12 @@ fn inputs(
     })
 }
 
-/// Operations that act on an existing installation need only its name and
-/// namespace to be valid; the config is used for `replicaCount` alone.
-fn check_identity(request: &InstallationRequest) -> Result<(), Status> {
-    let mut errors = Vec::new();
-    if !crate::names::is_dns1035_label(&request.name) {
-        errors.push(ValidationError::request(
-            "name",
-            format!("`{}` is not a valid installation name", request.name),
-        ));
+impl Inputs {
+    /// Validates (and for deploy and verify renders) before anything is
+    /// observed: a bad request changes nothing anywhere.
+    fn work(self, operation: Operation) -> Result<Work, Status> {
+        Work::new(operation, self.request, &self.cluster, &self.ancillaries).map_err(render_status)
     }
-    if !crate::names::is_dns1123_label(&request.k8s_namespace) {
-        errors.push(ValidationError::request(
-            "k8sNamespace",
-            format!("`{}` is not a valid namespace", request.k8s_namespace),
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(
-            crate::validate::ValidationErrors::new(errors).to_string(),
-        ))
-    }
-}
-
-/// The existing objects a request refers to.
-pub fn references(request: &InstallationRequest) -> Vec<ComponentId> {
-    let mut refs = Vec::new();
-    for entry in &request.config {
-        match entry {
-            ConfigEntry::File(file) => {
-                if let (Some(name), Some(_)) = (&file.name, &file.key) {
-                    let kind = match file.data_source() {
-                        Some(DataSource::Secret) => Kind::Secret,
-                        _ => Kind::ConfigMap,
-                    };
-                    refs.push(ComponentId::new(kind, name.clone()));
-                }
-            }
-            ConfigEntry::EnvironmentVariable(env) => {
-                if let Some(secret) = &env.secret_name {
-                    refs.push(ComponentId::new(Kind::Secret, secret.clone()));
-                }
-            }
-            _ => {}
-        }
-    }
-    refs.sort();
-    refs.dedup();
-    refs
 }
 
 #[tonic::async_trait]
@@ -221,7 +170,10 @@ impl pb::planner_server::Planner for PlannerService {
             .map(convert::observed_from_pb)
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        let plan = compute_plan(operation, &inputs, &observed)?;
+        let plan = inputs
+            .work(operation)?
+            .plan(&observed)
+            .map_err(plan_status)?;
         Ok(Response::new(pb::PlanResponse {
             plan: Some(convert::plan_to_pb(&plan)),
         }))
@@ -248,36 +200,6 @@ impl pb::planner_server::Planner for PlannerService {
     }
 }
 
-fn compute_plan(
-    operation: Operation,
-    inputs: &Inputs,
-    observed: &[Observed],
-) -> Result<Plan, Status> {
-    let desired = desired(operation, inputs)?;
-    diff::diff(
-        operation,
-        &inputs.request.name,
-        &inputs.request.k8s_namespace,
-        &desired,
-        observed,
-        inputs.request.replica_count(),
-    )
-    .map_err(plan_status)
-}
-
-fn desired(operation: Operation, inputs: &Inputs) -> Result<Vec<Component>, Status> {
-    match operation {
-        Operation::Deploy | Operation::Verify => {
-            render::render(&inputs.request, &inputs.cluster, &inputs.ancillaries)
-                .map_err(render_status)
-        }
-        _ => {
-            check_identity(&inputs.request)?;
-            Ok(Vec::new())
-        }
-    }
-}
-
 impl PlannerService {
     async fn execute_inner(
         &self,
@@ -285,175 +207,56 @@ impl PlannerService {
         inputs: Inputs,
         pod_name: Option<String>,
     ) -> Result<pb::ExecuteResponse, Status> {
-        let namespace = inputs.request.k8s_namespace.clone();
-        let name = inputs.request.name.clone();
-        // Validate (and render) before touching the executor: a bad request
-        // changes nothing anywhere.
-        let desired = desired(operation, &inputs)?;
+        let work = inputs.work(operation)?;
+        let namespace = work.namespace().to_owned();
         let mut executor = self.executor(&namespace)?;
-
-        if operation == Operation::FetchLogs {
-            let logs = executor
-                .fetch_logs(pb::FetchLogsRequest {
-                    namespace: namespace.clone(),
-                    installation: name.clone(),
-                    pod_name,
-                    limit_bytes: 0,
-                })
-                .await?
-                .into_inner()
-                .logs;
-            return Ok(pb::ExecuteResponse {
+        let executed = execute::execute(
+            &work,
+            &mut executor,
+            self.health_timeout,
+            pod_name.as_deref(),
+        )
+        .await
+        .map_err(execute_status)?;
+        let components = |observed: &[k8sworker_core::diff::Observed]| {
+            observed
+                .iter()
+                .map(|o| convert::observed_to_pb(o, &namespace))
+                .collect()
+        };
+        Ok(match executed {
+            Executed::Logs(logs) => pb::ExecuteResponse {
                 logs,
                 ..Default::default()
-            });
-        }
-
-        let names: Vec<pb::ComponentRef> = desired
-            .iter()
-            .map(|c| convert::component_ref(&c.id(), &namespace))
-            .collect();
-        let wanted_refs = if matches!(operation, Operation::Deploy | Operation::Verify) {
-            references(&inputs.request)
-        } else {
-            Vec::new()
-        };
-        let refs: Vec<pb::ComponentRef> = wanted_refs
-            .iter()
-            .map(|id| convert::component_ref(id, &namespace))
-            .collect();
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let observed = executor
-                .observe(pb::ObserveRequest {
-                    namespace: namespace.clone(),
-                    installation: name.clone(),
-                    names: names.clone(),
-                    references: refs.clone(),
-                })
-                .await?
-                .into_inner();
-            let missing: Vec<String> = wanted_refs
-                .iter()
-                .filter(|id| {
-                    !observed
-                        .existing_references
-                        .iter()
-                        .any(|r| r.kind == id.kind.as_str() && r.name == id.name)
-                })
-                .map(ToString::to_string)
-                .collect();
-            let components = observed.components.clone();
-            let observed: Vec<Observed> = observed
-                .components
-                .into_iter()
-                .map(convert::observed_from_pb)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Status::internal(format!("executor answered nonsense: {e}")))?;
-
-            if operation == Operation::Verify {
-                let stopped = observed.iter().any(|o| {
-                    o.id.kind == Kind::StatefulSet && o.id.name == name && o.replicas == Some(0)
-                });
-                let mut drift: Vec<pb::Drift> = diff::verify(&name, &desired, &observed, stopped)
-                    .iter()
-                    .map(|d| convert::drift_to_pb(d, &namespace))
-                    .collect();
-                drift.extend(missing.iter().map(|m| pb::Drift {
-                    component: None,
-                    kind: "missing".to_owned(),
-                    message: format!("referenced {m} does not exist"),
-                }));
-                info!(drift = drift.len(), "verified");
-                return Ok(pb::ExecuteResponse {
-                    drift,
-                    components,
-                    ..Default::default()
-                });
-            }
-            if !missing.is_empty() && operation == Operation::Deploy {
-                return Err(Status::failed_precondition(format!(
-                    "the installation refers to objects that do not exist in namespace `{namespace}`: {}; create them first",
-                    missing.join(", ")
-                )));
-            }
-
-            let plan = compute_plan(operation, &inputs, &observed)?;
-            info!(plan = %plan.id, steps = plan.steps.len(), writes = plan.writes().count(), attempt, "planned");
-            let wire_plan = convert::plan_to_pb(&plan);
-            let stream = executor
-                .apply(pb::ApplyRequest {
-                    plan: Some(wire_plan.clone()),
-                    wait_for_health: true,
-                    health_timeout_seconds: self.health_timeout.as_secs() as u32,
-                })
-                .await;
-            let mut stream = match stream {
-                Ok(stream) => stream.into_inner(),
-                Err(status)
-                    if status.code() == tonic::Code::FailedPrecondition
-                        && attempt <= MAX_REPLANS =>
-                {
-                    warn!(plan = %plan.id, message = status.message(), "stale plan, re-planning");
-                    continue;
-                }
-                Err(status) => return Err(status),
-            };
-            let mut ack = None;
-            loop {
-                match stream.message().await {
-                    Ok(Some(pb::ApplyEvent {
-                        event: Some(pb::apply_event::Event::Ack(a)),
-                    })) => {
-                        ack = Some(a);
-                        break;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(status)
-                        if status.code() == tonic::Code::FailedPrecondition
-                            && attempt <= MAX_REPLANS =>
-                    {
-                        warn!(plan = %plan.id, message = status.message(), "stale plan, re-planning");
-                        break;
-                    }
-                    Err(status) => return Err(status),
-                }
-            }
-            let Some(ack) = ack else {
-                if attempt <= MAX_REPLANS {
-                    continue;
-                }
-                return Err(Status::aborted(
-                    "the executor ended the apply stream without an Ack",
-                ));
-            };
-            let stale = ack
-                .error
-                .as_ref()
-                .is_some_and(|e| e.code == pb::ErrorCode::StalePlan as i32);
-            if stale && attempt <= MAX_REPLANS {
-                warn!(plan = %plan.id, "stale plan, re-planning");
-                continue;
-            }
-            let after = executor
-                .observe(pb::ObserveRequest {
-                    namespace: namespace.clone(),
-                    installation: name.clone(),
-                    names: Vec::new(),
-                    references: Vec::new(),
-                })
-                .await?
-                .into_inner()
-                .components;
-            return Ok(pb::ExecuteResponse {
-                plan: Some(wire_plan),
-                ack: Some(ack),
-                components: after,
+            },
+            Executed::Verified { verdict, observed } => pb::ExecuteResponse {
+                drift: convert::verdict_to_pb(&verdict, &namespace),
+                components: components(&observed),
                 ..Default::default()
-            });
+            },
+            Executed::Applied { plan, ack, after } => pb::ExecuteResponse {
+                plan: Some(convert::plan_to_pb(&plan)),
+                ack: Some(ack.ack),
+                components: components(&after),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// Maps why an operation was not carried out to a gRPC status: a missing
+/// reference or an object in the way is FAILED_PRECONDITION (the user must
+/// act); staleness or a missing Ack on every attempt is ABORTED (a busy
+/// cluster: try again later); the executor's own status passes through.
+fn execute_status(error: ExecuteError<Status>) -> Status {
+    match error {
+        ExecuteError::Executor(status) => status,
+        ExecuteError::Plan(error) => plan_status(error),
+        error @ ExecuteError::MissingReferences(_) => {
+            Status::failed_precondition(error.to_string())
+        }
+        error @ (ExecuteError::Stale { .. } | ExecuteError::NoAck { .. }) => {
+            Status::aborted(error.to_string())
         }
     }
 }

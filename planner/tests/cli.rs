@@ -12,7 +12,7 @@ fn planner(args: &[&str]) -> Output {
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../core/tests/fixtures")
         .join(name)
         .display()
         .to_string()

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use k8sworker_planner::convert::installation_to_pb;
+use k8sworker_core::validate::parse_and_validate;
 use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
-use k8sworker_planner::validate::parse_and_validate;
+use k8sworker_proto::convert::installation_to_pb;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_proto::v1::planner_server::PlannerServer;

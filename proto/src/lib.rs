@@ -4,8 +4,14 @@
 //! carry the documentation of every service, RPC and field; this crate only
 //! compiles them (at build time, without `protoc`). Generated code is never
 //! edited by hand.
+//!
+//! [`convert`] maps `k8sworker-core`'s domain types to and from these
+//! messages: the protocol is the edge that owns the conversions, so the core
+//! stays free of tonic and prost.
 
-pub mod labels;
+#![warn(missing_docs)]
+
+pub mod convert;
 
 /// Package `k8sworker.v1`.
 pub mod v1 {

@@ -5,6 +5,7 @@
 //!        ─▶ K8sCluster + worker token ─▶ gateway ─▶ deploy the sample over REST
 //!        ─▶ wait for RUNNING ─▶ print the installation, its objects, its trace
 //! down   stop the processes `demo` started (recorded in <state>/pids)
+//! layers check the architecture: the core does no I/O, no module cycles
 //! ```
 //!
 //! The binaries must be built (the script does it) and `KUBECONFIG` must
@@ -13,6 +14,8 @@
 //! Secrets (the admin password, the worker token, the executor's
 //! ServiceAccount token) go to processes through the environment or files
 //! with mode 0600, never on a command line.
+
+mod layers;
 
 use std::fs;
 use std::io::Write as _;
@@ -50,6 +53,9 @@ enum Task {
         #[arg(long, default_value = "target/demo")]
         state: PathBuf,
     },
+    /// Check the architecture: `k8sworker-core` depends on no I/O crate, and
+    /// no module of any crate imports one that imports it back.
+    Layers,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +92,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Demo(args) => runtime.block_on(demo(args)),
         Task::Down { state } => down(&state),
+        Task::Layers => layers::check(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root"),
+        ),
     }
 }
 
@@ -572,7 +583,7 @@ async fn executor_identity(
         "current-context": "executor",
     });
     let path = state.join("executor.kubeconfig");
-    write_secret(&path, &serde_yaml::to_string(&document)?)?;
+    write_secret(&path, &serde_saphyr::to_string(&document)?)?;
     println!(
         "    token for {namespace}/{name} written to {} (mode 0600)",
         path.display()
@@ -581,7 +592,7 @@ async fn executor_identity(
 }
 
 async fn print_objects(admin: &Client, namespace: &str, installation: &str) -> anyhow::Result<()> {
-    let selector = k8sworker_proto::labels::selector(installation);
+    let selector = k8sworker_core::labels::selector(installation);
     let params = ListParams::default().labels(&selector);
     for sts in Api::<StatefulSet>::namespaced(admin.clone(), namespace)
         .list(&params)
@@ -637,7 +648,7 @@ async fn print_objects(admin: &Client, namespace: &str, installation: &str) -> a
     }
     let pods = ListParams::default().labels(&format!(
         "{}={installation}",
-        k8sworker_proto::labels::INSTALLATION
+        k8sworker_core::labels::INSTALLATION
     ));
     for pod in Api::<Pod>::namespaced(admin.clone(), namespace)
         .list(&pods)

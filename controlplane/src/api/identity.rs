@@ -351,7 +351,7 @@ fn check_limits(value: Option<&Value>) -> Result<Value, ApiError> {
                         Value::Number(number) => number.to_string(),
                         _ => String::new(),
                     };
-                    if k8sworker_planner::quantity::Quantity::parse(&text).is_none() {
+                    if k8sworker_core::quantity::Quantity::parse(&text).is_none() {
                         return Err(invalid(
                             &format!("limits.k8sResources.{key}"),
                             "must be a Kubernetes quantity",

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use k8sworker_planner::model::{ConfigEntry, EnvValue, InstallationRequest};
+use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{Action, HealthState, Outcome};
 use k8sworker_testsupport::{eventually, identity, plans, with_temp_ns};
 use kube::{Api, ResourceExt as _};

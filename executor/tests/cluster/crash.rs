@@ -2,7 +2,7 @@
 //! duplicates nothing: a restarted executor refuses the old plan as stale,
 //! and the re-planned one converges.
 
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{ApplyEvent, ApplyRequest, ErrorCode, HealthState, apply_event};
 use k8sworker_testsupport::{plans, with_temp_ns};
 

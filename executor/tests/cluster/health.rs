@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{Action, ErrorCode, HealthState};
 use k8sworker_testsupport::{plans, with_temp_ns};
 use kube::{

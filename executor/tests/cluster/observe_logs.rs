@@ -1,7 +1,7 @@
 //! Observe and FetchLogs.
 
 use k8s_openapi::api::core::v1::Pod;
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{ErrorCode, FetchLogsRequest};
 use k8sworker_testsupport::{identity, plans, with_temp_ns};
 use serde_json::json;

@@ -4,8 +4,9 @@
 use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt as _;
-use k8sworker_planner::plan::Operation;
+use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{ObserveRequest, executor_client::ExecutorClient};
+use k8sworker_testsupport::plans::GrpcExecutor;
 use k8sworker_testsupport::{
     ExecutorIdentity, TestCluster, eventually, jaeger, plans, with_temp_ns,
 };
@@ -59,6 +60,9 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
             async move { ExecutorClient::connect(endpoint).await.ok() }
         })
         .await;
+        let executor = GrpcExecutor::connect(endpoint.clone())
+            .await
+            .expect("executor answers");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = rss_kib(pid);
 
@@ -67,12 +71,14 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
         let names: Vec<String> = (0..100).map(|i| format!("app-{i}")).collect();
         let deployed: Vec<_> = futures::stream::iter(names.iter().cloned())
             .map(|name| {
-                let mut grpc = grpc.clone();
+                let mut executor = executor.clone();
                 let ns = ns.clone();
                 async move {
                     let request = plans::deploy_request(&name, &ns, 1, &[]);
-                    let plan = plans::plan(&mut grpc, &request, Operation::Deploy).await;
-                    let applied = plans::apply(&mut grpc, &plan, true).await.expect("applied");
+                    let plan = plans::plan(&mut executor, &request, Operation::Deploy).await;
+                    let applied = plans::apply(&mut executor, &plan, true)
+                        .await
+                        .expect("applied");
                     assert_eq!(applied.ack.error, None, "{name}");
                 }
             })
@@ -92,8 +98,11 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
             .await
             .expect("observe");
             let request = plans::deploy_request(name, &ns, 1, &[]);
-            let plan = plans::plan(&mut grpc, &request, Operation::Deploy).await;
-            plans::apply(&mut grpc, &plan, false).await.expect("no-op");
+            let mut executor = executor.clone();
+            let plan = plans::plan(&mut executor, &request, Operation::Deploy).await;
+            plans::apply(&mut executor, &plan, false)
+                .await
+                .expect("no-op");
         }
         let steady = rss_kib(pid);
         eprintln!("executor RSS: idle {idle} KiB, steady with 100 installations {steady} KiB");
@@ -101,7 +110,7 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
 
         // One trace per Apply: the request span, apply, a span per step and
         // per API call, the health wait.
-        let mut traced = grpc.clone();
+        let mut traced = executor.clone();
         let request = plans::deploy_request("traced", &ns, 1, &[]);
         let plan = plans::plan(&mut traced, &request, Operation::Deploy).await;
         plans::apply(&mut traced, &plan, true)

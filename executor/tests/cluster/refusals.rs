@@ -5,17 +5,15 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Secret, Service},
 };
-use k8sworker_planner::{
+use k8sworker_core::labels;
+use k8sworker_core::{
     diff::{PlanError, diff},
     plan::Operation,
     render::{Ancillaries, ClusterContext, render},
 };
-use k8sworker_proto::{
-    labels,
-    v1::{
-        Action, ComponentRef, ErrorCode, ExpectedVersion, MustNotExist, ObserveRequest,
-        Precondition, Step, precondition,
-    },
+use k8sworker_proto::v1::{
+    Action, ComponentRef, ErrorCode, ExpectedVersion, MustNotExist, ObserveRequest, Precondition,
+    Step, precondition,
 };
 use k8sworker_testsupport::{
     RunningExecutor, identity,
@@ -130,7 +128,7 @@ async fn an_unowned_object_is_neither_adopted_nor_changed() {
             &installation,
             desired
                 .iter()
-                .map(|c| k8sworker_planner::convert::component_ref(&c.id(), &ns))
+                .map(|c| k8sworker_proto::convert::component_ref(&c.id(), &ns))
                 .collect(),
         )
         .await;
@@ -143,7 +141,7 @@ async fn an_unowned_object_is_neither_adopted_nor_changed() {
         let observed: Vec<_> = observed
             .components
             .into_iter()
-            .map(|c| k8sworker_planner::convert::observed_from_pb(c).unwrap())
+            .map(|c| k8sworker_proto::convert::observed_from_pb(c).unwrap())
             .collect();
         let refused =
             diff(Operation::Deploy, "app", &ns, &desired, &observed, 1).expect_err("not owned");

@@ -7,15 +7,15 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Pod, Secret, Service},
     networking::v1::Ingress,
 };
+use k8sworker_core::labels;
+use k8sworker_core::plan::Operation;
 use k8sworker_executor::calls::ApiCall;
-use k8sworker_planner::plan::Operation;
-use k8sworker_proto::{
-    labels,
-    v1::{self, Outcome, executor_client::ExecutorClient},
-};
+use k8sworker_planner::execute::{ExecuteError, Executed};
+use k8sworker_proto::convert;
+use k8sworker_proto::v1::{self, Outcome, executor_client::ExecutorClient};
 use k8sworker_testsupport::{
     ExecutorIdentity, RunningExecutor,
-    plans::{self, Applied},
+    plans::{self, Applied, GrpcExecutor},
 };
 use kube::{Api, Client, ResourceExt as _, api::ListParams};
 use prost::Message as _;
@@ -28,6 +28,8 @@ pub struct Fixture {
     pub identity: ExecutorIdentity,
     pub executor: RunningExecutor,
     pub grpc: ExecutorClient<Channel>,
+    /// The executor as the planner reaches it.
+    pub planner_side: GrpcExecutor,
 }
 
 impl Fixture {
@@ -37,12 +39,14 @@ impl Fixture {
         let identity = ExecutorIdentity::create(&admin, &namespace).await;
         let executor = RunningExecutor::for_identity(&identity).await;
         let grpc = executor.client().await;
+        let planner_side = executor.executor().await;
         Fixture {
             admin,
             namespace,
             identity,
             executor,
             grpc,
+            planner_side,
         }
     }
 
@@ -50,12 +54,14 @@ impl Fixture {
     pub async fn restart_executor(&mut self) {
         self.executor = RunningExecutor::for_identity(&self.identity).await;
         self.grpc = self.executor.client().await;
+        self.planner_side = self.executor.executor().await;
     }
 
     /// Replaces the executor by one with this configuration (same identity).
     pub async fn restart_executor_with(&mut self, config: k8sworker_executor::ExecutorConfig) {
         self.executor = RunningExecutor::start(self.identity.config().await, config).await;
         self.grpc = self.executor.client().await;
+        self.planner_side = self.executor.executor().await;
     }
 
     pub fn calls(&self) -> BTreeMap<ApiCall, u64> {
@@ -63,33 +69,31 @@ impl Fixture {
     }
 
     pub async fn plan(&mut self, request: &Value, operation: Operation) -> v1::Plan {
-        plans::plan(&mut self.grpc, request, operation).await
+        plans::plan(&mut self.planner_side, request, operation).await
     }
 
     pub async fn apply(&mut self, plan: &v1::Plan, wait: bool) -> Result<Applied, tonic::Status> {
-        plans::apply(&mut self.grpc, plan, wait).await
+        plans::apply(&mut self.planner_side, plan, wait).await
     }
 
-    /// Plans and applies as the planner's Execute does: a plan refused as
-    /// stale (the StatefulSet controller writing status between the observe
-    /// and the apply bumps the resourceVersion) is re-planned, at most 3 times.
+    /// Plans and applies through the planner's own `execute`: a plan refused
+    /// as stale (the StatefulSet controller writing status between the
+    /// observe and the apply bumps the resourceVersion) is re-planned, at
+    /// most `MAX_REPLANS` times. The plan is the one finally applied.
     pub async fn plan_and_apply(
         &mut self,
         request: &Value,
         operation: Operation,
         wait: bool,
     ) -> (v1::Plan, Result<Applied, tonic::Status>) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let plan = self.plan(request, operation).await;
-            let applied = self.apply(&plan, wait).await;
-            match applied {
-                Err(status) if status.code() == tonic::Code::FailedPrecondition && attempt <= 3 => {
-                    continue;
-                }
-                applied => return (plan, applied),
+        let mut executor = self.planner_side.clone().wait_for_health(wait);
+        match plans::execute(&mut executor, request, operation).await {
+            Ok(Executed::Applied { plan, ack, .. }) => (convert::plan_to_pb(&plan), Ok(ack)),
+            Ok(other) => panic!("{operation} applied no plan: {other:?}"),
+            Err(ExecuteError::Executor(status) | ExecuteError::Stale { last: status, .. }) => {
+                (v1::Plan::default(), Err(status))
             }
+            Err(error) => panic!("{operation} was refused: {error}"),
         }
     }
 

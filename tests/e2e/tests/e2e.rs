@@ -37,7 +37,7 @@ fn names(value: &Value) -> Vec<String> {
 
 /// Names of the installation's objects in the namespace, by kind.
 async fn objects(admin: &Client, ns: &str, installation: &str) -> Vec<String> {
-    let params = ListParams::default().labels(&k8sworker_proto::labels::selector(installation));
+    let params = ListParams::default().labels(&k8sworker_core::labels::selector(installation));
     let mut out = Vec::new();
     macro_rules! list {
         ($kind:ty, $label:expr) => {

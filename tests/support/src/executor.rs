@@ -84,6 +84,13 @@ impl RunningExecutor {
             .expect("executor answers")
     }
 
+    /// This executor as the planner reaches it.
+    pub async fn executor(&self) -> k8sworker_planner::grpc_executor::GrpcExecutor {
+        k8sworker_planner::grpc_executor::GrpcExecutor::connect(self.endpoint())
+            .await
+            .expect("executor answers")
+    }
+
     /// Every Kubernetes API call this executor made.
     pub fn calls(&self) -> &ApiCalls {
         &self.calls

@@ -185,5 +185,5 @@ fn token_kubeconfig(cluster: &TestCluster, namespace: &str, token: &str) -> Stri
         "contexts": [{"name": "token", "context": {"cluster": named_cluster.name, "user": "token", "namespace": namespace}}],
         "current-context": "token",
     });
-    serde_yaml::to_string(&document).expect("kubeconfig serializes")
+    serde_saphyr::to_string(&document).expect("kubeconfig serializes")
 }

@@ -1,21 +1,22 @@
-//! Real plans for tests: the executor observes, the planner's pure core
-//! renders and diffs, exactly as the planner service does (minus its
-//! re-plan loop, so a test can interfere between plan and apply).
+//! Real plans for tests: the executor observes, the core renders and diffs,
+//! through the same [`GrpcExecutor`] and [`Work`] the planner's `execute`
+//! uses. [`plan`] stops before the apply, so that a test can interfere
+//! between plan and apply; [`execute`] runs the planner's own loop.
 
-use k8sworker_planner::{
-    convert,
-    diff::{Observed, diff},
-    model::InstallationRequest,
-    plan::Operation,
-    render::{Ancillaries, ClusterContext, render},
-    service::references,
-};
-use k8sworker_proto::v1::{
-    Ack, ApplyEvent, ApplyRequest, ObserveRequest, ObserveResponse, Plan, StepOutcome, apply_event,
-    executor_client::ExecutorClient,
-};
+use std::time::Duration;
+
+use k8sworker_core::operation::references;
+use k8sworker_core::render::{Ancillaries, ClusterContext};
+use k8sworker_core::{model::InstallationRequest, operation::Work, plan::Operation};
+use k8sworker_planner::execute::{self, ExecuteError, Executed, Executor as _};
+pub use k8sworker_planner::grpc_executor::{Acknowledged as Applied, GrpcExecutor};
+use k8sworker_proto::convert;
+use k8sworker_proto::v1::{ObserveRequest, ObserveResponse, Plan, executor_client::ExecutorClient};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+/// How long an apply in a test may wait for health.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A Vantiq deploy request: `image` (with `replicas`), a file with content
 /// (a generated ConfigMap), an environment variable, plus `extra` entries.
@@ -34,52 +35,38 @@ pub fn installation(request: &Value) -> InstallationRequest {
     InstallationRequest::from_json(request).unwrap_or_else(|e| panic!("invalid request: {e}"))
 }
 
+/// The validated work of `operation` on `request`; panics on an invalid request.
+pub fn work(request: &Value, operation: Operation) -> Work {
+    Work::new(
+        operation,
+        installation(request),
+        &ClusterContext::default(),
+        &Ancillaries::default(),
+    )
+    .unwrap_or_else(|e| panic!("render: {e}"))
+}
+
 /// Observes through the executor, then renders and diffs: the plan the
 /// planner would send for `operation`.
-pub async fn plan(
-    executor: &mut ExecutorClient<Channel>,
-    request: &Value,
-    operation: Operation,
-) -> Plan {
-    let request = installation(request);
-    let namespace = request.k8s_namespace.clone();
-    let desired = match operation {
-        Operation::Deploy | Operation::Verify => render(
-            &request,
-            &ClusterContext::default(),
-            &Ancillaries::default(),
+pub async fn plan(executor: &mut GrpcExecutor, request: &Value, operation: Operation) -> Plan {
+    let work = work(request, operation);
+    let observed = executor
+        .observe(
+            work.namespace(),
+            work.name(),
+            &work.names(),
+            &work.references,
         )
-        .unwrap_or_else(|e| panic!("render: {e}")),
-        _ => Vec::new(),
-    };
-    let observed = observe(
-        executor,
-        &request,
-        desired
-            .iter()
-            .map(|c| convert::component_ref(&c.id(), &namespace))
-            .collect(),
-    )
-    .await;
-    let observed: Vec<Observed> = observed
-        .components
-        .into_iter()
-        .map(convert::observed_from_pb)
-        .collect::<Result<_, _>>()
-        .expect("observed components convert");
-    let plan = diff(
-        operation,
-        &request.name,
-        &namespace,
-        &desired,
-        &observed,
-        request.replica_count(),
-    )
-    .unwrap_or_else(|e| panic!("diff: {e}"));
+        .await
+        .unwrap_or_else(|e| panic!("observe: {e}"));
+    let plan = work
+        .plan(&observed.components)
+        .unwrap_or_else(|e| panic!("diff: {e}"));
     convert::plan_to_pb(&plan)
 }
 
-/// Observes the installation (with `names` and its references).
+/// Observes the installation (with `names` and its references) through
+/// the raw protocol, for tests of what the executor answers on the wire.
 pub async fn observe(
     executor: &mut ExecutorClient<Channel>,
     request: &InstallationRequest,
@@ -101,36 +88,26 @@ pub async fn observe(
         .into_inner()
 }
 
-/// The streamed step events and the final Ack of one Apply.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub steps: Vec<StepOutcome>,
-    pub ack: Ack,
-}
-
-/// Applies `plan`; a refusal before any write is the gRPC status.
+/// Applies `plan` as it is, waiting for health or not; a refusal before any
+/// write is the gRPC status.
 pub async fn apply(
-    executor: &mut ExecutorClient<Channel>,
+    executor: &mut GrpcExecutor,
     plan: &Plan,
     wait_for_health: bool,
 ) -> Result<Applied, tonic::Status> {
-    let mut stream = executor
-        .apply(ApplyRequest {
-            plan: Some(plan.clone()),
-            wait_for_health,
-            health_timeout_seconds: 60,
-        })
-        .await?
-        .into_inner();
-    let mut steps = Vec::new();
-    while let Some(ApplyEvent { event }) = stream.message().await? {
-        match event {
-            Some(apply_event::Event::Step(step)) => steps.push(step),
-            Some(apply_event::Event::Ack(ack)) => return Ok(Applied { steps, ack }),
-            None => {}
-        }
-    }
-    Err(tonic::Status::aborted(
-        "the apply stream ended without an Ack",
-    ))
+    executor
+        .clone()
+        .wait_for_health(wait_for_health)
+        .apply_wire(plan.clone(), HEALTH_TIMEOUT)
+        .await
+}
+
+/// Carries out `operation` as the planner's `Execute` does, with its bounded
+/// re-plan loop.
+pub async fn execute(
+    executor: &mut GrpcExecutor,
+    request: &Value,
+    operation: Operation,
+) -> Result<Executed<Applied, Vec<k8sworker_proto::v1::PodLog>>, ExecuteError<tonic::Status>> {
+    execute::execute(&work(request, operation), executor, HEALTH_TIMEOUT, None).await
 }

@@ -1,4 +1,6 @@
-//! The Kubernetes objects an installation consists of, as typed values.
+//! The Kubernetes objects an installation consists of, as typed values:
+//! [`Object`] is one of the managed [`Kind`]s, [`Component`] an object with
+//! its spec hash, [`ComponentId`] its kind and name within a namespace.
 
 use std::fmt;
 
@@ -7,77 +9,19 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// The kinds of object an installation owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    ConfigMap,
-    Secret,
-    Service,
-    StatefulSet,
-    Ingress,
-}
-
-impl Kind {
-    /// Every kind, in dependency order.
-    pub const ALL: [Kind; 5] = [
-        Kind::ConfigMap,
-        Kind::Secret,
-        Kind::Service,
-        Kind::StatefulSet,
-        Kind::Ingress,
-    ];
-
-    /// The Kubernetes `kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::ConfigMap => "ConfigMap",
-            Kind::Secret => "Secret",
-            Kind::Service => "Service",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::Ingress => "Ingress",
-        }
-    }
-
-    /// The Kubernetes `apiVersion`.
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::ConfigMap | Kind::Secret | Kind::Service => "v1",
-            Kind::StatefulSet => "apps/v1",
-            Kind::Ingress => "networking.k8s.io/v1",
-        }
-    }
-
-    /// Reads a Kubernetes `kind`.
-    pub fn parse(kind: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
-    }
-
-    /// Position in the order deletes happen in: users of an object go first.
-    pub fn delete_rank(self) -> u8 {
-        match self {
-            Kind::Ingress => 0,
-            Kind::Service => 1,
-            Kind::StatefulSet => 2,
-            Kind::Secret => 3,
-            Kind::ConfigMap => 4,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::kind::Kind;
 
 /// One object of an installation, identified within its namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ComponentId {
+    /// The object's kind.
     pub kind: Kind,
+    /// The object's `metadata.name`.
     pub name: String,
 }
 
 impl ComponentId {
+    /// The id of the object of `kind` named `name`.
     pub fn new(kind: Kind, name: impl Into<String>) -> Self {
         Self {
             kind,
@@ -97,14 +41,20 @@ impl fmt::Display for ComponentId {
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Object {
+    /// A `v1` ConfigMap.
     ConfigMap(ConfigMap),
+    /// A `v1` Secret.
     Secret(Secret),
+    /// A `v1` Service.
     Service(Service),
+    /// An `apps/v1` StatefulSet.
     StatefulSet(Box<StatefulSet>),
+    /// A `networking.k8s.io/v1` Ingress.
     Ingress(Ingress),
 }
 
 impl Object {
+    /// The object's kind.
     pub fn kind(&self) -> Kind {
         match self {
             Object::ConfigMap(_) => Kind::ConfigMap,
@@ -115,6 +65,7 @@ impl Object {
         }
     }
 
+    /// The object's `metadata`.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::ConfigMap(o) => &o.metadata,
@@ -125,6 +76,7 @@ impl Object {
         }
     }
 
+    /// The object's `metadata`, to change.
     pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
             Object::ConfigMap(o) => &mut o.metadata,
@@ -135,10 +87,12 @@ impl Object {
         }
     }
 
+    /// The object's `metadata.name`; empty when unset.
     pub fn name(&self) -> &str {
         self.metadata().name.as_deref().unwrap_or_default()
     }
 
+    /// The object's kind and name.
     pub fn id(&self) -> ComponentId {
         ComponentId::new(self.kind(), self.name())
     }
@@ -175,6 +129,10 @@ impl Object {
     }
 
     /// Reads an object of `kind` from Kubernetes JSON.
+    ///
+    /// # Errors
+    /// The JSON error when `json` is not an object of `kind`, and always for
+    /// [`Kind::PersistentVolumeClaim`], which is never a component.
     pub fn from_json(kind: Kind, json: &[u8]) -> Result<Object, serde_json::Error> {
         Ok(match kind {
             Kind::ConfigMap => Object::ConfigMap(serde_json::from_slice(json)?),
@@ -182,6 +140,11 @@ impl Object {
             Kind::Service => Object::Service(serde_json::from_slice(json)?),
             Kind::StatefulSet => Object::StatefulSet(Box::new(serde_json::from_slice(json)?)),
             Kind::Ingress => Object::Ingress(serde_json::from_slice(json)?),
+            Kind::PersistentVolumeClaim => {
+                return Err(serde::de::Error::custom(
+                    "a PersistentVolumeClaim is never a component of an installation",
+                ));
+            }
         })
     }
 }
@@ -189,12 +152,14 @@ impl Object {
 /// A rendered object with its spec hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Component {
+    /// The object as rendered, its spec-hash annotation included.
     pub object: Object,
     /// SHA-256 (hex) of the object as rendered, before the hash annotation was added.
     pub spec_hash: String,
 }
 
 impl Component {
+    /// The object's kind and name.
     pub fn id(&self) -> ComponentId {
         self.object.id()
     }

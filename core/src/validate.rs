@@ -6,9 +6,9 @@
 //! and every generated object is acceptable to the Kubernetes API server.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 
+pub use crate::invalid::{ValidationError, ValidationErrors};
 use crate::model::{
     ConfigEntry, DataSource, EnvValue, FileEntry, InboundPortEntry, InstallationRequest, PortRef,
     ProbeEntry, Resources, TargetResource,
@@ -22,105 +22,16 @@ pub const MAX_OBJECT_DATA: usize = 1024 * 1024;
 /// Most replicas a request may ask for.
 pub const MAX_REPLICAS: i64 = 1000;
 
-/// One violated rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationError {
-    /// Index of the `config` entry, `None` for the request's own fields.
-    pub entry: Option<usize>,
-    /// The entry's `type`, when known.
-    pub entry_type: Option<String>,
-    /// The field, e.g. `port`; empty when the error is about the whole entry.
-    pub field: String,
-    /// What is wrong and what would be right.
-    pub message: String,
-}
-
-impl ValidationError {
-    /// An error about a field of the request itself (`name`, `k8sNamespace`, …).
-    pub fn request(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            entry: None,
-            entry_type: None,
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// An error about `field` of `config[index]`.
-    pub fn entry(
-        index: usize,
-        entry_type: Option<&str>,
-        field: &str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            entry: Some(index),
-            entry_type: entry_type.map(str::to_owned),
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.entry, &self.entry_type) {
-            (Some(index), Some(kind)) => write!(f, "config[{index}] ({kind})")?,
-            (Some(index), None) => write!(f, "config[{index}]")?,
-            (None, _) => {}
-        }
-        match (self.entry.is_some(), self.field.is_empty()) {
-            (true, false) => write!(f, ".{}", self.field)?,
-            (false, false) => write!(f, "{}", self.field)?,
-            _ => {}
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// All the violations of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationErrors {
-    /// In request order.
-    pub errors: Vec<ValidationError>,
-}
-
-impl ValidationErrors {
-    /// Wraps a non-empty list.
-    pub fn new(errors: Vec<ValidationError>) -> Self {
-        Self { errors }
-    }
-
-    /// A single error.
-    pub fn one(error: ValidationError) -> Self {
-        Self {
-            errors: vec![error],
-        }
-    }
-}
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.errors.len();
-        write!(
-            f,
-            "invalid request ({count} error{})",
-            if count == 1 { "" } else { "s" }
-        )?;
-        for error in &self.errors {
-            write!(f, "\n  - {error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ValidationErrors {}
-
 /// Reads and validates Vantiq's deploy `data` in one step: the entry point for
 /// anything that receives a request as JSON.
 ///
 /// Entries that cannot be read are reported, and the rest of the request is
 /// still checked, so that one round shows every problem.
+///
+/// # Errors
+/// [`ValidationErrors`] with every problem found: parts that cannot be read
+/// and rules the rest breaks, each naming its entry (index in the original
+/// `config`) and field.
 pub fn parse_and_validate(
     data: &serde_json::Value,
 ) -> Result<InstallationRequest, ValidationErrors> {
@@ -159,9 +70,31 @@ pub fn parse_and_validate(
 }
 
 /// Checks every rule; all violations are reported together.
+///
+/// # Errors
+/// [`ValidationErrors`] with every violation, each naming its entry and
+/// field.
 pub fn validate(request: &InstallationRequest) -> Result<(), ValidationErrors> {
     let mut check = Checker { errors: Vec::new() };
     check.request(request);
+    if check.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors::new(check.errors))
+    }
+}
+
+/// Checks only the installation's identity — its name (DNS-1035 label of at
+/// most [`names::MAX_INSTALLATION_NAME`] characters, so that every generated
+/// name fits) and its namespace (DNS-1123 label) — with the same rules and
+/// messages as [`validate`]. Operations on an existing installation
+/// (undeploy, shutdown, restart, fetchLogs) need nothing more.
+///
+/// # Errors
+/// [`ValidationErrors`] naming `name`, `k8sNamespace` or both.
+pub fn validate_identity(request: &InstallationRequest) -> Result<(), ValidationErrors> {
+    let mut check = Checker { errors: Vec::new() };
+    check.identity(request);
     if check.errors.is_empty() {
         Ok(())
     } else {
@@ -194,7 +127,7 @@ impl Checker {
         self.errors.push(ValidationError::request(field, message));
     }
 
-    fn request(&mut self, request: &InstallationRequest) {
+    fn identity(&mut self, request: &InstallationRequest) {
         self.installation_name(&request.name);
         if !names::is_dns1123_label(&request.k8s_namespace) {
             self.fail_request(
@@ -206,6 +139,10 @@ impl Checker {
                 ),
             );
         }
+    }
+
+    fn request(&mut self, request: &InstallationRequest) {
+        self.identity(request);
 
         let images: Vec<usize> = request
             .config
@@ -934,7 +871,7 @@ impl Checker {
             self.fail(at, "name", format!(
                 "`{key}` is not a valid key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.'"
             ));
-        } else if key.starts_with("k8sworker.io/") || key == k8sworker_proto::labels::MANAGED_BY {
+        } else if key.starts_with("k8sworker.io/") || key == crate::labels::MANAGED_BY {
             self.fail(
                 at,
                 "name",

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::labels;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -40,7 +41,6 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8sworker_proto::labels;
 use sha2::{Digest, Sha256};
 
 use crate::component::{Component, Object};
@@ -82,30 +82,64 @@ impl std::fmt::Debug for Ancillaries {
 /// Why a request could not be rendered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RenderError {
+    /// The request breaks the rules of [`crate::validate`].
     #[error(transparent)]
     Invalid(#[from] ValidationErrors),
+    /// An `@secrets(NAME)` value whose secret the control plane did not
+    /// resolve.
     #[error(
         "config[{entry}] (environmentVariable).value: the secret `{name}` was not resolved by the control plane; create it there or correct the name"
     )]
-    MissingSecret { entry: usize, name: String },
+    MissingSecret {
+        /// Index of the `environmentVariable` entry in `config`.
+        entry: usize,
+        /// The secret's name.
+        name: String,
+    },
+    /// A document the control plane did not resolve.
     #[error(
         "config[{entry}] (file).resourceName: the document `{name}` was not resolved by the control plane; upload it or correct the name"
     )]
-    MissingDocument { entry: usize, name: String },
+    MissingDocument {
+        /// Index of the `file` entry in `config`.
+        entry: usize,
+        /// The document's name.
+        name: String,
+    },
+    /// A `treatAsText` document that is not UTF-8.
     #[error(
         "config[{entry}] (file).treatAsText: the document `{name}` is not UTF-8 text; drop treatAsText to mount it as binary"
     )]
-    DocumentNotText { entry: usize, name: String },
+    DocumentNotText {
+        /// Index of the `file` entry in `config`.
+        entry: usize,
+        /// The document's name.
+        name: String,
+    },
+    /// The generated files of one `path` exceed [`MAX_OBJECT_DATA`] bytes
+    /// (Kubernetes: a ConfigMap or Secret holds at most 1 MiB).
     #[error(
         "the files mounted at `{path}` hold {bytes} bytes; a ConfigMap or Secret holds at most {MAX_OBJECT_DATA} (1 MiB)"
     )]
-    TooLarge { path: String, bytes: usize },
+    TooLarge {
+        /// The mount path, normalized.
+        path: String,
+        /// File names plus contents, in bytes.
+        bytes: usize,
+    },
+    /// The cluster's `ingressDefaultNode` is not a DNS-1123 subdomain.
     #[error("the cluster's ingressDefaultNode `{0}` is not a valid host name")]
     IngressDefaultNode(String),
 }
 
 /// The desired objects of `request`, in dependency order: ConfigMaps and
 /// Secrets, the headless Service, the StatefulSet, port Services, Ingresses.
+///
+/// # Errors
+/// [`RenderError::Invalid`] with every violation of the request;
+/// [`RenderError::IngressDefaultNode`] for a bad cluster context; a
+/// missing secret or document, a document that is not text, or generated
+/// files over 1 MiB at one path.
 pub fn render(
     request: &InstallationRequest,
     cluster: &ClusterContext,
@@ -295,9 +329,10 @@ impl<'a> Renderer<'a> {
 
     /// Stamps the spec hash: SHA-256 of the object as rendered so far.
     fn finish(&self, mut object: Object) -> Component {
-        let mut hasher = HashWriter(Sha256::new());
+        // sha2's hasher is an `io::Write`: the JSON goes straight into it.
+        let mut hasher = Sha256::new();
         object.write_json(&mut hasher);
-        let spec_hash = hex::encode(hasher.0.finalize());
+        let spec_hash = hex::encode(hasher.finalize());
         object
             .metadata_mut()
             .annotations
@@ -860,20 +895,6 @@ impl<'a> Renderer<'a> {
             }),
             ..Default::default()
         })
-    }
-}
-
-/// Feeds serialized JSON straight into a hasher, without a buffer.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

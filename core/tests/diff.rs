@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8sworker_planner::component::{Component, ComponentId, Kind, Object};
-use k8sworker_planner::diff::{DriftKind, Observed, PlanError, diff, verify};
-use k8sworker_planner::plan::{Action, Operation, Plan, Precondition};
-use k8sworker_planner::render::{Ancillaries, ClusterContext, render};
-use k8sworker_planner::validate::parse_and_validate;
-use k8sworker_proto::labels;
+use k8sworker_core::component::{Component, ComponentId, Kind, Object};
+use k8sworker_core::diff::{DriftKind, Observed, PlanError, diff, verify};
+use k8sworker_core::labels;
+use k8sworker_core::plan::{Action, Operation, Plan, Precondition};
+use k8sworker_core::render::{Ancillaries, ClusterContext, render};
+use k8sworker_core::validate::parse_and_validate;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{ValidationError, ValidationErrors};
+use crate::invalid::{ValidationError, ValidationErrors};
 
 /// A K8s Installation request: Vantiq's deploy `data`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,17 +29,31 @@ pub struct InstallationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ConfigEntry {
+    /// `type: image`: the container; a request has exactly one.
     Image(ImageEntry),
+    /// `type: file`: a file mounted into the container.
     File(FileEntry),
+    /// `type: inboundPort`: a port the container serves, exposed by a Service
+    /// (and, for TCP, an Ingress).
     InboundPort(InboundPortEntry),
+    /// `type: environmentVariable` (or `environmentVariables`): a container
+    /// environment variable.
     EnvironmentVariable(EnvironmentVariableEntry),
+    /// `type: persistentVolumeRef`: an existing PersistentVolumeClaim to mount.
     PersistentVolumeRef(PersistentVolumeRefEntry),
+    /// `type: annotation`: an annotation on generated objects.
     Annotation(AnnotationEntry),
+    /// `type: label`: a label on generated objects.
     Label(LabelEntry),
+    /// `type: hostAlias`: an `/etc/hosts` entry of the pods.
     HostAlias(HostAliasEntry),
+    /// `type: probe`: a startup, readiness or liveness probe.
     Probe(ProbeEntry),
+    /// `type: resourceRequest`: the container's resource requests; at most one.
     ResourceRequest(Resources),
+    /// `type: resourceLimit`: the container's resource limits; at most one.
     ResourceLimit(Resources),
+    /// `type: hardAffinity`: a required node-affinity expression.
     HardAffinity(HardAffinityEntry),
 }
 
@@ -64,39 +78,68 @@ impl ConfigEntry {
 }
 
 /// `type: image`.
+///
+/// Vantiq: K8s Installation config `image`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageEntry {
+    /// Image reference, `[host[:port]/]path[:tag][@digest]` (the distribution
+    /// reference grammar): the container's `image`.
     pub name: String,
+    /// `imagePullSecret`: an existing Secret (DNS-1123 subdomain) for pulling
+    /// the image; the pod's `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secret: Option<String>,
+    /// `serviceAccount`: the pod's `serviceAccountName` (DNS-1123 subdomain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// `replicaCount`: the StatefulSet's `replicas`, 0 to
+    /// [`MAX_REPLICAS`](crate::validate::MAX_REPLICAS); Vantiq's default is 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_count: Option<i64>,
+    /// `pullPolicy`: the container's `imagePullPolicy`: `Always`, `IfNotPresent`
+    /// or `Never` (Kubernetes: Container `imagePullPolicy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<String>,
 }
 
 /// `type: file`: one of `content`, `name`+`key`, or `resourceType`+`resourceName`.
+///
+/// Vantiq: K8s Installation config `file`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileEntry {
+    /// Absolute directory the file is mounted in; the files of one `path` share
+    /// one projected volume.
     pub path: String,
+    /// Name of the file within `path` (letters, digits, '-', '_' or '.'); for a
+    /// document, defaults to the last segment of `resourceName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// `dataSource`: `configMap` (the default) or `secret`; read it with
+    /// [`FileEntry::data_source`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_source: Option<String>,
+    /// Inline text content, put into a generated ConfigMap or Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// An existing ConfigMap or Secret (DNS-1123 subdomain) holding the file,
+    /// with `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The key of the file within the existing object `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `resourceType`: `documents`, with `resourceName`: the file is a Vantiq
+    /// document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
+    /// `resourceName`: the document's name; the control plane resolves its
+    /// content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_name: Option<String>,
+    /// `treatAsText`: documents only; mount the document as text (ConfigMap
+    /// `data`), which it must then be, instead of as `binaryData`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub treat_as_text: Option<bool>,
     /// Documented only in Vantiq's sources example; accepted and ignored.
@@ -107,7 +150,9 @@ pub struct FileEntry {
 /// Whether a file is served from a ConfigMap or a Secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DataSource {
+    /// `configMap`: a ConfigMap.
     ConfigMap,
+    /// `secret`: a Secret.
     Secret,
 }
 
@@ -133,34 +178,60 @@ impl FileEntry {
 }
 
 /// `type: inboundPort`.
+///
+/// Vantiq: K8s Installation config `inboundPort`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundPortEntry {
+    /// Ingress host (TCP ports only): a DNS-1123 subdomain, optionally
+    /// `*.`-prefixed; without it, the cluster's `ingressDefaultNode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Port number, 1 to 65535: the container port and the Service's `port` and
+    /// `targetPort`; one entry per port and protocol.
     pub port: i64,
+    /// `TCP` or `UDP`, in any case; only TCP ports get an Ingress.
     pub protocol: String,
+    /// `portName`: the container and Service port name (Kubernetes:
+    /// IANA_SVC_NAME, at most 15 characters); probes may refer to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
+    /// `serviceType`: `NodePort` (the default), `ClusterIP` or `LoadBalancer`
+    /// (Kubernetes: ServiceSpec `type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<String>,
+    /// `serviceName`: the port's Service (DNS-1035 label, not the installation
+    /// name); without it, `vantiq-<name>-service-<i>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// `clusterIP`: the Service's cluster IP address, or `None` (headless,
+    /// `serviceType: ClusterIP` only).
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
 }
 
 /// `type: environmentVariable` (or `environmentVariables`).
+///
+/// Vantiq: K8s Installation config `environmentVariable`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentVariableEntry {
+    /// Variable name: letters, digits, '_', '-' or '.', not starting with a
+    /// digit (Kubernetes: EnvVar `name`); unique within the request.
     pub name: String,
+    /// A literal, `@secrets(NAME)` for a control-plane secret, or
+    /// `\@secrets(...)` for that literal text; excludes `secretName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// `secretName`: an existing Secret (DNS-1123 subdomain) holding the
+    /// value, with `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The key of the value within the Secret `secretName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `asSecret`: put `value` into the generated Secret
+    /// `vantiq-<name>-envsecret` instead of the pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_secret: Option<bool>,
 }
@@ -200,31 +271,57 @@ impl EnvironmentVariableEntry {
 }
 
 /// `type: persistentVolumeRef`: an existing PersistentVolumeClaim.
+///
+/// Vantiq: K8s Installation config `persistentVolumeRef`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersistentVolumeRefEntry {
+    /// The claim's name (DNS-1123 subdomain); never created or deleted.
     pub name: String,
+    /// Absolute path the volume is mounted at.
     pub path: String,
 }
 
 /// `type: annotation`.
+///
+/// Vantiq: K8s Installation config `annotation`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnnotationEntry {
+    /// Annotation key: an optional DNS prefix and '/', then a name of at most 63
+    /// characters (Kubernetes: annotations, syntax); `k8sworker.io/` keys and
+    /// `app.kubernetes.io/managed-by` are reserved.
     pub name: String,
+    /// Annotation value; a request's annotations total at most 256 KiB
+    /// (Kubernetes: annotations).
     pub value: String,
+    /// `targetResource`: the kind of object to annotate (see
+    /// [`TargetResource`]); every generated object and the pod template when
+    /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_resource: Option<String>,
 }
 
 /// `type: label`.
+///
+/// Vantiq: K8s Installation config `label`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelEntry {
+    /// Label key: an optional DNS prefix and '/', then a name of at most 63
+    /// characters (Kubernetes: labels, syntax); `k8sworker.io/` keys and
+    /// `app.kubernetes.io/managed-by` are reserved.
     pub name: String,
+    /// Label value: at most 63 letters, digits, '-', '_' or '.', starting and
+    /// ending with a letter or digit (Kubernetes: labels, syntax).
     pub value: String,
+    /// `targetResource`: the kind of object to label (see [`TargetResource`]);
+    /// every generated object and the pod template when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_resource: Option<String>,
+    /// `controlsRouting`: the label selects the installation's pods (the
+    /// StatefulSet's and every Service's selector); a boolean or `"true"` /
+    /// `"false"`; its `targetResource` must be `pod` or absent.
     #[serde(
         default,
         deserialize_with = "flexible_bool",
@@ -236,11 +333,17 @@ pub struct LabelEntry {
 /// The kinds of objects `targetResource` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TargetResource {
+    /// `configmap`: the generated ConfigMaps.
     ConfigMap,
+    /// `ingress`: the Ingresses.
     Ingress,
+    /// `pod`: the StatefulSet's pod template.
     Pod,
+    /// `secret`: the generated Secrets.
     Secret,
+    /// `service`: the headless and port Services.
     Service,
+    /// `statefulset`: the StatefulSet.
     StatefulSet,
 }
 
@@ -260,36 +363,57 @@ impl TargetResource {
 }
 
 /// `type: hostAlias`.
+///
+/// Vantiq: K8s Installation config `hostAlias`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostAliasEntry {
+    /// Host name (DNS-1123 subdomain).
     pub name: String,
+    /// `hostIP`: the IPv4 or IPv6 address the name resolves to; aliases of one
+    /// address are grouped.
     #[serde(rename = "hostIP")]
     pub host_ip: String,
 }
 
 /// `type: probe`.
+///
+/// Vantiq: K8s Installation config `probe`; Kubernetes: Probe.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeEntry {
+    /// `probeType`: `startup`, `readiness` or `liveness`; at most one of each.
     pub probe_type: String,
+    /// `requestType`: `command` (`exec`), `tcp` (`tcpSocket`) or `http`
+    /// (`httpGet`).
     pub request_type: String,
+    /// Seconds after the container starts before the first probe; at least 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<i64>,
+    /// Seconds between probes; at least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_seconds: Option<i64>,
+    /// Seconds after which a probe times out; at least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i64>,
+    /// Consecutive successes that make the probe succeed; at least 1, and
+    /// exactly 1 except for readiness (Kubernetes: Probe `successThreshold`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_threshold: Option<i64>,
+    /// Consecutive failures that make the probe fail; at least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<i64>,
+    /// `command` probes: the command and its arguments, run without a shell;
+    /// at least one element.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
+    /// `tcp` and `http` probes: the port to probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortRef>,
+    /// `http` probes: the request path, starting with '/'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `http` probes: request headers, by header name (an HTTP token).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
 }
@@ -298,24 +422,34 @@ pub struct ProbeEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PortRef {
+    /// A port number, 1 to 65535.
     Number(i64),
+    /// An inbound port's `portName`, or a number written as text.
     Name(String),
 }
 
 /// `type: resourceRequest` / `type: resourceLimit`: Kubernetes quantities.
+///
+/// Vantiq: K8s Installation config `resourceRequest` and `resourceLimit`;
+/// Kubernetes: resource units, quantity syntax.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    /// `cpu`, in cores: e.g. `500m` or `2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// `memory`, in bytes: e.g. `512Mi` or `1G`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// `nvidia.com/gpu`: a whole number of GPUs; a request needs an equal
+    /// limit.
     #[serde(
         default,
         rename = "nvidia.com/gpu",
         skip_serializing_if = "Option::is_none"
     )]
     pub nvidia_gpu: Option<String>,
+    /// `amd.com/gpu`: a whole number of GPUs; a request needs an equal limit.
     #[serde(
         default,
         rename = "amd.com/gpu",
@@ -339,10 +473,16 @@ impl Resources {
 }
 
 /// `type: hardAffinity`.
+///
+/// Vantiq: K8s Installation config `hardAffinity`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HardAffinityEntry {
+    /// Node label key: an optional DNS prefix and '/', then a name of at most
+    /// 63 characters (Kubernetes: labels, syntax).
     pub key: String,
+    /// Label values; a node qualifies when its label `key` has one of them
+    /// (`key In values`); at least one.
     pub values: Vec<String>,
 }
 
@@ -397,6 +537,11 @@ const ENTRY_TYPES: &[&str] = &[
 impl InstallationRequest {
     /// Reads Vantiq's deploy `data`, reporting every malformed part at once.
     /// The result still needs [`crate::validate::validate`].
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] with every malformed part: `data` not an object,
+    /// `name` or `k8sNamespace` missing or not a string, unknown fields, and
+    /// each entry that cannot be read.
     pub fn from_json(data: &serde_json::Value) -> Result<Self, ValidationErrors> {
         let reading = Self::read(data);
         match (reading.request, reading.errors.is_empty()) {
@@ -512,6 +657,11 @@ impl InstallationRequest {
 
 impl ConfigEntry {
     /// Reads entry `index` of `config`.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the entry when it is not an object, has
+    /// no or an unknown `type`, or its fields do not fit the type (unknown
+    /// fields included).
     pub fn from_json(index: usize, value: &serde_json::Value) -> Result<Self, ValidationError> {
         let Some(object) = value.as_object() else {
             return Err(ValidationError::entry(

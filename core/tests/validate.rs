@@ -1,8 +1,8 @@
 //! Every entry type reads, and every bad input is refused with an error that
 //! names the entry and the field — all errors at once.
 
-use k8sworker_planner::model::{ConfigEntry, InstallationRequest};
-use k8sworker_planner::validate::{ValidationErrors, parse_and_validate};
+use k8sworker_core::model::{ConfigEntry, InstallationRequest};
+use k8sworker_core::validate::{ValidationErrors, parse_and_validate};
 use serde_json::{Value, json};
 
 fn request(config: Value) -> Value {

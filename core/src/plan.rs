@@ -16,15 +16,23 @@ use crate::component::{ComponentId, Object};
 /// What to do with an installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
+    /// Bring the installation's objects to the request: create, update and
+    /// scale them, and delete those no longer rendered.
     Deploy,
+    /// Delete every object of the installation.
     Undeploy,
+    /// Scale the StatefulSet to 0 replicas.
     Shutdown,
+    /// Scale the StatefulSet to the request's `replicaCount`.
     Restart,
+    /// Report how the cluster departs from the request; writes nothing.
     Verify,
+    /// Read the pods' logs; applies no plan.
     FetchLogs,
 }
 
 impl Operation {
+    /// Every operation.
     pub const ALL: [Operation; 6] = [
         Operation::Deploy,
         Operation::Undeploy,
@@ -61,15 +69,20 @@ impl fmt::Display for Operation {
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Create the object, which must not exist.
     Create,
+    /// Replace the object with the desired one.
     Update,
+    /// Delete the object.
     Delete,
+    /// Set the StatefulSet's `spec.replicas`.
     Scale,
     /// The object is as desired; costs no write.
     Noop,
 }
 
 impl Action {
+    /// The action's name: `create`, `update`, `delete`, `scale` or `noop`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -99,7 +112,9 @@ pub enum Precondition {
     MustNotExist,
     /// The object must still be exactly this version.
     Expected {
+        /// `metadata.uid` as observed.
         uid: String,
+        /// `metadata.resourceVersion` as observed.
         resource_version: String,
     },
 }
@@ -107,8 +122,11 @@ pub enum Precondition {
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
+    /// What the step does.
     pub action: Action,
+    /// The object the step acts on.
     pub component: ComponentId,
+    /// What must still hold when the step is applied.
     pub precondition: Precondition,
     /// Create and update: the full desired object.
     pub object: Option<Object>,
@@ -127,9 +145,13 @@ pub struct Plan {
     pub id: String,
     /// SHA-256 (hex) of the plan's content.
     pub digest: String,
+    /// The installation's name.
     pub installation: String,
+    /// The installation's Kubernetes namespace.
     pub namespace: String,
+    /// The operation the plan carries out.
     pub operation: Operation,
+    /// The steps, in the order to apply them.
     pub steps: Vec<Step>,
     /// Replicas the StatefulSet must reach for the plan to be healthy.
     pub desired_replicas: i32,

@@ -2,31 +2,40 @@
 //! protocol. Nothing here decides anything: a gRPC handler converts, calls the
 //! core and converts back.
 
-use k8sworker_proto::v1 as pb;
+use crate::v1 as pb;
 
-use crate::component::{Component, ComponentId, Kind};
-use crate::diff::{Drift, Observed};
-use crate::model::{
+use k8sworker_core::component::{Component, ComponentId, Kind};
+use k8sworker_core::diff::{Drift, Observed};
+use k8sworker_core::model::{
     AnnotationEntry, ConfigEntry, EnvironmentVariableEntry, FileEntry, HardAffinityEntry,
     HostAliasEntry, ImageEntry, InboundPortEntry, InstallationRequest, LabelEntry,
     PersistentVolumeRefEntry, PortRef, ProbeEntry, Resources,
 };
-use crate::plan::{Action, Operation, Plan, Precondition, Step};
-use crate::render::{Ancillaries, ClusterContext};
+use k8sworker_core::operation::Verdict;
+use k8sworker_core::plan::{Action, Operation, Plan, Precondition, Step};
+use k8sworker_core::render::{Ancillaries, ClusterContext};
 
 /// A protocol message that does not make sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
+    /// A required message or field was absent.
     #[error("{0} is required")]
     Missing(&'static str),
+    /// A config entry had none of its `oneof` variants set.
     #[error("config[{0}] has no entry type set")]
     EmptyEntry(usize),
+    /// An operation value this protocol version does not define.
     #[error("unknown operation {0}")]
     Operation(i32),
+    /// A component kind an installation never has.
     #[error("unknown component kind `{0}`")]
     Kind(String),
 }
 
+/// Reads a wire `Operation`.
+///
+/// # Errors
+/// [`ConvertError::Operation`] for `OPERATION_UNSPECIFIED` or an unknown value.
 pub fn operation_from_pb(value: i32) -> Result<Operation, ConvertError> {
     Ok(match pb::Operation::try_from(value) {
         Ok(pb::Operation::Deploy) => Operation::Deploy,
@@ -39,6 +48,7 @@ pub fn operation_from_pb(value: i32) -> Result<Operation, ConvertError> {
     })
 }
 
+/// The wire form of `operation`.
 pub fn operation_to_pb(operation: Operation) -> pb::Operation {
     match operation {
         Operation::Deploy => pb::Operation::Deploy,
@@ -50,6 +60,7 @@ pub fn operation_to_pb(operation: Operation) -> pb::Operation {
     }
 }
 
+/// Reads the cluster context; absent means the default (no ingress host).
 pub fn cluster_from_pb(cluster: Option<pb::ClusterContext>) -> ClusterContext {
     let cluster = cluster.unwrap_or_default();
     ClusterContext {
@@ -58,6 +69,7 @@ pub fn cluster_from_pb(cluster: Option<pb::ClusterContext>) -> ClusterContext {
     }
 }
 
+/// The wire form of a cluster context.
 pub fn cluster_to_pb(cluster: &ClusterContext) -> pb::ClusterContext {
     pb::ClusterContext {
         cluster_name: cluster.cluster_name.clone(),
@@ -65,6 +77,7 @@ pub fn cluster_to_pb(cluster: &ClusterContext) -> pb::ClusterContext {
     }
 }
 
+/// Reads the resolved secrets and documents; absent means none.
 pub fn ancillaries_from_pb(ancillaries: Option<pb::Ancillaries>) -> Ancillaries {
     let ancillaries = ancillaries.unwrap_or_default();
     Ancillaries {
@@ -73,6 +86,7 @@ pub fn ancillaries_from_pb(ancillaries: Option<pb::Ancillaries>) -> Ancillaries 
     }
 }
 
+/// The wire form of the resolved secrets and documents.
 pub fn ancillaries_to_pb(ancillaries: &Ancillaries) -> pb::Ancillaries {
     pb::Ancillaries {
         secrets: ancillaries.secrets.clone().into_iter().collect(),
@@ -98,6 +112,10 @@ fn resources_to_pb(r: &Resources) -> pb::ResourceQuantities {
     }
 }
 
+/// Reads an installation request from its typed wire form.
+///
+/// # Errors
+/// [`ConvertError`] when the request or an entry is missing or has no type.
 pub fn installation_from_pb(
     request: Option<pb::InstallationRequest>,
 ) -> Result<InstallationRequest, ConvertError> {
@@ -201,6 +219,7 @@ fn int32(value: i64) -> i32 {
     value.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
+/// The typed wire form of an installation request.
 pub fn installation_to_pb(request: &InstallationRequest) -> pb::InstallationRequest {
     use pb::config_entry::Entry;
     let config = request
@@ -298,6 +317,7 @@ pub fn installation_to_pb(request: &InstallationRequest) -> pb::InstallationRequ
     }
 }
 
+/// The wire reference to `id` in `namespace`.
 pub fn component_ref(id: &ComponentId, namespace: &str) -> pb::ComponentRef {
     pb::ComponentRef {
         api_version: id.kind.api_version().to_owned(),
@@ -307,12 +327,17 @@ pub fn component_ref(id: &ComponentId, namespace: &str) -> pb::ComponentRef {
     }
 }
 
+/// Reads a reference to a managed kind.
+///
+/// # Errors
+/// [`ConvertError::Kind`] for a kind an installation never has.
 pub fn component_id(reference: &pb::ComponentRef) -> Result<ComponentId, ConvertError> {
     let kind =
         Kind::parse(&reference.kind).ok_or_else(|| ConvertError::Kind(reference.kind.clone()))?;
     Ok(ComponentId::new(kind, reference.name.clone()))
 }
 
+/// The wire form of a rendered component: its reference, JSON and spec hash.
 pub fn desired_to_pb(component: &Component, namespace: &str) -> pb::DesiredComponent {
     pb::DesiredComponent {
         r#ref: Some(component_ref(&component.id(), namespace)),
@@ -321,6 +346,10 @@ pub fn desired_to_pb(component: &Component, namespace: &str) -> pb::DesiredCompo
     }
 }
 
+/// Reads what an executor observed of one object; empty strings mean absent.
+///
+/// # Errors
+/// [`ConvertError`] when the reference is missing or names an unmanaged kind.
 pub fn observed_from_pb(observed: pb::ObservedComponent) -> Result<Observed, ConvertError> {
     let reference = observed
         .r#ref
@@ -337,6 +366,7 @@ pub fn observed_from_pb(observed: pb::ObservedComponent) -> Result<Observed, Con
     })
 }
 
+/// The wire form of a step action.
 pub fn action_to_pb(action: Action) -> pb::Action {
     match action {
         Action::Create => pb::Action::Create,
@@ -374,6 +404,7 @@ fn step_to_pb(step: &Step, namespace: &str) -> pb::Step {
     }
 }
 
+/// The wire form of a plan, every step bound to its precondition.
 pub fn plan_to_pb(plan: &Plan) -> pb::Plan {
     pb::Plan {
         id: plan.id.clone(),
@@ -390,10 +421,41 @@ pub fn plan_to_pb(plan: &Plan) -> pb::Plan {
     }
 }
 
+/// The wire form of one drift finding.
 pub fn drift_to_pb(drift: &Drift, namespace: &str) -> pb::Drift {
     pb::Drift {
         component: Some(component_ref(&drift.component, namespace)),
         kind: drift.kind.as_str().to_owned(),
         message: drift.message.clone(),
     }
+}
+
+/// The wire form of what an executor observed of one object in `namespace`
+/// (the inverse of [`observed_from_pb`]).
+pub fn observed_to_pb(observed: &Observed, namespace: &str) -> pb::ObservedComponent {
+    pb::ObservedComponent {
+        r#ref: Some(component_ref(&observed.id, namespace)),
+        uid: observed.uid.clone(),
+        resource_version: observed.resource_version.clone(),
+        spec_hash: observed.spec_hash.clone().unwrap_or_default(),
+        owner: observed.owner.clone().unwrap_or_default(),
+        replicas: observed.replicas,
+        ready_replicas: observed.ready_replicas,
+        foreign_managers: observed.foreign_managers.clone(),
+    }
+}
+
+/// The wire form of a verify verdict: one `Drift` per finding, then one of
+/// kind `missing` (without a component) per missing referenced object.
+pub fn verdict_to_pb(verdict: &Verdict, namespace: &str) -> Vec<pb::Drift> {
+    verdict
+        .drift
+        .iter()
+        .map(|d| drift_to_pb(d, namespace))
+        .chain(verdict.missing_references.iter().map(|m| pb::Drift {
+            component: None,
+            kind: "missing".to_owned(),
+            message: format!("referenced {m} does not exist"),
+        }))
+        .collect()
 }

@@ -7,10 +7,10 @@
 use std::path::Path;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8sworker_planner::component::{Component, Kind, Object};
-use k8sworker_planner::render::{Ancillaries, ClusterContext, RenderError, render};
-use k8sworker_planner::validate::parse_and_validate;
-use k8sworker_proto::labels;
+use k8sworker_core::component::{Component, Kind, Object};
+use k8sworker_core::labels;
+use k8sworker_core::render::{Ancillaries, ClusterContext, RenderError, render};
+use k8sworker_core::validate::parse_and_validate;
 use serde_json::{Value, json};
 
 fn mk_cluster() -> ClusterContext {
@@ -58,7 +58,7 @@ fn golden(name: &str) {
     let mut yaml = String::new();
     for component in &components {
         yaml.push_str("---\n");
-        yaml.push_str(&serde_yaml::to_string(&component.object.to_json()).unwrap());
+        yaml.push_str(&serde_saphyr::to_string(&component.object.to_json()).unwrap());
     }
     let path = dir.join(format!("golden/{name}.yaml"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

@@ -1,11 +1,11 @@
 //! Render + diff of a 6-component installation: the planner's hot path.
-//! Run with `cargo bench -p k8sworker-planner --bench plan`.
+//! Run with `cargo bench -p k8sworker-core --bench plan`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use k8sworker_planner::diff::{Observed, diff};
-use k8sworker_planner::plan::Operation;
-use k8sworker_planner::render::{Ancillaries, ClusterContext, render};
-use k8sworker_planner::validate::parse_and_validate;
+use k8sworker_core::diff::{Observed, diff};
+use k8sworker_core::plan::Operation;
+use k8sworker_core::render::{Ancillaries, ClusterContext, render};
+use k8sworker_core::validate::parse_and_validate;
 
 fn request() -> serde_json::Value {
     serde_json::json!({

@@ -20,8 +20,11 @@ use crate::plan::{Action, Operation, Plan, Precondition, Step};
 /// An object as an executor found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
+    /// The object's kind and name.
     pub id: ComponentId,
+    /// `metadata.uid`.
     pub uid: String,
+    /// `metadata.resourceVersion`.
     pub resource_version: String,
     /// The spec-hash annotation, when present.
     pub spec_hash: Option<String>,
@@ -47,6 +50,7 @@ impl Observed {
 /// An object in the way that is not ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unowned {
+    /// The object in the way.
     pub id: ComponentId,
     /// The installation it belongs to, when another one's.
     pub owner: Option<String>,
@@ -64,17 +68,24 @@ impl fmt::Display for Unowned {
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
+    /// Objects at the installation's names that do not carry its ownership
+    /// labels ([`crate::labels`]).
     #[error("{} in the way and not managed by this installation; k8sworker never adopts or changes them: rename the installation or remove them: {}", if .0.len() == 1 { "an object is" } else { "objects are" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     NotOwned(Vec<Unowned>),
+    /// Every step would delete (the installation's name); only undeploy may.
     #[error("the plan would delete every component of `{0}`; only undeploy may do that")]
     DeleteAllRefused(String),
+    /// Shutdown or restart found no StatefulSet to scale.
     #[error(
         "installation `{installation}` has no StatefulSet in namespace `{namespace}`; deploy it first"
     )]
     NotFound {
+        /// The installation's name.
         installation: String,
+        /// The namespace looked in.
         namespace: String,
     },
+    /// The operation applies no plan (fetchLogs).
     #[error("{0} is not an operation that applies a plan")]
     NoPlan(Operation),
 }
@@ -83,6 +94,12 @@ pub enum PlanError {
 ///
 /// `desired` is the output of [`crate::render::render`] (ignored by undeploy,
 /// shutdown and restart); `replicas` is the installation's `replicaCount`.
+///
+/// # Errors
+/// [`PlanError::NotOwned`] when objects in the way are not ours,
+/// [`PlanError::DeleteAllRefused`] when every step would delete outside
+/// undeploy, [`PlanError::NotFound`] when shutdown or restart finds no
+/// StatefulSet, and [`PlanError::NoPlan`] for fetchLogs.
 pub fn diff(
     operation: Operation,
     installation: &str,
@@ -282,21 +299,33 @@ fn scale_steps(
 /// A difference between the installation and the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
+    /// The object that differs.
     pub component: ComponentId,
+    /// How it differs.
     pub kind: DriftKind,
+    /// The difference, for a person.
     pub message: String,
 }
 
+/// How an object departs from the installation: what a deploy would do
+/// about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriftKind {
+    /// Desired but absent: a deploy would create it.
     Missing,
+    /// Changed outside k8sworker (another spec hash, or other field managers):
+    /// a deploy would update it.
     Altered,
+    /// At one of the installation's names but not ours: a deploy would fail.
     Unowned,
+    /// The StatefulSet's replicas differ from `replicaCount`.
     Scaled,
+    /// Ours but no longer rendered: a deploy would delete it.
     Extra,
 }
 
 impl DriftKind {
+    /// The kind's name: `missing`, `altered`, `unowned`, `scaled` or `extra`.
     pub fn as_str(self) -> &'static str {
         match self {
             DriftKind::Missing => "missing",

@@ -1,0 +1,27 @@
+//! The pure domain of k8sworker: what an installation is, what it becomes in
+//! Kubernetes, and what an operation must change. No module here does I/O;
+//! the crate depends on neither tokio, tonic, prost, kube, hyper, reqwest,
+//! axum nor rusqlite, and everything is tested as plain functions.
+//!
+//! Data flows one way: a Vantiq deploy request ([`model`]) is checked
+//! ([`validate`], its errors in [`invalid`]), turned into the desired
+//! Kubernetes objects ([`render`], named by [`names`], labelled by
+//! [`labels`]), and compared with what an executor observed ([`diff`]) to
+//! give a [`plan::Plan`]: an ordered list of steps, each bound to the state it
+//! was computed from. [`operation`] ties these together for each operation
+//! (what to observe, what a deploy refuses, what verify reports).
+
+#![warn(missing_docs)]
+
+pub mod component;
+pub mod diff;
+pub mod invalid;
+pub mod kind;
+pub mod labels;
+pub mod model;
+pub mod names;
+pub mod operation;
+pub mod plan;
+pub mod quantity;
+pub mod render;
+pub mod validate;
