@@ -14,9 +14,11 @@
 //! [`api`] is the axum edge; [`server`] wires them.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod operations;
 pub mod query;
