@@ -91,83 +91,37 @@ impl fmt::Display for Status {
     }
 }
 
-/// The K8s operations a workitem carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// Create or update the installation.
-    Deploy,
-    /// Remove every component the installation created.
-    Undeploy,
-    /// Scale to zero.
-    Shutdown,
-    /// Scale back to `replicaCount`.
-    Restart,
-    /// Upload the pods' logs as documents.
-    FetchLogs,
-    /// Compare the cluster with the record (scheduled by the control plane).
-    Verify,
-}
+/// The K8s operation a workitem carries: the planner's own type, so the
+/// control plane and the planner name operations alike.
+pub use k8sworker_planner::plan::Operation;
 
-impl Operation {
-    /// The wire name (`deploy`, `fetchLogs`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Deploy => "deploy",
-            Operation::Undeploy => "undeploy",
-            Operation::Shutdown => "shutdown",
-            Operation::Restart => "restart",
-            Operation::FetchLogs => "fetchLogs",
-            Operation::Verify => "verify",
-        }
-    }
-
-    /// The operation named `text`, if any.
-    pub fn parse(text: &str) -> Option<Operation> {
-        match text {
-            "deploy" => Some(Operation::Deploy),
-            "undeploy" => Some(Operation::Undeploy),
-            "shutdown" => Some(Operation::Shutdown),
-            "restart" => Some(Operation::Restart),
-            "fetchLogs" => Some(Operation::FetchLogs),
-            "verify" => Some(Operation::Verify),
-            _ => None,
-        }
-    }
-
-    /// The `installationStatus` an installation shows while the operation
-    /// is queued: `STARTING` for a restart, `STOPPING` for a shutdown.
-    pub fn transitional_status(self) -> Option<&'static str> {
-        match self {
-            Operation::Restart => Some("STARTING"),
-            Operation::Shutdown => Some("STOPPING"),
-            _ => None,
-        }
-    }
-
-    /// The `installationStatus` the operation's success leaves when the
-    /// worker reports none.
-    pub fn status_after_success(self) -> Option<&'static str> {
-        match self {
-            Operation::Deploy | Operation::Restart => Some("RUNNING"),
-            Operation::Shutdown => Some("STOPPED"),
-            _ => None,
-        }
-    }
-
-    /// Whether the operation's failure marks the installation `FAILED`
-    /// (not so for `fetchLogs` and `verify`, which change nothing).
-    pub fn failure_marks_installation(self) -> bool {
-        matches!(
-            self,
-            Operation::Deploy | Operation::Restart | Operation::Shutdown | Operation::Undeploy
-        )
+/// The `installationStatus` an installation shows while `operation` is
+/// queued: `STARTING` for a restart, `STOPPING` for a shutdown.
+pub fn transitional_status(operation: Operation) -> Option<&'static str> {
+    match operation {
+        Operation::Restart => Some("STARTING"),
+        Operation::Shutdown => Some("STOPPING"),
+        _ => None,
     }
 }
 
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The `installationStatus` the success of `operation` leaves when the
+/// worker reports none.
+fn status_after_success(operation: Operation) -> Option<&'static str> {
+    match operation {
+        Operation::Deploy | Operation::Restart => Some("RUNNING"),
+        Operation::Shutdown => Some("STOPPED"),
+        _ => None,
     }
+}
+
+/// Whether the failure of `operation` marks the installation `FAILED` (not
+/// so for `fetchLogs` and `verify`, which change nothing).
+fn failure_marks_installation(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::Deploy | Operation::Restart | Operation::Shutdown | Operation::Undeploy
+    )
 }
 
 /// What happens to a workitem.
@@ -417,7 +371,7 @@ pub fn complete(
         }
     }
     let status = reported_status
-        .or_else(|| operation.status_after_success())
+        .or_else(|| status_after_success(operation))
         .or_else(|| doc.get("installationStatus").and_then(Value::as_str))
         .unwrap_or("RUNNING")
         .to_owned();
@@ -448,7 +402,7 @@ pub fn fail(
     let Next::Status(next) = transition(item.status, Event::Fail(status))? else {
         unreachable!("a failure keeps the workitem");
     };
-    if !item.operation.failure_marks_installation() {
+    if !failure_marks_installation(item.operation) {
         return Ok((next, None));
     }
     let deploy = item.operation == Operation::Deploy;
@@ -707,21 +661,24 @@ mod tests {
         ] {
             assert_eq!(Status::parse(status.as_str()), Some(status));
         }
-        for operation in [
-            Operation::Deploy,
-            Operation::Undeploy,
-            Operation::Shutdown,
-            Operation::Restart,
-            Operation::FetchLogs,
-            Operation::Verify,
-        ] {
-            assert_eq!(Operation::parse(operation.as_str()), Some(operation));
-        }
         assert_eq!(Status::parse("pending"), None);
-        assert_eq!(Operation::parse("Deploy"), None);
         assert_eq!(Status::failure("FAILED"), Some(Status::Failed));
         assert_eq!(Status::failure("INVALID"), Some(Status::Invalid));
         assert_eq!(Status::failure("PENDING"), None);
+    }
+
+    #[test]
+    fn queued_restarts_and_shutdowns_show_a_transition() {
+        assert_eq!(transitional_status(Operation::Restart), Some("STARTING"));
+        assert_eq!(transitional_status(Operation::Shutdown), Some("STOPPING"));
+        for operation in [
+            Operation::Deploy,
+            Operation::Undeploy,
+            Operation::FetchLogs,
+            Operation::Verify,
+        ] {
+            assert_eq!(transitional_status(operation), None, "{operation}");
+        }
     }
 
     #[test]

@@ -263,7 +263,9 @@ pub fn request(
         },
     )?;
     resources::count_cluster_operation(tx, namespace, &cluster)?;
-    if let (Some(status), Some(mut existing)) = (operation.transitional_status(), existing) {
+    if let (Some(status), Some(mut existing)) =
+        (lifecycle::transitional_status(operation), existing)
+    {
         existing["installationStatus"] = json!(status);
         resources::put_installation(tx, namespace, &installation_name, &cluster, &existing, None)?;
     }
