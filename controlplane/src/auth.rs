@@ -9,8 +9,6 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-
 /// The profile a K8s worker's token carries (`<ns>.k8sWorker__system`).
 pub const WORKER_PROFILE: &str = "k8sWorker__system";
 /// Namespace administrators.
@@ -21,32 +19,50 @@ pub const USER_PROFILE: &str = "user";
 /// What a caller's profiles allow, as a union.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Grants {
+    /// The `admin` profile: everything in the namespace.
     pub admin: bool,
+    /// The `user` profile: read installations, read and write documents.
     pub user: bool,
+    /// The `k8sWorker__system` profile: what a worker needs.
     pub worker: bool,
 }
 
 /// Something a request does, checked against [`Grants`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Read `k8sclusters`.
     ReadClusters,
+    /// Create, change or delete `k8sclusters`.
     WriteClusters,
+    /// Send a command (deploy, undeploy, …).
     RequestOperation,
+    /// Read `k8sinstallations`.
     ReadInstallations,
+    /// Read `k8sworkitems`.
     ReadWorkitems,
+    /// Cancel (delete) `k8sworkitems`.
     CancelWorkitems,
+    /// Read `documents`.
     ReadDocuments,
+    /// Upload or delete `documents`.
     WriteDocuments,
+    /// Write, list or delete `secrets` (never read their values).
     ManageSecrets,
+    /// Create, list or revoke long-lived tokens.
     ManageTokens,
+    /// Create or list users.
     ManageUsers,
+    /// Create namespaces and set their quota (system admins only).
     ManageNamespaces,
+    /// Add profiles to the namespace (`K8sManager.addK8sWorkerProfile`).
     ManageProfiles,
+    /// Claim, renew, complete, fail and release workitems.
     WorkerProtocol,
 }
 
 impl Action {
-    fn describe(self) -> &'static str {
+    /// The action for a person ("reading k8sclusters").
+    pub fn describe(self) -> &'static str {
         match self {
             Action::ReadClusters => "reading k8sclusters",
             Action::WriteClusters => "modifying k8sclusters",
@@ -134,22 +150,35 @@ pub struct Caller {
     /// The Vantiq namespace the token is bound to; every read and write is
     /// confined to it.
     pub namespace: String,
+    /// The user the token was issued to.
     pub username: String,
+    /// What the token's profiles allow.
     pub grants: Grants,
     /// Admin of the bootstrap namespace: may create namespaces.
     pub system_admin: bool,
 }
 
+/// A caller's profiles do not allow an action in its namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{action:?} is not granted in namespace {namespace}")]
+pub struct Forbidden {
+    /// What was refused.
+    pub action: Action,
+    /// The caller's namespace.
+    pub namespace: String,
+}
+
 impl Caller {
-    /// Refuses with 403 unless the profiles allow `action`.
-    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+    /// Refuses unless the profiles allow `action` (namespaces are managed by
+    /// admins of the bootstrap namespace only).
+    pub fn require(&self, action: Action) -> Result<(), Forbidden> {
         let allowed =
             self.grants.allows(action) && (action != Action::ManageNamespaces || self.system_admin);
         if allowed {
             Ok(())
         } else {
-            Err(ApiError::Forbidden {
-                action: action.describe(),
+            Err(Forbidden {
+                action,
                 namespace: self.namespace.clone(),
             })
         }
@@ -256,6 +285,26 @@ mod tests {
         assert!(!user.allows(Action::ReadClusters));
         let admin = Grants::from_profiles(&["admin"]);
         assert!(!admin.allows(Action::WorkerProtocol));
+    }
+
+    #[test]
+    fn only_system_admins_manage_namespaces() {
+        let mut caller = Caller {
+            namespace: "ns1".into(),
+            username: "root".into(),
+            grants: Grants::from_profiles(&["admin"]),
+            system_admin: false,
+        };
+        assert_eq!(caller.require(Action::ManageTokens), Ok(()));
+        assert_eq!(
+            caller.require(Action::ManageNamespaces),
+            Err(Forbidden {
+                action: Action::ManageNamespaces,
+                namespace: "ns1".into(),
+            })
+        );
+        caller.system_admin = true;
+        assert_eq!(caller.require(Action::ManageNamespaces), Ok(()));
     }
 
     #[test]

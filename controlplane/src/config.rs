@@ -115,10 +115,18 @@ pub struct Config {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The named duration or size flag is zero.
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    /// The default lease is longer than the longest one allowed.
     #[error("--default-lease ({default:?}) must not exceed --max-lease ({max:?})")]
-    LeaseOrder { default: Duration, max: Duration },
+    LeaseOrder {
+        /// `--default-lease`.
+        default: Duration,
+        /// `--max-lease`.
+        max: Duration,
+    },
+    /// The bootstrap namespace or the admin's name is empty.
     #[error("--bootstrap-namespace and --admin-username must not be empty")]
     EmptyName,
 }

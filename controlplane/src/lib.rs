@@ -10,18 +10,36 @@
 //! the installation record in the same transaction. [`maintenance`] returns
 //! expired leases, flags delayed work and schedules `verify` operations.
 //!
-//! Layers: [`query`], [`quota`] and [`auth`] are pure; [`store`] owns SQL;
-//! [`api`] is the axum edge; [`server`] wires them.
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//!   server                      wiring: store, router, sweep, shutdown
+//!   api          maintenance    the HTTP edge (ApiError lives here) / the sweep
+//!   state                       what handlers share (AppState)
+//!   operations                  commands: checked, charged, enqueued
+//!   store                       SQL; answers StoreError
+//!   lifecycle  quota  query     pure decisions: workitem state machine,
+//!   auth  audit  trace_context    self-cluster quota, selects, identity
+//! ```
+//!
+//! Each layer has its own error type ([`store::StoreError`],
+//! [`operations::OperationError`], [`quota::QuotaError`],
+//! [`auth::Forbidden`], [`query::QueryError`]); [`api::error`] maps them to
+//! HTTP statuses and Vantiq error codes, once.
+
+#![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod error;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod operations;
 pub mod query;
 pub mod quota;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod trace_context;
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::server::AppState;
-use crate::store::{now_ms, workitems};
+use crate::audit::now_ms;
+use crate::state::AppState;
+use crate::store::{StoreError, workitems};
 
 /// Sweeps every `--sweep-interval` until shutdown.
 pub async fn run(state: AppState) {
@@ -28,12 +29,12 @@ pub async fn run(state: AppState) {
 }
 
 /// One sweep.
-pub async fn sweep(state: &AppState) -> Result<(), crate::error::ApiError> {
+pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
     let delayed_after = state.config.delayed_after.as_millis() as i64;
     let verify = state.config.verify_interval;
     let (woken, delayed) = state
         .store
-        .transaction(move |tx| {
+        .transaction(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let mut woken = workitems::expire_leases(tx, now)?;
             if verify > Duration::ZERO {

@@ -6,16 +6,18 @@
 //! [`k8sworker_core::validate::parse_and_validate`], so the control plane
 //! and the planner can never disagree on what a valid request is.
 
-use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
+use k8sworker_core::model::InstallationRequest;
 use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::quota;
+use crate::lifecycle::{self, Operation, Reference, Workitem};
+use crate::query::json_kind;
+use crate::quota::{self, QuotaError};
+use crate::store::StoreError;
 use crate::store::identity;
 use crate::store::resources::{self, DocTable};
-use crate::store::workitems::{self, NewWorkitem, WorkitemRow};
+use crate::store::workitems::{self, NewWorkitem};
 
 /// The name of the cluster Vantiq itself runs in.
 pub const SELF_CLUSTER: &str = "self";
@@ -28,8 +30,79 @@ pub const INSTALLATION_OPERATIONS: &str = "undeploy, shutdown, restart, fetchLog
 /// What a command is addressed to.
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// `k8sclusters/<name>/command`: the installation is named in `data.name`.
     Cluster(String),
+    /// `k8sinstallations/<name>/command`: its cluster is the recorded one.
     Installation(String),
+}
+
+/// Why an operation was not enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    /// A field of the command is malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field (`data.name`, `data.configRef`, …).
+        field: String,
+        /// What is wrong, for a person.
+        reason: String,
+    },
+    /// The operation is not one the target takes.
+    #[error("{resource} has no operation {op} ({expected})")]
+    UnknownOperation {
+        /// `k8sclusters` or `k8sinstallations`.
+        resource: &'static str,
+        /// The operation asked for (at most 100 characters).
+        op: String,
+        /// The operations the target takes.
+        expected: &'static str,
+    },
+    /// The planner's validation refused the deploy; one message per violation.
+    #[error("the deploy request is not valid: {}", .0.join("; "))]
+    ValidationFailed(Vec<String>),
+    /// The cluster or installation does not exist.
+    #[error("no {resource} named {name}")]
+    NotFound {
+        /// `k8sclusters` or `k8sinstallations`.
+        resource: &'static str,
+        /// The name looked for.
+        name: String,
+    },
+    /// The installation exists on another cluster than the command names.
+    #[error("installation {installation} is on cluster {actual}, not {requested}")]
+    InstallationOnOtherCluster {
+        /// The installation.
+        installation: String,
+        /// Its recorded cluster.
+        actual: String,
+        /// The cluster the command named.
+        requested: String,
+    },
+    /// Only namespace administrators deploy to the `self` cluster.
+    #[error("only admins deploy to the self cluster")]
+    SelfClusterAdminOnly,
+    /// A `self` deploy names another K8s namespace than the configured one.
+    #[error("self deploys use K8s namespace {expected}, not {given}")]
+    SelfClusterWrongNamespace {
+        /// The configured namespace.
+        expected: String,
+        /// The request's namespace.
+        given: String,
+    },
+    /// The `self` cluster's quota refused the deploy.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    /// A secret or document the request refers to does not exist.
+    #[error("the {kind} {name} does not exist")]
+    MissingReference {
+        /// `secret` or `document`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Reading or writing the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The rules of the deployment the server was configured with.
@@ -39,17 +112,17 @@ pub struct Rules {
     pub self_k8s_namespace: String,
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument {
+fn invalid(field: &str, reason: impl Into<String>) -> OperationError {
+    OperationError::Invalid {
         field: field.to_owned(),
         reason: reason.into(),
     }
 }
 
 /// Validates a deploy's `data` with the planner; every violation is named.
-pub fn validate_deploy(data: &Value) -> Result<InstallationRequest, ApiError> {
+pub fn validate_deploy(data: &Value) -> Result<InstallationRequest, OperationError> {
     k8sworker_core::validate::parse_and_validate(data).map_err(|errors| {
-        ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
+        OperationError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
     })
 }
 
@@ -62,7 +135,7 @@ pub fn request(
     data: &Value,
     traceparent: String,
     rules: &Rules,
-) -> Result<WorkitemRow, ApiError> {
+) -> Result<Workitem, OperationError> {
     let namespace = caller.namespace.as_str();
     let data = match data {
         Value::Object(object) => object.clone(),
@@ -74,21 +147,19 @@ pub fn request(
             ));
         }
     };
+    let parsed = Operation::parse(op);
     let (allowed, expected) = match target {
         Target::Cluster(_) => (
-            matches!(
-                op,
-                "deploy" | "undeploy" | "shutdown" | "restart" | "fetchLogs"
-            ),
+            parsed.filter(|op| *op != Operation::Verify),
             CLUSTER_OPERATIONS,
         ),
         Target::Installation(_) => (
-            matches!(op, "undeploy" | "shutdown" | "restart" | "fetchLogs"),
+            parsed.filter(|op| !matches!(op, Operation::Verify | Operation::Deploy)),
             INSTALLATION_OPERATIONS,
         ),
     };
-    if !allowed {
-        return Err(ApiError::UnknownOperation {
+    let Some(operation) = allowed else {
+        return Err(OperationError::UnknownOperation {
             resource: match target {
                 Target::Cluster(_) => "k8sclusters",
                 Target::Installation(_) => "k8sinstallations",
@@ -96,7 +167,7 @@ pub fn request(
             op: op.chars().take(100).collect(),
             expected,
         });
-    }
+    };
 
     // Which installation, on which cluster.
     let (cluster, installation_name) = match target {
@@ -115,10 +186,9 @@ pub fn request(
         }
         Target::Installation(name) => {
             let installation = resources::get_doc(tx, DocTable::Installations, namespace, name)?
-                .ok_or_else(|| ApiError::NotFound {
+                .ok_or_else(|| OperationError::NotFound {
                     resource: "k8sinstallations",
-                    key: "name",
-                    id: name.clone(),
+                    name: name.clone(),
                 })?;
             let cluster = installation
                 .get("clusterName")
@@ -130,10 +200,9 @@ pub fn request(
     };
     let cluster_doc = resources::get_doc(tx, DocTable::Clusters, namespace, &cluster)?;
     if cluster_doc.is_none() {
-        return Err(ApiError::NotFound {
+        return Err(OperationError::NotFound {
             resource: "k8sclusters",
-            key: "name",
-            id: cluster,
+            name: cluster,
         });
     }
     let existing = resources::get_doc(tx, DocTable::Installations, namespace, &installation_name)?;
@@ -143,7 +212,7 @@ pub fn request(
             .and_then(Value::as_str)
             .unwrap_or_default();
         if actual != cluster {
-            return Err(ApiError::InstallationOnOtherCluster {
+            return Err(OperationError::InstallationOnOtherCluster {
                 installation: installation_name,
                 actual: actual.to_owned(),
                 requested: cluster,
@@ -151,21 +220,20 @@ pub fn request(
         }
     }
 
-    let request = if op == "deploy" {
+    let request = if operation == Operation::Deploy {
         deploy_request(tx, caller, &cluster, &data, rules)?
     } else {
         let Some(existing) = &existing else {
-            return Err(ApiError::NotFound {
+            return Err(OperationError::NotFound {
                 resource: "k8sinstallations",
-                key: "name",
-                id: installation_name,
+                name: installation_name,
             });
         };
         let mut request = json!({
             "name": installation_name,
             "k8sNamespace": existing.get("k8sNamespace").cloned().unwrap_or(Value::Null),
         });
-        if op == "fetchLogs" {
+        if operation == Operation::FetchLogs {
             for field in ["podName", "documentGroup"] {
                 match data.get(field) {
                     None | Some(Value::Null) => {}
@@ -188,19 +256,16 @@ pub fn request(
             namespace: namespace.to_owned(),
             cluster: cluster.clone(),
             installation: installation_name.clone(),
-            operation: op.to_owned(),
+            operation: operation.as_str().to_owned(),
             request,
             requested_by: caller.username.clone(),
             traceparent: Some(traceparent),
         },
     )?;
     resources::count_cluster_operation(tx, namespace, &cluster)?;
-    let transitional = match op {
-        "restart" => Some("STARTING"),
-        "shutdown" => Some("STOPPING"),
-        _ => None,
-    };
-    if let (Some(status), Some(mut existing)) = (transitional, existing) {
+    if let (Some(status), Some(mut existing)) =
+        (lifecycle::transitional_status(operation), existing)
+    {
         existing["installationStatus"] = json!(status);
         resources::put_installation(tx, namespace, &installation_name, &cluster, &existing, None)?;
     }
@@ -215,7 +280,7 @@ fn deploy_request(
     cluster: &str,
     data: &Map<String, Value>,
     rules: &Rules,
-) -> Result<Value, ApiError> {
+) -> Result<Value, OperationError> {
     let namespace = caller.namespace.as_str();
     let mut data = data.clone();
     if let Some(reference) = data.remove("configRef") {
@@ -243,10 +308,10 @@ fn deploy_request(
 
     if cluster == SELF_CLUSTER {
         if !caller.grants.admin {
-            return Err(ApiError::SelfClusterAdminOnly);
+            return Err(OperationError::SelfClusterAdminOnly);
         }
         if parsed.k8s_namespace != rules.self_k8s_namespace {
-            return Err(ApiError::SelfClusterWrongNamespace {
+            return Err(OperationError::SelfClusterWrongNamespace {
                 expected: rules.self_k8s_namespace.clone(),
                 given: parsed.k8s_namespace.clone(),
             });
@@ -261,29 +326,20 @@ fn deploy_request(
         resources::set_charge(tx, namespace, &parsed.name, &charge)?;
     }
 
-    for entry in &parsed.config {
-        match entry {
-            ConfigEntry::EnvironmentVariable(variable) => {
-                if let Some(EnvValue::SecretRef(name)) = variable.parsed_value()
-                    && resources::get_secret_meta(tx, namespace, name)?.is_none()
-                {
-                    return Err(ApiError::MissingReference {
-                        kind: "secret",
-                        name: name.to_owned(),
-                    });
-                }
-            }
-            ConfigEntry::File(file) if file.resource_type.as_deref() == Some("documents") => {
-                if let Some(name) = &file.resource_name
-                    && resources::get_document_meta(tx, namespace, name)?.is_none()
-                {
-                    return Err(ApiError::MissingReference {
-                        kind: "document",
-                        name: name.clone(),
-                    });
-                }
-            }
-            _ => {}
+    for reference in lifecycle::references(&parsed) {
+        let missing = match reference {
+            Reference::Secret { name, .. } => resources::get_secret_meta(tx, namespace, name)?
+                .is_none()
+                .then_some(("secret", name)),
+            Reference::Document { name, .. } => resources::get_document_meta(tx, namespace, name)?
+                .is_none()
+                .then_some(("document", name)),
+        };
+        if let Some((kind, name)) = missing {
+            return Err(OperationError::MissingReference {
+                kind,
+                name: name.to_owned(),
+            });
         }
     }
     Ok(data)
@@ -296,7 +352,7 @@ fn resolve_config_ref(
     tx: &Transaction<'_>,
     namespace: &str,
     reference: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<Value, OperationError> {
     let name = match reference {
         Value::String(text) => text.trim_start_matches("/documents/").to_owned(),
         Value::Object(object) => object
@@ -314,7 +370,7 @@ fn resolve_config_ref(
         }
     };
     let (_, content) = resources::get_document_content(tx, namespace, &name)?.ok_or_else(|| {
-        ApiError::MissingReference {
+        OperationError::MissingReference {
             kind: "document",
             name: name.clone(),
         }
@@ -342,17 +398,5 @@ fn resolve_config_ref(
             "data.configRef",
             format!("document {name} holds no config list"),
         )),
-    }
-}
-
-/// "a string", "an object", … for messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

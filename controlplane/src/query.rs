@@ -20,26 +20,47 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Why a select parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// A parameter is not JSON.
     #[error("The {param} parameter is not valid JSON: {reason}")]
-    NotJson { param: &'static str, reason: String },
+    NotJson {
+        /// The parameter (`where`, `props`).
+        param: &'static str,
+        /// The JSON parser's complaint.
+        reason: String,
+    },
+    /// The where clause is not an object (the kind it was).
     #[error("The where clause must be a JSON object, got {0}.")]
     WhereNotObject(&'static str),
+    /// An operator this server does not know.
     #[error("Unknown query operator {0}.")]
     UnknownOperator(String),
+    /// An operator's operand has the wrong JSON type.
     #[error("Operator {operator} needs {expected}, got {got}.")]
     WrongOperand {
+        /// The operator (`$in`, …).
         operator: String,
+        /// What it takes.
         expected: &'static str,
+        /// What it got.
         got: &'static str,
     },
+    /// A `$regex` that does not compile (or is too large).
     #[error("Invalid regular expression for $regex: {0}")]
     BadRegex(String),
+    /// `props` is not an array of names.
     #[error("The props parameter must be a JSON array of property names.")]
     BadProps,
+    /// `sort` is not an object of `property: 1 | -1`.
     #[error("The sort parameter must be a JSON object of property: 1 or -1.")]
     BadSort,
+    /// `limit` or `page` is not a positive integer.
     #[error("The {param} parameter must be a positive integer, got {value}.")]
-    BadInteger { param: &'static str, value: String },
+    BadInteger {
+        /// `limit` or `page`.
+        param: &'static str,
+        /// What was sent (at most 40 characters).
+        value: String,
+    },
 }
 
 /// A parsed `where` clause.
@@ -47,12 +68,17 @@ pub enum QueryError {
 pub enum Filter {
     /// Every sub-filter matches (also an object with several keys).
     And(Vec<Filter>),
+    /// `$or`: some sub-filter matches.
     Or(Vec<Filter>),
+    /// `$nor`: no sub-filter matches.
     Nor(Vec<Filter>),
+    /// `$not`: the sub-filter does not match.
     Not(Box<Filter>),
     /// Conditions on one (dotted) property.
     Field {
+        /// The property, dotted into nested objects (`a.b.c`).
         path: String,
+        /// Every one must hold.
         conditions: Vec<Condition>,
     },
 }
@@ -60,19 +86,33 @@ pub enum Filter {
 /// One condition on a property value.
 #[derive(Debug, Clone)]
 pub enum Condition {
+    /// `$eq` (or a bare value): equal.
     Eq(Value),
+    /// `$ne`: not equal.
     Ne(Value),
+    /// `$gt`: greater, within the same JSON type.
     Gt(Value),
+    /// `$gte`: greater or equal.
     Gte(Value),
+    /// `$lt`: less.
     Lt(Value),
+    /// `$lte`: less or equal.
     Lte(Value),
+    /// `$in`: equal to one of these.
     In(Vec<Value>),
+    /// `$nin`: equal to none of these.
     Nin(Vec<Value>),
+    /// `$all`: an array holding all of these.
     All(Vec<Value>),
+    /// `$size`: an array of this length.
     Size(u64),
+    /// `$exists`: the property is (`true`) or is not there.
     Exists(bool),
+    /// `$regex` (with `$options`): a string matching.
     Regex(Regex),
+    /// `$elemMatch`: an array with an element matching.
     ElemMatch(Box<ElemMatch>),
+    /// `$not`: the conditions do not all hold.
     Not(Vec<Condition>),
 }
 
@@ -85,7 +125,8 @@ pub enum ElemMatch {
     Value(Vec<Condition>),
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// The JSON type of `value` for messages: "a string", "an object", "null", ….
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -107,7 +148,7 @@ impl Filter {
         match value {
             Value::Object(object) => Self::parse_object(object),
             Value::Null => Ok(Filter::all()),
-            other => Err(QueryError::WhereNotObject(type_name(other))),
+            other => Err(QueryError::WhereNotObject(json_kind(other))),
         }
     }
 
@@ -120,7 +161,7 @@ impl Filter {
                         return Err(QueryError::WrongOperand {
                             operator: key.clone(),
                             expected: "an array of where clauses",
-                            got: type_name(value),
+                            got: json_kind(value),
                         });
                     };
                     let filters = items
@@ -153,7 +194,7 @@ impl Filter {
     fn parse_clause(value: &Value) -> Result<Filter, QueryError> {
         match value {
             Value::Object(object) => Self::parse_object(object),
-            other => Err(QueryError::WhereNotObject(type_name(other))),
+            other => Err(QueryError::WhereNotObject(json_kind(other))),
         }
     }
 
@@ -219,7 +260,7 @@ fn parse_condition(
     let wrong = |expected: &'static str| QueryError::WrongOperand {
         operator: operator.to_owned(),
         expected,
-        got: type_name(operand),
+        got: json_kind(operand),
     };
     let array = || match operand {
         Value::Array(items) => Ok(items.clone()),
@@ -250,7 +291,7 @@ fn parse_condition(
                     return Err(QueryError::WrongOperand {
                         operator: "$options".into(),
                         expected: "a string of flags",
-                        got: type_name(other),
+                        got: json_kind(other),
                     });
                 }
             };
@@ -467,9 +508,13 @@ pub fn sort_documents(documents: &mut [Value], sort: &Sort) {
 /// Every select parameter of one request.
 #[derive(Debug, Clone)]
 pub struct Select {
+    /// `where`: which documents.
     pub filter: Filter,
+    /// `props`: the top-level properties to keep (`None`: all).
     pub props: Option<Vec<String>>,
+    /// `sort`: the order.
     pub sort: Sort,
+    /// `limit`: at most this many per page (`None`: all).
     pub limit: Option<usize>,
     /// 1-based.
     pub page: usize,
@@ -480,6 +525,7 @@ pub struct Select {
 /// The result of applying a [`Select`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selected {
+    /// The page of matching documents, sorted and projected.
     pub documents: Vec<Value>,
     /// Matches before `limit`/`page`.
     pub total: usize,

@@ -7,7 +7,34 @@ use k8sworker_core::model::{ConfigEntry, InstallationRequest, Resources};
 use k8sworker_core::quantity::Quantity;
 use serde_json::{Map, Value, json};
 
-use crate::error::ApiError;
+/// Why a deploy to `self` cannot be charged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// The request has neither a `resourceRequest` nor a `resourceLimit`
+    /// entry, so it cannot be charged.
+    #[error("a deploy to the self cluster needs a resourceRequest or a resourceLimit")]
+    ResourcesRequired,
+    /// A quantity does not parse, or the charge overflows.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The dimension or resource name.
+        field: String,
+        /// What is wrong, for a person.
+        reason: String,
+    },
+    /// The charge does not fit the namespace's `k8sResources` quota.
+    #[error("{resource} quota exceeded: requested {requested}, in use {in_use}, limit {limit}")]
+    Exceeded {
+        /// The Vantiq dimension (`vCPU`, `memory`, `gpuNvidia`, `gpuAmd`).
+        resource: &'static str,
+        /// This deploy's charge, as a quantity.
+        requested: String,
+        /// What the namespace's other installations are charged.
+        in_use: String,
+        /// The quota, or why there is none.
+        limit: String,
+    },
+}
 
 /// The quota dimensions: (Vantiq name, Kubernetes resource name).
 pub const DIMENSIONS: [(&str, &str); 4] = [
@@ -24,8 +51,8 @@ fn quantity_of<'a>(resources: &'a Resources, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-fn parse(field: &str, text: &str) -> Result<Quantity, ApiError> {
-    Quantity::parse(text).ok_or_else(|| ApiError::InvalidArgument {
+fn parse(field: &str, text: &str) -> Result<Quantity, QuotaError> {
+    Quantity::parse(text).ok_or_else(|| QuotaError::Invalid {
         field: field.to_owned(),
         reason: format!("{text:?} is not a Kubernetes quantity"),
     })
@@ -43,8 +70,9 @@ pub fn format(quantity: Quantity) -> String {
 
 /// What a deploy to `self` is charged: per dimension the larger of
 /// `resourceRequest` and `resourceLimit`, times `replicaCount`. Refuses a
-/// request with neither entry.
-pub fn charge(request: &InstallationRequest) -> Result<Value, ApiError> {
+/// request with neither entry. The answer maps each Vantiq dimension to a
+/// quantity string (`{"vCPU": "1500m", "memory": "2147483648", …}`).
+pub fn charge(request: &InstallationRequest) -> Result<Value, QuotaError> {
     let mut requests = None;
     let mut limits = None;
     for entry in &request.config {
@@ -55,7 +83,7 @@ pub fn charge(request: &InstallationRequest) -> Result<Value, ApiError> {
         }
     }
     if requests.is_none() && limits.is_none() {
-        return Err(ApiError::SelfClusterResourcesRequired);
+        return Err(QuotaError::ResourcesRequired);
     }
     let replicas = i64::from(request.replica_count().max(0));
     let mut out = Map::new();
@@ -68,7 +96,7 @@ pub fn charge(request: &InstallationRequest) -> Result<Value, ApiError> {
         }
         let total = largest
             .checked_mul(replicas)
-            .ok_or_else(|| ApiError::InvalidArgument {
+            .ok_or_else(|| QuotaError::Invalid {
                 field: kubernetes.to_owned(),
                 reason: "the charge overflows".into(),
             })?;
@@ -88,7 +116,7 @@ fn dimension(value: Option<&Value>) -> Option<String> {
 /// Checks `charge` plus the namespace's other charges against `limits`
 /// (the namespace's `limits` object). No `k8sResources` quota: nothing is
 /// permitted.
-pub fn check(limits: &Value, charge: &Value, others: &[Value]) -> Result<(), ApiError> {
+pub fn check(limits: &Value, charge: &Value, others: &[Value]) -> Result<(), QuotaError> {
     let quota = limits.get("k8sResources").filter(|quota| quota.is_object());
     for (vantiq, _) in DIMENSIONS {
         let requested = parse(
@@ -102,7 +130,7 @@ pub fn check(limits: &Value, charge: &Value, others: &[Value]) -> Result<(), Api
             }
         }
         let Some(quota) = quota else {
-            return Err(ApiError::QuotaExceeded {
+            return Err(QuotaError::Exceeded {
                 resource: vantiq,
                 requested: format(requested),
                 in_use: format(in_use),
@@ -117,7 +145,7 @@ pub fn check(limits: &Value, charge: &Value, others: &[Value]) -> Result<(), Api
             .checked_add(requested)
             .is_some_and(|total| total <= limit);
         if requested > Quantity::ZERO && !fits {
-            return Err(ApiError::QuotaExceeded {
+            return Err(QuotaError::Exceeded {
                 resource: vantiq,
                 requested: format(requested),
                 in_use: format(in_use),
@@ -155,10 +183,7 @@ mod tests {
     #[test]
     fn resources_are_required() {
         let r = request(json!([{"type": "image", "name": "nginx"}]));
-        assert!(matches!(
-            charge(&r),
-            Err(ApiError::SelfClusterResourcesRequired)
-        ));
+        assert!(matches!(charge(&r), Err(QuotaError::ResourcesRequired)));
     }
 
     #[test]
@@ -168,7 +193,7 @@ mod tests {
         assert!(check(&limits, &small, std::slice::from_ref(&small)).is_ok());
         assert!(matches!(
             check(&limits, &small, &[small.clone(), small.clone()]),
-            Err(ApiError::QuotaExceeded {
+            Err(QuotaError::Exceeded {
                 resource: "vCPU",
                 ..
             })

@@ -5,80 +5,45 @@
 //! watch; the listener stops accepting, long-polling claims return `null`
 //! at once, in-flight requests finish, and the sweep stops.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::{self, hash_password};
 use crate::config::{Config, ConfigError};
-use crate::error::ApiError;
+use crate::state::{AppState, Wakeups};
 use crate::store::identity::{self, UserRecord};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The configuration is not valid.
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
     #[error("storage could not be opened")]
     Store(#[from] StoreError),
+    /// First start: the bootstrap namespace or its admin could not be written.
     #[error("the first namespace could not be created")]
-    Bootstrap(#[source] ApiError),
+    Bootstrap(#[source] StoreError),
+    /// The listen address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {
+        /// The configured address.
         addr: SocketAddr,
+        /// The socket error.
         #[source]
         source: std::io::Error,
     },
+    /// Serving HTTP failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// A server task panicked.
     #[error("the HTTP server task panicked")]
     Task(#[source] tokio::task::JoinError),
-}
-
-/// Wake-ups for long-polling claims, one per (namespace, cluster).
-#[derive(Debug, Default)]
-pub struct Wakeups {
-    clusters: Mutex<HashMap<(String, String), Arc<Notify>>>,
-}
-
-impl Wakeups {
-    /// The notifier a claimer of this cluster waits on.
-    pub fn notifier(&self, namespace: &str, cluster: &str) -> Arc<Notify> {
-        let mut clusters = self
-            .clusters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(
-            clusters
-                .entry((namespace.to_owned(), cluster.to_owned()))
-                .or_default(),
-        )
-    }
-
-    /// Wakes every claimer waiting on this cluster.
-    pub fn wake(&self, namespace: &str, cluster: &str) {
-        let clusters = self
-            .clusters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(notify) = clusters.get(&(namespace.to_owned(), cluster.to_owned())) {
-            notify.notify_waiters();
-        }
-    }
-}
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub config: Arc<Config>,
-    pub wakeups: Arc<Wakeups>,
-    /// `true` once shutdown began.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 /// A running control plane.
@@ -160,7 +125,7 @@ impl Server {
 
 /// First start: the bootstrap namespace and its admin. Returns the admin's
 /// password when it was generated (to be shown once).
-async fn bootstrap(store: &Store, config: &Config) -> Result<Option<String>, ApiError> {
+async fn bootstrap(store: &Store, config: &Config) -> Result<Option<String>, StoreError> {
     let (password, generated) = match &config.admin_password {
         Some(password) => (password.clone(), None),
         None => {

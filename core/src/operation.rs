@@ -144,7 +144,7 @@ impl Work {
     /// # Errors
     /// [`PlanError`]: objects in the way that are not ours, a plan that would
     /// delete everything outside undeploy, no StatefulSet to scale, or an
-    /// operation that applies no plan (verify, fetchLogs).
+    /// operation that applies no plan (fetchLogs).
     pub fn plan(&self, observed: &[Observed]) -> Result<Plan, PlanError> {
         diff::diff(
             self.operation,

@@ -1,41 +1,69 @@
-//! `k8sclusters`: CRUD with Vantiq's select parameters, and the command
-//! endpoint that turns an operation into a workitem.
+//! `k8sclusters`: insert and update here; list, select, get and delete
+//! through the shared handlers of [`super::resource`], with [`Clusters`]
+//! saying how. A cluster is not deleted while it has installations or
+//! outstanding workitems.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
-use super::extract::{JsonBody, RawQuery, SelectParams, is_upsert};
+use super::error::ApiError;
+use super::extract::{JsonBody, RawQuery, is_upsert, object};
+use super::resource::{Readable, Removable, Resource};
+use crate::audit::{audit, iso, now_ms};
 use crate::auth::{Action, Caller, random_id};
-use crate::error::ApiError;
-use crate::operations::{Target, json_kind};
-use crate::server::AppState;
+use crate::query::json_kind;
+use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::resources::{self, DocTable};
-use crate::store::{audit, iso, now_ms};
 
-const RESOURCE: &str = "k8sclusters";
+/// The `k8sclusters` resource type.
+#[derive(Debug)]
+pub struct Clusters;
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::NotFound {
-        resource: RESOURCE,
-        key: "name",
-        id: name.to_owned(),
+impl Resource for Clusters {
+    const NAME: &'static str = "k8sclusters";
+    const KEY: &'static str = "name";
+}
+
+impl Readable for Clusters {
+    const READ: Action = Action::ReadClusters;
+
+    fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
+        resources::list_docs(tx, DocTable::Clusters, namespace)
+    }
+
+    fn get(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        resources::get_doc(tx, DocTable::Clusters, namespace, key)
     }
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
+impl Removable for Clusters {
+    const DELETE: Action = Action::WriteClusters;
+
+    /// Refused while installations or outstanding workitems exist.
+    fn delete(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<bool, ApiError> {
+        if resources::get_doc(tx, DocTable::Clusters, namespace, key)?.is_none() {
+            return Ok(false);
+        }
+        let (installations, workitems) = resources::cluster_usage(tx, namespace, key)?;
+        if installations > 0 || workitems > 0 {
+            return Err(ApiError::ClusterInUse {
+                cluster: key.to_owned(),
+                installations,
+                workitems,
+            });
+        }
+        Ok(resources::delete_cluster(tx, namespace, key)?)
     }
 }
 
 /// A cluster name: what the worker's `CLUSTER_NAME` must match.
 fn check_name(name: &Value) -> Result<String, ApiError> {
     let Value::String(name) = name else {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "name",
             format!("must be a string, got {}", json_kind(name)),
         ));
@@ -46,7 +74,7 @@ fn check_name(name: &Value) -> Result<String, ApiError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "name",
             "must be 1-253 characters of letters, digits, '-', '_' or '.'",
         ));
@@ -67,7 +95,7 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
                     out.insert(key.into(), value.clone());
                 }
                 _ => {
-                    return Err(invalid(
+                    return Err(ApiError::invalid(
                         "ingressDefaultNode",
                         format!("must be a non-empty host name, got {}", json_kind(value)),
                     ));
@@ -78,14 +106,14 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
                     out.insert(key.into(), value.clone());
                 }
                 _ => {
-                    return Err(invalid(
+                    return Err(ApiError::invalid(
                         "lifecycleOperationCount",
                         "must be a non-negative integer",
                     ));
                 }
             },
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     other,
                     "is not a property of k8sclusters (name, ingressDefaultNode, lifecycleOperationCount)",
                 ));
@@ -93,16 +121,6 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         }
     }
     Ok(out)
-}
-
-fn body_object(body: Value) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Value::Object(object) => Ok(object),
-        other => Err(invalid(
-            "body",
-            format!("must be a JSON object, got {}", json_kind(&other)),
-        )),
-    }
 }
 
 fn new_doc(caller: &Caller, name: &str, props: &Map<String, Value>) -> Value {
@@ -146,7 +164,7 @@ pub async fn insert(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::WriteClusters)?;
-    let body = body_object(body)?;
+    let body = object(body)?;
     let name = check_name(body.get("name").unwrap_or(&Value::Null))?;
     let props = writable(&body)?;
     let upsert = is_upsert(&query);
@@ -162,7 +180,7 @@ pub async fn insert(
                     Ok(Json(Value::Object(props)).into_response())
                 }
                 Some(_) => Err(ApiError::Duplicate {
-                    resource: RESOURCE,
+                    resource: Clusters::NAME,
                     id: name,
                 }),
                 None => {
@@ -183,11 +201,11 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::WriteClusters)?;
-    let body = body_object(body)?;
+    let body = object(body)?;
     if let Some(given) = body.get("name")
         && given.as_str() != Some(name.as_str())
     {
-        return Err(invalid("name", "a cluster cannot be renamed"));
+        return Err(ApiError::invalid("name", "a cluster cannot be renamed"));
     }
     let props = writable(&body)?;
     state
@@ -195,157 +213,10 @@ pub async fn update(
         .transaction(move |tx| {
             let namespace = caller.namespace.as_str();
             let mut doc = resources::get_doc(tx, DocTable::Clusters, namespace, &name)?
-                .ok_or_else(|| not_found(&name))?;
+                .ok_or_else(|| Clusters::not_found(name.clone()))?;
             apply_update(&caller, &mut doc, &props);
             resources::replace_cluster(tx, namespace, &name, &doc)?;
             Ok(Json(Value::Object(props)).into_response())
         })
         .await
-}
-
-/// `GET /k8sclusters`.
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    SelectParams(select): SelectParams,
-) -> Result<Response, ApiError> {
-    super::doc_table::list(
-        &state,
-        caller,
-        Action::ReadClusters,
-        DocTable::Clusters,
-        &select,
-    )
-    .await
-}
-
-/// `POST /k8sclusters/select` (the body is the where clause).
-pub async fn select(
-    state: State<AppState>,
-    caller: Caller,
-    params: SelectParams,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let params = params.with_where(&body)?;
-    list(state, caller, params).await
-}
-
-/// `GET /k8sclusters/<name>`.
-pub async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    super::doc_table::get(
-        &state,
-        caller,
-        Action::ReadClusters,
-        DocTable::Clusters,
-        name,
-        |name| not_found(&name),
-    )
-    .await
-}
-
-fn delete_checked(
-    tx: &rusqlite::Transaction<'_>,
-    namespace: &str,
-    name: &str,
-) -> Result<(), ApiError> {
-    let (installations, workitems) = resources::cluster_usage(tx, namespace, name)?;
-    if installations > 0 || workitems > 0 {
-        return Err(ApiError::ClusterInUse {
-            cluster: name.to_owned(),
-            installations,
-            workitems,
-        });
-    }
-    resources::delete_cluster(tx, namespace, name)?;
-    Ok(())
-}
-
-/// `DELETE /k8sclusters/<name>`: refused while installations or
-/// outstanding workitems exist.
-pub async fn delete_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    caller.require(Action::WriteClusters)?;
-    state
-        .store
-        .transaction(move |tx| {
-            let namespace = caller.namespace.as_str();
-            if resources::get_doc(tx, DocTable::Clusters, namespace, &name)?.is_none() {
-                return Err(not_found(&name));
-            }
-            delete_checked(tx, namespace, &name)
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `DELETE /k8sclusters?where=…`: all or nothing.
-pub async fn delete_where(
-    State(state): State<AppState>,
-    caller: Caller,
-    SelectParams(select): SelectParams,
-) -> Result<Response, ApiError> {
-    caller.require(Action::WriteClusters)?;
-    let count = select.count;
-    let deleted = state
-        .store
-        .transaction(move |tx| {
-            let namespace = caller.namespace.as_str();
-            let docs = resources::list_docs(tx, DocTable::Clusters, namespace)?;
-            let select = crate::query::Select {
-                props: None,
-                ..select
-            };
-            let matched = select.apply(docs);
-            for doc in &matched.documents {
-                let name = doc.get("name").and_then(Value::as_str).unwrap_or_default();
-                delete_checked(tx, namespace, name)?;
-            }
-            Ok(matched.documents.len())
-        })
-        .await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    if count {
-        response
-            .headers_mut()
-            .insert("x-total-count", HeaderValue::from(deleted as u64));
-    }
-    Ok(response)
-}
-
-/// `POST /k8sclusters/<name>/command` with `{"op": .., "data": ..}`.
-pub async fn command(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    super::run_command(state, caller, &headers, Target::Cluster(name), body).await
-}
-
-/// Splits a command body into `op` and `data`.
-pub fn command_parts(body: Value) -> Result<(String, Value), ApiError> {
-    let mut body = body_object(body)?;
-    let op = match body.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(other) => {
-            return Err(invalid(
-                "op",
-                format!("must be a string, got {}", json_kind(&other)),
-            ));
-        }
-        None => return Err(invalid("op", "is required")),
-    };
-    let data = body.remove("data").unwrap_or(Value::Null);
-    if let Some(key) = body.keys().next() {
-        return Err(invalid(key, "is not a field of a command (op, data)"));
-    }
-    Ok((op, data))
 }

@@ -8,14 +8,15 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::error::ApiError;
+use crate::audit::now_ms;
 use crate::auth::{Caller, Grants, token_hash};
-use crate::error::ApiError;
+use crate::query::json_kind;
 use crate::query::{Filter, Select};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::identity;
-use crate::store::now_ms;
 
 /// The query string as a map (repeated keys: the last wins).
 pub fn query_map(parts: &Parts) -> HashMap<String, String> {
@@ -106,6 +107,18 @@ pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiE
                 ApiError::MalformedJson(rejection.body_text())
             }
         })
+}
+
+/// A body that must be a JSON object; anything else is a 400 naming what
+/// it was.
+pub fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(object) => Ok(object),
+        other => Err(ApiError::invalid(
+            "body",
+            format!("must be a JSON object, got {}", json_kind(&other)),
+        )),
+    }
 }
 
 /// The select parameters of a GET (`where`, `props`, `sort`, `limit`,

@@ -4,24 +4,37 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
+use rusqlite::Transaction;
 use serde_json::{Value, json};
 
+use super::error::ApiError;
 use super::extract::{JsonBody, read_body};
+use super::resource::{Removable, Resource};
+use crate::audit::{iso, now_ms};
 use crate::auth::{
     self, Action, Caller, WORKER_PROFILE, hash_password, new_token, normalize_profile, parse_basic,
     token_hash, verify_password,
 };
-use crate::error::ApiError;
-use crate::operations::json_kind;
-use crate::server::AppState;
+use crate::query::json_kind;
+use crate::state::AppState;
 use crate::store::identity::{self, TokenRecord, UserRecord};
-use crate::store::{iso, now_ms};
 
-fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
+/// Long-lived `tokens`, revoked through the shared delete handler of
+/// [`super::resource`].
+#[derive(Debug)]
+pub struct Tokens;
+
+impl Resource for Tokens {
+    const NAME: &'static str = "tokens";
+    const KEY: &'static str = "name";
+}
+
+impl Removable for Tokens {
+    const DELETE: Action = Action::ManageTokens;
+
+    fn delete(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<bool, ApiError> {
+        Ok(identity::delete_named_token(tx, namespace, key)?)
     }
 }
 
@@ -36,16 +49,38 @@ fn check_identifier(field: &str, value: Option<&Value>) -> Result<String, ApiErr
         {
             Ok(text.clone())
         }
-        Some(other) if !other.is_string() => Err(invalid(
+        Some(other) if !other.is_string() => Err(ApiError::invalid(
             field,
             format!("must be a string, got {}", json_kind(other)),
         )),
-        Some(_) => Err(invalid(
+        Some(_) => Err(ApiError::invalid(
             field,
             "1-128 characters of letters, digits, '-', '_', '.' or '@'",
         )),
-        None => Err(invalid(field, "is required")),
+        None => Err(ApiError::invalid(field, "is required")),
     }
+}
+
+/// A new password: a string of 8 to 1024 characters.
+fn check_password(field: &str, value: Option<&Value>) -> Result<String, ApiError> {
+    match value {
+        Some(Value::String(password)) if password.len() >= 8 && password.len() <= 1024 => {
+            Ok(password.clone())
+        }
+        _ => Err(ApiError::invalid(
+            field,
+            "must be a string of 8 to 1024 characters",
+        )),
+    }
+}
+
+/// The stored form of `password`, hashed off the runtime (PBKDF2 is slow
+/// by design).
+async fn hash(state: &AppState, password: String) -> Result<String, ApiError> {
+    let iterations = state.config.password_hash_iterations;
+    tokio::task::spawn_blocking(move || hash_password(&password, iterations))
+        .await
+        .map_err(ApiError::Task)
 }
 
 /// Issues a session token for a user and answers Vantiq's authenticate body.
@@ -152,11 +187,11 @@ pub async fn create_token(
             .map(|item| {
                 item.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| invalid("profiles", "must be a list of profile names"))
+                    .ok_or_else(|| ApiError::invalid("profiles", "must be a list of profile names"))
             })
             .collect::<Result<_, _>>()?,
         _ => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "profiles",
                 "must be a non-empty list of profile names",
             ));
@@ -167,13 +202,13 @@ pub async fn create_token(
         Some(Value::Number(number)) => number.as_i64(),
         Some(Value::String(text)) => Some(
             humantime::parse_rfc3339(text)
-                .map_err(|error| invalid("expiresAt", error.to_string()))?
+                .map_err(|error| ApiError::invalid("expiresAt", error.to_string()))?
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
         ),
         Some(other) => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "expiresAt",
                 format!(
                     "must be an ISO 8601 date or epoch milliseconds, got {}",
@@ -195,10 +230,10 @@ pub async fn create_token(
                 let known = normalize_profile(profile)
                     .filter(|_| qualifier.is_none_or(|ns| ns == caller.namespace || ns == "system"));
                 let Some(known) = known else {
-                    return Err(invalid("profiles", format!("{profile} is not a profile of namespace {}", caller.namespace)));
+                    return Err(ApiError::invalid("profiles", format!("{profile} is not a profile of namespace {}", caller.namespace)));
                 };
                 if !identity::has_profile(tx, &caller.namespace, known)? {
-                    return Err(invalid(
+                    return Err(ApiError::invalid(
                         "profiles",
                         format!("namespace {} has no {known} profile; run K8sManager.addK8sWorkerProfile", caller.namespace),
                     ));
@@ -238,29 +273,6 @@ pub async fn list_tokens(
     Ok(Json(Value::Array(tokens)))
 }
 
-/// `DELETE /api/v1/resources/tokens/<name>`: revokes.
-pub async fn delete_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    caller.require(Action::ManageTokens)?;
-    state
-        .store
-        .transaction(move |tx| {
-            if identity::delete_named_token(tx, &caller.namespace, &name)? {
-                Ok(StatusCode::NO_CONTENT)
-            } else {
-                Err(ApiError::NotFound {
-                    resource: "tokens",
-                    key: "name",
-                    id: name,
-                })
-            }
-        })
-        .await
-}
-
 /// `POST /api/v1/resources/users` `{"username", "password", "profiles": ["admin"|"user"]}`.
 pub async fn create_user(
     State(state): State<AppState>,
@@ -269,17 +281,7 @@ pub async fn create_user(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::ManageUsers)?;
     let username = check_identifier("username", body.get("username"))?;
-    let password = match body.get("password") {
-        Some(Value::String(password)) if password.len() >= 8 && password.len() <= 1024 => {
-            password.clone()
-        }
-        _ => {
-            return Err(invalid(
-                "password",
-                "must be a string of 8 to 1024 characters",
-            ));
-        }
-    };
+    let password = check_password("password", body.get("password"))?;
     let profile = match body
         .get("profiles")
         .and_then(|profiles| profiles.get(0))
@@ -289,16 +291,13 @@ pub async fn create_user(
     {
         Some(profile @ (auth::ADMIN_PROFILE | auth::USER_PROFILE)) => profile,
         _ => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "profiles",
                 "a user has the admin or the user profile",
             ));
         }
     };
-    let iterations = state.config.password_hash_iterations;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations))
-        .await
-        .map_err(|error| ApiError::Internal(crate::store::StoreError::Task(error)))?;
+    let password_hash = hash(&state, password).await?;
     let namespace = caller.namespace.clone();
     let answer = json!({"username": username, "profiles": [profile], "ars_namespace": namespace});
     state
@@ -337,11 +336,14 @@ fn check_limits(value: Option<&Value>) -> Result<Value, ApiError> {
         Some(Value::Object(limits)) => {
             if let Some(resources) = limits.get("k8sResources") {
                 let Value::Object(resources) = resources else {
-                    return Err(invalid("limits.k8sResources", "must be an object"));
+                    return Err(ApiError::invalid(
+                        "limits.k8sResources",
+                        "must be an object",
+                    ));
                 };
                 for (key, value) in resources {
                     if !crate::quota::DIMENSIONS.iter().any(|(name, _)| name == key) {
-                        return Err(invalid(
+                        return Err(ApiError::invalid(
                             &format!("limits.k8sResources.{key}"),
                             "is not one of vCPU, memory, gpuNvidia, gpuAmd",
                         ));
@@ -352,7 +354,7 @@ fn check_limits(value: Option<&Value>) -> Result<Value, ApiError> {
                         _ => String::new(),
                     };
                     if k8sworker_core::quantity::Quantity::parse(&text).is_none() {
-                        return Err(invalid(
+                        return Err(ApiError::invalid(
                             &format!("limits.k8sResources.{key}"),
                             "must be a Kubernetes quantity",
                         ));
@@ -361,7 +363,7 @@ fn check_limits(value: Option<&Value>) -> Result<Value, ApiError> {
             }
             Ok(Value::Object(limits.clone()))
         }
-        Some(other) => Err(invalid(
+        Some(other) => Err(ApiError::invalid(
             "limits",
             format!("must be an object, got {}", json_kind(other)),
         )),
@@ -382,22 +384,8 @@ pub async fn create_namespace(
         None | Some(Value::Null) => None,
         value => {
             let username = check_identifier("adminUsername", value)?;
-            let password = match body.get("adminPassword") {
-                Some(Value::String(password)) if password.len() >= 8 && password.len() <= 1024 => {
-                    password.clone()
-                }
-                _ => {
-                    return Err(invalid(
-                        "adminPassword",
-                        "must be a string of 8 to 1024 characters",
-                    ));
-                }
-            };
-            let iterations = state.config.password_hash_iterations;
-            let hash = tokio::task::spawn_blocking(move || hash_password(&password, iterations))
-                .await
-                .map_err(|error| ApiError::Internal(crate::store::StoreError::Task(error)))?;
-            Some((username, hash))
+            let password = check_password("adminPassword", body.get("adminPassword"))?;
+            Some((username, hash(&state, password).await?))
         }
     };
     state
@@ -450,11 +438,7 @@ pub async fn get_namespace(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_found = |name: String| ApiError::NotFound {
-        resource: "namespaces",
-        key: "name",
-        id: name,
-    };
+    let not_found = |name: String| ApiError::not_found("namespaces", "name", name);
     if name != caller.namespace && caller.require(Action::ManageNamespaces).is_err() {
         return Err(not_found(name));
     }
@@ -479,11 +463,7 @@ pub async fn update_namespace(
         .store
         .transaction(move |tx| {
             if !identity::set_limits(tx, &name, &limits)? {
-                return Err(ApiError::NotFound {
-                    resource: "namespaces",
-                    key: "name",
-                    id: name,
-                });
+                return Err(ApiError::not_found("namespaces", "name", name));
             }
             Ok(Json(json!({"limits": limits})))
         })

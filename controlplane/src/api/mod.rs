@@ -1,30 +1,46 @@
 //! The HTTP API: Vantiq's resource URLs under `/api/v1/resources`, plus
 //! `/authenticate`, the document download under `/docs`, and `/healthz`.
 //!
+//! The API is the edge: it reads requests, asks the layers below
+//! ([`crate::operations`], [`crate::store`], [`crate::lifecycle`],
+//! [`crate::auth`]) and turns their answers and errors into Vantiq's
+//! ([`error`]). The list, select, get and delete routes of every resource
+//! type share one set of handlers ([`resource`]).
+//!
 //! Every error leaves in Vantiq's shape; responses the router or a layer
 //! produce on their own (405, 413) are rewritten into it by
-//! [`vantiq_error_shape`].
+//! `vantiq_error_shape`.
 
 mod clusters;
-mod doc_table;
+mod command;
 mod documents;
+pub mod error;
 mod extract;
 mod identity;
 mod installations;
 mod procedures;
+pub mod resource;
+mod secrets;
+mod workitems;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
-use crate::auth::{Action, Caller};
-use crate::error::{ApiError, vantiq_body_for_status};
-use crate::operations::{self, Rules, Target};
-use crate::server::AppState;
+use self::clusters::Clusters;
+use self::documents::Documents;
+use self::error::{ApiError, vantiq_body_for_status};
+use self::identity::Tokens;
+use self::installations::Installations;
+use self::resource::{delete_one, delete_where, get_one, list, select};
+use self::secrets::Secrets;
+use self::workitems::Workitems;
+use crate::auth::Caller;
+use crate::state::AppState;
 
 const R: &str = "/api/v1/resources";
 
@@ -58,7 +74,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{R}/tokens/{{name}}"),
-            axum::routing::delete(identity::delete_token),
+            delete(delete_one::<Tokens>),
         )
         .route(
             &format!("{R}/users"),
@@ -74,78 +90,78 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{R}/k8sclusters"),
-            get(clusters::list)
+            get(list::<Clusters>)
                 .post(clusters::insert)
-                .delete(clusters::delete_where),
+                .delete(delete_where::<Clusters>),
         )
-        .route(&format!("{R}/k8sclusters/select"), post(clusters::select))
+        .route(&format!("{R}/k8sclusters/select"), post(select::<Clusters>))
         .route(
             &format!("{R}/k8sclusters/{{name}}"),
-            get(clusters::get_one)
+            get(get_one::<Clusters>)
                 .put(clusters::update)
-                .delete(clusters::delete_one),
+                .delete(delete_one::<Clusters>),
         )
         .route(
             &format!("{R}/k8sclusters/{{name}}/command"),
-            post(clusters::command),
+            post(command::run::<Clusters>),
         )
         .route(
             &format!("{R}/k8sinstallations"),
-            get(installations::list)
+            get(list::<Installations>)
                 .post(installations::read_only)
                 .delete(installations::read_only),
         )
         .route(
             &format!("{R}/k8sinstallations/select"),
-            post(installations::select),
+            post(select::<Installations>),
         )
         .route(
             &format!("{R}/k8sinstallations/{{name}}"),
-            get(installations::get_one)
+            get(get_one::<Installations>)
                 .put(installations::read_only)
                 .patch(installations::read_only)
                 .delete(installations::read_only),
         )
         .route(
             &format!("{R}/k8sinstallations/{{name}}/command"),
-            post(installations::command),
+            post(command::run::<Installations>),
         )
         .route(
             &format!("{R}/k8sworkitems"),
-            get(installations::list_workitems)
-                .delete(installations::delete_workitems_where)
-                .post(installations::workitems_read_only),
+            get(list::<Workitems>)
+                .delete(delete_where::<Workitems>)
+                .post(workitems::read_only),
         )
         .route(
             &format!("{R}/k8sworkitems/select"),
-            post(installations::select_workitems),
+            post(select::<Workitems>),
         )
         .route(
             &format!("{R}/k8sworkitems/{{id}}"),
-            get(installations::get_workitem)
-                .delete(installations::delete_workitem)
-                .put(installations::workitems_read_only)
-                .patch(installations::workitems_read_only),
+            get(get_one::<Workitems>)
+                .delete(delete_one::<Workitems>)
+                .put(workitems::read_only)
+                .patch(workitems::read_only),
         )
         .route(
             &format!("{R}/documents"),
-            get(documents::list).post(documents::upload),
+            get(list::<Documents>).post(documents::upload),
         )
-        .route(&format!("{R}/documents/select"), post(documents::select))
+        .route(&format!("{R}/documents/select"), post(select::<Documents>))
         .route(
             &format!("{R}/documents/{{*name}}"),
-            get(documents::get_one).delete(documents::delete_one),
+            get(get_one::<Documents>).delete(delete_one::<Documents>),
         )
         .route("/docs/{*name}", get(documents::download))
         .route(
             &format!("{R}/secrets"),
-            get(documents::list_secrets).post(documents::put_secret),
+            get(list::<Secrets>).post(secrets::put_secret),
         )
         .route(
             &format!("{R}/secrets/{{name}}"),
-            get(documents::get_secret)
-                .put(documents::update_secret)
-                .delete(documents::delete_secret),
+            get(get_one::<Secrets>)
+                .put(secrets::update_secret)
+                .delete(delete_one::<Secrets>),
         )
         .route(&format!("{R}/procedures/{{name}}"), post(procedures::call))
         .fallback(fallback)
@@ -188,37 +204,4 @@ async fn vantiq_error_shape(response: Response) -> Response {
         rewritten.headers_mut().insert(header::ALLOW, allow.clone());
     }
     rewritten
-}
-
-/// Shared by both command endpoints: validate, enqueue, wake the cluster's
-/// long-polling workers, answer the workitem.
-async fn run_command(
-    state: AppState,
-    caller: Caller,
-    headers: &HeaderMap,
-    target: Target,
-    body: Value,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::RequestOperation)?;
-    let (op, data) = clusters::command_parts(body)?;
-    let traceparent = crate::trace_context::for_request(headers);
-    let rules = Rules {
-        self_k8s_namespace: state.config.self_k8s_namespace.clone(),
-    };
-    let row = state
-        .store
-        .transaction(move |tx| {
-            operations::request(tx, &caller, &target, &op, &data, traceparent, &rules)
-        })
-        .await?;
-    tracing::info!(
-        namespace = %row.namespace,
-        cluster = %row.cluster,
-        installation = %row.installation,
-        operation = %row.operation,
-        request_id = %row.request_id,
-        "workitem requested"
-    );
-    state.wakeups.wake(&row.namespace, &row.cluster);
-    Ok(Json(row.to_doc()))
 }

@@ -14,20 +14,14 @@ use axum::extract::{Path, Request, State};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::error::ApiError;
 use super::extract::read_body;
 use crate::auth::{Action, Caller};
-use crate::error::ApiError;
-use crate::operations::json_kind;
-use crate::server::AppState;
+use crate::lifecycle::{REPORTED_PROPERTIES, Status};
+use crate::query::json_kind;
+use crate::state::AppState;
 use crate::store::resources::{self, DocTable};
 use crate::store::workitems;
-
-fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
-}
 
 /// The procedure's named parameters.
 struct Params(Map<String, Value>);
@@ -36,12 +30,12 @@ impl Params {
     fn string(&self, key: &str) -> Result<String, ApiError> {
         match self.0.get(key) {
             Some(Value::String(text)) if !text.is_empty() && text.len() <= 1024 => Ok(text.clone()),
-            Some(other) if !other.is_string() => Err(invalid(
+            Some(other) if !other.is_string() => Err(ApiError::invalid(
                 key,
                 format!("must be a string, got {}", json_kind(other)),
             )),
-            Some(_) => Err(invalid(key, "must be a non-empty string")),
-            None => Err(invalid(key, "is required")),
+            Some(_) => Err(ApiError::invalid(key, "must be a non-empty string")),
+            None => Err(ApiError::invalid(key, "is required")),
         }
     }
 
@@ -59,14 +53,14 @@ impl Params {
             Some(Value::Number(number)) => {
                 let seconds = number.as_f64().unwrap_or(-1.0);
                 if !(0.0..=max.as_secs_f64()).contains(&seconds) {
-                    return Err(invalid(
+                    return Err(ApiError::invalid(
                         key,
                         format!("must be between 0 and {} seconds", max.as_secs()),
                     ));
                 }
                 Ok(Some(Duration::from_secs_f64(seconds)))
             }
-            Some(other) => Err(invalid(
+            Some(other) => Err(ApiError::invalid(
                 key,
                 format!("must be a number of seconds, got {}", json_kind(other)),
             )),
@@ -88,13 +82,13 @@ pub async fn call(
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(object)) => object,
             Ok(Value::Array(_)) => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     "parameters",
                     "pass named parameters as a JSON object; positional parameters are not supported",
                 ));
             }
             Ok(other) => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     "parameters",
                     format!("must be a JSON object, got {}", json_kind(&other)),
                 ));
@@ -142,15 +136,13 @@ async fn claim(state: &AppState, caller: &Caller, params: &Params) -> Result<Val
         let exists = state
             .store
             .transaction(move |tx| {
-                Ok(resources::get_doc(tx, DocTable::Clusters, &namespace, &name)?.is_some())
+                Ok::<_, ApiError>(
+                    resources::get_doc(tx, DocTable::Clusters, &namespace, &name)?.is_some(),
+                )
             })
             .await?;
         if !exists {
-            return Err(ApiError::NotFound {
-                resource: "k8sclusters",
-                key: "name",
-                id: cluster,
-            });
+            return Err(ApiError::not_found("k8sclusters", "name", cluster));
         }
     }
     let span =
@@ -209,18 +201,12 @@ async fn renew(state: &AppState, caller: &Caller, params: &Params) -> Result<Val
         .filter(|lease| !lease.is_zero())
         .unwrap_or(state.config.default_lease);
     let namespace = caller.namespace.clone();
-    state
+    let lease_ms = lease.as_millis() as i64;
+    let renewed = state
         .store
-        .transaction(move |tx| {
-            workitems::renew(
-                tx,
-                &namespace,
-                &request_id,
-                &lease_id,
-                lease.as_millis() as i64,
-            )
-        })
-        .await
+        .transaction(move |tx| workitems::renew(tx, &namespace, &request_id, &lease_id, lease_ms))
+        .await?;
+    Ok(renewed)
 }
 
 async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
@@ -230,7 +216,7 @@ async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(report)) => report.clone(),
         Some(other) => {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "installation",
                 format!("must be an object, got {}", json_kind(other)),
             ));
@@ -238,13 +224,13 @@ async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<
     };
     if let Some(key) = report
         .keys()
-        .find(|key| !workitems::REPORTED_PROPERTIES.contains(&key.as_str()))
+        .find(|key| !REPORTED_PROPERTIES.contains(&key.as_str()))
     {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             &format!("installation.{key}"),
             format!(
                 "is not a reportable property ({})",
-                workitems::REPORTED_PROPERTIES.join(", ")
+                REPORTED_PROPERTIES.join(", ")
             ),
         ));
     }
@@ -264,18 +250,17 @@ async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<
 async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
     caller.require(Action::WorkerProtocol)?;
     let (request_id, lease_id) = lease_params(params)?;
-    let status = params
-        .optional_string("status")?
-        .unwrap_or_else(|| "FAILED".into());
-    if !matches!(status.as_str(), "FAILED" | "INVALID") {
-        return Err(invalid("status", "must be FAILED or INVALID"));
-    }
+    let status = match params.optional_string("status")? {
+        None => Status::Failed,
+        Some(status) => Status::failure(&status)
+            .ok_or_else(|| ApiError::invalid("status", "must be FAILED or INVALID"))?,
+    };
     let message = params.string("message")?;
     let namespace = caller.namespace.clone();
     let result = state
         .store
         .transaction(move |tx| {
-            workitems::fail(tx, &namespace, &request_id, &lease_id, &status, &message)
+            workitems::fail(tx, &namespace, &request_id, &lease_id, status, &message)
         })
         .await?;
     tracing::warn!(request_id = %result["requestId"], status = %result["status"], "workitem failed");

@@ -3,9 +3,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
-use super::{iso, now_ms};
+use super::StoreError;
+use crate::audit::{iso, now_ms};
 use crate::auth::{ADMIN_PROFILE, USER_PROFILE, WORKER_PROFILE};
-use crate::error::ApiError;
 
 /// The profiles a new namespace has.
 pub const DEFAULT_PROFILES: &[&str] = &[ADMIN_PROFILE, USER_PROFILE, WORKER_PROFILE];
@@ -15,23 +15,31 @@ pub const DEFAULT_PROFILES: &[&str] = &[ADMIN_PROFILE, USER_PROFILE, WORKER_PROF
 pub struct TokenRecord {
     /// `None` for a session token from `/authenticate`.
     pub name: Option<String>,
+    /// The namespace the token acts in.
     pub namespace: String,
+    /// The user it was issued to (or by, for a named token).
     pub username: String,
+    /// Its profiles (`admin`, `user`, `k8sWorker__system`).
     pub profiles: Vec<String>,
+    /// When it expires, epoch milliseconds; `None`: never.
     pub expires_at: Option<i64>,
 }
 
 /// A stored user.
 #[derive(Debug, Clone)]
 pub struct UserRecord {
+    /// The login name, unique across namespaces.
     pub username: String,
+    /// The one namespace the user belongs to.
     pub namespace: String,
+    /// `admin` or `user`.
     pub profile: String,
+    /// [`crate::auth::hash_password`]'s string.
     pub password_hash: String,
 }
 
 /// Whether any namespace exists (first start when not).
-pub fn is_initialized(tx: &Transaction<'_>) -> Result<bool, ApiError> {
+pub fn is_initialized(tx: &Transaction<'_>) -> Result<bool, StoreError> {
     Ok(tx
         .query_row("SELECT 1 FROM namespaces LIMIT 1", [], |_| Ok(()))
         .optional()?
@@ -39,13 +47,17 @@ pub fn is_initialized(tx: &Transaction<'_>) -> Result<bool, ApiError> {
 }
 
 /// Creates a namespace with the default profiles.
-pub fn create_namespace(tx: &Transaction<'_>, name: &str, limits: &Value) -> Result<(), ApiError> {
+pub fn create_namespace(
+    tx: &Transaction<'_>,
+    name: &str,
+    limits: &Value,
+) -> Result<(), StoreError> {
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO namespaces (name, limits, created_at) VALUES (?1, ?2, ?3)",
         params![name, limits.to_string(), now_ms()],
     )?;
     if inserted == 0 {
-        return Err(ApiError::Duplicate {
+        return Err(StoreError::Duplicate {
             resource: "namespaces",
             id: name.to_owned(),
         });
@@ -60,7 +72,7 @@ pub fn create_namespace(tx: &Transaction<'_>, name: &str, limits: &Value) -> Res
 }
 
 /// The namespace's JSON view.
-pub fn namespace_doc(tx: &Transaction<'_>, name: &str) -> Result<Option<Value>, ApiError> {
+pub fn namespace_doc(tx: &Transaction<'_>, name: &str) -> Result<Option<Value>, StoreError> {
     let row = tx
         .query_row(
             "SELECT limits, created_at FROM namespaces WHERE name = ?1",
@@ -85,7 +97,7 @@ pub fn namespace_doc(tx: &Transaction<'_>, name: &str) -> Result<Option<Value>, 
 }
 
 /// Every namespace name.
-pub fn namespace_names(tx: &Transaction<'_>) -> Result<Vec<String>, ApiError> {
+pub fn namespace_names(tx: &Transaction<'_>) -> Result<Vec<String>, StoreError> {
     Ok(tx
         .prepare("SELECT name FROM namespaces ORDER BY name")?
         .query_map([], |row| row.get(0))?
@@ -93,7 +105,7 @@ pub fn namespace_names(tx: &Transaction<'_>) -> Result<Vec<String>, ApiError> {
 }
 
 /// The namespace's `limits` object.
-pub fn limits(tx: &Transaction<'_>, namespace: &str) -> Result<Value, ApiError> {
+pub fn limits(tx: &Transaction<'_>, namespace: &str) -> Result<Value, StoreError> {
     let text: Option<String> = tx
         .query_row(
             "SELECT limits FROM namespaces WHERE name = ?1",
@@ -108,7 +120,11 @@ pub fn limits(tx: &Transaction<'_>, namespace: &str) -> Result<Value, ApiError> 
 }
 
 /// Replaces the namespace's `limits`; `false` when it does not exist.
-pub fn set_limits(tx: &Transaction<'_>, namespace: &str, limits: &Value) -> Result<bool, ApiError> {
+pub fn set_limits(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    limits: &Value,
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "UPDATE namespaces SET limits = ?2 WHERE name = ?1",
         params![namespace, limits.to_string()],
@@ -120,7 +136,7 @@ pub fn ensure_profile(
     tx: &Transaction<'_>,
     namespace: &str,
     profile: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "INSERT OR IGNORE INTO profiles (namespace, name) VALUES (?1, ?2)",
         params![namespace, profile],
@@ -128,7 +144,11 @@ pub fn ensure_profile(
 }
 
 /// Whether a namespace has a profile.
-pub fn has_profile(tx: &Transaction<'_>, namespace: &str, profile: &str) -> Result<bool, ApiError> {
+pub fn has_profile(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    profile: &str,
+) -> Result<bool, StoreError> {
     Ok(tx
         .query_row(
             "SELECT 1 FROM profiles WHERE namespace = ?1 AND name = ?2",
@@ -145,7 +165,7 @@ pub fn remove_profile(
     tx: &Transaction<'_>,
     namespace: &str,
     profile: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM profiles WHERE namespace = ?1 AND name = ?2",
         params![namespace, profile],
@@ -154,7 +174,7 @@ pub fn remove_profile(
 }
 
 /// Creates a user; usernames are unique across namespaces.
-pub fn create_user(tx: &Transaction<'_>, user: &UserRecord) -> Result<(), ApiError> {
+pub fn create_user(tx: &Transaction<'_>, user: &UserRecord) -> Result<(), StoreError> {
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO users (username, namespace, profile, password_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -167,7 +187,7 @@ pub fn create_user(tx: &Transaction<'_>, user: &UserRecord) -> Result<(), ApiErr
         ],
     )?;
     if inserted == 0 {
-        return Err(ApiError::Duplicate {
+        return Err(StoreError::Duplicate {
             resource: "users",
             id: user.username.clone(),
         });
@@ -176,7 +196,7 @@ pub fn create_user(tx: &Transaction<'_>, user: &UserRecord) -> Result<(), ApiErr
 }
 
 /// Finds a user by name.
-pub fn find_user(tx: &Transaction<'_>, username: &str) -> Result<Option<UserRecord>, ApiError> {
+pub fn find_user(tx: &Transaction<'_>, username: &str) -> Result<Option<UserRecord>, StoreError> {
     Ok(tx
         .query_row(
             "SELECT username, namespace, profile, password_hash FROM users WHERE username = ?1",
@@ -194,7 +214,7 @@ pub fn find_user(tx: &Transaction<'_>, username: &str) -> Result<Option<UserReco
 }
 
 /// The users of a namespace, without password hashes.
-pub fn list_users(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, ApiError> {
+pub fn list_users(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
     Ok(tx
         .prepare("SELECT username, profile, created_at FROM users WHERE namespace = ?1")?
         .query_map([namespace], |row| {
@@ -213,7 +233,7 @@ pub fn insert_token(
     tx: &Transaction<'_>,
     hash: &str,
     record: &TokenRecord,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let name = record.name.as_deref();
     if let Some(name) = name {
         let exists = tx
@@ -225,7 +245,7 @@ pub fn insert_token(
             .optional()?
             .is_some();
         if exists {
-            return Err(ApiError::Duplicate {
+            return Err(StoreError::Duplicate {
                 resource: "tokens",
                 id: name.to_owned(),
             });
@@ -248,7 +268,7 @@ pub fn insert_token(
 }
 
 /// Finds a token by its hash.
-pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
+pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
     let row = tx
         .query_row(
             "SELECT namespace, username, profiles, expires_at, name FROM tokens WHERE token_hash = ?1",
@@ -277,12 +297,12 @@ pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord
 }
 
 /// Revokes a token by its hash (refresh revokes the old session token).
-pub fn delete_token_by_hash(tx: &Transaction<'_>, hash: &str) -> Result<bool, ApiError> {
+pub fn delete_token_by_hash(tx: &Transaction<'_>, hash: &str) -> Result<bool, StoreError> {
     Ok(tx.execute("DELETE FROM tokens WHERE token_hash = ?1", [hash])? == 1)
 }
 
 /// The named (long-lived) tokens of a namespace, without secrets.
-pub fn list_tokens(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, ApiError> {
+pub fn list_tokens(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
     Ok(tx
         .prepare(
             "SELECT name, username, profiles, expires_at, created_at FROM tokens
@@ -307,7 +327,7 @@ pub fn delete_named_token(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "DELETE FROM tokens WHERE namespace = ?1 AND name = ?2",
         params![namespace, name],

@@ -17,6 +17,10 @@
 //! Resources are rows with indexed key columns plus a JSON `doc` holding the
 //! Vantiq-visible properties; selects read a namespace's rows and apply the
 //! `where` clause in Rust ([`crate::query`]).
+//!
+//! Every function answers a [`StoreError`]: what it found about the data
+//! (not found, duplicate, lease lost) or how storage failed. Workitem
+//! decisions are [`crate::lifecycle`]'s; the store reads, asks and writes.
 
 pub mod identity;
 pub mod resources;
@@ -24,48 +28,107 @@ pub mod workitems;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
 
 use crate::config::Synchronous;
-use crate::error::ApiError;
+use crate::lifecycle::TransitionError;
 
-/// A storage failure (never a domain rule: those are [`ApiError`]s).
+/// Why a store operation failed: a fact about the stored data (not found,
+/// duplicate, lease lost, a value the store refuses), or the storage itself.
+/// The store speaks no HTTP; the API maps these to answers.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No instance of `resource` has `key` = `id` in the namespace.
+    #[error("no {resource} instance with {key} {id}")]
+    NotFound {
+        /// The resource type (`k8sworkitems`, `secrets`, …).
+        resource: &'static str,
+        /// The identifying property (`name`, `requestId`).
+        key: &'static str,
+        /// The value looked for.
+        id: String,
+    },
+    /// An instance of `resource` named `id` already exists.
+    #[error("{resource} {id} already exists")]
+    Duplicate {
+        /// The resource type (`k8sclusters`, `users`, …).
+        resource: &'static str,
+        /// The name that is taken.
+        id: String,
+    },
+    /// The workitem is no longer held under the lease the caller presented.
+    #[error("workitem {request_id} is not leased under lease {lease_id}")]
+    LeaseLost {
+        /// The workitem's `requestId`.
+        request_id: String,
+        /// The lease presented.
+        lease_id: String,
+    },
+    /// A value the store cannot write as given.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The property or parameter, as the caller named it.
+        field: String,
+        /// What is wrong, for a person.
+        reason: String,
+    },
+    /// The workitem state machine refused a step the store tried (a bug:
+    /// the store reads the status before it acts).
+    #[error("the workitem state machine refused a step")]
+    Transition(#[source] TransitionError),
+    /// A stored value is not one this version understands.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database file could not be opened or configured.
     #[error("opening the database {path}")]
     Open {
+        /// The database file.
         path: String,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// A schema migration failed.
     #[error("migrating the schema to version {version}")]
     Migrate {
+        /// The version being migrated to.
         version: usize,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// A statement failed.
     #[error("database access failed")]
     Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON document does not decode.
     #[error("a stored JSON document is corrupt")]
     Json(#[from] serde_json::Error),
+    /// The blocking task running the database work failed.
     #[error("the database task panicked or was cancelled")]
     Task(#[from] tokio::task::JoinError),
+    /// A panic while holding the connection poisoned its lock.
     #[error("the database lock was poisoned by a panic")]
     Poisoned,
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(error: rusqlite::Error) -> Self {
-        ApiError::Internal(StoreError::Sqlite(error))
-    }
-}
-
-impl From<serde_json::Error> for ApiError {
-    fn from(error: serde_json::Error) -> Self {
-        ApiError::Internal(StoreError::Json(error))
+impl From<TransitionError> for StoreError {
+    fn from(error: TransitionError) -> Self {
+        match error {
+            TransitionError::LeaseLost {
+                request_id,
+                lease_id,
+            } => StoreError::LeaseLost {
+                request_id,
+                lease_id,
+            },
+            TransitionError::Invalid { field, reason } => StoreError::Invalid {
+                field: field.to_owned(),
+                reason,
+            },
+            error @ TransitionError::NotAllowed { .. } => StoreError::Transition(error),
+        }
     }
 }
 
@@ -208,34 +271,37 @@ impl Store {
         })
     }
 
-    /// Runs `work` on the connection on the blocking pool.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    /// Runs `work` on the connection on the blocking pool. `work`'s error
+    /// type is the caller's, as long as a [`StoreError`] converts into it.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
     {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection
-                .lock()
-                .map_err(|_| ApiError::Internal(StoreError::Poisoned))?;
+            let mut guard = connection.lock().map_err(|_| StoreError::Poisoned)?;
             work(&mut guard)
         })
         .await
-        .map_err(|error| ApiError::Internal(StoreError::Task(error)))?
+        .map_err(StoreError::Task)?
     }
 
-    /// Runs `work` in one IMMEDIATE transaction, committed when it returns `Ok`.
-    pub async fn transaction<T, F>(&self, work: F) -> Result<T, ApiError>
+    /// Runs `work` in one IMMEDIATE transaction, committed when it returns
+    /// `Ok` and rolled back when it returns `Err`.
+    pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, ApiError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
             let value = work(&transaction)?;
-            transaction.commit()?;
+            transaction.commit().map_err(StoreError::from)?;
             Ok(value)
         })
         .await
@@ -259,41 +325,4 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version, "database schema migrated");
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Vantiq's date format: ISO 8601 UTC with milliseconds.
-pub fn iso(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-/// The `ars_*` audit properties every Vantiq resource instance carries.
-pub fn audit(
-    namespace: &str,
-    version: i64,
-    created_at: i64,
-    created_by: &str,
-    modified_at: i64,
-    modified_by: &str,
-) -> Map<String, Value> {
-    let value = json!({
-        "ars_namespace": namespace,
-        "ars_version": version,
-        "ars_createdAt": iso(created_at),
-        "ars_createdBy": created_by,
-        "ars_modifiedAt": iso(modified_at),
-        "ars_modifiedBy": modified_by,
-    });
-    match value {
-        Value::Object(map) => map,
-        _ => unreachable!("a literal object"),
-    }
 }

@@ -4,14 +4,16 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
-use super::{audit, now_ms};
+use super::StoreError;
+use crate::audit::{audit, now_ms};
 use crate::auth::random_id;
-use crate::error::ApiError;
 
 /// The tables holding a JSON `doc` keyed by `(namespace, name)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocTable {
+    /// `k8sclusters`.
     Clusters,
+    /// `k8sinstallations`.
     Installations,
 }
 
@@ -30,7 +32,7 @@ pub fn get_doc(
     table: DocTable,
     namespace: &str,
     name: &str,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Value>, StoreError> {
     let sql = format!(
         "SELECT doc FROM {} WHERE namespace = ?1 AND name = ?2",
         table.table()
@@ -49,7 +51,7 @@ pub fn list_docs(
     tx: &Transaction<'_>,
     table: DocTable,
     namespace: &str,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, StoreError> {
     let sql = format!(
         "SELECT doc FROM {} WHERE namespace = ?1 ORDER BY name",
         table.table()
@@ -63,19 +65,19 @@ pub fn list_docs(
     Ok(out)
 }
 
-/// Inserts a cluster document; 409 when the name is taken.
+/// Inserts a cluster document; [`StoreError::Duplicate`] when the name is taken.
 pub fn insert_cluster(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
     doc: &Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO k8sclusters (namespace, name, doc) VALUES (?1, ?2, ?3)",
         params![namespace, name, doc.to_string()],
     )?;
     if inserted == 0 {
-        return Err(ApiError::Duplicate {
+        return Err(StoreError::Duplicate {
             resource: "k8sclusters",
             id: name.to_owned(),
         });
@@ -89,7 +91,7 @@ pub fn replace_cluster(
     namespace: &str,
     name: &str,
     doc: &Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE k8sclusters SET doc = ?3 WHERE namespace = ?1 AND name = ?2",
         params![namespace, name, doc.to_string()],
@@ -98,7 +100,11 @@ pub fn replace_cluster(
 }
 
 /// Deletes a cluster and the finished (FAILED/INVALID) workitems left on it.
-pub fn delete_cluster(tx: &Transaction<'_>, namespace: &str, name: &str) -> Result<bool, ApiError> {
+pub fn delete_cluster(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
     tx.execute(
         "DELETE FROM k8sworkitems WHERE namespace = ?1 AND cluster_name = ?2",
         params![namespace, name],
@@ -114,7 +120,7 @@ pub fn cluster_usage(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<(u64, u64), ApiError> {
+) -> Result<(u64, u64), StoreError> {
     let installations: i64 = tx.query_row(
         "SELECT COUNT(*) FROM k8sinstallations WHERE namespace = ?1 AND cluster_name = ?2",
         params![namespace, name],
@@ -134,7 +140,7 @@ pub fn count_cluster_operation(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     if let Some(mut doc) = get_doc(tx, DocTable::Clusters, namespace, name)? {
         let count = doc
             .get("lifecycleOperationCount")
@@ -154,7 +160,7 @@ pub fn put_installation(
     cluster: &str,
     doc: &Value,
     next_verify_at: Option<i64>,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO k8sinstallations (namespace, name, cluster_name, doc, next_verify_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -171,7 +177,7 @@ pub fn delete_installation(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM k8sinstallations WHERE namespace = ?1 AND name = ?2",
         params![namespace, name],
@@ -187,7 +193,7 @@ pub fn put_document(
     file_type: &str,
     content: &[u8],
     user: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Value, StoreError> {
     let now = now_ms();
     tx.execute(
         "INSERT INTO documents (namespace, name, id, file_type, content, created_at, created_by, modified_at, modified_by)
@@ -197,7 +203,7 @@ pub fn put_document(
            modified_at = excluded.modified_at, modified_by = excluded.modified_by",
         params![namespace, name, random_id(12), file_type, content, now, user],
     )?;
-    get_document_meta(tx, namespace, name)?.ok_or_else(|| ApiError::NotFound {
+    get_document_meta(tx, namespace, name)?.ok_or_else(|| StoreError::NotFound {
         resource: "documents",
         key: "name",
         id: name.to_owned(),
@@ -229,7 +235,7 @@ pub fn get_document_meta(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Value>, StoreError> {
     let sql = format!("{DOCUMENT_META} WHERE namespace = ?1 AND name = ?2");
     Ok(tx
         .query_row(&sql, params![namespace, name], |row| {
@@ -239,7 +245,7 @@ pub fn get_document_meta(
 }
 
 /// Every document's metadata in a namespace.
-pub fn list_documents(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, ApiError> {
+pub fn list_documents(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
     let sql = format!("{DOCUMENT_META} WHERE namespace = ?1 ORDER BY name");
     Ok(tx
         .prepare(&sql)?
@@ -252,7 +258,7 @@ pub fn get_document_content(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<Option<(String, Vec<u8>)>, ApiError> {
+) -> Result<Option<(String, Vec<u8>)>, StoreError> {
     Ok(tx
         .query_row(
             "SELECT file_type, content FROM documents WHERE namespace = ?1 AND name = ?2",
@@ -267,7 +273,7 @@ pub fn delete_document(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "DELETE FROM documents WHERE namespace = ?1 AND name = ?2",
         params![namespace, name],
@@ -277,8 +283,11 @@ pub fn delete_document(
 /// How a secret write treats an existing secret of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
+    /// Create; an existing secret is a [`StoreError::Duplicate`].
     Insert,
+    /// Create or change.
     Upsert,
+    /// Change; a missing secret is a [`StoreError::NotFound`].
     Update,
 }
 
@@ -311,18 +320,18 @@ pub fn put_secret(
     description: Option<&str>,
     user: &str,
     mode: WriteMode,
-) -> Result<Value, ApiError> {
+) -> Result<Value, StoreError> {
     let exists = get_secret_meta(tx, namespace, name)?.is_some();
     let now = now_ms();
     match (exists, mode) {
         (true, WriteMode::Insert) => {
-            return Err(ApiError::Duplicate {
+            return Err(StoreError::Duplicate {
                 resource: "secrets",
                 id: name.to_owned(),
             });
         }
         (false, WriteMode::Update) => {
-            return Err(ApiError::NotFound {
+            return Err(StoreError::NotFound {
                 resource: "secrets",
                 key: "name",
                 id: name.to_owned(),
@@ -337,7 +346,7 @@ pub fn put_secret(
         }
         (false, _) => {
             let Some(value) = value else {
-                return Err(ApiError::InvalidArgument {
+                return Err(StoreError::Invalid {
                     field: "secret".into(),
                     reason: "a new secret needs a string `secret` value".into(),
                 });
@@ -349,7 +358,7 @@ pub fn put_secret(
             )?;
         }
     }
-    get_secret_meta(tx, namespace, name)?.ok_or_else(|| ApiError::NotFound {
+    get_secret_meta(tx, namespace, name)?.ok_or_else(|| StoreError::NotFound {
         resource: "secrets",
         key: "name",
         id: name.to_owned(),
@@ -361,7 +370,7 @@ pub fn get_secret_meta(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Value>, StoreError> {
     let sql = format!("{SECRET_META} WHERE namespace = ?1 AND name = ?2");
     Ok(tx
         .query_row(&sql, params![namespace, name], |row| {
@@ -371,7 +380,7 @@ pub fn get_secret_meta(
 }
 
 /// Every secret's metadata in a namespace.
-pub fn list_secrets(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, ApiError> {
+pub fn list_secrets(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
     let sql = format!("{SECRET_META} WHERE namespace = ?1 ORDER BY name");
     Ok(tx
         .prepare(&sql)?
@@ -384,7 +393,7 @@ pub fn get_secret_value(
     tx: &Transaction<'_>,
     namespace: &str,
     name: &str,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, StoreError> {
     Ok(tx
         .query_row(
             "SELECT value FROM secrets WHERE namespace = ?1 AND name = ?2",
@@ -395,7 +404,11 @@ pub fn get_secret_value(
 }
 
 /// Deletes a secret; `false` when there is none.
-pub fn delete_secret(tx: &Transaction<'_>, namespace: &str, name: &str) -> Result<bool, ApiError> {
+pub fn delete_secret(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "DELETE FROM secrets WHERE namespace = ?1 AND name = ?2",
         params![namespace, name],
@@ -403,7 +416,7 @@ pub fn delete_secret(tx: &Transaction<'_>, namespace: &str, name: &str) -> Resul
 }
 
 /// The `self`-cluster charges of a namespace, by installation.
-pub fn charges(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<(String, Value)>, ApiError> {
+pub fn charges(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<(String, Value)>, StoreError> {
     let mut statement =
         tx.prepare("SELECT installation, charge FROM quota_charges WHERE namespace = ?1")?;
     let rows = statement.query_map([namespace], |row| {
@@ -417,13 +430,32 @@ pub fn charges(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<(String, Val
     Ok(out)
 }
 
+/// One installation's `self`-cluster charge, if it has one.
+pub fn charge(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    installation: &str,
+) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT charge FROM quota_charges WHERE namespace = ?1 AND installation = ?2",
+            params![namespace, installation],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(match text {
+        Some(text) => Some(serde_json::from_str(&text)?),
+        None => None,
+    })
+}
+
 /// Records (replaces) an installation's charge.
 pub fn set_charge(
     tx: &Transaction<'_>,
     namespace: &str,
     installation: &str,
     charge: &Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO quota_charges (namespace, installation, charge) VALUES (?1, ?2, ?3)
          ON CONFLICT (namespace, installation) DO UPDATE SET charge = excluded.charge",
@@ -437,33 +469,10 @@ pub fn delete_charge(
     tx: &Transaction<'_>,
     namespace: &str,
     installation: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM quota_charges WHERE namespace = ?1 AND installation = ?2",
         params![namespace, installation],
     )?;
-    Ok(())
-}
-
-/// Releases the charge of an installation that will never exist: no record
-/// and no outstanding workitem (a first deploy that was refused or cancelled).
-pub fn release_orphan_charge(
-    tx: &Transaction<'_>,
-    namespace: &str,
-    installation: &str,
-) -> Result<(), ApiError> {
-    let has_record = get_doc(tx, DocTable::Installations, namespace, installation)?.is_some();
-    let outstanding = tx
-        .query_row(
-            "SELECT 1 FROM k8sworkitems WHERE namespace = ?1 AND installation = ?2
-             AND status IN ('REQUESTED', 'PENDING') LIMIT 1",
-            params![namespace, installation],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !has_record && !outstanding {
-        delete_charge(tx, namespace, installation)?;
-    }
     Ok(())
 }
