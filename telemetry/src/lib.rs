@@ -14,6 +14,8 @@
 //! No exporter configured means no OpenTelemetry cost beyond the propagator.
 //! Secrets and tokens must never be recorded as span fields.
 
+#![warn(missing_docs)]
+
 mod propagation;
 mod signal;
 
@@ -34,8 +36,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `OTEL_EXPORTER_OTLP_*` named an exporter that could not be built.
     #[error("the OTLP trace exporter could not be built: {0}")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// Telemetry was set up twice in one process.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInitialized(#[source] tracing_subscriber::util::TryInitError),
 }

@@ -16,6 +16,8 @@
 //! Kubernetes cluster (and Jaeger) is shared. The tests are `#[ignore]`d so
 //! that `cargo test` stays offline: `cargo test -p k8sworker-e2e -- --ignored`.
 
+#![warn(missing_docs)]
+
 pub mod stack;
 pub mod vantiq;
 

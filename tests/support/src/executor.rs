@@ -15,7 +15,9 @@ use tonic::transport::Channel;
 /// A running in-process executor; dropped means killed.
 #[derive(Debug)]
 pub struct RunningExecutor {
+    /// Where it listens (127.0.0.1, an ephemeral port).
     pub address: SocketAddr,
+    /// The one namespace it serves.
     pub namespace: String,
     calls: ApiCalls,
     kill: Option<oneshot::Sender<()>>,

@@ -26,7 +26,9 @@ pub const TEST_MANAGER: &str = "k8sworker-tests";
 
 /// A ServiceAccount token, and how to use it.
 pub struct ExecutorIdentity {
+    /// The namespace the Role and RoleBinding are limited to.
     pub namespace: String,
+    /// The executor's ServiceAccount in it.
     pub service_account: String,
     /// A kubeconfig with the token as its only credential.
     pub kubeconfig: PathBuf,

@@ -18,6 +18,8 @@
 //! them with `cargo test -p <crate> -- --ignored` once `tests/cluster/up.sh`
 //! has run (or let the first test start the cluster).
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod executor;
 pub mod identity;
