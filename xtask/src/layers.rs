@@ -2,20 +2,33 @@
 //!
 //! 1. **The core does no I/O.** `cargo tree -p k8sworker-core -e normal`
 //!    lists none of [`FORBIDDEN_IN_CORE`].
-//! 2. **No module cycles.** In every crate of the workspace, no top-level
-//!    module imports another that imports it back, directly or through
-//!    others. An import is a `crate::<module>` path in a module's code (its
-//!    files under `src/<module>.rs` or `src/<module>/`), outside comments and
-//!    outside its trailing `#[cfg(test)]` module.
+//! 2. **No module cycles.** In every crate folder of [`CRATES`], for each
+//!    crate root under `src/` (`lib.rs`, `main.rs`, `bin/*`), no module
+//!    imports a module that imports it back, directly or through others, and
+//!    neither does any top-level module (`api`, `store`, …, with every
+//!    submodule folded into its top-level one). An import is a path one
+//!    module's code names into another: `crate::…`, `super::…`, `self::…` or
+//!    a child module's name, in a `use` tree or inline, and a name
+//!    re-exported by `pub use` counts for the module it comes from; comments
+//!    and string literals are not code, inline modules such as
+//!    `mod tests { .. }` (test code included) are part of their file's
+//!    module ([`modules`] has the details). Every `.rs` file under `src/`
+//!    must be reached by a `mod` declaration from a root, so no file goes
+//!    unchecked.
 //!
-//! CI runs it; run it yourself with `cargo run -p xtask -- layers`.
+//! It prints, per crate root, how many modules and imports each graph has
+//! and whether it has a cycle; it fails naming every problem. CI runs it;
+//! run it yourself with `cargo run -p xtask -- layers`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
+mod modules;
+
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+
+use self::modules::Graph;
 
 /// Crates that do I/O, or exist for it, and so may never be a normal
 /// dependency of `k8sworker-core`, directly or indirectly.
@@ -23,7 +36,8 @@ pub const FORBIDDEN_IN_CORE: &[&str] = &[
     "tokio", "tonic", "prost", "kube", "hyper", "reqwest", "axum", "rusqlite",
 ];
 
-/// Crate folders whose modules are checked for cycles.
+/// Crate folders whose modules are checked for cycles; folders that do not
+/// exist are skipped.
 const CRATES: &[&str] = &[
     "core",
     "proto",
@@ -41,8 +55,9 @@ const CRATES: &[&str] = &[
 /// Runs both checks from the workspace root `root`; prints what it checked.
 ///
 /// # Errors
-/// A forbidden dependency of the core, a module cycle (each named), or a
-/// failure to run `cargo tree` or read the sources.
+/// A forbidden dependency of the core, a module cycle (each named), a source
+/// file no `mod` declaration reaches, or a failure to run `cargo tree` or
+/// read the sources.
 pub fn check(root: &Path) -> anyhow::Result<()> {
     let mut problems = Vec::new();
 
@@ -83,26 +98,8 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
 
     for krate in CRATES {
         let src = root.join(krate).join("src");
-        if !src.is_dir() {
-            continue;
-        }
-        let graph = module_graph(&src)?;
-        let cycles = cycles(&graph);
-        let edges: usize = graph.values().map(BTreeSet::len).sum();
-        println!(
-            "{krate}: {} modules, {edges} imports between them, {}",
-            graph.len(),
-            if cycles.is_empty() {
-                "no cycle".to_owned()
-            } else {
-                format!("{} cycle(s)", cycles.len())
-            }
-        );
-        for cycle in cycles {
-            problems.push(format!(
-                "{krate}: modules import each other: {}",
-                cycle.join(" ↔ ")
-            ));
+        if src.is_dir() {
+            problems.extend(check_modules(krate, &src)?);
         }
     }
 
@@ -122,223 +119,243 @@ fn forbidden_dependencies(tree: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Top-level module → the top-level modules its code imports.
-fn module_graph(src: &Path) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for entry in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
-        let path = entry?.path();
-        let name = match path.file_stem().and_then(|s| s.to_str()) {
-            Some(name) if path.is_dir() || path.extension().is_some_and(|e| e == "rs") => name,
-            _ => continue,
-        };
-        if matches!(name, "lib" | "main" | "bin") {
-            continue;
+/// Reads the crate whose sources are in `src` (called `krate` in messages),
+/// prints one line per crate root, and returns its problems: every cycle of
+/// either graph, and every `.rs` file no root reaches.
+///
+/// # Errors
+/// A file that cannot be read, or a `mod` declaration without its file.
+fn check_modules(krate: &str, src: &Path) -> anyhow::Result<Vec<String>> {
+    let trees = modules::trees(src)?;
+    let mut problems = Vec::new();
+    for tree in &trees {
+        let label = format!("{krate}/src/{}", tree.root.display());
+        let graph = modules::graph(&tree.modules);
+        let top = modules::fold_to_top_level(&graph);
+        let (cycles, top_cycles) = (modules::cycles(&graph), modules::cycles(&top));
+        println!(
+            "{label}: {}; top level: {}",
+            summary(&graph, &cycles),
+            summary(&top, &top_cycles)
+        );
+        for cycle in cycles {
+            problems.push(format!(
+                "{label}: modules import each other: {}",
+                cycle.join(" ↔ ")
+            ));
         }
-        let imports = graph.entry(name.to_owned()).or_default();
-        for file in rust_files(&path)? {
-            let code =
-                fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            imports.extend(crate_imports(&code).into_iter().filter(|m| m != name));
+        for cycle in top_cycles {
+            problems.push(format!(
+                "{label}: top-level modules import each other: {}",
+                cycle.join(" ↔ ")
+            ));
         }
     }
-    // Imports of things that are not modules (re-exports at the crate root) are no edges.
-    let modules: BTreeSet<String> = graph.keys().cloned().collect();
-    for imports in graph.values_mut() {
-        imports.retain(|m| modules.contains(m));
+    for file in modules::unreached(src, &trees)? {
+        let file = file.strip_prefix(src).unwrap_or(&file).display();
+        println!("{krate}/src/{file}: reached by no `mod` declaration");
+        problems.push(format!(
+            "{krate}/src/{file}: reached by no `mod` declaration, so not checked"
+        ));
     }
-    Ok(graph)
+    Ok(problems)
 }
 
-fn rust_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files = Vec::new();
-    for entry in fs::read_dir(path)? {
-        files.extend(rust_files(&entry?.path())?);
-    }
-    Ok(files)
-}
-
-/// The top-level modules named by `crate::<module>` in `code`, outside
-/// comments and the trailing `#[cfg(test)]` module; `use crate::{a, b::c}`
-/// names both.
-fn crate_imports(code: &str) -> BTreeSet<String> {
-    let code = match code.find("#[cfg(test)]\nmod tests") {
-        Some(at) => &code[..at],
-        None => code,
+/// `12 modules, 30 imports, no cycle`, or `… 2 cycle(s)`.
+fn summary(graph: &Graph, cycles: &[Vec<String>]) -> String {
+    let imports: usize = graph.values().map(BTreeSet::len).sum();
+    let cycles = if cycles.is_empty() {
+        "no cycle".to_owned()
+    } else {
+        format!("{} cycle(s)", cycles.len())
     };
-    let code: String = code
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut found = BTreeSet::new();
-    let mut rest = code.as_str();
-    while let Some(at) = rest.find("crate::") {
-        let before = rest[..at].chars().next_back();
-        rest = &rest[at + "crate::".len()..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue; // `my_crate::`, not `crate::`
-        }
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = matching_brace(group);
-            for item in split_top_level(&group[..end]) {
-                found.extend(first_segment(item.trim()));
-            }
-        } else {
-            found.extend(first_segment(rest));
-        }
-    }
-    found
-}
-
-fn first_segment(path: &str) -> Option<String> {
-    let name: String = path
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    (!name.is_empty() && name != "self").then_some(name)
-}
-
-fn matching_brace(text: &str) -> usize {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => return i,
-            '}' => depth -= 1,
-            _ => {}
-        }
-    }
-    text.len()
-}
-
-fn split_top_level(text: &str) -> Vec<&str> {
-    let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
-    for (i, c) in text.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                items.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(&text[start..]);
-    items
-}
-
-/// Every strongly connected component of more than one module, each sorted
-/// (Tarjan's algorithm).
-fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
-    struct Tarjan<'g> {
-        graph: &'g BTreeMap<String, BTreeSet<String>>,
-        index: BTreeMap<&'g str, usize>,
-        low: BTreeMap<&'g str, usize>,
-        stack: Vec<&'g str>,
-        on_stack: BTreeSet<&'g str>,
-        found: Vec<Vec<String>>,
-    }
-    impl<'g> Tarjan<'g> {
-        fn visit(&mut self, node: &'g str) {
-            let n = self.index.len();
-            self.index.insert(node, n);
-            self.low.insert(node, n);
-            self.stack.push(node);
-            self.on_stack.insert(node);
-            for next in self.graph.get(node).into_iter().flatten() {
-                let next = next.as_str();
-                if !self.index.contains_key(next) {
-                    self.visit(next);
-                    let low = self.low[node].min(self.low[next]);
-                    self.low.insert(node, low);
-                } else if self.on_stack.contains(next) {
-                    let low = self.low[node].min(self.index[next]);
-                    self.low.insert(node, low);
-                }
-            }
-            if self.low[node] == self.index[node] {
-                let mut component = Vec::new();
-                while let Some(top) = self.stack.pop() {
-                    self.on_stack.remove(top);
-                    component.push(top.to_owned());
-                    if top == node {
-                        break;
-                    }
-                }
-                if component.len() > 1 {
-                    component.sort();
-                    self.found.push(component);
-                }
-            }
-        }
-    }
-    let mut tarjan = Tarjan {
-        graph,
-        index: BTreeMap::new(),
-        low: BTreeMap::new(),
-        stack: Vec::new(),
-        on_stack: BTreeSet::new(),
-        found: Vec::new(),
-    };
-    for node in graph.keys() {
-        if !tarjan.index.contains_key(node.as_str()) {
-            tarjan.visit(node);
-        }
-    }
-    tarjan.found
+    format!("{} modules, {imports} imports, {cycles}", graph.len())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
 
-    fn mk_graph(edges: &[(&str, &str)]) -> BTreeMap<String, BTreeSet<String>> {
-        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    /// The workspace root this test runs in.
+    fn workspace() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+    }
+
+    /// The per-module graph of one root of one crate folder of this workspace.
+    fn real_graph(krate: &str, root: &str) -> Graph {
+        let trees = modules::trees(&workspace().join(krate).join("src")).unwrap();
+        let tree = trees
+            .iter()
+            .find(|tree| tree.root == Path::new(root))
+            .unwrap_or_else(|| panic!("{krate} has no root {root}"));
+        modules::graph(&tree.modules)
+    }
+
+    fn assert_edges(graph: &Graph, edges: &[(&str, &str)]) {
         for (from, to) in edges {
-            graph
-                .entry((*from).to_owned())
-                .or_default()
-                .insert((*to).to_owned());
-            graph.entry((*to).to_owned()).or_default();
+            assert!(
+                graph
+                    .get(*from)
+                    .is_some_and(|targets| targets.contains(*to)),
+                "expected the edge {from} -> {to}; the reader missed it"
+            );
         }
-        graph
+    }
+
+    /// A crate folder under the system's temporary directory, removed on drop.
+    struct Planted(PathBuf);
+
+    impl Planted {
+        fn new(name: &str, files: &[(&str, &str)]) -> Planted {
+            let dir =
+                std::env::temp_dir().join(format!("xtask-layers-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            for (path, code) in files {
+                let path = dir.join("src").join(path);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, code).unwrap();
+            }
+            Planted(dir)
+        }
+
+        fn src(&self) -> PathBuf {
+            self.0.join("src")
+        }
+    }
+
+    impl Drop for Planted {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
-    fn imports_are_read_from_use_lines_and_paths_but_not_comments_or_tests() {
-        let code = "use crate::model::{A, B};\nuse crate::{names, validate::{x, y}};\n\
-                    /// See [`crate::render`].\nfn f() { crate::diff::diff(); my_crate::plan::x(); }\n\
-                    #[cfg(test)]\nmod tests { use crate::quantity; }\n";
-        let found: Vec<_> = crate_imports(code).into_iter().collect();
-        assert_eq!(found, ["diff", "model", "names", "validate"]);
+    fn the_reader_sees_the_control_planes_layering() {
+        // The reader must see the layering, or the check proves nothing.
+        let graph = real_graph("controlplane", "lib.rs");
+        assert_edges(
+            &graph,
+            &[
+                ("api::resource", "store"),
+                ("api::resource", "api::error"),
+                ("maintenance", "state"),
+                ("server", "state"),
+                ("store::workitems", "lifecycle"),
+            ],
+        );
+        assert_edges(
+            &modules::fold_to_top_level(&graph),
+            &[
+                ("api", "store"),
+                ("server", "state"),
+                ("store", "lifecycle"),
+            ],
+        );
     }
 
     #[test]
-    fn a_two_module_cycle_and_a_longer_one_are_found() {
-        let graph = mk_graph(&[
-            ("api", "server"),
-            ("server", "api"),
-            ("a", "b"),
-            ("b", "c"),
-            ("c", "a"),
-            ("c", "d"),
-        ]);
-        assert_eq!(cycles(&graph), [vec!["a", "b", "c"], vec!["api", "server"]]);
+    fn the_reader_sees_a_binarys_own_modules() {
+        // `main.rs` is a root like `lib.rs`: xtask's binary reaches `layers`
+        // through a child path, `layers` its `modules` the same way.
+        let graph = real_graph("xtask", "main.rs");
+        assert_edges(
+            &graph,
+            &[("crate", "layers"), ("layers", "layers::modules")],
+        );
     }
 
     #[test]
-    fn a_layered_graph_has_no_cycle() {
-        let graph = mk_graph(&[
-            ("api", "store"),
-            ("api", "state"),
-            ("server", "api"),
-            ("server", "state"),
-        ]);
-        assert!(cycles(&graph).is_empty());
+    fn every_crate_folder_of_the_workspace_is_read() {
+        let mut read = Vec::new();
+        for krate in CRATES {
+            let src = workspace().join(krate).join("src");
+            if !src.is_dir() {
+                continue;
+            }
+            let trees = modules::trees(&src).unwrap();
+            assert!(!trees.is_empty(), "{krate}: no crate root under src/");
+            assert!(
+                modules::unreached(&src, &trees).unwrap().is_empty(),
+                "{krate}: files no root reaches"
+            );
+            read.push(*krate);
+        }
+        for krate in ["core", "controlplane", "executor", "xtask"] {
+            assert!(read.contains(&krate), "{krate} was not read");
+        }
+    }
+
+    #[test]
+    fn a_planted_cycle_fails_the_check_with_its_modules_named() {
+        let planted = Planted::new(
+            "cycle",
+            &[
+                ("lib.rs", "pub mod api;\npub mod store;\npub mod state;\n"),
+                ("api/mod.rs", "pub mod resource;\npub mod error;\n"),
+                (
+                    "api/resource.rs",
+                    "use crate::store::Store;\nuse super::error::Error;\n",
+                ),
+                ("api/error.rs", "// crate::store in a comment\n"),
+                (
+                    "store/mod.rs",
+                    "pub mod workitems;\npub use workitems::Store;\n",
+                ),
+                (
+                    "store/workitems.rs",
+                    "fn f() { crate::api::resource::handle(); }\n",
+                ),
+                ("state.rs", "const S: &str = \"crate::api\";\n"),
+                ("main.rs", "mod wiring;\nfn main() { wiring::run(); }\n"),
+                ("wiring.rs", "pub fn run() { crate::main(); }\n"),
+                ("orphan.rs", ""),
+            ],
+        );
+        let problems = check_modules("planted", &planted.src()).unwrap();
+        assert_eq!(
+            problems,
+            [
+                "planted/src/lib.rs: modules import each other: api::resource ↔ store::workitems",
+                "planted/src/lib.rs: top-level modules import each other: api ↔ store",
+                "planted/src/main.rs: modules import each other: crate ↔ wiring",
+                "planted/src/main.rs: top-level modules import each other: crate ↔ wiring",
+                "planted/src/orphan.rs: reached by no `mod` declaration, so not checked",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_layered_crate_passes() {
+        let planted = Planted::new(
+            "layered",
+            &[
+                ("lib.rs", "pub mod api;\npub mod store;\n"),
+                ("api.rs", "use crate::store::{self, Store};\n"),
+                ("store.rs", "pub struct Store;\n"),
+                (
+                    "bin/load/main.rs",
+                    "mod args;\nfn main() { args::parse(); }\n",
+                ),
+                ("bin/load/args.rs", "pub fn parse() {}\n"),
+                ("bin/once.rs", "fn main() {}\n"),
+            ],
+        );
+        assert!(check_modules("planted", &planted.src()).unwrap().is_empty());
+        let trees = modules::trees(&planted.src()).unwrap();
+        let roots: Vec<_> = trees.iter().map(|tree| tree.root.clone()).collect();
+        assert_eq!(
+            roots,
+            ["lib.rs", "bin/load/main.rs", "bin/once.rs"].map(PathBuf::from)
+        );
+        assert_eq!(
+            modules::graph(&trees[1].modules)["crate"],
+            BTreeSet::from(["args".to_owned()])
+        );
     }
 
     #[test]
