@@ -64,7 +64,7 @@ impl ExecutorIdentity {
         let this = Self::from_token(namespace, &service_account, &token).await;
         // RBAC is enforced from the authorizer's cache: wait until it knows the binding.
         let client = this.client().await;
-        crate::eventually(
+        crate::wait::eventually(
             "the executor's RoleBinding to take effect",
             Duration::from_secs(20),
             || {

@@ -29,7 +29,7 @@ where
     F: FnOnce(Client, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    crate::init_logging();
+    crate::wait::init_logging();
     let admin = TestCluster::get().await.admin();
     let namespace = create_namespace(&admin, hint).await;
     let outcome = tokio::spawn(test(admin.clone(), namespace.clone())).await;
