@@ -16,12 +16,15 @@
 //! [`calls::classify`]) hold the decisions and are unit-tested without a
 //! cluster; the rest is proven against a real API server in `tests/`.
 
+#![warn(missing_docs)]
+
 pub mod ack_cache;
 mod apply;
 pub mod calls;
 pub mod client;
 pub mod error;
 pub mod health;
+#[allow(missing_docs)]
 pub mod kinds;
 pub mod logs;
 pub mod observe;
