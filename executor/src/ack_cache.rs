@@ -41,10 +41,12 @@ pub enum Cached {
     Ack(Ack),
     /// Applied before with another digest: the id was reused for a different plan.
     OtherDigest(String),
+    /// Not applied, or forgotten since.
     Unknown,
 }
 
 impl AckCache {
+    /// An empty cache remembering at most `capacity` plan ids (at least 1).
     pub fn new(capacity: usize) -> Self {
         AckCache {
             capacity: capacity.max(1),
@@ -52,6 +54,8 @@ impl AckCache {
         }
     }
 
+    /// What is known about `plan_id` applied with `digest`; a hit counts as
+    /// a use for eviction.
     pub fn get(&self, plan_id: &str, digest: &str) -> Cached {
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         let lru = &mut *lru;
@@ -70,6 +74,8 @@ impl AckCache {
         }
     }
 
+    /// Remembers `ack` for `plan_id` with `digest`, replacing what was there
+    /// and evicting the least recently used id beyond the capacity.
     pub fn insert(&self, plan_id: &str, digest: &str, ack: Ack) {
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         let lru = &mut *lru;
@@ -92,6 +98,7 @@ impl AckCache {
         }
     }
 
+    /// Plan ids remembered.
     pub fn len(&self) -> usize {
         self.lru
             .lock()
@@ -100,6 +107,7 @@ impl AckCache {
             .len()
     }
 
+    /// Whether no plan id is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

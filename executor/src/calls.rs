@@ -3,21 +3,29 @@
 //! Two tower layers sit on the kube client: [`CountLayer`] classifies each
 //! request the way RBAC and audit logs name it (verb + resource), adds it to
 //! the operation's [`ApiCalls`] and the process-wide one, and opens one span
-//! per call; [`RateLimitLayer`] makes it wait for a token of a shared
-//! [`TokenBucket`] (QPS with a burst), so a burst of plans cannot flood the
-//! API server. The counts are what tests assert on ("a no-op re-deploy makes
-//! zero writes") and what the executor logs after each operation.
+//! per call; [`RateLimitLayer`] makes it wait until a shared
+//! [`ApiRateLimiter`] (governor; QPS with a burst) admits it, so a burst of
+//! plans cannot flood the API server. The counts are what tests assert on
+//! ("a no-op re-deploy makes zero writes") and what the executor logs after
+//! each operation.
 
 use std::{
     collections::BTreeMap,
     fmt,
     future::Future,
+    num::NonZeroU32,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
 
+use governor::{
+    Quota, RateLimiter,
+    clock::Clock,
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
 use http::{Method, Request, Response, Uri};
 use tower::{Layer, Service, ServiceExt as _};
 use tracing::Instrument as _;
@@ -108,6 +116,7 @@ pub struct ApiCalls {
 }
 
 impl ApiCalls {
+    /// Adds one `call`.
     pub fn record(&self, call: &ApiCall) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *counts.entry(call.clone()).or_default() += 1;
@@ -121,6 +130,7 @@ impl ApiCalls {
             .clone()
     }
 
+    /// Every call so far.
     pub fn total(&self) -> u64 {
         self.snapshot().values().sum()
     }
@@ -151,6 +161,7 @@ pub struct CountLayer {
 }
 
 impl CountLayer {
+    /// A layer counting into each of `tallies`.
     pub fn new(tallies: Vec<ApiCalls>) -> Self {
         CountLayer { tallies }
     }
@@ -166,6 +177,8 @@ impl<S> Layer<S> for CountLayer {
     }
 }
 
+/// The service [`CountLayer`] makes: counts, spans, then calls the inner
+/// service.
 #[derive(Clone, Debug)]
 pub struct Count<S> {
     inner: S,
@@ -215,61 +228,82 @@ where
     }
 }
 
-/// A token bucket: `qps` tokens per second, at most `burst` saved up.
-/// Waiters reserve tokens ahead, so they are served in arrival order.
-#[derive(Debug)]
-pub struct TokenBucket {
-    qps: f64,
-    burst: f64,
-    state: Mutex<BucketState>,
+/// The client-side limit on API requests, as governor's GCRA limiter
+/// (equivalent to a token bucket): `qps` requests per second sustained, up to
+/// `burst` at once after a quiet period. Shared by every operation's client.
+pub type ApiRateLimiter =
+    RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// Builds the shared limiter: `qps` requests per second (positive; anything
+/// else allows one request per year), bursts of at most `burst` (at least 1).
+pub fn api_rate_limiter(qps: f64, burst: u32) -> ApiRateLimiter {
+    RateLimiter::direct_with_clock(quota(qps, burst), TokioClock::default())
 }
 
-#[derive(Debug)]
-struct BucketState {
-    tokens: f64,
-    updated: tokio::time::Instant,
+/// The governor quota for `qps` and `burst`: one request replenished every
+/// `1/qps` seconds (clamped to one nanosecond … one year), `burst` at once.
+pub fn quota(qps: f64, burst: u32) -> Quota {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    let period = if qps > 0.0 {
+        (1.0 / qps).clamp(1e-9, YEAR)
+    } else {
+        YEAR
+    };
+    let period = Duration::from_secs_f64(period).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("the period is at least one nanosecond")
+        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"))
 }
 
-impl TokenBucket {
-    /// A bucket that starts full. `qps` must be positive; `burst` is at least 1.
-    pub fn new(qps: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        TokenBucket {
-            qps: qps.max(f64::MIN_POSITIVE),
-            burst,
-            state: Mutex::new(BucketState {
-                tokens: burst,
-                updated: tokio::time::Instant::now(),
-            }),
+/// Governor's view of tokio's clock: the time since the clock was made.
+///
+/// The limiter reads the same clock the executor sleeps on
+/// (`tokio::time`), so a waiting request yields to the runtime's timer and
+/// tests that pause tokio's time see the limiter's time stand still or jump
+/// with it.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock {
+            start: tokio::time::Instant::now(),
         }
     }
+}
 
-    /// Takes one token, waiting for it when the bucket is empty.
-    pub async fn acquire(&self) {
-        let wait = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = tokio::time::Instant::now();
-            let refill = now.duration_since(state.updated).as_secs_f64() * self.qps;
-            state.tokens = (state.tokens + refill).min(self.burst) - 1.0;
-            state.updated = now;
-            (state.tokens < 0.0).then(|| Duration::from_secs_f64(-state.tokens / self.qps))
-        };
-        if let Some(wait) = wait {
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "client-side rate limit");
-            tokio::time::sleep(wait).await;
-        }
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
     }
 }
 
-/// Makes every request wait for a token of a shared [`TokenBucket`].
+/// Waits until `limiter` admits one request; never fails.
+///
+/// Waiters re-check after the wait governor names, so when several wait at
+/// once the first to re-check goes first; none is refused.
+pub async fn until_ready(limiter: &ApiRateLimiter) {
+    while let Err(not_until) = limiter.check() {
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        tracing::debug!(wait_ms = wait.as_millis() as u64, "client-side rate limit");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Makes every request wait until the shared [`ApiRateLimiter`] admits it.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
-    bucket: Arc<TokenBucket>,
+    limiter: Arc<ApiRateLimiter>,
 }
 
 impl RateLimitLayer {
-    pub fn new(bucket: Arc<TokenBucket>) -> Self {
-        RateLimitLayer { bucket }
+    /// A layer over `limiter`, which every service it wraps shares.
+    pub fn new(limiter: Arc<ApiRateLimiter>) -> Self {
+        RateLimitLayer { limiter }
     }
 }
 
@@ -278,15 +312,17 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
-            bucket: self.bucket.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 }
 
+/// The service [`RateLimitLayer`] makes: waits for the limiter, then calls
+/// the inner service.
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
-    bucket: Arc<TokenBucket>,
+    limiter: Arc<ApiRateLimiter>,
 }
 
 impl<S, Req> Service<Req> for RateLimit<S>
@@ -300,15 +336,16 @@ where
     type Future = BoxFuture<Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is awaited after the token, on a clone of the inner service.
+        // Readiness is awaited after the limiter admits the request, on a
+        // clone of the inner service.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let bucket = self.bucket.clone();
+        let limiter = self.limiter.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
-            bucket.acquire().await;
+            until_ready(&limiter).await;
             inner.oneshot(request).await
         })
     }
@@ -317,6 +354,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::{clock::FakeRelativeClock, nanos::Nanos};
 
     fn mk_call(method: Method, uri: &str) -> (String, Option<String>) {
         let (call, name) = classify(&method, &uri.parse().unwrap());
@@ -427,34 +465,84 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn bucket_allows_a_burst_then_paces_at_qps() {
-        let bucket = TokenBucket::new(10.0, 3);
-        let start = tokio::time::Instant::now();
-        for _ in 0..3 {
-            bucket.acquire().await;
+    /// Takes one request's worth from `limiter`, advancing the fake clock by
+    /// exactly the wait governor names when it refuses, as a waiter would.
+    fn take_waiting(
+        limiter: &RateLimiter<NotKeyed, InMemoryState, FakeRelativeClock, NoOpMiddleware<Nanos>>,
+        clock: &FakeRelativeClock,
+    ) {
+        while let Err(not_until) = limiter.check() {
+            clock.advance(not_until.wait_time_from(clock.now()));
         }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the burst costs no wait");
+    }
+
+    #[test]
+    fn quota_allows_a_burst_then_paces_at_qps() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(10.0, 3), clock.clone());
+        for _ in 0..3 {
+            take_waiting(&limiter, &clock);
+        }
+        assert_eq!(
+            Duration::from(clock.now()),
+            Duration::ZERO,
+            "the burst costs no wait"
+        );
         for _ in 0..5 {
-            bucket.acquire().await;
+            take_waiting(&limiter, &clock);
+        }
+        let elapsed = Duration::from(clock.now()).as_secs_f64();
+        assert!(
+            (0.49..0.52).contains(&elapsed),
+            "5 more requests at 10 qps: {elapsed}"
+        );
+    }
+
+    #[test]
+    fn quota_keeps_the_knobs_within_what_governor_accepts() {
+        assert_eq!(quota(20.0, 40).burst_size().get(), 40);
+        assert_eq!(
+            quota(20.0, 40).replenish_interval(),
+            Duration::from_millis(50)
+        );
+        assert_eq!(quota(4.0, 0).burst_size().get(), 1, "burst is at least 1");
+        assert_eq!(
+            quota(f64::INFINITY, 1).replenish_interval(),
+            Duration::from_nanos(1)
+        );
+        for never in [0.0, -1.0, f64::NAN] {
+            assert_eq!(
+                quota(never, 1).replenish_interval(),
+                Duration::from_secs(365 * 24 * 3600),
+                "{never}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_ready_waits_rather_than_fails() {
+        let limiter = api_rate_limiter(10.0, 3);
+        let start = tokio::time::Instant::now();
+        for _ in 0..8 {
+            until_ready(&limiter).await;
         }
         let elapsed = start.elapsed().as_secs_f64();
         assert!(
             (0.49..0.52).contains(&elapsed),
-            "5 more tokens at 10 qps: {elapsed}"
+            "a burst of 3, then 5 more at 10 qps: {elapsed}"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn rate_limited_service_counts_and_waits() {
         let calls = ApiCalls::default();
-        let bucket = Arc::new(TokenBucket::new(1.0, 1));
+        let limiter = Arc::new(api_rate_limiter(1.0, 1));
         let service = tower::service_fn(|_request: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(()))
         });
         let mut stack = tower::ServiceBuilder::new()
             .layer(CountLayer::new(vec![calls.clone()]))
-            .layer(RateLimitLayer::new(bucket))
+            .layer(RateLimitLayer::new(limiter))
             .service(service);
         let start = tokio::time::Instant::now();
         for _ in 0..3 {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! per-operation kube::Client ─▶ CountLayer (operation + process tallies, one span per call)
-//!                             ─▶ RateLimitLayer (shared token bucket)
+//!                             ─▶ RateLimitLayer (shared governor rate limiter)
 //!                             ─▶ Forward ─▶ shared kube::Client (auth, TLS, pooled connections)
 //! ```
 //!
@@ -16,14 +16,14 @@ use http::{Request, Response};
 use kube::client::Body;
 use tower::{Service, ServiceBuilder};
 
-use crate::calls::{ApiCalls, CountLayer, RateLimitLayer, TokenBucket};
+use crate::calls::{ApiCalls, ApiRateLimiter, CountLayer, RateLimitLayer, api_rate_limiter};
 
 /// Client-side limit on API requests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimits {
-    /// Sustained requests per second.
+    /// Sustained requests per second; positive (see [`crate::calls::quota`]).
     pub qps: f64,
-    /// Requests allowed at once after a quiet period.
+    /// Requests allowed at once after a quiet period; at least 1.
     pub burst: u32,
 }
 
@@ -40,7 +40,8 @@ impl Default for RateLimits {
 #[derive(Clone)]
 pub struct KubeClients {
     base: kube::Client,
-    bucket: Arc<TokenBucket>,
+    limiter: Arc<ApiRateLimiter>,
+    limits: RateLimits,
     calls: ApiCalls,
 }
 
@@ -48,16 +49,18 @@ impl fmt::Debug for KubeClients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubeClients")
             .field("namespace", &self.base.default_namespace())
-            .field("bucket", &self.bucket)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl KubeClients {
+    /// Clients over `base` that share one rate limiter of `limits`.
     pub fn new(base: kube::Client, limits: RateLimits) -> Self {
         KubeClients {
             base,
-            bucket: Arc::new(TokenBucket::new(limits.qps, limits.burst)),
+            limiter: Arc::new(api_rate_limiter(limits.qps, limits.burst)),
+            limits,
             calls: ApiCalls::default(),
         }
     }
@@ -71,7 +74,7 @@ impl KubeClients {
     pub fn for_operation(&self, operation: &ApiCalls) -> kube::Client {
         let service = ServiceBuilder::new()
             .layer(CountLayer::new(vec![self.calls.clone(), operation.clone()]))
-            .layer(RateLimitLayer::new(self.bucket.clone()))
+            .layer(RateLimitLayer::new(self.limiter.clone()))
             .service(Forward(self.base.clone()));
         kube::Client::new(service, self.base.default_namespace())
     }

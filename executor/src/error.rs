@@ -13,58 +13,93 @@ use prost::Message as _;
 /// One component a refusal is about, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
+    /// The component.
     pub component: ComponentRef,
+    /// What is wrong with it, for a person.
     pub detail: String,
 }
 
+/// Why an Observe, Apply or FetchLogs failed; [`Error::code`] gives the
+/// protocol's stable code and `From<Error> for tonic::Status` the gRPC one.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The request names another namespace than the executor's own.
     #[error(
         "plan for namespace {requested:?} refused: this executor serves namespace {own:?} only; \
          send it to the executor of {requested:?}"
     )]
-    WrongNamespace { requested: String, own: String },
+    WrongNamespace {
+        /// The namespace the request named.
+        requested: String,
+        /// The namespace this executor serves.
+        own: String,
+    },
 
+    /// The request or plan is malformed; nothing was written.
     #[error("invalid request: {message}")]
     Invalid {
+        /// What is wrong, for a person.
         message: String,
+        /// The component it is about, when there is one.
         component: Option<ComponentRef>,
     },
 
+    /// A plan id came back with another digest than the one applied.
     #[error(
         "plan id {id:?} was already applied with digest {applied:?}; a changed plan needs a new id"
     )]
-    PlanIdReused { id: String, applied: String },
+    PlanIdReused {
+        /// The plan id.
+        id: String,
+        /// The digest of the plan applied under that id.
+        applied: String,
+    },
 
+    /// A precondition no longer holds (the object changed, appeared or
+    /// vanished after it was observed); nothing was written.
     #[error("stale plan, nothing written; observe again and re-plan: {}", describe_all(.0))]
     Stale(Vec<Problem>),
 
+    /// An object at a generated name lacks our ownership labels, or belongs
+    /// to another installation; nothing was written.
     #[error(
         "objects exist that k8sworker does not own, nothing written; rename or remove them: {}",
         describe_all(.0)
     )]
     NotOwned(Vec<Problem>),
 
+    /// The health wait saw pods fail in a way waiting will not fix.
     #[error("installation {installation:?} is unhealthy: {summary}")]
     Unhealthy {
+        /// Installation name.
         installation: String,
+        /// Each failing pod with its reason ([`crate::health::assess`]).
         summary: String,
     },
 
+    /// The health wait ended at its deadline.
     #[error("installation {installation:?} did not become ready within {seconds}s: {progress}")]
     Timeout {
+        /// Installation name.
         installation: String,
+        /// The wait's length, in seconds.
         seconds: u64,
+        /// How far the rollout got.
         progress: String,
     },
 
+    /// The executor stopped taking plans (SIGTERM); nothing was written.
     #[error("executor is shutting down; retry against its replacement")]
     ShuttingDown,
 
+    /// A Kubernetes API call failed (a 409 conflict counts as a stale plan).
     #[error("Kubernetes API call to {action} {target} failed: {source}")]
     Kube {
+        /// What the call was for, e.g. `apply`, `delete`.
         action: &'static str,
+        /// The object or collection it addressed.
         target: String,
+        /// kube's error, with the API server's status when it answered.
         #[source]
         source: kube::Error,
     },

@@ -3,21 +3,27 @@
 //! [`assess`] is pure: from one StatefulSet and its pods it says settled
 //! (ready, stopped, absent), failed (a pod in ImagePullBackOff, ErrImagePull,
 //! CrashLoopBackOff, CreateContainerConfigError, or unschedulable — named
-//! with its reason), or still waiting. [`wait`] feeds it from two watches
-//! (the StatefulSet by name, its pods by the StatefulSet's selector) until it
-//! settles, fails, or the deadline passes: no polling, and a failing pod ends
-//! the wait at once instead of at the timeout.
+//! with its reason), or still waiting. [`wait`] feeds it from two watches,
+//! each mirrored by a kube reflector store (the StatefulSet by name, its pods
+//! by the StatefulSet's selector), until it settles, fails, or the deadline
+//! passes: no polling, and a failing pod ends the wait at once instead of at
+//! the timeout.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{fmt, time::Duration};
 
-use futures::{StreamExt as _, stream::BoxStream};
+use futures::{FutureExt as _, StreamExt as _, stream::BoxStream};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use k8sworker_core::labels;
 use k8sworker_proto::v1::{Health, HealthState, PodProblem};
 use kube::{
     Api, Client, ResourceExt as _,
-    runtime::{WatchStreamExt as _, watcher},
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher,
+    },
 };
+use serde::de::DeserializeOwned;
 
 /// Container waiting reasons that will not resolve by waiting.
 pub const FAILING_REASONS: [&str; 6] = [
@@ -32,8 +38,12 @@ pub const FAILING_REASONS: [&str; 6] = [
 /// What the wait is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// Installation name; selects the pods when the StatefulSet has no
+    /// selector labels.
     pub installation: String,
+    /// Name of the StatefulSet to watch.
     pub statefulset: String,
+    /// Replicas the plan wants ready (0: stopped, no pods left).
     pub desired_replicas: i32,
     /// The plan deletes the StatefulSet: wait for it to be gone.
     pub expect_absent: bool,
@@ -51,6 +61,7 @@ pub enum Assessment {
 }
 
 impl Assessment {
+    /// The health in every case.
     pub fn health(&self) -> &Health {
         match self {
             Assessment::Settled(health)
@@ -218,43 +229,50 @@ fn pod_problems(pod: &Pod, update_revision: Option<&str>) -> Vec<PodProblem> {
     problems
 }
 
-/// The objects one watch has seen, replaced atomically on each re-list.
-#[derive(Debug)]
-struct Mirror<K> {
-    objects: BTreeMap<String, K>,
-    relisting: Option<BTreeMap<String, K>>,
-    ready: bool,
+/// One watch feeding a kube reflector [`Store`]: the store holds the objects
+/// the watch has seen, and swaps in a re-list's objects only once the re-list
+/// is complete.
+struct Reflected<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    events: BoxStream<'static, watcher::Result<watcher::Event<K>>>,
 }
 
-impl<K: kube::Resource> Mirror<K> {
-    fn new() -> Self {
-        Mirror {
-            objects: BTreeMap::new(),
-            relisting: None,
-            ready: false,
-        }
+impl<K> Reflected<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// Starts watching `api` with `config` (retrying with kube's default
+    /// backoff) into a fresh store.
+    fn watch(api: Api<K>, config: watcher::Config) -> Self {
+        let (store, writer) = reflector::store();
+        let events = reflector(writer, watcher(api, config).default_backoff()).boxed();
+        Reflected { store, events }
     }
+}
 
-    fn apply(&mut self, event: watcher::Event<K>) {
-        match event {
-            watcher::Event::Init => self.relisting = Some(BTreeMap::new()),
-            watcher::Event::InitApply(object) => {
-                self.relisting
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(object.name_any(), object);
-            }
-            watcher::Event::InitDone => {
-                self.objects = self.relisting.take().unwrap_or_default();
-                self.ready = true;
-            }
-            watcher::Event::Apply(object) => {
-                self.objects.insert(object.name_any(), object);
-            }
-            watcher::Event::Delete(object) => {
-                self.objects.remove(&object.name_any());
-            }
-        }
-    }
+/// Whether `store` has seen its watch's first complete list.
+fn is_ready<K: kube::Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|ready| ready.is_ok())
+}
+
+/// The store's objects, in name order.
+fn by_name<K: kube::Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> Vec<K> {
+    let mut objects: Vec<K> = store
+        .state()
+        .iter()
+        .map(|object| K::clone(object))
+        .collect();
+    objects.sort_by_key(|object| object.name_any());
+    objects
 }
 
 /// The label selector of the StatefulSet's pods.
@@ -285,12 +303,11 @@ pub async fn wait(
 ) -> Assessment {
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let by_name =
+    let one_statefulset =
         watcher::Config::default().fields(&format!("metadata.name={}", target.statefulset));
-    let mut statefulset_events = watcher(statefulsets, by_name).default_backoff().boxed();
-    let mut pod_events: Option<BoxStream<'_, watcher::Result<watcher::Event<Pod>>>> = None;
-    let mut statefulset_mirror = Mirror::new();
-    let mut pod_mirror = Mirror::<Pod>::new();
+    let mut statefulset_watch = Reflected::watch(statefulsets, one_statefulset);
+    let statefulset_key = ObjectRef::<StatefulSet>::new(&target.statefulset).within(namespace);
+    let mut pod_watch: Option<Reflected<Pod>> = None;
     let mut selector: Option<String> = None;
     let mut last = Assessment::Waiting(
         mk_health(HealthState::Progressing, target, 0, Vec::new()),
@@ -303,44 +320,33 @@ pub async fn wait(
     loop {
         tokio::select! {
             () = &mut deadline => break,
-            Some(event) = statefulset_events.next() => match event {
-                Ok(event) => statefulset_mirror.apply(event),
-                Err(error) => {
-                    tracing::warn!(%error, "StatefulSet watch failed, retrying");
-                    watch_error = Some(error.to_string());
-                }
+            Some(event) = statefulset_watch.events.next() => if let Err(error) = event {
+                tracing::warn!(%error, "StatefulSet watch failed, retrying");
+                watch_error = Some(error.to_string());
             },
-            Some(event) = async { pod_events.as_mut()?.next().await }, if pod_events.is_some() => match event {
-                Ok(event) => pod_mirror.apply(event),
-                Err(error) => {
-                    tracing::warn!(%error, "pod watch failed, retrying");
-                    watch_error = Some(error.to_string());
-                }
+            Some(event) = async { pod_watch.as_mut()?.events.next().await }, if pod_watch.is_some() => if let Err(error) = event {
+                tracing::warn!(%error, "pod watch failed, retrying");
+                watch_error = Some(error.to_string());
             },
         }
-        if !statefulset_mirror.ready {
+        if !is_ready(&statefulset_watch.store) {
             continue;
         }
-        let statefulset = statefulset_mirror.objects.get(&target.statefulset);
-        if let Some(statefulset) = statefulset {
+        let statefulset = statefulset_watch.store.get(&statefulset_key);
+        let mut current_pods = Vec::new();
+        if let Some(statefulset) = &statefulset {
             let wanted = pod_selector(statefulset, &target.installation);
             if selector.as_ref() != Some(&wanted) {
-                let pods = pods.clone();
                 let config = watcher::Config::default().labels(&wanted);
-                pod_events = Some(watcher(pods, config).default_backoff().boxed());
-                pod_mirror = Mirror::new();
+                pod_watch = Some(Reflected::watch(pods.clone(), config));
                 selector = Some(wanted);
             }
-            if !pod_mirror.ready {
-                continue;
+            match &pod_watch {
+                Some(watch) if is_ready(&watch.store) => current_pods = by_name(&watch.store),
+                _ => continue,
             }
         }
-        let pods: Vec<Pod> = if statefulset.is_some() {
-            pod_mirror.objects.values().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        last = assess(target, statefulset, &pods);
+        last = assess(target, statefulset.as_deref(), &current_pods);
         if !matches!(last, Assessment::Waiting(..)) {
             return last;
         }
@@ -576,26 +582,62 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn mirror_replaces_its_contents_on_relist() {
-        let mut mirror = Mirror::<Pod>::new();
-        mirror.apply(watcher::Event::Init);
-        mirror.apply(watcher::Event::InitApply(mk_pod("a", "r")));
-        assert!(!mirror.ready);
-        mirror.apply(watcher::Event::InitDone);
-        assert!(mirror.ready);
-        mirror.apply(watcher::Event::Apply(mk_pod("b", "r")));
-        mirror.apply(watcher::Event::Delete(mk_pod("a", "r")));
-        assert_eq!(mirror.objects.keys().collect::<Vec<_>>(), ["b"]);
-        mirror.apply(watcher::Event::Init);
-        mirror.apply(watcher::Event::InitApply(mk_pod("c", "r")));
+    #[tokio::test]
+    async fn the_store_replaces_its_contents_on_relist() {
+        let events = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(mk_pod("a", "r")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(mk_pod("b", "r")),
+            watcher::Event::Delete(mk_pod("a", "r")),
+            watcher::Event::Init,
+            watcher::Event::InitApply(mk_pod("c", "r")),
+            watcher::Event::InitDone,
+        ];
+        let (store, writer) = reflector::store::<Pod>();
+        let mut events = reflector(writer, futures::stream::iter(events.map(Ok))).boxed();
+        let mut step = async || events.next().await.unwrap().unwrap();
+        let names = |store: &Store<Pod>| {
+            by_name(store)
+                .iter()
+                .map(|pod| pod.name_any())
+                .collect::<Vec<_>>()
+        };
+
+        step().await;
+        step().await;
+        assert!(!is_ready(&store));
+        step().await;
+        assert!(is_ready(&store));
+        step().await;
+        step().await;
+        assert_eq!(names(&store), ["b"]);
+        step().await;
+        step().await;
         assert_eq!(
-            mirror.objects.len(),
-            1,
+            names(&store),
+            ["b"],
             "old contents stay until the relist is done"
         );
-        mirror.apply(watcher::Event::InitDone);
-        assert_eq!(mirror.objects.keys().collect::<Vec<_>>(), ["c"]);
+        assert!(is_ready(&store), "a relist does not make the store unready");
+        step().await;
+        assert_eq!(names(&store), ["c"]);
+    }
+
+    #[tokio::test]
+    async fn the_store_lists_pods_in_name_order() {
+        let events = ["web-2", "web-0", "web-1"]
+            .map(|name| Ok(watcher::Event::InitApply(mk_pod(name, "r"))));
+        let (store, writer) = reflector::store::<Pod>();
+        reflector(
+            writer,
+            futures::stream::iter(events)
+                .chain(futures::stream::iter([Ok(watcher::Event::InitDone)])),
+        )
+        .for_each(|_| async {})
+        .await;
+        let names: Vec<String> = by_name(&store).iter().map(|pod| pod.name_any()).collect();
+        assert_eq!(names, ["web-0", "web-1", "web-2"]);
     }
 
     #[test]

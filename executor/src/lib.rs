@@ -16,6 +16,8 @@
 //! [`calls::classify`]) hold the decisions and are unit-tested without a
 //! cluster; the rest is proven against a real API server in `tests/`.
 
+#![warn(missing_docs)]
+
 pub mod ack_cache;
 mod apply;
 pub mod calls;

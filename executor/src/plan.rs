@@ -20,9 +20,13 @@ use crate::{Error, kinds::Kind};
 pub enum Expectation {
     /// No precondition (a NOOP may come without one): nothing is read.
     Unchecked,
+    /// The object must not exist.
     MustNotExist,
+    /// The object must still be this exact version.
     Version {
+        /// `metadata.uid` as observed.
         uid: String,
+        /// `metadata.resourceVersion` as observed.
         resource_version: String,
     },
 }
@@ -30,10 +34,15 @@ pub enum Expectation {
 /// A step that passed validation, ready to be checked against the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckedStep {
+    /// Position of the step in the plan.
     pub index: u32,
+    /// What the step does (never `ACTION_UNSPECIFIED`).
     pub action: Action,
+    /// The object's kind, one the executor manages.
     pub kind: Kind,
+    /// The object it acts on, in the executor's namespace.
     pub component: ComponentRef,
+    /// The state the step was computed from.
     pub expectation: Expectation,
     /// CREATE and UPDATE: the object to apply, namespace set, and for UPDATE
     /// the expected `resourceVersion` in its metadata so that the API server

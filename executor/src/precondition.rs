@@ -30,8 +30,11 @@ use crate::{
 /// What the executor found at a step's name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Found {
+    /// `metadata.uid`.
     pub uid: String,
+    /// `metadata.resourceVersion`.
     pub resource_version: String,
+    /// `metadata.labels`; ownership is read from them.
     pub labels: BTreeMap<String, String>,
     /// It has a deletion timestamp: it is on its way out.
     pub deleting: bool,

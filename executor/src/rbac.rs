@@ -54,8 +54,11 @@ const WRITE: [&str; 7] = [
 /// The ServiceAccount, Role and RoleBinding of an executor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
+    /// The executor's ServiceAccount.
     pub service_account: ServiceAccount,
+    /// What it may do in its namespace.
     pub role: Role,
+    /// Binds the Role to the ServiceAccount, in the same namespace.
     pub role_binding: RoleBinding,
 }
 

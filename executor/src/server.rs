@@ -51,6 +51,7 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 pub struct ExecutorConfig {
     /// The only namespace this executor reads and writes.
     pub namespace: String,
+    /// Client-side limit on Kubernetes API requests.
     pub rate_limits: RateLimits,
     /// Plans applied at the same time (one per installation at most).
     pub max_concurrent_applies: usize,
@@ -60,10 +61,14 @@ pub struct ExecutorConfig {
     pub default_health_timeout: Duration,
     /// Upper bound for a requested health wait.
     pub max_health_timeout: Duration,
+    /// Caps of FetchLogs.
     pub log_limits: LogLimits,
 }
 
 impl ExecutorConfig {
+    /// The defaults for an executor of `namespace`: 20 qps with bursts of
+    /// 40, 8 concurrent applies, 1024 remembered acks, a 300 s health wait
+    /// (at most 3600 s), 256 KiB per pod log.
     pub fn new(namespace: impl Into<String>) -> Self {
         ExecutorConfig {
             namespace: namespace.into(),
