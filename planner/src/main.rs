@@ -17,8 +17,7 @@ use k8sworker_core::operation::Work;
 use k8sworker_core::plan::{Operation, Plan, Precondition};
 use k8sworker_core::render::{self, Ancillaries, ClusterContext};
 use k8sworker_core::validate;
-use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
-use k8sworker_proto::v1::planner_server::PlannerServer;
+use k8sworker_planner::service::{self, ExecutorDirectory, PlannerService};
 
 /// Render, plan and execute K8s Installations.
 #[derive(Debug, Parser)]
@@ -77,6 +76,11 @@ enum Command {
         /// How long an executor waits for an installation to become ready.
         #[arg(long, env = "K8SWORKER_HEALTH_TIMEOUT_SECONDS", default_value_t = 300)]
         health_timeout_seconds: u64,
+        /// After SIGTERM, how long in-flight Execute calls may take to
+        /// finish before the planner stops anyway, in seconds (keep it below
+        /// the pod's terminationGracePeriodSeconds).
+        #[arg(long, env = "K8SWORKER_PLANNER_SHUTDOWN_GRACE", default_value_t = 50)]
+        shutdown_grace_seconds: u64,
     },
 }
 
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             executors,
             executor_template,
             health_timeout_seconds,
+            shutdown_grace_seconds,
         } => {
             let mut explicit = BTreeMap::new();
             for entry in executors.iter().filter(|e| !e.is_empty()) {
@@ -209,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 directory,
                 Duration::from_secs(health_timeout_seconds),
+                Duration::from_secs(shutdown_grace_seconds),
             ))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -219,10 +225,9 @@ async fn serve(
     listen: SocketAddr,
     directory: ExecutorDirectory,
     health_timeout: Duration,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let _telemetry = k8sworker_telemetry::init("k8sworker-planner")?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PlannerServer<PlannerService>>().await;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -231,19 +236,14 @@ async fn serve(
         address = %listener.local_addr()?,
         "planner serving"
     );
-    tonic::transport::Server::builder()
-        .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
-        .add_service(health_service)
-        .add_service(PlannerServer::new(PlannerService::new(
-            directory,
-            health_timeout,
-        )))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            k8sworker_telemetry::shutdown_signal(),
-        )
-        .await?;
-    tracing::info!("planner stopped");
+    let stopped = service::serve(
+        listener,
+        PlannerService::new(directory, health_timeout),
+        k8sworker_telemetry::shutdown_signal(),
+        grace,
+    )
+    .await?;
+    tracing::info!(?stopped, "planner stopped");
     Ok(())
 }
 

@@ -19,6 +19,10 @@ use tracing::{Instrument, info_span};
 
 use crate::execute::{self, ExecuteError, Executed};
 use crate::grpc_executor::GrpcExecutor;
+use k8sworker_proto::v1::planner_server::PlannerServer;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tracing::warn;
 
 /// Where each namespace's executor listens.
 #[derive(Debug, Clone)]
@@ -51,6 +55,9 @@ pub struct PlannerService {
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
     /// How long the executor may wait for the installation to become healthy.
     pub health_timeout: Duration,
+    /// Turns `true` when the shutdown grace has run out: Execute calls still
+    /// running then give up.
+    cut_off: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PlannerService {
@@ -61,7 +68,16 @@ impl PlannerService {
             directory: Arc::new(directory),
             channels: Arc::default(),
             health_timeout,
+            cut_off: tokio::sync::watch::channel(false).1,
         }
+    }
+
+    /// The same service, whose Execute calls in flight give up with
+    /// UNAVAILABLE once `cut_off` turns `true` (what [`serve`] does when its
+    /// shutdown grace runs out).
+    pub fn with_cut_off(mut self, cut_off: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.cut_off = cut_off;
+        self
     }
 
     fn executor(&self, namespace: &str) -> Result<GrpcExecutor, Status> {
@@ -193,10 +209,16 @@ impl pb::planner_server::Planner for PlannerService {
             namespace = %inputs.request.k8s_namespace,
             operation = %operation,
         );
-        self.execute_inner(operation, inputs, request.pod_name)
-            .instrument(span)
-            .await
-            .map(Response::new)
+        let mut cut_off = self.cut_off.clone();
+        tokio::select! {
+            executed = self.execute_inner(operation, inputs, request.pod_name).instrument(span) => {
+                executed.map(Response::new)
+            }
+            _ = cut_off.wait_for(|cut| *cut) => Err(Status::unavailable(
+                "the planner stopped before this Execute finished (its shutdown grace ran out); \
+                 the operation may be partly applied: run it again",
+            )),
+        }
     }
 }
 
@@ -257,6 +279,78 @@ fn execute_status(error: ExecuteError<Status>) -> Status {
         }
         error @ (ExecuteError::Stale { .. } | ExecuteError::NoAck { .. }) => {
             Status::aborted(error.to_string())
+        }
+    }
+}
+
+/// How long the answers of cut-off calls may take to reach their callers.
+const CUT_OFF_FLUSH: Duration = Duration::from_secs(2);
+
+/// How a [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight call finished within the grace period.
+    Drained,
+    /// Calls were still running when the grace period ended; they were cut
+    /// off (their callers see the connection close).
+    GraceExpired,
+}
+
+/// Serves `planner` (and the standard gRPC health service) on `listener`
+/// until `shutdown` completes; then stops accepting, lets in-flight calls
+/// (an `Execute` waits for an apply and the installation's health) finish
+/// for at most `grace`. Calls still running then answer UNAVAILABLE, so
+/// that the gateway retries them, and the server stops.
+///
+/// # Errors
+/// The transport failed while serving.
+pub async fn serve(
+    listener: TcpListener,
+    planner: PlannerService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<Stopped, tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PlannerServer<PlannerService>>().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (cut, cut_off) = tokio::sync::watch::channel(false);
+    let planner = planner.with_cut_off(cut_off);
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+            .add_service(health_service)
+            .add_service(PlannerServer::new(planner))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    tokio::select! {
+        ended = &mut server => return ended.expect("the server task does not panic").map(|()| Stopped::Drained),
+        () = shutdown => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(ended) => ended
+            .expect("the server task does not panic")
+            .map(|()| Stopped::Drained),
+        Err(_) => {
+            warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "calls still running at the end of the grace period; stopping anyway"
+            );
+            // The calls in flight answer UNAVAILABLE (their callers retry),
+            // then the connections close.
+            let _ = cut.send(true);
+            if tokio::time::timeout(CUT_OFF_FLUSH, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+            Ok(Stopped::GraceExpired)
         }
     }
 }
