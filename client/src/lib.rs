@@ -1,0 +1,93 @@
+//! The control plane as its clients see it: the worker protocol's messages
+//! (`docs/worker-protocol.md`), shared by the control plane that serves them
+//! and the gateway that speaks them, and — behind the default feature
+//! `http` — one HTTP client for the worker protocol and Vantiq's REST API.
+//!
+//! ```text
+//! protocol    K8sManager.* parameters and answers, the claimed workitem,    always; serde only
+//!             the installation report, the server version
+//! documents   document metadata and the upload's multipart fields          always
+//! vantiq      Vantiq's error body and the codes the protocol names          always
+//! Client      reqwest + rustls (ring, the platform's trust store):          feature `http`
+//!             bearer token, traceparent, typed errors
+//! ```
+//!
+//! The control plane depends on this crate without `http`, so the server
+//! links no HTTP client; the gateway, the end-to-end tests, the demo and the
+//! benchmark use [`Client`].
+//!
+//! Field names are Vantiq's (camelCase), as the protocol document gives them.
+
+#![warn(missing_docs)]
+
+pub mod documents;
+pub mod protocol;
+pub mod vantiq;
+
+#[cfg(feature = "http")]
+mod client;
+#[cfg(feature = "http")]
+mod error;
+#[cfg(feature = "http")]
+pub mod tls;
+
+#[cfg(feature = "http")]
+pub use client::{Answer, Client, ClientBuilder};
+#[cfg(feature = "http")]
+pub use error::{BuildError, Error};
+#[cfg(feature = "http")]
+pub use reqwest::Method;
+
+use std::str::FromStr;
+
+/// A Vantiq access token (a worker token with the profile
+/// `k8sWorker__system`, or a user's session token). Its `Debug` never shows
+/// it; the client puts it only in the `Authorization` header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    /// Wraps a token as issued by `POST /api/v1/resources/tokens` or
+    /// `GET /authenticate`.
+    pub fn new(token: impl Into<String>) -> Self {
+        AccessToken(token.into())
+    }
+
+    /// The token itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+impl FromStr for AccessToken {
+    type Err = String;
+
+    /// Trims surrounding whitespace (a token read from a file or a Secret
+    /// often ends in a newline); an empty token is refused.
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("the access token is empty".into());
+        }
+        Ok(AccessToken(token.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_never_shows_in_debug_output_and_is_trimmed() {
+        let token: AccessToken = " t0ps3cret\n".parse().unwrap();
+        assert_eq!(token.expose(), "t0ps3cret");
+        assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+        assert!("  ".parse::<AccessToken>().is_err());
+    }
+}
