@@ -13,31 +13,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8sworker_client::protocol::{
+    ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, InstallationReport,
+};
+use k8sworker_client::{AccessToken, Client};
 use k8sworker_controlplane::config::Synchronous;
 use k8sworker_controlplane::{Config, Server};
 use serde_json::{Value, json};
 
 #[derive(Clone)]
 struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+    client: Client,
 }
 
 impl Api {
     async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
+        self.client
+            .post_json(path, &body)
             .await
-            .expect("request");
-        let status = response.status();
-        let body: Value = response.json().await.expect("json");
-        assert!(status.is_success(), "{status} {body}");
-        body
+            .unwrap_or_else(|error| panic!("POST {path}: {error}"))
     }
 
     async fn deploy(&self, cluster: &str, name: &str) -> Value {
@@ -49,21 +43,26 @@ impl Api {
         .await
     }
 
-    async fn claim(&self, cluster: &str, wait: f64) -> Value {
-        self.post(
-            "/api/v1/resources/procedures/K8sManager.claimWorkitem",
-            json!({"clusterName": cluster, "waitSeconds": wait}),
-        )
-        .await
+    async fn claim(&self, cluster: &str, wait: f64) -> Option<ClaimedWorkitem> {
+        let params = ClaimWorkitem {
+            cluster_name: cluster.to_owned(),
+            worker_id: None,
+            lease_seconds: None,
+            wait_seconds: Some(wait),
+        };
+        self.client.call(&params).await.expect("claim")
     }
 
-    async fn complete(&self, claimed: &Value) {
-        self.post(
-            "/api/v1/resources/procedures/K8sManager.completeWorkitem",
-            json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"],
-                "installation": {"replicaCount": 1}}),
-        )
-        .await;
+    async fn complete(&self, claimed: &ClaimedWorkitem) {
+        let params = CompleteWorkitem {
+            request_id: claimed.workitem.request_id.clone(),
+            lease_id: claimed.lease_id.clone(),
+            installation: InstallationReport {
+                replica_count: Some(1),
+                ..InstallationReport::default()
+            },
+        };
+        self.client.call(&params).await.expect("complete");
     }
 }
 
@@ -114,10 +113,9 @@ async fn drain(api: &Api, cluster: &str, claimers: usize) -> (Duration, Vec<Dura
             let mut latencies = Vec::new();
             loop {
                 let begin = Instant::now();
-                let claimed = api.claim(&cluster, 0.0).await;
-                if claimed.is_null() {
+                let Some(claimed) = api.claim(&cluster, 0.0).await else {
                     return latencies;
-                }
+                };
                 api.complete(&claimed).await;
                 latencies.push(begin.elapsed());
             }
@@ -147,20 +145,12 @@ async fn main() {
     config.verify_interval = Duration::ZERO;
     let server = Server::start(config).await.expect("server");
     let base = format!("http://{}", server.local_addr());
-    let http = reqwest::Client::new();
-    let session: Value = http
-        .get(format!("{base}/authenticate"))
-        .basic_auth("admin", Some("admin-password"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let anonymous = Client::builder(&base).build().expect("client");
     let admin = Api {
-        base: base.clone(),
-        token: session["accessToken"].as_str().unwrap().to_owned(),
-        http: http.clone(),
+        client: anonymous
+            .login("admin", "admin-password")
+            .await
+            .expect("admin login"),
     };
     let token = admin
         .post(
@@ -169,9 +159,11 @@ async fn main() {
         )
         .await;
     let worker = Api {
-        base,
-        token: token["accessToken"].as_str().unwrap().to_owned(),
-        http,
+        client: anonymous
+            .with_token(&AccessToken::new(
+                token["accessToken"].as_str().expect("accessToken"),
+            ))
+            .expect("worker token"),
     };
     println!(
         "synchronous={sync:?} items={items} cores={}",
@@ -222,7 +214,7 @@ async fn main() {
         admin.deploy("poll", &format!("poll-{i}")).await;
         let acknowledged = Instant::now();
         let (claimed, answered) = claimer.await.unwrap();
-        assert!(!claimed.is_null(), "the long-poll timed out");
+        let claimed = claimed.expect("the long-poll answered before it timed out");
         pickups.push(answered.saturating_duration_since(sent));
         after_ack.push(answered.saturating_duration_since(acknowledged));
         worker.complete(&claimed).await;

@@ -22,24 +22,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
+use k8sworker_client::protocol::InstallationReport;
 use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
 use serde_json::{Map, Value, json};
 
 use crate::audit::iso;
 
-/// Installation properties a worker may report on completion
-/// (`docs/worker-protocol.md`).
-pub const REPORTED_PROPERTIES: &[&str] = &[
-    "k8sState",
-    "replicaCount",
-    "k8sInstallationInfo",
-    "k8sInstallationIdentifier",
-    "k8sAssociatedServices",
-    "k8sAssociatedIngresses",
-    "k8sAssociatedConfigMaps",
-    "k8sAssociatedSecrets",
-    "installationStatus",
-];
+/// Installation properties a worker may report on completion: the worker
+/// protocol's own list (`docs/worker-protocol.md`).
+pub const REPORTED_PROPERTIES: &[&str] = InstallationReport::PROPERTIES;
 
 /// The `installationStatus` values a worker may report.
 pub const REPORTABLE_INSTALLATION_STATUSES: &[&str] = &["RUNNING", "STOPPED", "DAMAGED", "FAILED"];

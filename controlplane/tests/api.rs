@@ -13,7 +13,7 @@ const CLUSTERS: &str = "/api/v1/resources/k8sclusters";
 #[tokio::test]
 async fn authenticate_issues_tokens_and_refuses_bad_credentials() {
     let t = TestServer::start().await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let response = http
         .get(format!("{}/authenticate", t.base))
         .basic_auth("admin", Some("wrong"))
@@ -116,7 +116,7 @@ async fn tokens_are_created_listed_revoked_and_stored_hashed() {
         )
         .await;
     assert_eq!(status, 200, "{expiring}");
-    let response = reqwest::Client::new()
+    let response = common::http()
         .post(format!("{}/authenticate/refresh", t.base))
         .body(expiring["accessToken"].as_str().unwrap().to_owned())
         .send()

@@ -66,6 +66,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A fresh schedule, as after a claim that found work.
     pub fn new(schedule: Schedule) -> Self {
         Backoff {
             schedule,
@@ -75,6 +76,7 @@ impl Backoff {
         }
     }
 
+    /// The schedule's settings.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
     }

@@ -4,41 +4,10 @@
 //! a `K8SWORKER_*` variable; a flag overrides its variable. Invalid values
 //! stop the binary before any I/O.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-/// The control-plane access token. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(String);
-
-impl AccessToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        AccessToken(token.into())
-    }
-
-    /// The token itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccessToken(<redacted>)")
-    }
-}
-
-impl FromStr for AccessToken {
-    type Err = String;
-
-    fn from_str(token: &str) -> Result<Self, Self::Err> {
-        let token = token.trim();
-        if token.is_empty() {
-            return Err("the access token is empty".into());
-        }
-        Ok(AccessToken(token.to_owned()))
-    }
-}
+/// The control-plane access token. Its `Debug` never shows it.
+pub use k8sworker_client::AccessToken;
 
 /// How claims wait for work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,14 +97,19 @@ pub struct Config {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--cluster-name` is empty.
     #[error("--cluster-name (CLUSTER_NAME) must not be empty")]
     NoCluster,
+    /// `--vantiq-url` is not an http(s) URL.
     #[error("--vantiq-url (VANTIQ_URL) must be an http:// or https:// URL, got `{0}`")]
     Url(String),
+    /// `--planner-url` is not an http(s) URL.
     #[error("--planner-url (K8SWORKER_PLANNER_URL) must be an http:// or https:// URL, got `{0}`")]
     PlannerUrl(String),
+    /// The named duration or count is zero.
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    /// `--lease` is shorter than 3 s (it is renewed every third of it).
     #[error("--lease must be at least 3 seconds, got {0:?}")]
     LeaseTooShort(Duration),
 }

@@ -20,11 +20,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use k8sworker_client::protocol::{
+    ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, FailWorkitem, ReleaseWorkitem,
+    RenewWorkitemLease,
+};
+use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_telemetry::GrpcClientInterceptor;
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -32,7 +36,6 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, Poll, Schedule};
 use crate::config::{ClaimMode, Config, ConfigError};
-use crate::controlplane::{ControlPlane, ControlPlaneError, ServerInfo};
 use crate::logs;
 use crate::outcome::{self, FailStatus, Outcome, PlannerError};
 use crate::workitem::Workitem;
@@ -42,18 +45,44 @@ type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>
 /// Why the gateway could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The configuration is not valid.
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    #[error("the HTTP client could not be built")]
-    Http(#[from] crate::controlplane::TlsError),
+    /// The control-plane client could not be built (URL, token, TLS).
+    #[error("the control-plane client could not be built")]
+    Client(#[from] k8sworker_client::BuildError),
+    /// The planner's URL is not a valid gRPC endpoint.
     #[error("the planner address `{url}` is not valid")]
     PlannerAddress {
+        /// The configured URL.
         url: String,
+        /// Why tonic refused it.
         #[source]
         source: tonic::transport::Error,
     },
+    /// The K8sCluster this gateway serves does not exist in the token's
+    /// namespace.
+    #[error(
+        "the K8sCluster `{cluster}` does not exist in the token's namespace; create it (its name must be this gateway's CLUSTER_NAME)"
+    )]
+    UnknownCluster {
+        /// The configured cluster name.
+        cluster: String,
+    },
+    /// The control plane refused in a way retrying cannot fix (the token,
+    /// no worker protocol), or stayed away in `--once` mode.
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
+}
+
+/// What the server says about itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerInfo {
+    /// `name version`, when the server has a version endpoint.
+    pub version: Option<String>,
+    /// Whether the server says its claims can wait (long-poll); `None` when
+    /// it does not say.
+    pub long_poll: Option<bool>,
 }
 
 /// Something the gateway did, for observers (tests, the load driver).
@@ -61,18 +90,26 @@ pub enum GatewayError {
 pub enum Event {
     /// A workitem was claimed.
     Claimed {
+        /// The workitem.
         request_id: String,
+        /// Its operation.
         operation: String,
+        /// Its installation.
         installation: String,
         /// When the control plane created it, per the server.
         created_at: Option<SystemTime>,
+        /// When the claim was answered.
         at: SystemTime,
     },
     /// The outcome was reported (or could not be).
     Reported {
+        /// The workitem.
         request_id: String,
+        /// Its operation.
         operation: String,
+        /// How it ended.
         report: Report,
+        /// When the report was answered.
         at: SystemTime,
     },
 }
@@ -80,17 +117,24 @@ pub enum Event {
 /// How a claimed workitem ended for this gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
+    /// `completeWorkitem` was accepted.
     Completed,
+    /// `failWorkitem` was accepted.
     Failed {
+        /// `FAILED` or `INVALID`.
         status: String,
+        /// The message reported.
         message: String,
     },
+    /// `releaseWorkitem` was accepted: the workitem is queued again.
     Released {
+        /// Why it was released.
         reason: String,
     },
     /// The lease was lost or the report could not be delivered; the
     /// workitem returns to the queue when its lease expires.
     Abandoned {
+        /// Why.
         reason: String,
     },
 }
@@ -98,9 +142,13 @@ pub enum Report {
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Workitems completed.
     pub completed: u64,
+    /// Workitems failed (`FAILED` or `INVALID`).
     pub failed: u64,
+    /// Workitems released back to the queue.
     pub released: u64,
+    /// Workitems abandoned (lease lost, report undeliverable).
     pub abandoned: u64,
 }
 
@@ -114,6 +162,7 @@ impl Summary {
         }
     }
 
+    /// Every workitem this run claimed and ended.
     pub fn processed(&self) -> u64 {
         self.completed + self.failed + self.released + self.abandoned
     }
@@ -123,7 +172,7 @@ impl Summary {
 #[derive(Debug)]
 pub struct Gateway {
     config: Arc<Config>,
-    control_plane: ControlPlane,
+    control_plane: Client,
     planner: Planner,
     channel: Channel,
     worker_id: String,
@@ -141,11 +190,11 @@ impl Gateway {
     /// Builds the clients; no I/O yet.
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
         config.validate()?;
-        let control_plane = ControlPlane::new(
-            &config.vantiq_url,
-            config.access_token.clone(),
-            config.request_timeout,
-        )?;
+        let control_plane = Client::builder(&config.vantiq_url)
+            .token(config.access_token.clone())
+            .timeout(config.request_timeout)
+            .user_agent(concat!("k8sworker-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let channel = Endpoint::from_shared(config.planner_url.clone())
             .map_err(|source| GatewayError::PlannerAddress {
                 url: config.planner_url.clone(),
@@ -242,17 +291,23 @@ impl Gateway {
                 config.long_poll_wait
             };
             let asked = Instant::now();
+            let params = ClaimWorkitem {
+                cluster_name: config.cluster_name.clone(),
+                worker_id: Some(self.worker_id.clone()),
+                lease_seconds: Some(config.lease.as_secs().max(1) as f64),
+                wait_seconds: Some(wait.as_secs_f64()),
+            };
             let claim = tokio::select! {
-                claim = self.control_plane.claim(&config.cluster_name, &self.worker_id, config.lease, wait) => claim,
+                claim = self.control_plane.call(&params) => claim,
                 // A claim cut short may have been granted: its lease expires
                 // and the workitem returns to the queue.
                 () = signalled(&mut stopping) => break,
             };
             match claim {
-                Ok(Some(body)) => {
+                Ok(Some(claimed)) => {
                     backoff.record(Poll::Work);
                     quick_empty = 0;
-                    let report = self.process(&body, &stopping).await;
+                    let report = self.process(&claimed, &stopping).await;
                     summary.count(&report);
                     continue;
                 }
@@ -323,7 +378,7 @@ impl Gateway {
     ) -> Result<Option<ServerInfo>, GatewayError> {
         let mut backoff = Backoff::new(Schedule::default());
         loop {
-            match self.control_plane.check(&self.config.cluster_name).await {
+            match self.server_info().await {
                 Ok(info) => {
                     info!(
                         server_version = info.version.as_deref().unwrap_or("unknown (no /api/v1/version)"),
@@ -332,7 +387,7 @@ impl Gateway {
                     );
                     return Ok(Some(info));
                 }
-                Err(error) if error.is_transient() => {
+                Err(GatewayError::ControlPlane(error)) if error.is_transient() => {
                     backoff.record(Poll::Error);
                     warn!(%error, failures = backoff.errors(), "control plane not reachable yet; retrying");
                     if self.config.once && backoff.errors() >= 5 {
@@ -341,7 +396,7 @@ impl Gateway {
                 }
                 Err(error) => {
                     error!(%error, "connection check failed");
-                    return Err(error.into());
+                    return Err(error);
                 }
             }
             tokio::select! {
@@ -349,6 +404,31 @@ impl Gateway {
                 () = signalled(stopping) => return Ok(None),
             }
         }
+    }
+
+    /// Checks the token and that the cluster exists, and asks the server
+    /// for its version when it has a version endpoint.
+    async fn server_info(&self) -> Result<ServerInfo, GatewayError> {
+        let cluster = &self.config.cluster_name;
+        match self.control_plane.cluster(cluster).await {
+            Ok(_) => {}
+            Err(ControlPlaneError::NotFound { .. }) => {
+                return Err(GatewayError::UnknownCluster {
+                    cluster: cluster.clone(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
+        // A server without the endpoint (or with another answer) says
+        // nothing; the claim mode then decides alone.
+        let version = self.control_plane.version().await.unwrap_or_default();
+        Ok(ServerInfo {
+            version: version.version.map(|v| match version.name {
+                Some(name) => format!("{name} {v}"),
+                None => v,
+            }),
+            long_poll: version.long_poll,
+        })
     }
 
     /// Logs whether the planner answers (gRPC health); work is claimed
@@ -376,16 +456,18 @@ impl Gateway {
     }
 
     /// Processes one claimed workitem inside its `workitem.process` span.
-    async fn process(&self, body: &Value, stopping: &watch::Receiver<bool>) -> Report {
-        let item = match Workitem::from_claim(body) {
+    async fn process(&self, claimed: &ClaimedWorkitem, stopping: &watch::Receiver<bool>) -> Report {
+        let item = match Workitem::from_claim(claimed) {
             Ok(item) => item,
             Err(error) => {
                 error!(%error, "unreadable claim; releasing it");
-                if let (Some(request_id), Some(lease_id)) = (
-                    body.get("requestId").and_then(Value::as_str),
-                    body.get("leaseId").and_then(Value::as_str),
-                ) {
-                    let _ = self.control_plane.release(request_id, lease_id).await;
+                let (request_id, lease_id) = (&claimed.workitem.request_id, &claimed.lease_id);
+                if !request_id.is_empty() && !lease_id.is_empty() {
+                    let release = ReleaseWorkitem {
+                        request_id: request_id.clone(),
+                        lease_id: lease_id.clone(),
+                    };
+                    let _ = self.control_plane.call(&release).await;
                 }
                 return Report::Abandoned {
                     reason: error.to_string(),
@@ -513,10 +595,10 @@ impl Gateway {
                 let size = document.content.len();
                 match self
                     .control_plane
-                    .upload_document(&document.name, document.content)
+                    .upload_document(&document.name, document.content, "text/plain")
                     .await
                 {
-                    Ok(()) => info!(document = %document.name, bytes = size, "log uploaded"),
+                    Ok(_) => info!(document = %document.name, bytes = size, "log uploaded"),
                     Err(error) => {
                         warn!(%error, document = %document.name, "log upload failed");
                         outcome = if error.is_transient() {
@@ -558,26 +640,43 @@ impl Gateway {
                 shutdown_seen = true;
                 give_up = give_up.min(Instant::now() + self.config.shutdown_grace);
             }
-            let (id, lease) = (&item.request_id, &item.lease_id);
+            let (request_id, lease_id) = (item.request_id.clone(), item.lease_id.clone());
             let delivered = match &outcome {
-                Outcome::Complete(report) => self
-                    .control_plane
-                    .complete(id, lease, report)
-                    .await
-                    .map(|_| Report::Completed),
-                Outcome::Fail { status, message } => self
-                    .control_plane
-                    .fail(id, lease, status.as_str(), message)
-                    .await
-                    .map(|_| Report::Failed {
-                        status: status.as_str().to_owned(),
-                        message: message.clone(),
-                    }),
-                Outcome::Retry { message } => {
+                Outcome::Complete(report) => {
+                    let params = CompleteWorkitem {
+                        request_id,
+                        lease_id,
+                        installation: report.clone(),
+                    };
                     self.control_plane
-                        .release(id, lease)
+                        .call(&params)
                         .await
-                        .map(|()| Report::Released {
+                        .map(|_| Report::Completed)
+                }
+                Outcome::Fail { status, message } => {
+                    let params = FailWorkitem {
+                        request_id,
+                        lease_id,
+                        status: *status,
+                        message: message.clone(),
+                    };
+                    self.control_plane
+                        .call(&params)
+                        .await
+                        .map(|_| Report::Failed {
+                            status: status.as_str().to_owned(),
+                            message: message.clone(),
+                        })
+                }
+                Outcome::Retry { message } => {
+                    let params = ReleaseWorkitem {
+                        request_id,
+                        lease_id,
+                    };
+                    self.control_plane
+                        .call(&params)
+                        .await
+                        .map(|_| Report::Released {
                             reason: message.clone(),
                         })
                 }
@@ -613,8 +712,10 @@ impl Gateway {
                 Err(error) => {
                     // A report the server refuses (e.g. a property it does
                     // not accept) still must not leave the workitem hanging.
-                    if let (Outcome::Complete(_), ControlPlaneError::Rejected { .. }) =
-                        (&outcome, &error)
+                    if let (
+                        Outcome::Complete(_),
+                        ControlPlaneError::Rejected { .. } | ControlPlaneError::NotFound { .. },
+                    ) = (&outcome, &error)
                     {
                         error!(%error, "the control plane refused the completion; failing the workitem instead");
                         outcome = Outcome::Fail {
@@ -651,7 +752,7 @@ impl Gateway {
 /// Renews the lease every third of its length until aborted; flags `lost`
 /// when the server says the lease is gone.
 async fn renew(
-    control_plane: ControlPlane,
+    control_plane: Client,
     request_id: String,
     lease_id: String,
     ask: Duration,
@@ -660,11 +761,16 @@ async fn renew(
 ) {
     let period = (granted / 3).max(Duration::from_millis(500));
     let mut next = period;
+    let params = RenewWorkitemLease {
+        request_id,
+        lease_id,
+        lease_seconds: Some(ask.as_secs().max(1) as f64),
+    };
     loop {
         tokio::time::sleep(next).await;
-        match control_plane.renew(&request_id, &lease_id, ask).await {
+        match control_plane.call(&params).await {
             Ok(answer) => {
-                debug!(expires = %answer["leaseExpiresAt"], "lease renewed");
+                debug!(expires = %answer.lease_expires_at, "lease renewed");
                 next = period;
             }
             Err(ControlPlaneError::LeaseLost { .. }) => {

@@ -10,19 +10,21 @@
 //! [`config`] is the command line; [`workitem`] reads a claim and builds
 //! the planner request; [`outcome`] maps the planner's answer to the report;
 //! [`logs`] names fetchLogs documents; [`backoff`] is the polling schedule.
-//! Those are pure. [`controlplane`] is the HTTP edge, [`gateway`] the loop
-//! that wires them, with the lease, the trace and the shutdown.
+//! Those are pure. The HTTP edge is `k8sworker-client` (the worker
+//! protocol's types and its client); [`gateway`] is the loop that wires
+//! them, with the lease, the trace and the shutdown.
 //!
 //! The gateway holds no Kubernetes credentials, only the control-plane token
 //! (profile `k8sWorker__system`), which it never logs.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod config;
-pub mod controlplane;
 pub mod gateway;
 pub mod logs;
 pub mod outcome;
 pub mod workitem;
 
 pub use config::{AccessToken, ClaimMode, Config};
-pub use gateway::{Event, Gateway, GatewayError, Report, Summary};
+pub use gateway::{Event, Gateway, GatewayError, Report, ServerInfo, Summary};

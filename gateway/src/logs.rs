@@ -12,7 +12,9 @@ use k8sworker_proto::v1 as pb;
 /// One log document to upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogDocument {
+    /// The document's name, a relative path.
     pub name: String,
+    /// The log's bytes (UTF-8 text as the container wrote it).
     pub content: Vec<u8>,
 }
 

@@ -14,44 +14,40 @@
 //! it knows itself (`configSpec`, `installationDate`, `installedBy`) in the
 //! same transaction as the completion.
 
+use k8sworker_client::protocol::{InstallationReport, InstallationStatus};
 use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 use tonic::Code;
 
-/// How a failed workitem is marked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailStatus {
-    /// The operation failed; the installation is marked `FAILED`.
-    Failed,
-    /// The request itself is wrong.
-    Invalid,
-}
-
-impl FailStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailStatus::Failed => "FAILED",
-            FailStatus::Invalid => "INVALID",
-        }
-    }
-}
+/// How a failed workitem is marked: `FAILED` or `INVALID`.
+pub use k8sworker_client::protocol::FailStatus;
 
 /// What to tell the control plane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// `completeWorkitem` with these installation properties.
-    Complete(Map<String, Value>),
+    Complete(InstallationReport),
     /// `failWorkitem` with this status and message.
-    Fail { status: FailStatus, message: String },
+    Fail {
+        /// `FAILED` or `INVALID`.
+        status: FailStatus,
+        /// What failed and where.
+        message: String,
+    },
     /// `releaseWorkitem`: a passing problem; the workitem is tried again.
-    Retry { message: String },
+    Retry {
+        /// Why, for the log.
+        message: String,
+    },
 }
 
 /// The planner call's error, as a code and a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerError {
+    /// The gRPC status code.
     pub code: Code,
+    /// The planner's message.
     pub message: String,
 }
 
@@ -100,7 +96,9 @@ pub fn decide(
             applied(operation, response)
         }
         Operation::Verify => Outcome::Complete(verified(response)),
-        Operation::Undeploy | Operation::FetchLogs => Outcome::Complete(Map::new()),
+        Operation::Undeploy | Operation::FetchLogs => {
+            Outcome::Complete(InstallationReport::default())
+        }
     }
 }
 
@@ -123,7 +121,9 @@ fn decide_error(
             message: error.message.clone(),
         },
         // Nothing of the installation is left: what undeploy wants.
-        Code::NotFound if operation == Operation::Undeploy => Outcome::Complete(Map::new()),
+        Code::NotFound if operation == Operation::Undeploy => {
+            Outcome::Complete(InstallationReport::default())
+        }
         code if is_transient(code) && attempts < max_attempts => Outcome::Retry {
             message: format!("{code:?}: {}", error.message),
         },
@@ -164,19 +164,23 @@ fn applied(operation: Operation, response: &pb::ExecuteResponse) -> Outcome {
     let health = ack.health.clone().unwrap_or_default();
     let (desired, ready) = (health.desired_replicas, health.ready_replicas);
     let (status, state) = match (operation, health_state(Some(&health))) {
-        (Operation::Shutdown, pb::HealthState::Stopped) => {
-            ("STOPPED", "Stopped: scaled to 0 replicas".to_owned())
-        }
+        (Operation::Shutdown, pb::HealthState::Stopped) => (
+            InstallationStatus::Stopped,
+            "Stopped: scaled to 0 replicas".to_owned(),
+        ),
         (Operation::Shutdown, _) => {
             return fail(format!(
                 "the installation did not stop: {ready} replica(s) still ready"
             ));
         }
         (_, pb::HealthState::Ready) => (
-            "RUNNING",
+            InstallationStatus::Running,
             format!("Running: {ready}/{desired} replicas ready"),
         ),
-        (_, pb::HealthState::Stopped) => ("STOPPED", "Stopped: 0 replicas requested".to_owned()),
+        (_, pb::HealthState::Stopped) => (
+            InstallationStatus::Stopped,
+            "Stopped: 0 replicas requested".to_owned(),
+        ),
         (_, state) => {
             let problems: Vec<String> = health
                 .problems
@@ -194,14 +198,14 @@ fn applied(operation: Operation, response: &pb::ExecuteResponse) -> Outcome {
         }
     };
     let mut report = associated(&response.components);
-    report.insert("installationStatus".into(), json!(status));
-    report.insert("k8sState".into(), json!(state));
+    report.installation_status = Some(status);
+    report.k8s_state = Some(state);
     if operation != Operation::Shutdown {
         let replicas = response
             .plan
             .as_ref()
             .map_or(desired, |plan| plan.desired_replicas);
-        report.insert("replicaCount".into(), json!(replicas));
+        report.replica_count = Some(replicas);
     }
     let mut info = installation_info(&response.components);
     if let Some(plan) = &response.plan {
@@ -225,12 +229,12 @@ fn applied(operation: Operation, response: &pb::ExecuteResponse) -> Outcome {
     }
     info.insert("desiredReplicas".into(), json!(desired));
     info.insert("readyReplicas".into(), json!(ready));
-    report.insert("k8sInstallationInfo".into(), Value::Object(info));
+    report.k8s_installation_info = Some(info);
     Outcome::Complete(report)
 }
 
 /// verify: drift makes the installation `DAMAGED`, naming every difference.
-fn verified(response: &pb::ExecuteResponse) -> Map<String, Value> {
+fn verified(response: &pb::ExecuteResponse) -> InstallationReport {
     let mut report = associated(&response.components);
     let statefulset = response
         .components
@@ -242,17 +246,23 @@ fn verified(response: &pb::ExecuteResponse) -> Map<String, Value> {
         .unwrap_or_default();
     let (status, state) = if !response.drift.is_empty() {
         let drift: Vec<&str> = response.drift.iter().map(|d| d.message.as_str()).collect();
-        ("DAMAGED", format!("Damaged: {}", drift.join("; ")))
+        (
+            InstallationStatus::Damaged,
+            format!("Damaged: {}", drift.join("; ")),
+        )
     } else if statefulset.is_some() && replicas == 0 {
-        ("STOPPED", "Verified: stopped, 0 replicas".to_owned())
+        (
+            InstallationStatus::Stopped,
+            "Verified: stopped, 0 replicas".to_owned(),
+        )
     } else {
         (
-            "RUNNING",
+            InstallationStatus::Running,
             format!("Verified: {ready}/{replicas} replicas ready"),
         )
     };
-    report.insert("installationStatus".into(), json!(status));
-    report.insert("k8sState".into(), json!(state));
+    report.installation_status = Some(status);
+    report.k8s_state = Some(state);
     let mut info = installation_info(&response.components);
     info.insert("desiredReplicas".into(), json!(replicas));
     info.insert("readyReplicas".into(), json!(ready));
@@ -269,35 +279,34 @@ fn verified(response: &pb::ExecuteResponse) -> Map<String, Value> {
                 .collect(),
         ),
     );
-    report.insert("k8sInstallationInfo".into(), Value::Object(info));
+    report.k8s_installation_info = Some(info);
     report
 }
 
 /// `k8sAssociated*` lists and the StatefulSet's UID as the identifier.
-fn associated(components: &[pb::ObservedComponent]) -> Map<String, Value> {
+fn associated(components: &[pb::ObservedComponent]) -> InstallationReport {
     let names = |kind: &str| {
-        let mut names: Vec<&str> = components
+        let mut names: Vec<String> = components
             .iter()
             .filter_map(|c| c.r#ref.as_ref())
             .filter(|r| r.kind == kind)
-            .map(|r| r.name.as_str())
+            .map(|r| r.name.clone())
             .collect();
         names.sort_unstable();
         names.dedup();
-        json!(names)
+        Some(names)
     };
-    let mut report = Map::new();
-    report.insert("k8sAssociatedServices".into(), names("Service"));
-    report.insert("k8sAssociatedIngresses".into(), names("Ingress"));
-    report.insert("k8sAssociatedConfigMaps".into(), names("ConfigMap"));
-    report.insert("k8sAssociatedSecrets".into(), names("Secret"));
-    if let Some(statefulset) = components
-        .iter()
-        .find(|c| c.r#ref.as_ref().is_some_and(|r| r.kind == "StatefulSet"))
-    {
-        report.insert("k8sInstallationIdentifier".into(), json!(statefulset.uid));
+    InstallationReport {
+        k8s_associated_services: names("Service"),
+        k8s_associated_ingresses: names("Ingress"),
+        k8s_associated_config_maps: names("ConfigMap"),
+        k8s_associated_secrets: names("Secret"),
+        k8s_installation_identifier: components
+            .iter()
+            .find(|c| c.r#ref.as_ref().is_some_and(|r| r.kind == "StatefulSet"))
+            .map(|statefulset| statefulset.uid.clone()),
+        ..InstallationReport::default()
     }
-    report
 }
 
 fn installation_info(components: &[pb::ObservedComponent]) -> Map<String, Value> {
@@ -379,9 +388,10 @@ mod tests {
         }
     }
 
+    /// The report as the control plane receives it.
     fn complete(outcome: Outcome) -> Map<String, Value> {
         match outcome {
-            Outcome::Complete(report) => report,
+            Outcome::Complete(report) => report.to_map(),
             other => panic!("expected Complete, got {other:?}"),
         }
     }
@@ -515,11 +525,11 @@ mod tests {
         let response = pb::ExecuteResponse::default();
         assert_eq!(
             decide(Operation::Undeploy, Ok(&response), 1, 5),
-            Outcome::Complete(Map::new())
+            Outcome::Complete(InstallationReport::default())
         );
         assert_eq!(
             decide(Operation::FetchLogs, Ok(&response), 1, 5),
-            Outcome::Complete(Map::new())
+            Outcome::Complete(InstallationReport::default())
         );
         let gone = PlannerError {
             code: Code::NotFound,
@@ -527,7 +537,7 @@ mod tests {
         };
         assert_eq!(
             decide(Operation::Undeploy, Err(&gone), 1, 5),
-            Outcome::Complete(Map::new())
+            Outcome::Complete(InstallationReport::default())
         );
     }
 

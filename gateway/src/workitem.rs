@@ -2,8 +2,8 @@
 //! request it becomes.
 //!
 //! ```text
-//! claim body (JSON) ──Workitem::from_claim──▶ Workitem ──execute_request──▶ (Operation, ExecuteRequest)
-//!                                                                 └──▶ Err(message): INVALID
+//! ClaimedWorkitem ──Workitem::from_claim──▶ Workitem ──task──▶ (Operation, ExecuteRequest)
+//!                                                        └──▶ Err(message): INVALID
 //! ```
 //!
 //! A deploy carries its whole request (`name`, `k8sNamespace`, `config`) and
@@ -15,7 +15,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
+use k8sworker_client::protocol::ClaimedWorkitem;
 use k8sworker_core::model::InstallationRequest;
 use k8sworker_core::plan::Operation;
 use k8sworker_core::validate;
@@ -27,10 +27,12 @@ use serde_json::{Value, json};
 /// incompatible server, never the user's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
+    /// A property the worker needs is missing or empty.
     #[error("the claim has no `{0}`")]
     Missing(&'static str),
-    #[error("the claim's `ancillaries.documents.{0}` is not base64")]
-    DocumentEncoding(String),
+    /// A document of the ancillaries is not base64.
+    #[error(transparent)]
+    DocumentEncoding(#[from] k8sworker_client::protocol::DocumentEncodingError),
 }
 
 /// Content the control plane resolved for the workitem. Never logged: its
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Ancillaries {
 /// One claimed workitem.
 #[derive(Debug, Clone)]
 pub struct Workitem {
+    /// The workitem's id.
     pub request_id: String,
     /// The lease the claim granted; every later call names it.
     pub lease_id: String,
@@ -57,12 +60,15 @@ pub struct Workitem {
     pub lease: Option<Duration>,
     /// Vantiq's operation name (`deploy`, `undeploy`, ...).
     pub operation: String,
+    /// The installation's name.
     pub installation: String,
     /// The workitem's `request`.
     pub request: Value,
     /// The installation record before this operation, when there is one.
     pub record: Option<Value>,
+    /// The cluster, as the planner takes it.
     pub cluster: pb::ClusterContext,
+    /// The resolved secrets and documents.
     pub ancillaries: Ancillaries,
     /// W3C trace context of the request that created the workitem.
     pub traceparent: Option<String>,
@@ -75,7 +81,9 @@ pub struct Workitem {
 /// What the planner is asked to do for a workitem.
 #[derive(Debug, Clone)]
 pub struct Task {
+    /// The operation.
     pub operation: Operation,
+    /// The planner's request.
     pub request: pb::ExecuteRequest,
     /// fetchLogs: where the log documents go instead of `<cluster>/<installation>`.
     pub document_group: Option<String>,
@@ -90,61 +98,50 @@ fn text(value: &Value, key: &str) -> Option<String> {
 }
 
 impl Workitem {
-    /// Reads the body of a successful `K8sManager.claimWorkitem`.
-    pub fn from_claim(body: &Value) -> Result<Workitem, ClaimError> {
-        let request_id = text(body, "requestId").ok_or(ClaimError::Missing("requestId"))?;
-        let lease_id = text(body, "leaseId").ok_or(ClaimError::Missing("leaseId"))?;
-        let operation = text(body, "operation").ok_or(ClaimError::Missing("operation"))?;
-        let request = body.get("request").cloned().unwrap_or(Value::Null);
-        let installation = text(body, "installationName")
+    /// Reads what a successful `K8sManager.claimWorkitem` handed over.
+    pub fn from_claim(claim: &ClaimedWorkitem) -> Result<Workitem, ClaimError> {
+        let workitem = &claim.workitem;
+        let present = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let request_id = present(&workitem.request_id).ok_or(ClaimError::Missing("requestId"))?;
+        let lease_id = present(&claim.lease_id).ok_or(ClaimError::Missing("leaseId"))?;
+        let operation = present(&workitem.operation).ok_or(ClaimError::Missing("operation"))?;
+        let request = workitem.request.clone();
+        let installation = workitem
+            .installation_name
+            .as_deref()
+            .and_then(present)
             .or_else(|| text(&request, "name"))
             .ok_or(ClaimError::Missing("installationName"))?;
-        let cluster_doc = body.get("cluster").cloned().unwrap_or(Value::Null);
         let cluster = pb::ClusterContext {
-            cluster_name: text(&cluster_doc, "name")
-                .or_else(|| text(body, "clusterName"))
+            cluster_name: present(&claim.cluster.name)
+                .or_else(|| workitem.cluster_name.as_deref().and_then(present))
                 .ok_or(ClaimError::Missing("clusterName"))?,
-            ingress_default_node: text(&cluster_doc, "ingressDefaultNode").unwrap_or_default(),
+            ingress_default_node: claim
+                .cluster
+                .ingress_default_node
+                .clone()
+                .unwrap_or_default(),
         };
-        let mut ancillaries = pb::Ancillaries::default();
-        let given = body.get("ancillaries").cloned().unwrap_or(Value::Null);
-        if let Some(secrets) = given.get("secrets").and_then(Value::as_object) {
-            for (name, value) in secrets {
-                if let Some(value) = value.as_str() {
-                    ancillaries.secrets.insert(name.clone(), value.to_owned());
-                }
-            }
-        }
-        if let Some(documents) = given.get("documents").and_then(Value::as_object) {
-            for (name, value) in documents {
-                let content = value
-                    .as_str()
-                    .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-                    .ok_or_else(|| ClaimError::DocumentEncoding(name.clone()))?;
-                ancillaries.documents.insert(name.clone(), content);
-            }
-        }
+        let ancillaries = pb::Ancillaries {
+            secrets: claim.ancillaries.secrets.clone().into_iter().collect(),
+            documents: claim.ancillaries.decode_documents()?.into_iter().collect(),
+        };
         Ok(Workitem {
             request_id,
             lease_id,
-            lease: body
-                .get("leaseSeconds")
-                .and_then(Value::as_f64)
-                .filter(|s| *s > 0.0)
-                .map(Duration::from_secs_f64),
+            lease: claim.lease(),
             operation,
             installation,
             request,
-            record: body.get("installation").filter(|v| v.is_object()).cloned(),
+            record: claim.installation.clone().filter(Value::is_object),
             cluster,
             ancillaries: Ancillaries(ancillaries),
-            traceparent: text(body, "traceparent"),
-            attempts: body
-                .get("attempts")
-                .and_then(Value::as_u64)
-                .map_or(1, |n| n.min(u64::from(u32::MAX)) as u32),
-            created_at: text(body, "createdAt")
-                .and_then(|t| humantime::parse_rfc3339_weak(&t).ok()),
+            traceparent: workitem.traceparent.as_deref().and_then(present),
+            attempts: workitem.attempts.unwrap_or(1),
+            created_at: workitem
+                .created_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
         })
     }
 
@@ -227,7 +224,12 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
 
-    fn claim(operation: &str, request: Value, record: Value) -> Value {
+    /// A claim as the control plane answers it.
+    fn claim(operation: &str, request: Value, record: Value) -> ClaimedWorkitem {
+        serde_json::from_value(claim_json(operation, request, record)).unwrap()
+    }
+
+    fn claim_json(operation: &str, request: Value, record: Value) -> Value {
         json!({
             "requestId": "r-1",
             "leaseId": "l-1",
@@ -274,12 +276,22 @@ mod tests {
 
     #[test]
     fn a_claim_without_a_lease_is_refused() {
-        let mut body = claim("deploy", deploy_data(), Value::Null);
-        body.as_object_mut().unwrap().remove("leaseId");
+        let mut body = claim_json("deploy", deploy_data(), Value::Null);
+        body["leaseId"] = json!("");
+        let body: ClaimedWorkitem = serde_json::from_value(body).unwrap();
         assert!(matches!(
             Workitem::from_claim(&body),
             Err(ClaimError::Missing("leaseId"))
         ));
+    }
+
+    #[test]
+    fn a_document_that_is_not_base64_is_refused_by_name() {
+        let mut body = claim_json("deploy", deploy_data(), Value::Null);
+        body["ancillaries"]["documents"]["conf.txt"] = json!("%%%");
+        let body: ClaimedWorkitem = serde_json::from_value(body).unwrap();
+        let error = Workitem::from_claim(&body).unwrap_err();
+        assert!(error.to_string().contains("conf.txt"), "{error}");
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl pb::planner_server::Planner for PlannerService {
             executed = self.execute_inner(operation, inputs, request.pod_name).instrument(span) => {
                 executed.map(Response::new)
             }
-            _ = cut_off.wait_for(|cut| *cut) => Err(Status::unavailable(
+            () = cut(&mut cut_off) => Err(Status::unavailable(
                 "the planner stopped before this Execute finished (its shutdown grace ran out); \
                  the operation may be partly applied: run it again",
             )),
@@ -280,6 +280,14 @@ fn execute_status(error: ExecuteError<Status>) -> Status {
         error @ (ExecuteError::Stale { .. } | ExecuteError::NoAck { .. }) => {
             Status::aborted(error.to_string())
         }
+    }
+}
+
+/// Completes when `cut_off` turns `true`; never when its sender is gone
+/// (a service without [`serve`]'s grace is never cut off).
+async fn cut(cut_off: &mut tokio::sync::watch::Receiver<bool>) {
+    if cut_off.wait_for(|cut| *cut).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -278,12 +278,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ("K8SWORKER_ADMIN_PASSWORD", password.clone()),
         ],
     )?;
-    let http = reqwest::Client::new();
+    let anonymous = k8sworker_client::Client::builder(&url).build()?;
     wait_until("control plane", Duration::from_secs(30), async || {
-        http.get(format!("{url}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        anonymous.health().await.is_ok()
     })
     .await;
 
@@ -342,7 +339,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "creating K8sCluster `{}` and a worker token (profile k8sWorker__system)",
         args.cluster
     ));
-    let vantiq = Rest::login(&url, "admin", &password).await?;
+    let vantiq = Rest(
+        anonymous
+            .login("admin", &password)
+            .await
+            .context("logging in as admin")?,
+    );
     let (status, body) = vantiq
         .post(
             "/api/v1/resources/k8sclusters",
@@ -672,17 +674,16 @@ async fn print_trace(trace_id: &str) {
         return;
     };
     let query = query.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::new();
+    let Ok(jaeger) = k8sworker_client::Client::builder(&query).build() else {
+        println!("    JAEGER_QUERY_URL `{query}` is not an http(s) URL");
+        return;
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let answer: Option<Value> = match http
-            .get(format!("{query}/api/traces/{trace_id}"))
-            .send()
+        let answer: Option<Value> = jaeger
+            .get_json(&format!("/api/traces/{trace_id}"))
             .await
-        {
-            Ok(response) if response.status().is_success() => response.json().await.ok(),
-            _ => None,
-        };
+            .ok();
         let trace = answer
             .as_ref()
             .and_then(|a| a["data"].as_array())
@@ -712,55 +713,18 @@ async fn print_trace(trace_id: &str) {
     }
 }
 
-/// A REST caller with a session token.
-struct Rest {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+/// A REST caller with a session token: `(status, body)` answers, so the
+/// demo can say what was refused.
+struct Rest(k8sworker_client::Client);
 
 impl Rest {
-    async fn login(base: &str, user: &str, password: &str) -> anyhow::Result<Rest> {
-        let http = reqwest::Client::new();
-        let answer: Value = http
-            .get(format!("{base}/authenticate"))
-            .basic_auth(user, Some(password))
-            .send()
-            .await?
-            .error_for_status()
-            .context("logging in as admin")?
-            .json()
-            .await?;
-        Ok(Rest {
-            http,
-            base: base.to_owned(),
-            token: answer["accessToken"]
-                .as_str()
-                .context("accessToken")?
-                .to_owned(),
-        })
-    }
-
     async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let answer = self.0.get(path).await?;
+        Ok((answer.status, answer.body))
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let answer = self.0.post(path, &body).await?;
+        Ok((answer.status, answer.body))
     }
 }

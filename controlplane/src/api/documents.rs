@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use k8sworker_client::documents;
 use rusqlite::Transaction;
 use serde_json::Value;
 
@@ -73,7 +74,8 @@ fn multipart_error(state: &AppState, error: axum::extract::multipart::MultipartE
 }
 
 /// `POST /documents` (multipart/form-data): the `file` part's file name is
-/// the document name unless a `documentPath` field names it.
+/// the document name unless a `documentPath` (or `name`) field names it
+/// (`k8sworker_client::documents`).
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -102,14 +104,14 @@ pub async fn upload(
             .content_type()
             .unwrap_or("application/octet-stream")
             .to_owned();
-        if field_name == "documentPath" || field_name == "name" {
+        if field_name == documents::PATH_FIELD || field_name == "name" {
             path = Some(
                 field
                     .text()
                     .await
                     .map_err(|error| multipart_error(&state, error))?,
             );
-        } else if file_name.is_some() || field_name == "file" {
+        } else if file_name.is_some() || field_name == documents::FILE_FIELD {
             let bytes = field
                 .bytes()
                 .await
@@ -118,7 +120,10 @@ pub async fn upload(
         }
     }
     let Some((file_name, content_type, content)) = file else {
-        return Err(ApiError::invalid("file", "the upload has no file part"));
+        return Err(ApiError::invalid(
+            documents::FILE_FIELD,
+            "the upload has no file part",
+        ));
     };
     let name = path.or(file_name).ok_or_else(|| {
         ApiError::invalid(

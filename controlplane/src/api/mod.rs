@@ -29,7 +29,8 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde_json::{Value, json};
+use k8sworker_client::protocol::{ServerVersion, WORKER_PROTOCOL_VERSION};
+use serde_json::json;
 
 use self::clusters::Clusters;
 use self::documents::Documents;
@@ -50,14 +51,14 @@ const R: &str = "/api/v1/resources";
 async fn version(
     axum::extract::State(state): axum::extract::State<AppState>,
     _caller: Caller,
-) -> Json<Value> {
-    Json(json!({
-        "name": "k8sworker-controlplane",
-        "version": env!("CARGO_PKG_VERSION"),
-        "workerProtocol": 1,
-        "longPoll": true,
-        "maxClaimWaitSeconds": state.config.max_claim_wait.as_secs(),
-    }))
+) -> Json<ServerVersion> {
+    Json(ServerVersion {
+        name: Some("k8sworker-controlplane".into()),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        worker_protocol: Some(WORKER_PROTOCOL_VERSION),
+        long_poll: Some(true),
+        max_claim_wait_seconds: Some(state.config.max_claim_wait.as_secs()),
+    })
 }
 
 /// The application's routes.

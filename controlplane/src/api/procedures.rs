@@ -6,22 +6,35 @@
 //! A claim with `waitSeconds` is a long-poll: it registers for the cluster's
 //! wake-up *before* looking at the queue, so a workitem enqueued between the
 //! look and the wait still wakes it; pickup latency is one notification.
+//!
+//! The parameters and answers are the shared types of
+//! `k8sworker_client::protocol`, so the server and its clients agree on
+//! every name. Parameters are read one by one, so that a wrong one is named
+//! in Vantiq's error (`params[0]`).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use k8sworker_client::protocol::{
+    self as protocol, ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, Completion, FailStatus,
+    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, ReleaseWorkitem,
+    RenewWorkitemLease,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::error::ApiError;
 use super::extract::read_body;
 use crate::auth::{Action, Caller};
-use crate::lifecycle::{REPORTED_PROPERTIES, Status};
+use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::resources::{self, DocTable};
-use crate::store::workitems;
+use crate::store::{StoreError, workitems};
 
 /// The procedure's named parameters.
 struct Params(Map<String, Value>);
@@ -47,7 +60,7 @@ impl Params {
     }
 
     /// Seconds, at most `max`.
-    fn seconds(&self, key: &str, max: Duration) -> Result<Option<Duration>, ApiError> {
+    fn seconds(&self, key: &str, max: Duration) -> Result<Option<f64>, ApiError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(number)) => {
@@ -58,7 +71,7 @@ impl Params {
                         format!("must be between 0 and {} seconds", max.as_secs()),
                     ));
                 }
-                Ok(Some(Duration::from_secs_f64(seconds)))
+                Ok(Some(seconds))
             }
             Some(other) => Err(ApiError::invalid(
                 key,
@@ -66,6 +79,113 @@ impl Params {
             )),
         }
     }
+
+    /// `claimWorkitem`'s parameters; lease and wait within the server's limits.
+    fn claim(&self, config: &crate::config::Config) -> Result<ClaimWorkitem, ApiError> {
+        Ok(ClaimWorkitem {
+            cluster_name: self.string("clusterName")?,
+            worker_id: self.optional_string("workerId")?,
+            lease_seconds: self.seconds("leaseSeconds", config.max_lease)?,
+            wait_seconds: self.seconds("waitSeconds", config.max_claim_wait)?,
+        })
+    }
+
+    fn renew(&self, config: &crate::config::Config) -> Result<RenewWorkitemLease, ApiError> {
+        Ok(RenewWorkitemLease {
+            request_id: self.string("requestId")?,
+            lease_id: self.string("leaseId")?,
+            lease_seconds: self.seconds("leaseSeconds", config.max_lease)?,
+        })
+    }
+
+    /// `completeWorkitem`'s parameters: only reportable properties, each of
+    /// its protocol type.
+    fn complete(&self) -> Result<CompleteWorkitem, ApiError> {
+        let request_id = self.string("requestId")?;
+        let lease_id = self.string("leaseId")?;
+        let report = match self.0.get("installation") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(report)) => report.clone(),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "installation",
+                    format!("must be an object, got {}", json_kind(other)),
+                ));
+            }
+        };
+        if let Some(key) = report
+            .keys()
+            .find(|key| !InstallationReport::PROPERTIES.contains(&key.as_str()))
+        {
+            return Err(ApiError::invalid(
+                &format!("installation.{key}"),
+                format!(
+                    "is not a reportable property ({})",
+                    InstallationReport::PROPERTIES.join(", ")
+                ),
+            ));
+        }
+        // One property at a time, so that a wrong one is named.
+        for (key, value) in &report {
+            let one = Map::from_iter([(key.clone(), value.clone())]);
+            serde_json::from_value::<InstallationReport>(Value::Object(one)).map_err(|error| {
+                ApiError::invalid(
+                    &format!("installation.{key}"),
+                    format!("is not valid: {error}"),
+                )
+            })?;
+        }
+        let installation = serde_json::from_value(Value::Object(report))
+            .map_err(|error| ApiError::invalid("installation", error.to_string()))?;
+        Ok(CompleteWorkitem {
+            request_id,
+            lease_id,
+            installation,
+        })
+    }
+
+    fn fail(&self) -> Result<FailWorkitem, ApiError> {
+        let request_id = self.string("requestId")?;
+        let lease_id = self.string("leaseId")?;
+        let status = match self.optional_string("status")? {
+            None => FailStatus::default(),
+            Some(status) => FailStatus::parse(&status)
+                .ok_or_else(|| ApiError::invalid("status", "must be FAILED or INVALID"))?,
+        };
+        Ok(FailWorkitem {
+            request_id,
+            lease_id,
+            status,
+            message: self.string("message")?,
+        })
+    }
+
+    fn release(&self) -> Result<ReleaseWorkitem, ApiError> {
+        Ok(ReleaseWorkitem {
+            request_id: self.string("requestId")?,
+            lease_id: self.string("leaseId")?,
+        })
+    }
+}
+
+/// A lease of `seconds`, or the server's default for none (or zero).
+fn lease_or_default(seconds: Option<f64>, state: &AppState) -> Duration {
+    seconds
+        .filter(|seconds| *seconds > 0.0)
+        .map_or(state.config.default_lease, Duration::from_secs_f64)
+}
+
+/// A store answer as the protocol's type `T`. The store writes the
+/// protocol's JSON; one that does not read is a server bug, logged.
+fn answer<T: DeserializeOwned>(procedure: &str, value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|error| {
+        tracing::error!(%error, procedure, "an answer does not match the worker protocol");
+        ApiError::Internal(StoreError::Json(error))
+    })
+}
+
+fn respond(answer: &impl Serialize) -> Response {
+    Json(answer).into_response()
 }
 
 /// Dispatches a procedure call.
@@ -74,7 +194,7 @@ pub async fn call(
     caller: Caller,
     Path(name): Path<String>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = read_body(request, &state).await?;
     let params = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -97,39 +217,40 @@ pub async fn call(
         }
     };
     let params = Params(params);
-    let value = match name.as_str() {
+    Ok(match name.as_str() {
         "K8sManager.addK8sWorkerProfile" => {
-            super::identity::add_worker_profile(&state, &caller).await?
+            respond(&super::identity::add_worker_profile(&state, &caller).await?)
         }
-        "K8sManager.claimWorkitem" => claim(&state, &caller, &params).await?,
-        "K8sManager.renewWorkitemLease" => renew(&state, &caller, &params).await?,
-        "K8sManager.completeWorkitem" => complete(&state, &caller, &params).await?,
-        "K8sManager.failWorkitem" => fail(&state, &caller, &params).await?,
-        "K8sManager.releaseWorkitem" => release(&state, &caller, &params).await?,
+        protocol::CLAIM_WORKITEM => respond(&claim(&state, &caller, &params).await?),
+        protocol::RENEW_WORKITEM_LEASE => respond(&renew(&state, &caller, &params).await?),
+        protocol::COMPLETE_WORKITEM => respond(&complete(&state, &caller, &params).await?),
+        protocol::FAIL_WORKITEM => respond(&fail(&state, &caller, &params).await?),
+        protocol::RELEASE_WORKITEM => respond(&release(&state, &caller, &params).await?),
         other => {
             return Err(ApiError::UnknownProcedure(
                 other.chars().take(200).collect(),
             ));
         }
-    };
-    Ok(Json(value))
+    })
 }
 
 /// Claims the oldest eligible workitem of a cluster, waiting up to
 /// `waitSeconds` for one; `null` when none came.
-async fn claim(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
+async fn claim(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<Option<ClaimedWorkitem>, ApiError> {
     caller.require(Action::WorkerProtocol)?;
-    let cluster = params.string("clusterName")?;
-    let owner = params
-        .optional_string("workerId")?
-        .unwrap_or_else(|| caller.username.clone());
-    let lease = params
-        .seconds("leaseSeconds", state.config.max_lease)?
-        .filter(|lease| !lease.is_zero())
-        .unwrap_or(state.config.default_lease);
-    let wait = params
-        .seconds("waitSeconds", state.config.max_claim_wait)?
-        .unwrap_or(Duration::ZERO);
+    let ClaimWorkitem {
+        cluster_name: cluster,
+        worker_id,
+        lease_seconds,
+        wait_seconds,
+    } = params.claim(&state.config)?;
+    let owner = worker_id.unwrap_or_else(|| caller.username.clone());
+    let lease = lease_or_default(lease_seconds, state);
+    let wait = wait_seconds.map_or(Duration::ZERO, Duration::from_secs_f64);
     let namespace = caller.namespace.clone();
     {
         let (namespace, name) = (namespace.clone(), cluster.clone());
@@ -173,15 +294,15 @@ async fn claim(state: &AppState, caller: &Caller, params: &Params) -> Result<Val
                     installation = %claim.row.installation,
                     "workitem claimed"
                 );
-                return Ok(claim.body);
+                return answer(protocol::CLAIM_WORKITEM, claim.body).map(Some);
             }
             if *shutdown.borrow() {
-                return Ok(Value::Null);
+                return Ok(None);
             }
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(Value::Null),
-                _ = shutdown.changed() => return Ok(Value::Null),
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = shutdown.changed() => return Ok(None),
             }
         }
     }
@@ -189,51 +310,46 @@ async fn claim(state: &AppState, caller: &Caller, params: &Params) -> Result<Val
     .await
 }
 
-fn lease_params(params: &Params) -> Result<(String, String), ApiError> {
-    Ok((params.string("requestId")?, params.string("leaseId")?))
-}
-
-async fn renew(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
+async fn renew(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<LeaseRenewal, ApiError> {
     caller.require(Action::WorkerProtocol)?;
-    let (request_id, lease_id) = lease_params(params)?;
-    let lease = params
-        .seconds("leaseSeconds", state.config.max_lease)?
-        .filter(|lease| !lease.is_zero())
-        .unwrap_or(state.config.default_lease);
+    let RenewWorkitemLease {
+        request_id,
+        lease_id,
+        lease_seconds,
+    } = params.renew(&state.config)?;
+    let lease = lease_or_default(lease_seconds, state);
     let namespace = caller.namespace.clone();
-    let lease_ms = lease.as_millis() as i64;
     let renewed = state
         .store
-        .transaction(move |tx| workitems::renew(tx, &namespace, &request_id, &lease_id, lease_ms))
+        .transaction(move |tx| {
+            workitems::renew(
+                tx,
+                &namespace,
+                &request_id,
+                &lease_id,
+                lease.as_millis() as i64,
+            )
+        })
         .await?;
-    Ok(renewed)
+    answer(protocol::RENEW_WORKITEM_LEASE, renewed)
 }
 
-async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
+async fn complete(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<Completion, ApiError> {
     caller.require(Action::WorkerProtocol)?;
-    let (request_id, lease_id) = lease_params(params)?;
-    let report = match params.0.get("installation") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(report)) => report.clone(),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "installation",
-                format!("must be an object, got {}", json_kind(other)),
-            ));
-        }
-    };
-    if let Some(key) = report
-        .keys()
-        .find(|key| !REPORTED_PROPERTIES.contains(&key.as_str()))
-    {
-        return Err(ApiError::invalid(
-            &format!("installation.{key}"),
-            format!(
-                "is not a reportable property ({})",
-                REPORTED_PROPERTIES.join(", ")
-            ),
-        ));
-    }
+    let CompleteWorkitem {
+        request_id,
+        lease_id,
+        installation,
+    } = params.complete()?;
+    let report = installation.to_map();
     let verify = state.config.verify_interval;
     let verify_ms = (!verify.is_zero()).then_some(verify.as_millis() as i64);
     let namespace = caller.namespace.clone();
@@ -243,38 +359,166 @@ async fn complete(state: &AppState, caller: &Caller, params: &Params) -> Result<
             workitems::complete(tx, &namespace, &request_id, &lease_id, &report, verify_ms)
         })
         .await?;
-    tracing::info!(request_id = %result["requestId"], operation = %result["operation"], "workitem completed");
-    Ok(result)
+    let completion: Completion = answer(protocol::COMPLETE_WORKITEM, result)?;
+    tracing::info!(request_id = %completion.request_id, operation = %completion.operation, "workitem completed");
+    Ok(completion)
 }
 
-async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
+async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sWorkitem, ApiError> {
     caller.require(Action::WorkerProtocol)?;
-    let (request_id, lease_id) = lease_params(params)?;
-    let status = match params.optional_string("status")? {
-        None => Status::Failed,
-        Some(status) => Status::failure(&status)
-            .ok_or_else(|| ApiError::invalid("status", "must be FAILED or INVALID"))?,
-    };
-    let message = params.string("message")?;
+    let FailWorkitem {
+        request_id,
+        lease_id,
+        status,
+        message,
+    } = params.fail()?;
     let namespace = caller.namespace.clone();
     let result = state
         .store
         .transaction(move |tx| {
-            workitems::fail(tx, &namespace, &request_id, &lease_id, status, &message)
+            workitems::fail(
+                tx,
+                &namespace,
+                &request_id,
+                &lease_id,
+                match status {
+                    FailStatus::Failed => Status::Failed,
+                    FailStatus::Invalid => Status::Invalid,
+                },
+                &message,
+            )
         })
         .await?;
-    tracing::warn!(request_id = %result["requestId"], status = %result["status"], "workitem failed");
-    Ok(result)
+    let failed: K8sWorkitem = answer(protocol::FAIL_WORKITEM, result)?;
+    tracing::warn!(request_id = %failed.request_id, status = status.as_str(), "workitem failed");
+    Ok(failed)
 }
 
-async fn release(state: &AppState, caller: &Caller, params: &Params) -> Result<Value, ApiError> {
+async fn release(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<K8sWorkitem, ApiError> {
     caller.require(Action::WorkerProtocol)?;
-    let (request_id, lease_id) = lease_params(params)?;
+    let ReleaseWorkitem {
+        request_id,
+        lease_id,
+    } = params.release()?;
     let namespace = caller.namespace.clone();
     let row = state
         .store
         .transaction(move |tx| workitems::release(tx, &namespace, &request_id, &lease_id))
         .await?;
     state.wakeups.wake(&row.namespace, &row.cluster);
-    Ok(row.to_doc())
+    answer(protocol::RELEASE_WORKITEM, row.to_doc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(value: Value) -> Params {
+        match value {
+            Value::Object(map) => Params(map),
+            _ => unreachable!("test parameters are objects"),
+        }
+    }
+
+    fn field(error: ApiError) -> String {
+        match error {
+            ApiError::InvalidArgument { field, .. } => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_a_client_sends_is_read_back_as_the_same_parameters() {
+        let config = crate::config::Config::for_tests("unused.db".into());
+        let claim = ClaimWorkitem {
+            cluster_name: "c1".into(),
+            worker_id: Some("gw-1".into()),
+            lease_seconds: Some(60.0),
+            wait_seconds: Some(0.5),
+        };
+        let sent = params(serde_json::to_value(&claim).unwrap());
+        assert_eq!(sent.claim(&config).unwrap(), claim);
+        let renew = RenewWorkitemLease {
+            request_id: "r".into(),
+            lease_id: "l".into(),
+            lease_seconds: None,
+        };
+        let sent = params(serde_json::to_value(&renew).unwrap());
+        assert_eq!(sent.renew(&config).unwrap(), renew);
+        let complete = CompleteWorkitem {
+            request_id: "r".into(),
+            lease_id: "l".into(),
+            installation: InstallationReport {
+                installation_status: Some(protocol::InstallationStatus::Damaged),
+                k8s_state: Some("Damaged: ConfigMap x is missing".into()),
+                replica_count: Some(2),
+                k8s_installation_info: Some(Map::from_iter([("drift".into(), json!([]))])),
+                k8s_installation_identifier: Some("uid-1".into()),
+                k8s_associated_services: Some(vec!["web".into()]),
+                k8s_associated_ingresses: Some(Vec::new()),
+                k8s_associated_config_maps: Some(vec!["vantiq-web-configmap-0".into()]),
+                k8s_associated_secrets: Some(Vec::new()),
+            },
+        };
+        let sent = params(serde_json::to_value(&complete).unwrap());
+        assert_eq!(sent.complete().unwrap(), complete);
+        let fail = FailWorkitem {
+            request_id: "r".into(),
+            lease_id: "l".into(),
+            status: FailStatus::Invalid,
+            message: "bad".into(),
+        };
+        let sent = params(serde_json::to_value(&fail).unwrap());
+        assert_eq!(sent.fail().unwrap(), fail);
+        let release = ReleaseWorkitem {
+            request_id: "r".into(),
+            lease_id: "l".into(),
+        };
+        let sent = params(serde_json::to_value(&release).unwrap());
+        assert_eq!(sent.release().unwrap(), release);
+    }
+
+    #[test]
+    fn a_wrong_parameter_is_named() {
+        let config = crate::config::Config::for_tests("unused.db".into());
+        assert_eq!(
+            field(
+                params(json!({"clusterName": 5}))
+                    .claim(&config)
+                    .unwrap_err()
+            ),
+            "clusterName"
+        );
+        assert_eq!(
+            field(
+                params(json!({"clusterName": "c1", "waitSeconds": 3600}))
+                    .claim(&config)
+                    .unwrap_err()
+            ),
+            "waitSeconds"
+        );
+        let lease = json!({"requestId": "r", "leaseId": "l"});
+        let mut report = lease.clone();
+        report["installation"] = json!({"replicaCount": "two"});
+        assert_eq!(
+            field(params(report).complete().unwrap_err()),
+            "installation.replicaCount"
+        );
+        let mut report = lease.clone();
+        report["installation"] = json!({"name": "hijack"});
+        assert_eq!(
+            field(params(report).complete().unwrap_err()),
+            "installation.name"
+        );
+        let mut fail = lease.clone();
+        fail["status"] = json!("DONE");
+        fail["message"] = json!("m");
+        assert_eq!(field(params(fail).fail().unwrap_err()), "status");
+        assert_eq!(field(params(lease).fail().unwrap_err()), "message");
+    }
 }

@@ -115,6 +115,13 @@ impl TestServer {
     }
 }
 
+/// A plain reqwest client. reqwest is built without a crypto provider of
+/// its own (k8sworker-client brings ring), so one is installed first.
+pub fn http() -> reqwest::Client {
+    k8sworker_client::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// A JSON client bound to one token.
 #[derive(Clone)]
 pub struct Client {
@@ -128,12 +135,12 @@ impl Client {
         Client {
             base: base.to_owned(),
             token: token.to_owned(),
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 
     pub async fn login(base: &str, user: &str, password: &str) -> Client {
-        let response = reqwest::Client::new()
+        let response = http()
             .get(format!("{base}/authenticate"))
             .basic_auth(user, Some(password))
             .send()

@@ -27,7 +27,9 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 /// A control plane on 127.0.0.1 with a temporary SQLite database.
 #[derive(Debug)]
 pub struct ControlPlane {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The configuration it runs with.
     pub config: ControlPlaneConfig,
     server: Option<Server>,
     dir: tempfile::TempDir,
@@ -171,7 +173,9 @@ impl Planner for RecordingPlanner {
 /// A planner serving on 127.0.0.1:0 with explicit executors only.
 #[derive(Debug)]
 pub struct RunningPlanner {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Every Execute call it served, in order.
     pub log: ExecuteLog,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -258,6 +262,7 @@ pub fn gateway_config(
 /// A gateway running on the test runtime.
 #[derive(Debug)]
 pub struct RunningGateway {
+    /// The worker id it claims workitems with.
     pub worker_id: String,
     events: Arc<Mutex<Vec<Event>>>,
     stop: Option<oneshot::Sender<()>>,
@@ -265,6 +270,7 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
+    /// Starts a gateway with `config` on the current runtime.
     pub fn start(config: Config) -> RunningGateway {
         let (sender, mut receiver) = mpsc::unbounded_channel();
         let gateway = Gateway::new(config)
@@ -367,12 +373,19 @@ pub const CLUSTER: &str = "c1";
 /// and a worker token; gateways are started by the test.
 #[derive(Debug)]
 pub struct Stack {
+    /// The Kubernetes namespace (also the Vantiq namespace's cluster target).
     pub namespace: String,
+    /// The control plane.
     pub control_plane: ControlPlane,
+    /// The planner, knowing only this namespace's executor.
     pub planner: RunningPlanner,
+    /// The namespace's executor, running with its ServiceAccount token.
     pub executor: RunningExecutor,
+    /// That executor's identity (ServiceAccount, Role, RoleBinding, token).
     pub identity: ExecutorIdentity,
+    /// A REST client logged in as the namespace's admin.
     pub admin: Vantiq,
+    /// A `k8sWorker__system` token for gateways.
     pub worker_token: AccessToken,
 }
 

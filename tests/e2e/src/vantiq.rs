@@ -1,25 +1,19 @@
-//! A Vantiq REST client as a user or admin uses it: bearer token, JSON in
-//! and out, `(status, body)` answers so tests can assert on errors.
+//! A Vantiq REST client as a user or admin uses it: `k8sworker-client`
+//! with a session or worker token, and `(status, body)` answers so tests can
+//! assert on errors.
 
 use std::time::Duration;
 
+use k8sworker_client::Client;
 use k8sworker_gateway::AccessToken;
 use serde_json::{Value, json};
 
 /// A caller of the control plane with one token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Vantiq {
-    http: reqwest::Client,
+    client: Client,
+    /// The server's base URL.
     pub base: String,
-    token: String,
-}
-
-impl std::fmt::Debug for Vantiq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vantiq")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
 }
 
 const R: &str = "/api/v1/resources";
@@ -27,52 +21,51 @@ const R: &str = "/api/v1/resources";
 impl Vantiq {
     /// Logs in with `GET /authenticate` (Basic).
     pub async fn login(base: &str, username: &str, password: &str) -> Vantiq {
-        let http = reqwest::Client::new();
-        let answer: Value = http
-            .get(format!("{base}/authenticate"))
-            .basic_auth(username, Some(password))
-            .send()
+        let client = Client::builder(base)
+            .build()
+            .expect("a client of the control plane")
+            .login(username, password)
             .await
-            .expect("control plane answers")
-            .error_for_status()
-            .unwrap_or_else(|e| panic!("login of {username} failed: {e}"))
-            .json()
-            .await
-            .expect("authenticate answers JSON");
+            .unwrap_or_else(|e| panic!("login of {username} failed: {e}"));
         Vantiq {
-            http,
+            client,
             base: base.to_owned(),
-            token: answer["accessToken"]
-                .as_str()
-                .expect("accessToken")
-                .to_owned(),
         }
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .send()
+    /// The typed client with this caller's token.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn call(
+        &self,
+        method: k8sworker_client::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let answer = self
+            .client
+            .request(method, path, body)
             .await
             .expect("control plane answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (answer.status, answer.body)
     }
 
+    /// `GET path`: the status and the JSON body (`null` if none).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.call(k8sworker_client::Method::GET, path, None).await
     }
 
+    /// `POST path` with `body`: the status and the JSON body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
+        self.call(k8sworker_client::Method::POST, path, Some(&body))
             .await
     }
 
+    /// `DELETE path`: the status and the JSON body.
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.call(self.http.delete(format!("{}{path}", self.base)))
+        self.call(k8sworker_client::Method::DELETE, path, None)
             .await
     }
 
@@ -173,26 +166,23 @@ impl Vantiq {
 
     /// Every document's name.
     pub async fn document_names(&self) -> Vec<String> {
-        let (status, body) = self.get(&format!("{R}/documents")).await;
-        assert_eq!(status, 200, "{body}");
-        body.as_array()
+        self.client
+            .documents()
+            .await
+            .expect("listing documents")
             .into_iter()
-            .flatten()
-            .filter_map(|d| d["name"].as_str().map(str::to_owned))
+            .map(|document| document.name)
             .collect()
     }
 
-    /// A document's content.
+    /// A document's content, as text.
     pub async fn download(&self, name: &str) -> String {
-        let response = self
-            .http
-            .get(format!("{}/docs/{name}", self.base))
-            .bearer_auth(&self.token)
-            .send()
+        let content = self
+            .client
+            .download_document(name)
             .await
-            .expect("control plane answers");
-        assert_eq!(response.status(), 200, "downloading {name}");
-        response.text().await.expect("document text")
+            .unwrap_or_else(|e| panic!("downloading {name}: {e}"));
+        String::from_utf8(content).expect("document text")
     }
 
     /// Waits until the installation satisfies `check` (or is gone, for
