@@ -735,3 +735,114 @@ fn render_never_breaks_the_policy() {
         }
     }
 }
+
+/// The manifests in `deploy/` as applied (the renderings `deploy/check.sh`
+/// keeps equal to the kustomizations).
+fn deployed_objects() -> Vec<Value> {
+    [
+        include_str!("../../deploy/plainText/k8sworker.yaml"),
+        include_str!("../../deploy/plainText/executor.yaml"),
+    ]
+    .into_iter()
+    .flat_map(|yaml| serde_saphyr::from_multiple::<Value>(yaml).expect("deploy/ parses"))
+    .filter(|object| !object.is_null())
+    .collect()
+}
+
+fn keys(map: &Value) -> Vec<&str> {
+    map.as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// One definition: the system's identities in `deploy/` are the ones the
+/// policy protects, the executor is told to deny them, and the system's own
+/// pods, Services and NetworkPolicies use only labels no installation may
+/// set or select on.
+#[test]
+fn deploy_uses_the_identities_and_labels_the_policy_protects() {
+    let objects = deployed_objects();
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { objects.iter().filter(|o| o["kind"] == kind).collect() };
+    let mut accounts: Vec<&str> = of_kind("ServiceAccount")
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    accounts.sort();
+    let mut expected = k8sworker_core::policy::SYSTEM_ACCOUNTS.to_vec();
+    expected.sort();
+    assert_eq!(accounts, expected);
+
+    for service in of_kind("Service") {
+        let name = service["metadata"]["name"].as_str().unwrap();
+        assert!(
+            k8sworker_core::policy::SYSTEM_ACCOUNTS.contains(&name),
+            "{name}"
+        );
+        let selector = keys(&service["spec"]["selector"]);
+        assert!(!selector.is_empty(), "{name} selects pods");
+        assert!(
+            selector.iter().all(|key| labels::is_reserved(key)),
+            "Service {name} selects on {selector:?}"
+        );
+    }
+    let deployments = of_kind("Deployment");
+    assert_eq!(deployments.len(), 3);
+    for deployment in deployments {
+        let name = deployment["metadata"]["name"].as_str().unwrap();
+        for (what, map) in [
+            ("selector", &deployment["spec"]["selector"]["matchLabels"]),
+            (
+                "pod labels",
+                &deployment["spec"]["template"]["metadata"]["labels"],
+            ),
+        ] {
+            let keys = keys(map);
+            assert_eq!(keys, [labels::COMPONENT], "{name} {what}");
+        }
+    }
+    let policies = of_kind("NetworkPolicy");
+    assert!(!policies.is_empty());
+    for policy in policies {
+        let mut selectors = vec![&policy["spec"]["podSelector"]["matchLabels"]];
+        for rule in policy["spec"]["ingress"].as_array().into_iter().flatten() {
+            for from in rule["from"].as_array().into_iter().flatten() {
+                if !from["podSelector"].is_null() {
+                    selectors.push(&from["podSelector"]["matchLabels"]);
+                }
+            }
+        }
+        for selector in selectors {
+            let keys = keys(selector);
+            assert_eq!(keys, [labels::COMPONENT], "{policy}");
+        }
+    }
+
+    let executor = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "k8sworker-executor")
+        .unwrap();
+    let command: Vec<&str> = executor["spec"]["template"]["spec"]["containers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    for account in k8sworker_core::policy::SYSTEM_ACCOUNTS {
+        assert!(
+            command.contains(&format!("--deny-service-account={account}").as_str()),
+            "{command:?}"
+        );
+    }
+    let namespaces: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .collect();
+    assert!(
+        !objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "k8sworker-executor")
+            .any(|o| o["metadata"]["namespace"] == "k8sworker"),
+        "no executor in k8sworker's own namespace by default: {namespaces:?}"
+    );
+}
