@@ -19,6 +19,9 @@
 //!   sysctls, for init, regular and ephemeral containers alike;
 //! - a Service has no `externalIPs` (CVE-2020-8554: an `externalIPs` entry
 //!   intercepts traffic to that address from every pod of the cluster);
+//! - a Secret is `Opaque` (the token controller fills a
+//!   `kubernetes.io/service-account-token` Secret with a token of the
+//!   account it names, the executor's included);
 //! - a pod does not run as one of the system's own service accounts
 //!   ([`SYSTEM_ACCOUNTS`]) nor one the operator denies, and gets no API token
 //!   (`automountServiceAccountToken: false`) unless it names its own account;
@@ -39,7 +42,7 @@ use std::fmt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, ContainerPort, Lifecycle, LifecycleHandler, PodSpec, Probe, SELinuxOptions,
-    SeccompProfile, SecurityContext, Service,
+    SeccompProfile, Secret, SecurityContext, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -144,6 +147,8 @@ pub enum Control {
     Sysctls,
     /// k8sworker: no Service `externalIPs`.
     ExternalIps,
+    /// k8sworker: Secrets of type `Opaque` only.
+    SecretType,
     /// k8sworker: no system or denied service account.
     ServiceAccount,
     /// k8sworker: no API token unless the installation names its account.
@@ -173,7 +178,8 @@ impl Control {
             Control::Seccomp => "Seccomp",
             Control::Sysctls => "Sysctls",
             Control::ExternalIps => "no externalIPs",
-            Control::ServiceAccount => "no system service account",
+            Control::SecretType => "Opaque Secrets only",
+            Control::ServiceAccount => "no system or denied service account",
             Control::ServiceAccountToken => "no API token by default",
             Control::ReservedKey => "reserved k8sworker.io/ keys",
             Control::SystemService => "no route to system Services",
@@ -186,6 +192,7 @@ impl Control {
     pub fn source(self) -> &'static str {
         match self {
             Control::ExternalIps
+            | Control::SecretType
             | Control::ServiceAccount
             | Control::ServiceAccountToken
             | Control::ReservedKey
@@ -289,7 +296,8 @@ impl Policy {
             Object::StatefulSet(statefulset) => check.statefulset(statefulset),
             Object::Service(service) => check.service(service),
             Object::Ingress(ingress) => check.ingress(ingress),
-            Object::ConfigMap(_) | Object::Secret(_) => {}
+            Object::Secret(secret) => check.secret(secret),
+            Object::ConfigMap(_) => {}
         }
         check.found
     }
@@ -813,6 +821,21 @@ impl<'a> Check<'a> {
         }
         if let Some(selector) = &spec.selector {
             self.label_map("spec.selector", selector.iter());
+        }
+    }
+
+    fn secret(&mut self, secret: &Secret) {
+        if let Some(kind) = secret.type_.as_deref()
+            && kind != "Opaque"
+        {
+            self.deny(
+                Control::SecretType,
+                "type".to_owned(),
+                format!(
+                    "`{kind}` is not allowed: Opaque only (a kubernetes.io/service-account-token \
+                     Secret is filled with a token of the account it names)"
+                ),
+            );
         }
     }
 

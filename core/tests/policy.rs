@@ -597,6 +597,31 @@ fn service_external_ips() {
 }
 
 #[test]
+fn opaque_secrets_only() {
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "vantiq-app-envsecret", "labels": {labels::MANAGED_BY: labels::MANAGER, labels::INSTALLATION: "app"}},
+        "type": "Opaque",
+        "data": {"TOKEN": "eA=="},
+    });
+    assert_allowed(secret.clone());
+    assert_allowed(without(secret.clone(), "/type"));
+    let borrowed = with(
+        with(
+            secret,
+            "/type",
+            json!("kubernetes.io/service-account-token"),
+        ),
+        "/metadata/annotations/kubernetes.io~1service-account.name",
+        json!("k8sworker-executor"),
+    );
+    let violation = assert_refused(borrowed, "type", Control::SecretType);
+    assert_eq!(violation.object.to_string(), "Secret/vantiq-app-envsecret");
+    assert!(!violation.message.contains("eA=="), "{violation}");
+}
+
+#[test]
 fn ingresses_to_system_services() {
     assert_refused(
         with(
