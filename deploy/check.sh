@@ -32,13 +32,15 @@ for pair in prerequisites:prerequisites overlays/worker:k8sworker executor:execu
 done
 
 # Namespaced objects need their namespace to exist for a server-side dry run;
-# a namespace of the check's own stands in for k8sworker.
+# a namespace of the check's own stands in for k8sworker and for the
+# executor's placeholder.
 ns=k8sworker-check-$$-$RANDOM
 "$kubectl" create namespace "$ns" >/dev/null
 trap '"$kubectl" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true' EXIT
 for dir in prerequisites overlays/worker executor; do
 	if ! out=$("$kubectl" kustomize "$dir" |
-		sed -e "s/^  namespace: k8sworker\$/  namespace: $ns/" -e "s/^  name: k8sworker\$/  name: $ns/" |
+		sed -e "s/^  namespace: k8sworker\$/  namespace: $ns/" -e "s/^  name: k8sworker\$/  name: $ns/" \
+			-e "s/^  namespace: REPLACE-WITH-THE-NAMESPACE\$/  namespace: $ns/" |
 		"$kubectl" apply --dry-run=server -f - 2>&1); then
 		echo "deploy/$dir is refused by the API server:" >&2
 		echo "$out" >&2

@@ -10,6 +10,8 @@
 //! give a [`plan::Plan`]: an ordered list of steps, each bound to the state it
 //! was computed from. [`operation`] ties these together for each operation
 //! (what to observe, what a deploy refuses, what verify reports).
+//! [`policy`] is what an executor lets into its namespace (Pod Security
+//! Standards baseline and k8sworker's own rules); render never breaks it.
 
 #![warn(missing_docs)]
 
@@ -22,6 +24,7 @@ pub mod model;
 pub mod names;
 pub mod operation;
 pub mod plan;
+pub mod policy;
 pub mod quantity;
 pub mod render;
 pub mod validate;

@@ -90,7 +90,10 @@ pub struct ImageEntry {
     /// the image; the pod's `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secret: Option<String>,
-    /// `serviceAccount`: the pod's `serviceAccountName` (DNS-1123 subdomain).
+    /// `serviceAccount`: the pod's `serviceAccountName` (DNS-1123 subdomain),
+    /// never one of k8sworker's own ([`SYSTEM_ACCOUNTS`](crate::policy::SYSTEM_ACCOUNTS)).
+    /// Without it the pods run as the namespace's `default` account and get
+    /// no API token (`automountServiceAccountToken: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
     /// `replicaCount`: the StatefulSet's `replicas`, 0 to
@@ -200,8 +203,9 @@ pub struct InboundPortEntry {
     /// (Kubernetes: ServiceSpec `type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<String>,
-    /// `serviceName`: the port's Service (DNS-1035 label, not the installation
-    /// name); without it, `vantiq-<name>-service-<i>`.
+    /// `serviceName`: the port's Service (DNS-1035 label, neither the
+    /// installation name nor a Service of k8sworker itself); without it,
+    /// `vantiq-<name>-service-<i>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
     /// `clusterIP`: the Service's cluster IP address, or `None` (headless,
@@ -289,8 +293,10 @@ pub struct PersistentVolumeRefEntry {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnnotationEntry {
     /// Annotation key: an optional DNS prefix and '/', then a name of at most 63
-    /// characters (Kubernetes: annotations, syntax); `k8sworker.io/` keys and
-    /// `app.kubernetes.io/managed-by` are reserved.
+    /// characters (Kubernetes: annotations, syntax); keys in the
+    /// `k8sworker.io` domain (and its subdomains) and
+    /// `app.kubernetes.io/managed-by` are reserved; an AppArmor annotation
+    /// names `runtime/default` or `localhost/<profile>` only.
     pub name: String,
     /// Annotation value; a request's annotations total at most 256 KiB
     /// (Kubernetes: annotations).
@@ -309,8 +315,10 @@ pub struct AnnotationEntry {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelEntry {
     /// Label key: an optional DNS prefix and '/', then a name of at most 63
-    /// characters (Kubernetes: labels, syntax); `k8sworker.io/` keys and
-    /// `app.kubernetes.io/managed-by` are reserved.
+    /// characters (Kubernetes: labels, syntax); keys in the `k8sworker.io`
+    /// domain (and its subdomains) and `app.kubernetes.io/managed-by` are
+    /// reserved; every other key, `app.kubernetes.io/*` included, is the
+    /// user's.
     pub name: String,
     /// Label value: at most 63 letters, digits, '-', '_' or '.', starting and
     /// ending with a letter or digit (Kubernetes: labels, syntax).

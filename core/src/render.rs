@@ -13,6 +13,8 @@
 //! - per `inboundPort`, a Service (NodePort by default) and, for TCP, an
 //!   Ingress whose host is the entry's `host` or the cluster's
 //!   `ingressDefaultNode`;
+//! - the pods get no Kubernetes API token (`automountServiceAccountToken:
+//!   false`) unless the `image` entry names a `serviceAccount`;
 //! - every object carries the ownership labels and its spec-hash annotation;
 //!   the pod template carries the hash of the generated ConfigMap and Secret
 //!   content, so a content change rolls the pods.
@@ -700,6 +702,9 @@ impl<'a> Renderer<'a> {
                 .as_ref()
                 .map(|name| vec![LocalObjectReference { name: name.clone() }]),
             service_account_name: image.service_account.clone(),
+            // No Kubernetes API token unless the installation names the
+            // account it runs as (k8sworker policy).
+            automount_service_account_token: image.service_account.is_none().then_some(false),
             host_aliases: self.host_aliases(),
             affinity: self.affinity(),
             ..Default::default()

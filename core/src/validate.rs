@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::names;
 use crate::quantity::Quantity;
+use crate::{labels, policy};
 
 /// Most bytes a ConfigMap or Secret may hold (the API server's limit).
 pub const MAX_OBJECT_DATA: usize = 1024 * 1024;
@@ -205,6 +206,18 @@ impl Checker {
                             );
                         }
                     }
+                    if let Some(account) = &image.service_account
+                        && policy::SYSTEM_ACCOUNTS.contains(&account.as_str())
+                    {
+                        self.fail(
+                            at,
+                            "serviceAccount",
+                            format!(
+                                "`{account}` is k8sworker's own service account: a pod running as it \
+                                 would hold its token; name the installation's own account, or none"
+                            ),
+                        );
+                    }
                     if let Some(count) = image.replica_count
                         && !(0..=MAX_REPLICAS).contains(&count)
                     {
@@ -295,6 +308,16 @@ impl Checker {
                 }
                 ConfigEntry::Annotation(annotation) => {
                     self.metadata_key(at, &annotation.name);
+                    if annotation
+                        .name
+                        .starts_with(policy::APPARMOR_ANNOTATION_PREFIX)
+                        && !policy::apparmor_annotation_allowed(&annotation.value)
+                    {
+                        self.fail(at, "value", format!(
+                            "`{}` is not an allowed AppArmor profile: runtime/default or localhost/<profile> (Pod Security Standards, baseline)",
+                            annotation.value
+                        ));
+                    }
                     self.target(at, annotation.target_resource.as_deref());
                     seen.annotation_bytes += annotation.name.len() + annotation.value.len();
                 }
@@ -644,6 +667,12 @@ impl Checker {
                     "serviceName",
                     format!("`{name}` is the installation's headless Service; choose another name"),
                 );
+            } else if policy::SYSTEM_ACCOUNTS.contains(&name.as_str()) {
+                self.fail(
+                    at,
+                    "serviceName",
+                    format!("`{name}` is a Service of k8sworker itself; choose another name"),
+                );
             } else if !seen.service_names.insert(name.clone()) {
                 self.fail(
                     at,
@@ -871,7 +900,17 @@ impl Checker {
             self.fail(at, "name", format!(
                 "`{key}` is not a valid key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.'"
             ));
-        } else if key.starts_with("k8sworker.io/") || key == crate::labels::MANAGED_BY {
+        } else if labels::is_reserved(key) {
+            self.fail(
+                at,
+                "name",
+                format!(
+                    "`{key}` is reserved: keys in the {} domain are k8sworker's own (ownership \
+                     marks, and the selectors of its own Services)",
+                    labels::RESERVED_DOMAIN
+                ),
+            );
+        } else if key == labels::MANAGED_BY {
             self.fail(
                 at,
                 "name",

@@ -420,6 +420,21 @@ fn routing_labels_select_the_pods() {
 }
 
 #[test]
+fn pods_get_no_api_token_unless_the_installation_names_an_account() {
+    let components = mk_render(with_image(vec![]));
+    let pod = statefulset(&components)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+}
+
+#[test]
 fn pod_settings() {
     let components = mk_render(json!({"name": "app", "k8sNamespace": "team-a", "config": [
         {"type": "image", "name": "nginx", "imagePullSecret": "pull", "serviceAccount": "runner", "replicaCount": 3},
@@ -437,6 +452,10 @@ fn pod_settings() {
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "pull");
     assert_eq!(pod.service_account_name.as_deref(), Some("runner"));
+    assert_eq!(
+        pod.automount_service_account_token, None,
+        "an account the installation names keeps its token"
+    );
     let terms = &pod
         .affinity
         .as_ref()

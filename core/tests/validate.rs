@@ -463,6 +463,64 @@ fn metadata_entries() {
     );
     assert_refused(
         with_image(vec![
+            json!({"type": "annotation", "name": "container.apparmor.security.beta.kubernetes.io/app", "value": "unconfined", "targetResource": "pod"}),
+        ]),
+        "config[1] (annotation).value: `unconfined` is not an allowed AppArmor profile",
+    );
+}
+
+/// A request that would put a pod behind k8sworker's own Services, give it
+/// k8sworker's own identity, or route an Ingress to k8sworker itself is
+/// INVALID before anything is planned, naming the entry and the field.
+#[test]
+fn system_identities_are_refused() {
+    assert_refused(
+        request(
+            json!([{"type": "image", "name": "nginx", "serviceAccount": "k8sworker-executor"}]),
+        ),
+        "config[0] (image).serviceAccount: `k8sworker-executor` is k8sworker's own service account",
+    );
+    for account in ["k8sworker-planner", "k8sworker-gateway"] {
+        assert_refused(
+            request(json!([{"type": "image", "name": "nginx", "serviceAccount": account}])),
+            "(image).serviceAccount",
+        );
+    }
+    for (key, target) in [
+        ("k8sworker.io/component", "pod"),
+        ("k8sworker.io/installation", "service"),
+        ("tenant.k8sworker.io/owner", "statefulset"),
+    ] {
+        assert_refused(
+            with_image(vec![
+                json!({"type": "label", "name": key, "value": "executor", "controlsRouting": target == "pod", "targetResource": target}),
+            ]),
+            &format!("config[1] (label).name: `{key}` is reserved"),
+        );
+        assert_refused(
+            with_image(vec![
+                json!({"type": "annotation", "name": key, "value": "x", "targetResource": target}),
+            ]),
+            &format!("config[1] (annotation).name: `{key}` is reserved"),
+        );
+    }
+    assert_refused(
+        with_image(vec![
+            json!({"type": "inboundPort", "port": 50052, "protocol": "TCP", "serviceName": "k8sworker-executor"}),
+        ]),
+        "config[1] (inboundPort).serviceName: `k8sworker-executor` is a Service of k8sworker itself",
+    );
+    // Every other label is the user's, app.kubernetes.io/* ones included.
+    assert_eq!(
+        errors(with_image(vec![
+            json!({"type": "label", "name": "app.kubernetes.io/name", "value": "k8sworker-executor", "controlsRouting": true}),
+            json!({"type": "label", "name": "app.kubernetes.io/part-of", "value": "k8sworker"}),
+            json!({"type": "annotation", "name": "container.apparmor.security.beta.kubernetes.io/nginx", "value": "localhost/custom"}),
+        ])),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        with_image(vec![
             json!({"type": "annotation", "name": "a", "value": "v", "targetResource": "deployment"}),
         ]),
         "targetResource: must be one of configmap",

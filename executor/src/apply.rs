@@ -425,6 +425,7 @@ async fn record_event(client: &Client, plan: &Plan, target: &Target, ack: &Ack) 
 mod tests {
     use super::*;
     use crate::plan::{tests::*, validate};
+    use k8sworker_core::policy::Policy;
     use k8sworker_proto::v1::Step;
 
     fn mk_delete_sts(name: &str) -> Step {
@@ -521,7 +522,7 @@ mod tests {
         update.action = Action::Update as i32;
         update.precondition = mk_expected("u1", "5");
         let plan = mk_plan(vec![update, delete, scale]);
-        let steps = validate(&plan, "ns-a").unwrap();
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
         let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
 
@@ -598,7 +599,7 @@ mod tests {
             replicas: Some(0),
             reason: "shutdown".into(),
         }]);
-        let steps = validate(&plan, "ns-a").unwrap();
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
         let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
 
@@ -635,13 +636,13 @@ mod tests {
             mk_create(&mk_config_map("c", "inst")),
             mk_delete_sts("custom-name"),
         ]);
-        let steps = validate(&plan, "ns-a").unwrap();
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let target = health_target(&plan, &steps);
         assert_eq!(target.statefulset, "custom-name");
         assert!(target.expect_absent);
 
         let plan = mk_plan(vec![mk_create(&mk_config_map("c", "inst"))]);
-        let steps = validate(&plan, "ns-a").unwrap();
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let target = health_target(&plan, &steps);
         assert_eq!(target.statefulset, "inst");
         assert!(!target.expect_absent);

@@ -68,6 +68,15 @@ pub enum Error {
     )]
     NotOwned(Vec<Problem>),
 
+    /// Objects of the plan break the executor's policy
+    /// ([`k8sworker_core::policy`]); each problem names the object, the field
+    /// and the rule. Refused before any API call.
+    #[error(
+        "plan refused by the executor's policy, nothing written: {}",
+        describe_all(.0)
+    )]
+    Forbidden(Vec<Problem>),
+
     /// The health wait saw pods fail in a way waiting will not fix.
     #[error("installation {installation:?} is unhealthy: {summary}")]
     Unhealthy {
@@ -139,6 +148,7 @@ impl Error {
             Error::Invalid { .. } | Error::PlanIdReused { .. } => ErrorCode::InvalidRequest,
             Error::Stale(_) => ErrorCode::StalePlan,
             Error::NotOwned(_) => ErrorCode::NotOwned,
+            Error::Forbidden(_) => ErrorCode::PolicyViolation,
             Error::Unhealthy { .. } => ErrorCode::Unhealthy,
             Error::Timeout { .. } => ErrorCode::Timeout,
             Error::ShuttingDown => ErrorCode::Internal,
@@ -150,7 +160,7 @@ impl Error {
     /// The components the error is about.
     pub fn components(&self) -> Vec<ComponentRef> {
         match self {
-            Error::Stale(problems) | Error::NotOwned(problems) => {
+            Error::Stale(problems) | Error::NotOwned(problems) | Error::Forbidden(problems) => {
                 problems.iter().map(|p| p.component.clone()).collect()
             }
             Error::Invalid {
@@ -172,7 +182,7 @@ impl Error {
 
     fn grpc_code(&self) -> tonic::Code {
         match self {
-            Error::WrongNamespace { .. } => tonic::Code::PermissionDenied,
+            Error::WrongNamespace { .. } | Error::Forbidden(_) => tonic::Code::PermissionDenied,
             Error::Invalid { .. } | Error::PlanIdReused { .. } => tonic::Code::InvalidArgument,
             Error::Stale(_) | Error::NotOwned(_) | Error::Unhealthy { .. } => {
                 tonic::Code::FailedPrecondition
@@ -275,6 +285,14 @@ mod tests {
                 Error::NotOwned(vec![]),
                 tonic::Code::FailedPrecondition,
                 ErrorCode::NotOwned,
+            ),
+            (
+                Error::Forbidden(vec![Problem {
+                    component: mk_ref("Service", "s"),
+                    detail: "spec.externalIPs: not allowed".into(),
+                }]),
+                tonic::Code::PermissionDenied,
+                ErrorCode::PolicyViolation,
             ),
             (
                 Error::kube("patch", "x", mk_api_error(403)),

@@ -61,6 +61,17 @@ struct ServeArgs {
     #[arg(long, env = "K8SWORKER_EXECUTOR_LOG_LIMIT_BYTES", default_value_t = 256 * 1024)]
     log_limit_bytes: u64,
 
+    /// A service account no pod of a plan may run as (repeatable; the env
+    /// variable takes a comma-separated list). k8sworker's own accounts
+    /// (k8sworker-executor, -planner, -gateway) are always denied.
+    #[arg(
+        long = "deny-service-account",
+        env = "K8SWORKER_EXECUTOR_DENY_SERVICE_ACCOUNTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    deny_service_accounts: Vec<String>,
+
     /// How long running plans may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "K8SWORKER_EXECUTOR_SHUTDOWN_GRACE", default_value_t = 60)]
     shutdown_grace: u64,
@@ -79,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(!namespace.is_empty(), "the namespace must not be empty");
     anyhow::ensure!(args.qps > 0.0, "--qps must be positive");
+    if let Some(bad) = args
+        .deny_service_accounts
+        .iter()
+        .find(|name| !k8sworker_core::names::is_dns1123_subdomain(name))
+    {
+        anyhow::bail!("--deny-service-account {bad:?} is not a service account name");
+    }
 
     let mut config = ExecutorConfig::new(namespace.clone());
     config.rate_limits = RateLimits {
@@ -89,17 +107,30 @@ async fn main() -> anyhow::Result<()> {
     config.ack_cache_capacity = args.ack_cache.max(1);
     config.default_health_timeout = Duration::from_secs(args.health_timeout);
     config.log_limits.limit_bytes = args.log_limit_bytes;
+    config.policy = config
+        .policy
+        .deny_service_accounts(args.deny_service_accounts);
 
     let kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let denied_service_accounts: Vec<String> = config
+        .policy
+        .denied_service_accounts()
+        .map(str::to_owned)
+        .collect();
     let executor = ExecutorService::new(config, client);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(address = %args.listen, %namespace, "executor serving");
+    tracing::info!(
+        address = %args.listen,
+        %namespace,
+        ?denied_service_accounts,
+        "executor serving"
+    );
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(k8sworker_executor::serve(

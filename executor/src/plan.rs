@@ -4,16 +4,21 @@
 //! wrong namespace first (so a foreign plan costs no API call at all), then
 //! every step's kind, identity, precondition and object. The objects a plan
 //! writes must carry the installation's ownership labels, so the executor
-//! never creates something it would later refuse to update or delete.
+//! never creates something it would later refuse to update or delete, and
+//! must pass the executor's [`Policy`] (the core's: Pod Security Standards
+//! baseline, no system service account, no externalIPs, reserved keys, …),
+//! so that a compromised planner or network path cannot escalate: every
+//! violation of every object is named, and nothing is sent to Kubernetes.
 //! Pure: no I/O, unit-tested with tiny `mk_*` builders.
 
 use std::collections::HashSet;
 
 use k8sworker_core::labels;
+use k8sworker_core::policy::{self, Policy};
 use k8sworker_proto::v1::{Action, ComponentRef, Plan, Step, precondition};
 use serde_json::Value;
 
-use crate::{Error, kinds::Kind};
+use crate::{Error, error::Problem, kinds::Kind};
 
 /// The state a step was computed from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,8 +57,17 @@ pub struct CheckedStep {
     pub replicas: Option<i32>,
 }
 
-/// Validates `plan` for an executor serving `own_namespace`.
-pub fn validate(plan: &Plan, own_namespace: &str) -> Result<Vec<CheckedStep>, Error> {
+/// Validates `plan` for an executor serving `own_namespace` under `policy`.
+///
+/// # Errors
+/// [`Error::WrongNamespace`] for a plan or object of another namespace,
+/// [`Error::Invalid`] for the first malformed step, [`Error::Forbidden`]
+/// with every policy violation of every object the plan writes.
+pub fn validate(
+    plan: &Plan,
+    own_namespace: &str,
+    policy: &Policy,
+) -> Result<Vec<CheckedStep>, Error> {
     if plan.namespace != own_namespace {
         return Err(Error::WrongNamespace {
             requested: plan.namespace.clone(),
@@ -74,8 +88,12 @@ pub fn validate(plan: &Plan, own_namespace: &str) -> Result<Vec<CheckedStep>, Er
     }
     let mut written = HashSet::new();
     let mut checked = Vec::with_capacity(plan.steps.len());
+    let mut forbidden = Vec::new();
     for (index, step) in plan.steps.iter().enumerate() {
         let step = validate_step(plan, index as u32, step)?;
+        if let Some(object) = &step.object {
+            forbidden.extend(violations(policy, &step, object));
+        }
         if step.action != Action::Noop {
             let key = (
                 step.kind,
@@ -92,7 +110,34 @@ pub fn validate(plan: &Plan, own_namespace: &str) -> Result<Vec<CheckedStep>, Er
         }
         checked.push(step);
     }
+    if !forbidden.is_empty() {
+        return Err(Error::Forbidden(forbidden));
+    }
     Ok(checked)
+}
+
+/// The policy's verdict on the object a CREATE or UPDATE applies: read
+/// losslessly (a field the typed object would drop is itself a violation),
+/// then checked.
+fn violations(policy: &Policy, step: &CheckedStep, object: &Value) -> Vec<Problem> {
+    let found = match policy::decode(step.kind, object) {
+        Ok(typed) => policy.check(&typed),
+        Err(violation) => vec![violation],
+    };
+    found
+        .into_iter()
+        .map(|violation| Problem {
+            component: step.component.clone(),
+            detail: if violation.field.is_empty() {
+                format!("{}; {}", violation.message, violation.control)
+            } else {
+                format!(
+                    "{}: {}; {}",
+                    violation.field, violation.message, violation.control
+                )
+            },
+        })
+        .collect()
 }
 
 fn validate_step(plan: &Plan, index: u32, step: &Step) -> Result<CheckedStep, Error> {
@@ -329,7 +374,7 @@ fn checked_object(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use k8sworker_proto::v1::{ExpectedVersion, MustNotExist, Precondition};
+    use k8sworker_proto::v1::{ErrorCode, ExpectedVersion, MustNotExist, Precondition};
     use pretty_assertions::assert_eq;
     use serde_json::json;
 
@@ -432,7 +477,7 @@ pub(crate) mod tests {
         plan.namespace = "ns-b".into();
         plan.id = String::new(); // would be invalid too, but the namespace comes first
         assert!(matches!(
-            validate(&plan, "ns-a"),
+            validate(&plan, "ns-a", &Policy::default()),
             Err(Error::WrongNamespace { requested, own }) if requested == "ns-b" && own == "ns-a"
         ));
     }
@@ -442,14 +487,18 @@ pub(crate) mod tests {
         let mut step = mk_create(&mk_config_map("c", "inst"));
         step.component.as_mut().unwrap().namespace = "ns-b".into();
         assert!(matches!(
-            validate(&mk_plan(vec![step]), "ns-a"),
+            validate(&mk_plan(vec![step]), "ns-a", &Policy::default()),
             Err(Error::WrongNamespace { .. })
         ));
 
         let mut object = mk_config_map("c", "inst");
         object["metadata"]["namespace"] = json!("ns-b");
         assert!(matches!(
-            validate(&mk_plan(vec![mk_create(&object)]), "ns-a"),
+            validate(
+                &mk_plan(vec![mk_create(&object)]),
+                "ns-a",
+                &Policy::default()
+            ),
             Err(Error::WrongNamespace { .. })
         ));
     }
@@ -459,7 +508,12 @@ pub(crate) mod tests {
         let mut object = mk_config_map("c", "inst");
         object["metadata"]["resourceVersion"] = json!("99");
         object["metadata"]["uid"] = json!("old");
-        let steps = validate(&mk_plan(vec![mk_create(&object)]), "ns-a").unwrap();
+        let steps = validate(
+            &mk_plan(vec![mk_create(&object)]),
+            "ns-a",
+            &Policy::default(),
+        )
+        .unwrap();
         let applied = steps[0].object.as_ref().unwrap();
         assert_eq!(applied["metadata"]["namespace"], json!("ns-a"));
         assert_eq!(applied["metadata"].get("resourceVersion"), None);
@@ -472,6 +526,7 @@ pub(crate) mod tests {
         let steps = validate(
             &mk_plan(vec![mk_update(&mk_config_map("c", "inst"), "u1", "41")]),
             "ns-a",
+            &Policy::default(),
         )
         .unwrap();
         assert_eq!(
@@ -494,31 +549,47 @@ pub(crate) mod tests {
             .as_object_mut()
             .unwrap()
             .remove(labels::MANAGED_BY);
-        let message = invalid_message(validate(&mk_plan(vec![mk_create(&object)]), "ns-a"));
+        let message = invalid_message(validate(
+            &mk_plan(vec![mk_create(&object)]),
+            "ns-a",
+            &Policy::default(),
+        ));
         assert!(message.contains(labels::MANAGED_BY), "{message}");
 
         let other = mk_config_map("c", "someone-else");
-        invalid_message(validate(&mk_plan(vec![mk_create(&other)]), "ns-a"));
+        invalid_message(validate(
+            &mk_plan(vec![mk_create(&other)]),
+            "ns-a",
+            &Policy::default(),
+        ));
     }
 
     #[test]
     fn unmanaged_kinds_are_refused() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
-        let message = invalid_message(validate(&mk_plan(vec![mk_create(&pod)]), "ns-a"));
+        let message = invalid_message(validate(
+            &mk_plan(vec![mk_create(&pod)]),
+            "ns-a",
+            &Policy::default(),
+        ));
         assert!(
             message.contains("not one the executor manages"),
             "{message}"
         );
         let claim =
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "p"}});
-        invalid_message(validate(&mk_plan(vec![mk_create(&claim)]), "ns-a"));
+        invalid_message(validate(
+            &mk_plan(vec![mk_create(&claim)]),
+            "ns-a",
+            &Policy::default(),
+        ));
     }
 
     #[test]
     fn object_must_match_the_step_identity() {
         let mut step = mk_create(&mk_config_map("c", "inst"));
         step.component.as_mut().unwrap().name = "other".into();
-        let message = invalid_message(validate(&mk_plan(vec![step]), "ns-a"));
+        let message = invalid_message(validate(&mk_plan(vec![step]), "ns-a", &Policy::default()));
         assert!(message.contains("named"), "{message}");
     }
 
@@ -526,41 +597,58 @@ pub(crate) mod tests {
     fn preconditions_must_fit_the_action() {
         let mut create = mk_create(&mk_config_map("c", "inst"));
         create.precondition = mk_expected("u", "1");
-        invalid_message(validate(&mk_plan(vec![create]), "ns-a"));
+        invalid_message(validate(&mk_plan(vec![create]), "ns-a", &Policy::default()));
 
         let mut update = mk_update(&mk_config_map("c", "inst"), "u", "1");
         update.precondition = mk_must_not_exist();
-        invalid_message(validate(&mk_plan(vec![update]), "ns-a"));
+        invalid_message(validate(&mk_plan(vec![update]), "ns-a", &Policy::default()));
 
         let no_rv = mk_update(&mk_config_map("c", "inst"), "u", "");
-        invalid_message(validate(&mk_plan(vec![no_rv]), "ns-a"));
+        invalid_message(validate(&mk_plan(vec![no_rv]), "ns-a", &Policy::default()));
     }
 
     #[test]
     fn secret_content_never_appears_in_errors() {
         let object = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
             "stringData": {"password": "hunter2"}});
-        let message = invalid_message(validate(&mk_plan(vec![mk_create(&object)]), "ns-a"));
+        let message = invalid_message(validate(
+            &mk_plan(vec![mk_create(&object)]),
+            "ns-a",
+            &Policy::default(),
+        ));
         assert!(!message.contains("hunter2"));
         let mut broken = mk_create(&object);
         broken.object_json = br#"{"stringData": {"password": "hunter2""#.to_vec();
-        let message = invalid_message(validate(&mk_plan(vec![broken]), "ns-a"));
+        let message = invalid_message(validate(&mk_plan(vec![broken]), "ns-a", &Policy::default()));
         assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]
     fn scale_needs_a_statefulset_and_a_count() {
-        let steps = validate(&mk_plan(vec![mk_scale("inst", 0)]), "ns-a").unwrap();
+        let steps = validate(
+            &mk_plan(vec![mk_scale("inst", 0)]),
+            "ns-a",
+            &Policy::default(),
+        )
+        .unwrap();
         assert_eq!(steps[0].replicas, Some(0));
         assert_eq!(steps[0].object, None);
 
         let mut negative = mk_scale("inst", -1);
         negative.replicas = Some(-1);
-        invalid_message(validate(&mk_plan(vec![negative]), "ns-a"));
+        invalid_message(validate(
+            &mk_plan(vec![negative]),
+            "ns-a",
+            &Policy::default(),
+        ));
 
         let mut not_sts = mk_scale("inst", 1);
         not_sts.component = Some(mk_ref("v1", "Service", "inst"));
-        invalid_message(validate(&mk_plan(vec![not_sts]), "ns-a"));
+        invalid_message(validate(
+            &mk_plan(vec![not_sts]),
+            "ns-a",
+            &Policy::default(),
+        ));
     }
 
     #[test]
@@ -570,8 +658,133 @@ pub(crate) mod tests {
             mk_update(&object, "u", "1"),
             mk_update(&object, "u", "1"),
         ]);
-        let message = invalid_message(validate(&twice, "ns-a"));
+        let message = invalid_message(validate(&twice, "ns-a", &Policy::default()));
         assert!(message.contains("more than one write"), "{message}");
+    }
+
+    fn mk_statefulset(name: &str, installation: &str) -> Value {
+        let own = json!({labels::MANAGED_BY: labels::MANAGER, labels::INSTALLATION: installation});
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "labels": own},
+            "spec": {
+                "serviceName": name,
+                "selector": {"matchLabels": {labels::INSTALLATION: installation}},
+                "template": {
+                    "metadata": {"labels": own},
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "containers": [{"name": name, "image": "nginx"}],
+                    },
+                },
+            },
+        })
+    }
+
+    fn forbidden(result: Result<Vec<CheckedStep>, Error>) -> Vec<Problem> {
+        match result {
+            Err(Error::Forbidden(problems)) => problems,
+            other => panic!("expected Forbidden, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_policy_violation_of_every_object_is_named() {
+        let mut statefulset = mk_statefulset("inst", "inst");
+        statefulset["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+        statefulset["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+            json!({"privileged": true});
+        let service = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "inst", "labels": {labels::MANAGED_BY: labels::MANAGER, labels::INSTALLATION: "inst"}},
+            "spec": {"externalIPs": ["203.0.113.7"], "ports": [{"port": 80}]},
+        });
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("c", "inst")),
+            mk_create(&service),
+            mk_update(&statefulset, "u1", "3"),
+        ]);
+        let problems = forbidden(validate(&plan, "ns-a", &Policy::default()));
+        let named: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| {
+                (
+                    p.component.kind.as_str(),
+                    p.detail.split(':').next().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("Service", "spec.externalIPs"),
+                ("StatefulSet", "spec.template.spec.hostNetwork"),
+                (
+                    "StatefulSet",
+                    "spec.template.spec.containers[0].securityContext.privileged"
+                ),
+            ]
+        );
+        let error = Error::Forbidden(problems);
+        assert_eq!(error.code(), ErrorCode::PolicyViolation);
+        let message = error.to_string();
+        assert!(
+            message.contains("StatefulSet ns-a/inst (spec.template.spec.hostNetwork: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("Pod Security Standards, baseline: Host Namespaces"),
+            "{message}"
+        );
+        assert_eq!(error.components().len(), 3);
+    }
+
+    #[test]
+    fn the_operators_deny_list_and_the_systems_accounts() {
+        let mut statefulset = mk_statefulset("inst", "inst");
+        statefulset["spec"]["template"]["spec"]["serviceAccountName"] = json!("ci-admin");
+        let plan = mk_plan(vec![mk_create(&statefulset)]);
+        validate(&plan, "ns-a", &Policy::default()).expect("not denied by default");
+        let denying = Policy::default().deny_service_accounts(["ci-admin"]);
+        let problems = forbidden(validate(&plan, "ns-a", &denying));
+        assert!(
+            problems[0]
+                .detail
+                .starts_with("spec.template.spec.serviceAccountName: `ci-admin` is denied"),
+            "{problems:?}"
+        );
+
+        statefulset["spec"]["template"]["spec"]["serviceAccountName"] = json!("k8sworker-executor");
+        let problems = forbidden(validate(
+            &mk_plan(vec![mk_create(&statefulset)]),
+            "ns-a",
+            &Policy::default(),
+        ));
+        assert!(
+            problems[0]
+                .detail
+                .contains("`k8sworker-executor` is k8sworker's own service account"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_field_the_policy_cannot_see_is_refused() {
+        let mut statefulset = mk_statefulset("inst", "inst");
+        statefulset["spec"]["template"]["spec"]["hostUsersAndMore"] = json!(true);
+        let problems = forbidden(validate(
+            &mk_plan(vec![mk_create(&statefulset)]),
+            "ns-a",
+            &Policy::default(),
+        ));
+        assert!(
+            problems[0]
+                .detail
+                .starts_with("spec.template.spec.hostUsersAndMore: is not a field"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -584,7 +797,7 @@ pub(crate) mod tests {
             replicas: None,
             reason: "unchanged".into(),
         };
-        let steps = validate(&mk_plan(vec![noop]), "ns-a").unwrap();
+        let steps = validate(&mk_plan(vec![noop]), "ns-a", &Policy::default()).unwrap();
         assert_eq!(steps[0].expectation, Expectation::Unchecked);
     }
 }

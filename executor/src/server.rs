@@ -5,7 +5,8 @@
 //! [`precondition`], [`apply`](crate::apply), [`logs`](crate::logs).
 //! Apply runs one plan at a time per installation (a lock per installation
 //! name) and at most `max_concurrent_applies` overall. Refusals before the
-//! first write (wrong namespace, invalid, stale, not owned) are gRPC errors;
+//! first write (wrong namespace, invalid, against the policy, stale, not
+//! owned) are gRPC errors;
 //! once writing started, the stream carries one event per step and ends with
 //! the Ack, which is cached by plan id so a resent plan writes nothing.
 //! The writes run in their own task: a caller that hangs up does not stop a
@@ -20,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use k8sworker_core::policy::Policy;
 use k8sworker_proto::v1::{
     Ack, ApplyEvent, ApplyRequest, FetchLogsRequest, FetchLogsResponse, ObserveRequest,
     ObserveResponse, apply_event,
@@ -63,6 +65,9 @@ pub struct ExecutorConfig {
     pub max_health_timeout: Duration,
     /// Caps of FetchLogs.
     pub log_limits: LogLimits,
+    /// What a plan may write: the core's policy with this executor's deny
+    /// list of service accounts (`--deny-service-account`).
+    pub policy: Policy,
 }
 
 impl ExecutorConfig {
@@ -82,6 +87,7 @@ impl ExecutorConfig {
                 tail_lines: 10_000,
                 total_bytes: 3 * 1024 * 1024,
             },
+            policy: Policy::default(),
         }
     }
 }
@@ -243,7 +249,7 @@ impl Shared {
         let plan = request
             .plan
             .ok_or_else(|| Error::invalid("apply request without a plan"))?;
-        let steps = plan::validate(&plan, &self.config.namespace)?;
+        let steps = plan::validate(&plan, &self.config.namespace, &self.config.policy)?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }

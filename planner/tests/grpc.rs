@@ -190,6 +190,63 @@ async fn bad_requests_are_invalid_argument_naming_every_field() {
     assert!(status.message().contains("unknown operation 42"));
 }
 
+/// A deploy that would run as the executor's service account, or put its
+/// pods behind k8sworker's own Services, is INVALID before anything is
+/// planned (no executor is even looked up), naming entry and field.
+#[tokio::test]
+async fn system_identities_and_reserved_labels_are_invalid_before_any_plan() {
+    let mut client = start(no_executors()).await;
+    let mut executor_account = installation();
+    let Some(pb::config_entry::Entry::Image(image)) = &mut executor_account.config[0].entry else {
+        panic!("the first entry is the image");
+    };
+    image.service_account = Some("k8sworker-executor".into());
+    let mut reserved_label = installation();
+    reserved_label.config.push(pb::ConfigEntry {
+        entry: Some(pb::config_entry::Entry::Label(pb::LabelEntry {
+            name: "k8sworker.io/component".into(),
+            value: "executor".into(),
+            target_resource: None,
+            controls_routing: Some(true),
+        })),
+    });
+    for (installation, field) in [
+        (
+            executor_account,
+            "config[0] (image).serviceAccount: `k8sworker-executor`",
+        ),
+        (
+            reserved_label,
+            "config[2] (label).name: `k8sworker.io/component` is reserved",
+        ),
+    ] {
+        let status = client
+            .execute(pb::ExecuteRequest {
+                workitem_id: "w1".into(),
+                installation: Some(installation.clone()),
+                cluster: cluster(),
+                ancillaries: None,
+                operation: pb::Operation::Deploy.into(),
+                pod_name: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+        let status = client
+            .plan(pb::PlanRequest {
+                installation: Some(installation),
+                operation: pb::Operation::Deploy.into(),
+                cluster: cluster(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+}
+
 #[tokio::test]
 async fn a_namespace_without_an_executor_says_how_to_install_one() {
     let mut client = start(no_executors()).await;

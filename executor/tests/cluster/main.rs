@@ -7,6 +7,7 @@ mod apply;
 mod crash;
 mod health;
 mod observe_logs;
+mod policy;
 mod process;
 mod refusals;
 mod support;

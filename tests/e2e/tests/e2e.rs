@@ -324,6 +324,92 @@ async fn a_bad_request_is_invalid_naming_the_field_and_the_cluster_is_untouched(
     .await;
 }
 
+/// A deploy that would run as the executor's service account, or put its
+/// pods behind k8sworker's own Services with a reserved label, is refused
+/// by the control plane and, handed over anyway, marked INVALID by the
+/// worker before the planner is asked; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn system_identities_and_reserved_labels_are_invalid() {
+    with_temp_ns("e2e-identity", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let mut config = stack.gateway_config();
+        config.claim_mode = ClaimMode::Poll;
+        let gateway = RunningGateway::start(config);
+        let vantiq = &stack.admin;
+
+        let mut executor_account = sample_deploy("borrow", &ns, 1, "x");
+        executor_account["config"][0]["serviceAccount"] = json!("k8sworker-executor");
+        let mut reserved_label = sample_deploy("intercept", &ns, 1, "x");
+        reserved_label["config"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "label", "name": "k8sworker.io/component", "value": "executor", "controlsRouting": true}));
+        let cases = [
+            (
+                "borrow",
+                executor_account,
+                "config[0] (image).serviceAccount: `k8sworker-executor` is k8sworker's own service account",
+            ),
+            (
+                "intercept",
+                reserved_label,
+                "config[5] (label).name: `k8sworker.io/component` is reserved",
+            ),
+        ];
+        let store = Store::open(&stack.control_plane.database(), Synchronous::Normal).unwrap();
+        for (installation, request, field) in cases {
+            let before = vantiq.workitems().await.len();
+            let (status, body) = vantiq.try_command(CLUSTER, "deploy", request.clone()).await;
+            assert_eq!(status, 400, "{body}");
+            let message = body[0]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{message}");
+            assert_eq!(vantiq.workitems().await.len(), before, "no workitem");
+
+            // As handed over by a server that does not validate.
+            let ns_vantiq = stack.control_plane.config.bootstrap_namespace.clone();
+            let row = store
+                .transaction(move |tx| {
+                    workitems::insert(
+                        tx,
+                        &NewWorkitem {
+                            namespace: ns_vantiq,
+                            cluster: CLUSTER.into(),
+                            installation: installation.into(),
+                            operation: "deploy".into(),
+                            request,
+                            requested_by: "admin".into(),
+                            traceparent: None,
+                        },
+                    )
+                })
+                .await
+                .unwrap();
+            let item = vantiq
+                .wait_workitem(&row.request_id, WAIT, |item| {
+                    item.is_some_and(|i| i["status"] == "INVALID")
+                })
+                .await
+                .unwrap();
+            let message = item["message"].as_str().unwrap();
+            assert!(message.contains(field), "{message}");
+            assert!(vantiq.installation(installation).await.is_none());
+            assert_eq!(
+                objects(&admin, &ns, installation).await,
+                Vec::<String>::new()
+            );
+        }
+        assert!(
+            stack.planner.log.calls().is_empty(),
+            "the planner was never asked"
+        );
+        assert_eq!(stack.executor.calls().writes(), 0, "nothing was written");
+        let summary = gateway.stop().await;
+        assert_eq!(summary.failed, 2);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_damaged() {
