@@ -3,6 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use k8sworker_core::diff::{Observed, diff};
+use k8sworker_core::operation::Work;
 use k8sworker_core::plan::Operation;
 use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
@@ -52,48 +53,28 @@ fn bench(c: &mut Criterion) {
     group.bench_function("render", |b| {
         b.iter(|| render(&request, &cluster, &ancillaries).unwrap())
     });
-    group.bench_function("render+diff/fresh", |b| {
-        b.iter(|| {
-            let desired = render(&request, &cluster, &ancillaries).unwrap();
-            diff(
-                Operation::Deploy,
-                &request.name,
-                &request.k8s_namespace,
-                &desired,
-                &[],
-                2,
-            )
-            .unwrap()
-        })
-    });
-    group.bench_function("render+diff/unchanged", |b| {
-        b.iter(|| {
-            let desired = render(&request, &cluster, &ancillaries).unwrap();
-            diff(
-                Operation::Deploy,
-                &request.name,
-                &request.k8s_namespace,
-                &desired,
-                &observed,
-                2,
-            )
-            .unwrap()
-        })
-    });
+    let plan = |observed: &[Observed]| {
+        let desired = render(&request, &cluster, &ancillaries).unwrap();
+        diff(
+            Operation::Deploy,
+            &request.name,
+            &request.k8s_namespace,
+            &desired,
+            observed,
+            2,
+        )
+        .unwrap()
+    };
+    group.bench_function("render+diff/fresh", |b| b.iter(|| plan(&[])));
+    group.bench_function("render+diff/unchanged", |b| b.iter(|| plan(&observed)));
+    // What the planner's Execute does per attempt: read and validate the
+    // request, render (Work::new) and diff (Work::plan).
     group.bench_function("validate+render+diff/from-json", |b| {
         let data = self::request();
         b.iter(|| {
             let request = parse_and_validate(&data).unwrap();
-            let desired = render(&request, &cluster, &ancillaries).unwrap();
-            diff(
-                Operation::Deploy,
-                &request.name,
-                &request.k8s_namespace,
-                &desired,
-                &observed,
-                2,
-            )
-            .unwrap()
+            let work = Work::new(Operation::Deploy, request, &cluster, &ancillaries).unwrap();
+            work.plan(&observed).unwrap()
         })
     });
     group.finish();
