@@ -12,6 +12,8 @@
 //!                           runtime, with that token; kill() drops it mid-flight
 //! plans::*                  real plans: Observe through the executor, render + diff
 //!                           with the planner's pure core
+//! network::*                what Services and NetworkPolicies select, from
+//!                           the objects (no traffic)
 //! ```
 //!
 //! Cluster tests are `#[ignore]`d so that `cargo test` stays offline; run
@@ -25,6 +27,7 @@ pub mod executor;
 pub mod identity;
 pub mod jaeger;
 pub mod namespace;
+pub mod network;
 pub mod plans;
 pub mod wait;
 
