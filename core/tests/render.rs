@@ -1,7 +1,7 @@
 //! Render rules, and golden files of realistic requests.
 //!
 //! The golden files under `golden/` are the exact objects a request renders
-//! to; `UPDATE_GOLDEN=1 cargo test -p k8sworker-planner --test render`
+//! to; `UPDATE_GOLDEN=1 cargo test -p k8sworker-core --test render`
 //! rewrites them after an intended change (review the diff).
 
 use std::path::Path;

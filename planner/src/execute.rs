@@ -41,19 +41,14 @@ pub struct Observation {
 
 /// How an executor answered one Apply.
 #[derive(Debug)]
-pub enum Applied<A, E> {
-    /// The executor acknowledged the plan; `stale` when the Ack says a
-    /// precondition no longer held.
-    Acked {
-        /// The acknowledgement, passed through to the caller.
-        ack: A,
-        /// Whether the Ack reports a stale plan.
-        stale: bool,
-    },
-    /// The executor refused the plan as stale (before any write, or while
-    /// applying); the error is what the caller gets once re-planning is
-    /// exhausted.
-    Stale(E),
+pub enum Applied<A> {
+    /// The executor acknowledged the plan, successfully or with an error
+    /// other than staleness (which the caller reports).
+    Acked(A),
+    /// The plan was stale: a precondition no longer held, found before any
+    /// write or by a write the API server refused as a conflict (so earlier
+    /// steps of the plan may have been applied). The message says what.
+    Stale(String),
     /// The executor ended the apply without an acknowledgement.
     NoAck,
 }
@@ -85,7 +80,7 @@ pub trait Executor {
         &mut self,
         plan: &Plan,
         health_timeout: Duration,
-    ) -> impl Future<Output = Result<Applied<Self::Ack, Self::Error>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Applied<Self::Ack>, Self::Error>> + Send;
 
     /// Fetches the logs of the installation's pods (or of `pod` alone).
     fn fetch_logs(
@@ -122,34 +117,40 @@ pub enum Executed<A, L> {
 /// Why an operation was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError<E> {
-    /// A deploy refers to objects that do not exist; nothing was applied.
+    /// A deploy refers to objects that do not exist; nothing more was
+    /// applied (an earlier attempt that went stale may have applied part of
+    /// its plan).
     #[error(transparent)]
     MissingReferences(MissingReferences),
     /// No plan could be computed (objects not ours in the way, …); nothing
-    /// was applied.
+    /// more was applied (as above).
     #[error(transparent)]
     Plan(PlanError),
     /// The executor failed.
     #[error("{0}")]
     Executor(E),
-    /// The plan was stale on every attempt: something else kept changing the
-    /// installation's objects between observe and apply.
+    /// No attempt was acknowledged: every plan went stale (something kept
+    /// changing the installation's objects between observe and apply, or an
+    /// object is being deleted) or its apply ended without an Ack.
     #[error(
-        "the plan went stale on each of {attempts} attempts (another writer keeps changing the installation's objects); the last refusal: {last}"
+        "gave up after {attempts} attempts: the plan went stale {stale} times and the apply ended without an acknowledgement {unacknowledged} times; the last: {last}"
     )]
-    Stale {
-        /// How many plans were computed and refused.
+    Exhausted {
+        /// How many plans were computed and sent.
         attempts: usize,
-        /// The executor's last refusal.
-        last: E,
-    },
-    /// The executor ended the apply without an Ack on every attempt.
-    #[error("the executor ended the apply stream without an Ack on each of {attempts} attempts")]
-    NoAck {
-        /// How many plans were sent.
-        attempts: usize,
+        /// How many of them went stale.
+        stale: usize,
+        /// How many applies ended without an Ack.
+        unacknowledged: usize,
+        /// What the last attempt came to.
+        last: String,
     },
 }
+
+/// The pause before re-plan `n` (1, 2, 3): `REPLAN_BACKOFF × n`, so that a
+/// writer racing the apply (the StatefulSet controller updating status) or
+/// an object finishing its deletion has time to settle.
+pub const REPLAN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Carries out `work` through `executor`; see the module docs for the flow.
 /// `work` was validated when it was made, so a bad request never reaches
@@ -157,7 +158,7 @@ pub enum ExecuteError<E> {
 ///
 /// # Errors
 /// [`ExecuteError`]: a refusal before any apply (missing references, no
-/// plan), the executor's error, or staleness on every one of the
+/// plan), the executor's error, or no acknowledged apply in the
 /// `MAX_REPLANS + 1` attempts.
 pub async fn execute<X>(
     work: &Work,
@@ -179,9 +180,11 @@ where
     }
 
     let names = work.names();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let (mut stale, mut unacknowledged) = (0, 0);
+    for attempt in 1..=MAX_REPLANS + 1 {
+        if attempt > 1 {
+            tokio::time::sleep(REPLAN_BACKOFF * (attempt as u32 - 1)).await;
+        }
         let observed = executor
             .observe(namespace, name, &names, &work.references)
             .await
@@ -205,16 +208,14 @@ where
             .plan(&observed.components)
             .map_err(ExecuteError::Plan)?;
         info!(plan = %plan.id, steps = plan.steps.len(), writes = plan.writes().count(), attempt, "planned");
-        let can_replan = attempt <= MAX_REPLANS;
-        match executor
+        let last = match executor
             .apply(&plan, health_timeout)
             .await
             .map_err(ExecuteError::Executor)?
         {
-            Applied::Acked { stale: true, .. } if can_replan => {
-                warn!(plan = %plan.id, "stale plan, re-planning");
-            }
-            Applied::Acked { ack, .. } => {
+            Applied::Acked(ack) => {
+                // A failed observe here loses the Ack: the caller retries,
+                // and the retry's plan is all no-ops.
                 let after = executor
                     .observe(namespace, name, &[], &[])
                     .await
@@ -225,21 +226,27 @@ where
                     after: after.components,
                 });
             }
-            Applied::Stale(error) if can_replan => {
-                warn!(plan = %plan.id, message = %error, "stale plan, re-planning");
+            Applied::Stale(message) => {
+                stale += 1;
+                warn!(plan = %plan.id, %message, attempt, "stale plan");
+                format!("stale: {message}")
             }
-            Applied::Stale(last) => {
-                return Err(ExecuteError::Stale {
-                    attempts: attempt,
-                    last,
-                });
+            Applied::NoAck => {
+                unacknowledged += 1;
+                warn!(plan = %plan.id, attempt, "the apply ended without an acknowledgement");
+                "the apply ended without an acknowledgement".to_owned()
             }
-            Applied::NoAck if can_replan => {
-                warn!(plan = %plan.id, "the apply ended without an Ack, re-planning");
-            }
-            Applied::NoAck => return Err(ExecuteError::NoAck { attempts: attempt }),
+        };
+        if attempt == MAX_REPLANS + 1 {
+            return Err(ExecuteError::Exhausted {
+                attempts: attempt,
+                stale,
+                unacknowledged,
+                last,
+            });
         }
     }
+    unreachable!("the loop returns on its last attempt")
 }
 
 #[cfg(test)]
@@ -258,7 +265,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         observed: Observation,
-        answers: VecDeque<Applied<&'static str, String>>,
+        answers: VecDeque<Applied<&'static str>>,
         observes: usize,
         applied: Vec<Plan>,
         logs_fetched: usize,
@@ -284,7 +291,7 @@ mod tests {
             &mut self,
             plan: &Plan,
             _health_timeout: Duration,
-        ) -> Result<Applied<&'static str, String>, String> {
+        ) -> Result<Applied<&'static str>, String> {
             self.applied.push(plan.clone());
             Ok(self.answers.pop_front().expect("an answer is scripted"))
         }
@@ -316,26 +323,29 @@ mod tests {
         .expect("valid work")
     }
 
-    fn mk_stale() -> Applied<&'static str, String> {
+    fn mk_stale() -> Applied<&'static str> {
         Applied::Stale("precondition failed".to_owned())
     }
 
+    /// Runs `execute` on a paused clock, so the backoff between attempts
+    /// takes no real time.
     fn run(
         work: &Work,
         fake: &mut Fake,
     ) -> Result<Executed<&'static str, &'static str>, ExecuteError<String>> {
-        futures::executor::block_on(execute(work, fake, Duration::from_secs(1), None))
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a test runtime")
+            .block_on(execute(work, fake, Duration::from_secs(1), None))
     }
 
     #[test]
     fn a_fresh_deploy_is_planned_applied_and_observed_again() {
         let work = mk_work(Operation::Deploy, &[]);
         let mut fake = Fake {
-            answers: [Applied::Acked {
-                ack: "ack",
-                stale: false,
-            }]
-            .into(),
+            answers: [Applied::Acked("ack")].into(),
             ..Fake::default()
         };
         let Executed::Applied { plan, ack, .. } = run(&work, &mut fake).expect("applied") else {
@@ -348,20 +358,14 @@ mod tests {
     }
 
     #[test]
-    fn stale_then_success_re_plans() {
+    fn stale_or_unacknowledged_then_success_re_plans() {
         let work = mk_work(Operation::Deploy, &[]);
         let mut fake = Fake {
             answers: [
                 mk_stale(),
-                Applied::Acked {
-                    ack: "stale ack",
-                    stale: true,
-                },
                 Applied::NoAck,
-                Applied::Acked {
-                    ack: "ack",
-                    stale: false,
-                },
+                mk_stale(),
+                Applied::Acked("ack"),
             ]
             .into(),
             ..Fake::default()
@@ -389,38 +393,42 @@ mod tests {
         };
         let error = run(&work, &mut fake).expect_err("stale every time");
         assert!(
-            matches!(error, ExecuteError::Stale { attempts, .. } if attempts == MAX_REPLANS + 1),
+            matches!(
+                error,
+                ExecuteError::Exhausted {
+                    attempts: 4,
+                    stale: 4,
+                    unacknowledged: 0,
+                    ..
+                }
+            ),
             "{error:?}"
         );
         assert_eq!(
             error.to_string(),
-            "the plan went stale on each of 4 attempts (another writer keeps changing the \
-             installation's objects); the last refusal: precondition failed"
+            "gave up after 4 attempts: the plan went stale 4 times and the apply ended without \
+             an acknowledgement 0 times; the last: stale: precondition failed"
         );
         assert_eq!(fake.applied.len(), MAX_REPLANS + 1, "never a fifth apply");
     }
 
     #[test]
-    fn a_stale_ack_on_the_last_attempt_is_returned_as_it_is() {
+    fn mixed_failures_are_counted_each_by_its_kind() {
         let work = mk_work(Operation::Deploy, &[]);
         let mut fake = Fake {
-            answers: std::iter::repeat_with(|| Applied::Acked {
-                ack: "stale",
-                stale: true,
-            })
-            .take(MAX_REPLANS + 1)
-            .collect(),
+            answers: [Applied::NoAck, Applied::NoAck, Applied::NoAck, mk_stale()].into(),
             ..Fake::default()
         };
-        let Executed::Applied { ack, .. } = run(&work, &mut fake).expect("acked") else {
-            panic!("not applied");
-        };
-        assert_eq!(ack, "stale");
-        assert_eq!(fake.applied.len(), MAX_REPLANS + 1);
+        let error = run(&work, &mut fake).expect_err("no success");
+        assert_eq!(
+            error.to_string(),
+            "gave up after 4 attempts: the plan went stale 1 times and the apply ended without \
+             an acknowledgement 3 times; the last: stale: precondition failed"
+        );
     }
 
     #[test]
-    fn no_ack_on_every_attempt_is_an_error() {
+    fn attempts_are_spaced_by_a_growing_backoff() {
         let work = mk_work(Operation::Deploy, &[]);
         let mut fake = Fake {
             answers: std::iter::repeat_with(|| Applied::NoAck)
@@ -428,11 +436,18 @@ mod tests {
                 .collect(),
             ..Fake::default()
         };
-        let error = run(&work, &mut fake).expect_err("no ack");
-        assert!(
-            matches!(error, ExecuteError::NoAck { attempts: 4 }),
-            "{error:?}"
-        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let waited = runtime.block_on(async {
+            let started = tokio::time::Instant::now();
+            let _ = execute(&work, &mut fake, Duration::from_secs(1), None).await;
+            started.elapsed()
+        });
+        // 100 + 200 + 300 ms of (paused, virtual) time between the 4 attempts.
+        assert_eq!(waited, REPLAN_BACKOFF * 6);
     }
 
     #[test]

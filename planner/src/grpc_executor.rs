@@ -11,9 +11,9 @@ use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::executor_client::ExecutorClient;
 use k8sworker_telemetry::GrpcClientInterceptor;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 use crate::execute::{Applied, Executor, Observation};
 
@@ -160,22 +160,22 @@ impl Executor for GrpcExecutor {
         &mut self,
         plan: &Plan,
         health_timeout: Duration,
-    ) -> Result<Applied<Acknowledged, Status>, Status> {
+    ) -> Result<Applied<Acknowledged>, Status> {
         match self.stream(convert::plan_to_pb(plan), health_timeout).await {
-            Ok(Some(acknowledged)) => {
-                let stale = acknowledged
-                    .ack
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.code == pb::ErrorCode::StalePlan as i32);
-                Ok(Applied::Acked {
-                    ack: acknowledged,
-                    stale,
-                })
-            }
-            Err(status) if status.code() == Code::FailedPrecondition => Ok(Applied::Stale(status)),
+            Ok(Some(acknowledged)) => match acknowledged.ack.error.as_ref() {
+                Some(error) if error.code == pb::ErrorCode::StalePlan as i32 => {
+                    Ok(Applied::Stale(error.message.clone()))
+                }
+                _ => Ok(Applied::Acked(acknowledged)),
+            },
             Ok(None) => Ok(Applied::NoAck),
-            Err(status) => Err(status),
+            // Staleness is the protocol's error code in the status details,
+            // not the gRPC code: FAILED_PRECONDITION also carries refusals a
+            // person must act on (an object not ours), which are not re-planned.
+            Err(status) => match stale_refusal(&status) {
+                Some(message) => Ok(Applied::Stale(message)),
+                None => Err(status),
+            },
         }
     }
 
@@ -196,5 +196,47 @@ impl Executor for GrpcExecutor {
             .await?
             .into_inner()
             .logs)
+    }
+}
+
+/// The message of a refusal whose details carry the protocol's
+/// `ERROR_CODE_STALE_PLAN`; `None` for any other status.
+fn stale_refusal(status: &Status) -> Option<String> {
+    use prost::Message as _;
+    let error = pb::Error::decode(status.details()).ok()?;
+    (error.code == pb::ErrorCode::StalePlan as i32).then_some(error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use tonic::Code;
+
+    use super::*;
+
+    fn mk_refusal(code: pb::ErrorCode) -> Status {
+        let error = pb::Error {
+            code: code as i32,
+            message: "why".to_owned(),
+            components: Vec::new(),
+        };
+        Status::with_details(
+            Code::FailedPrecondition,
+            "refused",
+            error.encode_to_vec().into(),
+        )
+    }
+
+    #[test]
+    fn only_the_stale_plan_code_is_a_stale_refusal() {
+        assert_eq!(
+            stale_refusal(&mk_refusal(pb::ErrorCode::StalePlan)),
+            Some("why".to_owned())
+        );
+        assert_eq!(stale_refusal(&mk_refusal(pb::ErrorCode::NotOwned)), None);
+        assert_eq!(
+            stale_refusal(&Status::failed_precondition("no details")),
+            None
+        );
     }
 }

@@ -268,7 +268,7 @@ impl PlannerService {
 
 /// Maps why an operation was not carried out to a gRPC status: a missing
 /// reference or an object in the way is FAILED_PRECONDITION (the user must
-/// act); staleness or a missing Ack on every attempt is ABORTED (a busy
+/// act); no acknowledged apply in all the attempts is ABORTED (a busy
 /// cluster: try again later); the executor's own status passes through.
 fn execute_status(error: ExecuteError<Status>) -> Status {
     match error {
@@ -277,9 +277,7 @@ fn execute_status(error: ExecuteError<Status>) -> Status {
         error @ ExecuteError::MissingReferences(_) => {
             Status::failed_precondition(error.to_string())
         }
-        error @ (ExecuteError::Stale { .. } | ExecuteError::NoAck { .. }) => {
-            Status::aborted(error.to_string())
-        }
+        error @ ExecuteError::Exhausted { .. } => Status::aborted(error.to_string()),
     }
 }
 

@@ -90,9 +90,11 @@ impl Fixture {
         match plans::execute(&mut executor, request, operation).await {
             Ok(Executed::Applied { plan, ack, .. }) => (convert::plan_to_pb(&plan), Ok(ack)),
             Ok(other) => panic!("{operation} applied no plan: {other:?}"),
-            Err(ExecuteError::Executor(status) | ExecuteError::Stale { last: status, .. }) => {
-                (v1::Plan::default(), Err(status))
-            }
+            Err(ExecuteError::Executor(status)) => (v1::Plan::default(), Err(status)),
+            Err(error @ ExecuteError::Exhausted { .. }) => (
+                v1::Plan::default(),
+                Err(tonic::Status::aborted(error.to_string())),
+            ),
             Err(error) => panic!("{operation} was refused: {error}"),
         }
     }
