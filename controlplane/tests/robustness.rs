@@ -126,3 +126,19 @@ async fn a_huge_operation_count_is_refused_and_counting_never_overflows() {
     storage_works(&t).await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_quantity_near_the_arithmetic_limit_is_read_without_overflow() {
+    let t = TestServer::start().await;
+    t.admin.create_cluster("c1").await;
+    // (2^67 - 1) Ei / 10^22: rounding it up to milli-units overflowed.
+    let mut data = common::deploy_data("app");
+    data["config"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "resourceRequest", "cpu": "0.0147573952589676412927Ei"}));
+    let (status, body) = t.admin.command("c1", "deploy", data).await;
+    assert_eq!(status, 200, "{body}");
+    storage_works(&t).await;
+    t.stop().await;
+}
