@@ -142,3 +142,36 @@ async fn a_quantity_near_the_arithmetic_limit_is_read_without_overflow() {
     storage_works(&t).await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_reports_storage_that_cannot_serve() {
+    let t = TestServer::start().await;
+    let http = common::http();
+    let probe = |path: &'static str| {
+        let http = http.clone();
+        let base = t.base.clone();
+        async move {
+            let response = http.get(format!("{base}{path}")).send().await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = probe(path).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"status": "ok"}));
+    }
+    // Break the database under the running server.
+    let database = t.dir.0.join("controlplane.db");
+    let connection = rusqlite::Connection::open(&database).unwrap();
+    connection
+        .execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE namespaces;")
+        .unwrap();
+    drop(connection);
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = probe(path).await;
+        assert_error(status, &body, 503, "io.vantiq.storage.unavailable");
+    }
+    t.stop().await;
+}

@@ -241,3 +241,25 @@ async fn vantiq_error_shape(response: Response) -> Response {
     }
     rewritten
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_panic_is_a_vantiq_500() {
+        for payload in [
+            Box::new("a literal") as Box<dyn std::any::Any + Send>,
+            Box::new(String::from("a format")),
+            Box::new(7_u8),
+        ] {
+            let response = panic_response(payload);
+            assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+            let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+            assert!(
+                content_type.starts_with("application/json"),
+                "{content_type}"
+            );
+        }
+    }
+}
