@@ -14,11 +14,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The latest instant the date format can write, in milliseconds since the
+/// epoch: 9999-12-31T23:59:59.999Z (RFC 3339 has four-digit years). Every
+/// timestamp read from a request is checked against it.
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
 /// Vantiq's date format for `ms` milliseconds since the epoch: ISO 8601 UTC
 /// with milliseconds (`2024-05-01T12:00:00.000Z`); negative values are the
-/// epoch.
+/// epoch and values past [`MAX_MS`] are [`MAX_MS`], so formatting never
+/// fails.
 pub fn iso(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_MS) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -56,5 +62,9 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso(-5), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso(1_500), "1970-01-01T00:00:01.500Z");
+        assert_eq!(iso(MAX_MS), "9999-12-31T23:59:59.999Z");
+        // Past the format's range: the last writable instant, not a panic.
+        assert_eq!(iso(MAX_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

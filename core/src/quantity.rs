@@ -70,7 +70,9 @@ impl Quantity {
             base.checked_mul(10i128.checked_pow(power as u32)?)?
         } else {
             let divisor = 10i128.checked_pow((-power) as u32)?;
-            (base + divisor - 1) / divisor
+            // Rounded up without `base + divisor - 1`, which overflows for
+            // a base near i128::MAX (`0.0147573952589676412927Ei`).
+            base / divisor + i128::from(base % divisor != 0)
         };
         Some(Quantity {
             milli: if negative { -milli } else { milli },
@@ -125,6 +127,17 @@ mod tests {
         assert_eq!(q("1n"), 1); // rounds up to one milli-unit
         assert_eq!(q(".5"), 500);
         assert_eq!(q("-1"), -1000);
+    }
+
+    #[test]
+    fn rounding_up_a_base_near_the_limit_does_not_overflow() {
+        // (2^67 - 1) * 2^60 = 2^127 - 2^60, divided by 10^19 and rounded up:
+        // adding the divisor first overflowed i128 (a panic in debug builds,
+        // a negative quantity in release builds).
+        let base = ((1_i128 << 67) - 1) << 60;
+        let expected = base / 10_i128.pow(19) + 1;
+        assert_eq!(q("0.0147573952589676412927Ei"), expected);
+        assert!(expected > 0);
     }
 
     #[test]

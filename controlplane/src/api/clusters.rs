@@ -17,7 +17,7 @@ use crate::auth::{Action, Caller, random_id};
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::resources::{self, DocTable};
+use crate::store::resources::{self, DocTable, MAX_OPERATION_COUNT};
 
 /// The `k8sclusters` resource type.
 #[derive(Debug)]
@@ -102,13 +102,13 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
                 }
             },
             "lifecycleOperationCount" => match value.as_i64() {
-                Some(count) if count >= 0 => {
+                Some(count) if (0..=MAX_OPERATION_COUNT).contains(&count) => {
                     out.insert(key.into(), value.clone());
                 }
                 _ => {
                     return Err(ApiError::invalid(
                         "lifecycleOperationCount",
-                        "must be a non-negative integer",
+                        format!("must be an integer between 0 and {MAX_OPERATION_COUNT}"),
                     ));
                 }
             },
@@ -151,7 +151,7 @@ fn apply_update(caller: &Caller, doc: &mut Value, props: &Map<String, Value>) {
         doc[key] = value.clone();
     }
     let version = doc.get("ars_version").and_then(Value::as_i64).unwrap_or(1);
-    doc["ars_version"] = json!(version + 1);
+    doc["ars_version"] = json!(version.saturating_add(1));
     doc["ars_modifiedAt"] = json!(iso(now_ms()));
     doc["ars_modifiedBy"] = json!(caller.username);
 }

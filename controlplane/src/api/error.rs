@@ -201,6 +201,14 @@ pub enum ApiError {
     /// 503: the server stops taking work.
     #[error("The server is shutting down.")]
     ShuttingDown,
+    /// 503: the readiness check found storage unable to serve; the details
+    /// are logged, never answered.
+    #[error("Storage is unavailable; the server log has the details.")]
+    StorageUnavailable(#[source] StoreError),
+    /// 500: a handler panicked; the request failed alone, the panic is
+    /// logged.
+    #[error("Internal error; the server log has the details.")]
+    Panicked,
     /// 500: storage failed; the details are logged, never answered.
     #[error("Internal error; the server log has the details.")]
     Internal(#[source] StoreError),
@@ -253,8 +261,8 @@ impl ApiError {
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
             QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Internal(_) | Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ShuttingDown | StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) | Task(_) | Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -294,7 +302,8 @@ impl ApiError {
             LeaseLost { .. } => "io.vantiq.resources.k8s.workitem.lease.lost",
             UnknownProcedure(_) => "io.vantiq.procedure.unknown",
             ShuttingDown => "io.vantiq.server.shutting.down",
-            Internal(_) | Task(_) => "io.vantiq.internal.error",
+            StorageUnavailable(_) => "io.vantiq.storage.unavailable",
+            Internal(_) | Task(_) | Panicked => "io.vantiq.internal.error",
         }
     }
 
@@ -458,6 +467,9 @@ impl IntoResponse for ApiError {
             ApiError::Task(error) => {
                 tracing::error!(%error, "request failed in a blocking task");
             }
+            ApiError::StorageUnavailable(error) => {
+                tracing::error!(error = %error, source = ?std::error::Error::source(error), "readiness: storage is unavailable");
+            }
             _ => {}
         }
         (status, Json(vec![self.to_vantiq()])).into_response()
@@ -568,7 +580,7 @@ mod tests {
     fn storage_failures_are_500s_that_say_nothing_more() {
         let failures = [
             StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows),
-            StoreError::Poisoned,
+            StoreError::Panicked("a bug".into()),
             StoreError::Corrupt("workitem r1 has the unknown status \"X\"".into()),
             StoreError::Transition(crate::lifecycle::TransitionError::NotAllowed {
                 from: crate::lifecycle::Status::Failed,
@@ -636,7 +648,10 @@ mod tests {
             answer(OperationError::Quota(QuotaError::ResourcesRequired)).0,
             400
         );
-        assert_eq!(answer(OperationError::Store(StoreError::Poisoned)).0, 500);
+        assert_eq!(
+            answer(OperationError::Store(StoreError::Panicked("a bug".into()))).0,
+            500
+        );
         let (status, code, _, params) = answer(OperationError::MissingReference {
             kind: "secret",
             name: "db".into(),
@@ -652,7 +667,7 @@ mod tests {
 
     #[test]
     fn the_response_is_a_vantiq_error_array() {
-        let response = ApiError::from(StoreError::Poisoned).into_response();
+        let response = ApiError::from(StoreError::Panicked("a bug".into())).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let content_type = response.headers()[axum::http::header::CONTENT_TYPE]
             .to_str()

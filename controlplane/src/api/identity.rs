@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{JsonBody, read_body};
 use super::resource::{Removable, Resource};
-use crate::audit::{iso, now_ms};
+use crate::audit::{MAX_MS, iso, now_ms};
 use crate::auth::{
     self, Action, Caller, WORKER_PROFILE, hash_password, new_token, normalize_profile, parse_basic,
     token_hash, verify_password,
@@ -199,12 +199,23 @@ pub async fn create_token(
     };
     let expires_at = match body.get("expiresAt") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(number)) => number.as_i64(),
+        Some(Value::Number(number)) => match number.as_i64() {
+            Some(ms) if (0..=MAX_MS).contains(&ms) => Some(ms),
+            _ => {
+                return Err(ApiError::invalid(
+                    "expiresAt",
+                    format!(
+                        "must be whole epoch milliseconds between 0 and {MAX_MS} ({}), got {number}",
+                        iso(MAX_MS)
+                    ),
+                ));
+            }
+        },
         Some(Value::String(text)) => Some(
             humantime::parse_rfc3339(text)
                 .map_err(|error| ApiError::invalid("expiresAt", error.to_string()))?
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(MAX_MS).min(MAX_MS))
                 .unwrap_or(0),
         ),
         Some(other) => {

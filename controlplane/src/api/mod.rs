@@ -1,5 +1,10 @@
 //! The HTTP API: Vantiq's resource URLs under `/api/v1/resources`, plus
-//! `/authenticate`, the document download under `/docs`, and `/healthz`.
+//! `/authenticate`, the document download under `/docs`, and `/healthz` and
+//! `/readyz` (both answer 200 only while storage serves).
+//!
+//! A handler that panics fails only its own request: the panic is caught
+//! and answered as a Vantiq 500 (`CatchPanicLayer`), and a panic inside a
+//! storage transaction rolls it back ([`crate::store::Store::run`]).
 //!
 //! The API is the edge: it reads requests, asks the layers below
 //! ([`crate::operations`], [`crate::store`], [`crate::lifecycle`],
@@ -61,11 +66,38 @@ async fn version(
     })
 }
 
+/// `GET /healthz` and `GET /readyz` (no token): 200 `{"status": "ok"}`
+/// when storage answers a read through the shared connection, else 503
+/// `io.vantiq.storage.unavailable`, so a probe restarts or drains a server
+/// whose storage cannot serve.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .check()
+        .await
+        .map_err(ApiError::StorageUnavailable)?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+/// A handler's panic as a Vantiq 500; the request fails alone.
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    ApiError::Panicked.into_response()
+}
+
 /// The application's routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
         .route("/api/v1/version", get(version))
         .route("/authenticate", get(identity::authenticate))
         .route("/authenticate/refresh", post(identity::refresh))
@@ -166,6 +198,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{R}/procedures/{{name}}"), post(procedures::call))
         .fallback(fallback)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(axum::middleware::map_response(vantiq_error_shape))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -205,4 +240,26 @@ async fn vantiq_error_shape(response: Response) -> Response {
         rewritten.headers_mut().insert(header::ALLOW, allow.clone());
     }
     rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_panic_is_a_vantiq_500() {
+        for payload in [
+            Box::new("a literal") as Box<dyn std::any::Any + Send>,
+            Box::new(String::from("a format")),
+            Box::new(7_u8),
+        ] {
+            let response = panic_response(payload);
+            assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+            let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+            assert!(
+                content_type.starts_with("application/json"),
+                "{content_type}"
+            );
+        }
+    }
 }

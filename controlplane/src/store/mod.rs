@@ -26,8 +26,9 @@ pub mod identity;
 pub mod resources;
 pub mod workitems;
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -108,9 +109,10 @@ pub enum StoreError {
     /// The blocking task running the database work failed.
     #[error("the database task panicked or was cancelled")]
     Task(#[from] tokio::task::JoinError),
-    /// A panic while holding the connection poisoned its lock.
-    #[error("the database lock was poisoned by a panic")]
-    Poisoned,
+    /// The work panicked; its transaction was rolled back and the
+    /// connection is usable again. The message is the panic's, for the log.
+    #[error("the database work panicked: {0}")]
+    Panicked(String),
 }
 
 impl From<TransitionError> for StoreError {
@@ -273,6 +275,12 @@ impl Store {
 
     /// Runs `work` on the connection on the blocking pool. `work`'s error
     /// type is the caller's, as long as a [`StoreError`] converts into it.
+    ///
+    /// A panic in `work` fails only this call, as [`StoreError::Panicked`]:
+    /// it is caught while the lock is still held (so the lock is never
+    /// poisoned), any transaction it left open is rolled back, and the
+    /// connection serves the next call. A lock poisoned anyway is recovered
+    /// the same way.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -281,15 +289,25 @@ impl Store {
     {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().map_err(|_| StoreError::Poisoned)?;
-            work(&mut guard)
+            let mut guard = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            roll_back_leftover(&guard);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut guard)));
+            match outcome {
+                Ok(result) => result,
+                Err(payload) => {
+                    roll_back_leftover(&guard);
+                    let message = panic_message(payload.as_ref());
+                    tracing::error!(panic = %message, "database work panicked; rolled back");
+                    Err(StoreError::Panicked(message).into())
+                }
+            }
         })
         .await
         .map_err(StoreError::Task)?
     }
 
     /// Runs `work` in one IMMEDIATE transaction, committed when it returns
-    /// `Ok` and rolled back when it returns `Err`.
+    /// `Ok` and rolled back when it returns `Err` or panics.
     pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -306,6 +324,47 @@ impl Store {
         })
         .await
     }
+
+    /// Whether storage answers: reads the schema version and the
+    /// namespace count through the shared connection. Readiness asks this,
+    /// so a store that cannot serve is reported, not hidden.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.run(|connection| {
+            let version: i64 =
+                connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+            if version != MIGRATIONS.len() as i64 {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {version}, expected {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            connection.query_row("SELECT count(*) FROM namespaces", [], |row| {
+                row.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Rolls back a transaction a panicking caller left open, so the next
+/// caller starts clean. A failed rollback is logged: SQLite then rolls back
+/// by itself when the next transaction begins or the connection closes.
+fn roll_back_leftover(connection: &Connection) {
+    if !connection.is_autocommit()
+        && let Err(error) = connection.execute_batch("ROLLBACK")
+    {
+        tracing::error!(%error, "rolling back a transaction left open by a panic failed");
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -325,4 +384,100 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version, "database schema migrated");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("k8sworker-store-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("test.db"), Synchronous::Normal).unwrap();
+        (store, dir)
+    }
+
+    async fn namespace_count(store: &Store) -> i64 {
+        store
+            .run(|connection| {
+                Ok::<_, StoreError>(connection.query_row(
+                    "SELECT count(*) FROM namespaces",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_transaction_rolls_it_back_and_storage_stays_usable() {
+        let (store, dir) = temp_store();
+        let outcome: Result<(), StoreError> = store
+            .transaction(|tx| {
+                tx.execute(
+                    "INSERT INTO namespaces (name, created_at) VALUES ('half', 1)",
+                    [],
+                )?;
+                panic!("a bug after a write");
+            })
+            .await;
+        match outcome {
+            Err(StoreError::Panicked(message)) => assert_eq!(message, "a bug after a write"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // The write before the panic was rolled back, the lock is not
+        // poisoned, and the next transaction commits.
+        assert_eq!(namespace_count(&store).await, 0);
+        store
+            .transaction(|tx| {
+                tx.execute(
+                    "INSERT INTO namespaces (name, created_at) VALUES ('next', 2)",
+                    [],
+                )?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(namespace_count(&store).await, 1);
+        store.check().await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_panic_outside_a_transaction_leaves_none_open() {
+        let (store, dir) = temp_store();
+        let outcome: Result<(), StoreError> = store
+            .run(|connection| {
+                connection.execute_batch("BEGIN")?;
+                connection.execute(
+                    "INSERT INTO namespaces (name, created_at) VALUES ('open', 1)",
+                    [],
+                )?;
+                panic!("{} left a transaction open", "a caller");
+            })
+            .await;
+        assert!(
+            matches!(&outcome, Err(StoreError::Panicked(m)) if m == "a caller left a transaction open"),
+            "{outcome:?}"
+        );
+        assert_eq!(namespace_count(&store).await, 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_check_reports_a_store_that_cannot_serve() {
+        let (store, dir) = temp_store();
+        store.check().await.unwrap();
+        store
+            .run(|connection| {
+                connection.execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE namespaces;")?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        assert!(store.check().await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -135,7 +135,13 @@ pub fn cluster_usage(
     Ok((installations as u64, workitems as u64))
 }
 
-/// Adds one to the cluster's `lifecycleOperationCount`.
+/// The largest `lifecycleOperationCount` a client may set and the counter
+/// reaches (2^53 - 1, the largest integer every JSON reader keeps exact);
+/// counting stops there instead of overflowing.
+pub const MAX_OPERATION_COUNT: i64 = (1 << 53) - 1;
+
+/// Adds one to the cluster's `lifecycleOperationCount`, up to
+/// [`MAX_OPERATION_COUNT`].
 pub fn count_cluster_operation(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -146,7 +152,7 @@ pub fn count_cluster_operation(
             .get("lifecycleOperationCount")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        doc["lifecycleOperationCount"] = json!(count + 1);
+        doc["lifecycleOperationCount"] = json!(count.saturating_add(1).min(MAX_OPERATION_COUNT));
         replace_cluster(tx, namespace, name, &doc)?;
     }
     Ok(())
