@@ -17,6 +17,7 @@ fn mk_cluster() -> ClusterContext {
     ClusterContext {
         cluster_name: "prod".into(),
         ingress_default_node: "vantiq-prod-node".into(),
+        tenant: None,
     }
 }
 
@@ -541,6 +542,7 @@ fn the_ingress_default_node_is_checked() {
     let cluster = ClusterContext {
         cluster_name: "c".into(),
         ingress_default_node: "Not A Host".into(),
+        tenant: None,
     };
     assert!(matches!(
         render(&request, &cluster, &Ancillaries::default()),
