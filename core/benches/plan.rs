@@ -3,7 +3,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use k8sworker_core::diff::{Observed, diff};
+use k8sworker_core::labels;
 use k8sworker_core::operation::Work;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::plan::Operation;
 use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
@@ -28,7 +30,9 @@ fn bench(c: &mut Criterion) {
     let cluster = ClusterContext {
         cluster_name: "prod".into(),
         ingress_default_node: "node".into(),
+        tenant: Some(Tenant::new("acme", "prod").unwrap()),
     };
+    let tenant = cluster.tenant.clone().unwrap();
     let ancillaries = Ancillaries::default();
     let desired = render(&request, &cluster, &ancillaries).unwrap();
     assert_eq!(desired.len(), 6);
@@ -42,6 +46,13 @@ fn bench(c: &mut Criterion) {
             resource_version: "42".into(),
             spec_hash: Some(c.spec_hash.clone()),
             owner: Some(request.name.clone()),
+            owner_record: c
+                .object
+                .metadata()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::OWNER))
+                .cloned(),
             replicas: None,
             ready_replicas: None,
             foreign_managers: Vec::new(),
@@ -57,6 +68,7 @@ fn bench(c: &mut Criterion) {
         let desired = render(&request, &cluster, &ancillaries).unwrap();
         diff(
             Operation::Deploy,
+            &tenant,
             &request.name,
             &request.k8s_namespace,
             &desired,

@@ -5,16 +5,22 @@
 //!   headless Service, StatefulSet, port Services, Ingresses), then deletes of
 //!   our objects that are no longer desired, in reverse order; an object whose
 //!   spec hash is unchanged is a `noop` (a stopped StatefulSet gets a `scale`);
-//! - undeploy: deletes every object carrying the installation's labels;
+//! - undeploy: deletes every object whose owner record is this tenant's and
+//!   installation's ([`crate::owner`]);
 //! - shutdown/restart: a single `scale` step of the StatefulSet;
-//! - an object in the way that does not carry our ownership labels for this
-//!   installation is never updated or deleted: the plan fails, naming it;
+//! - an object in the way that is not ours ([`crate::owner::ownership`]) is
+//!   never adopted, updated or deleted: the plan fails, naming it and its
+//!   owner. A deploy adopts an object from before owner records (today's two
+//!   labels of this installation, no record) only at a name the installation
+//!   generates, with an update that writes the record; an object whose
+//!   record names another object (copied) is never touched;
 //! - a plan that deletes everything is refused unless the operation is undeploy.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::component::{Component, ComponentId, Kind};
+use crate::owner::{Ownership, Tenant, ownership};
 use crate::plan::{Action, Operation, Plan, Precondition, Step};
 
 /// An object as an executor found it.
@@ -28,8 +34,13 @@ pub struct Observed {
     pub resource_version: String,
     /// The spec-hash annotation, when present.
     pub spec_hash: Option<String>,
-    /// The installation the object belongs to, when it carries our labels.
+    /// The installation the object belongs to by its labels
+    /// (`app.kubernetes.io/managed-by: k8sworker` and
+    /// `k8sworker.io/installation`), when it carries both.
     pub owner: Option<String>,
+    /// The owner annotation ([`crate::labels::OWNER`]) as found, when
+    /// present; [`crate::owner::ownership`] reads it.
+    pub owner_record: Option<String>,
     /// StatefulSets: `spec.replicas`.
     pub replicas: Option<i32>,
     /// StatefulSets: `status.readyReplicas`.
@@ -52,25 +63,39 @@ impl Observed {
 pub struct Unowned {
     /// The object in the way.
     pub id: ComponentId,
-    /// The installation it belongs to, when another one's.
-    pub owner: Option<String>,
+    /// Whose it is, for a person: ``owned by tenant `a/c1`, installation
+    /// `web` ``, `not created by k8sworker`, …
+    pub owner: String,
+}
+
+impl Unowned {
+    fn new(id: &ComponentId, ownership: Ownership) -> Unowned {
+        let owner = match ownership {
+            Ownership::Ours => "owned by this installation".to_owned(),
+            Ownership::Legacy => "this installation's labels from before owner records; only a deploy adopts them, at a name it generates: deploy once to record the owner".to_owned(),
+            Ownership::Copied(of) => format!("its owner record names {of}: copied, not ours"),
+            Ownership::Other(owner) => owner,
+        };
+        Unowned {
+            id: id.clone(),
+            owner,
+        }
+    }
 }
 
 impl fmt::Display for Unowned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.owner {
-            Some(owner) => write!(f, "{} (belongs to installation `{owner}`)", self.id),
-            None => write!(f, "{} (not created by k8sworker)", self.id),
-        }
+        write!(f, "{} ({})", self.id, self.owner)
     }
 }
 
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    /// Objects at the installation's names that do not carry its ownership
-    /// labels ([`crate::labels`]).
-    #[error("{} in the way and not managed by this installation; k8sworker never adopts or changes them: rename the installation or remove them: {}", if .0.len() == 1 { "an object is" } else { "objects are" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    /// Objects at the installation's names, or carrying its labels, that are
+    /// not this tenant's and installation's ([`crate::owner`]); each named
+    /// with its owner.
+    #[error("{} in the way and not managed by this installation of this tenant; k8sworker never adopts, changes or deletes them: rename the installation or remove them: {}", if .0.len() == 1 { "an object is" } else { "objects are" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     NotOwned(Vec<Unowned>),
     /// Every step would delete (the installation's name); only undeploy may.
     #[error("the plan would delete every component of `{0}`; only undeploy may do that")]
@@ -93,7 +118,8 @@ pub enum PlanError {
 /// Computes the plan for `operation`.
 ///
 /// `desired` is the output of [`crate::render::render`] (ignored by undeploy,
-/// shutdown and restart); `replicas` is the installation's `replicaCount`.
+/// shutdown and restart); `replicas` is the installation's `replicaCount`;
+/// `tenant` is whom the operation is for: only its objects are ours.
 ///
 /// # Errors
 /// [`PlanError::NotOwned`] when objects in the way are not ours,
@@ -102,6 +128,7 @@ pub enum PlanError {
 /// StatefulSet, and [`PlanError::NoPlan`] for fetchLogs.
 pub fn diff(
     operation: Operation,
+    tenant: &Tenant,
     installation: &str,
     namespace: &str,
     desired: &[Component],
@@ -109,10 +136,12 @@ pub fn diff(
     replicas: i32,
 ) -> Result<Plan, PlanError> {
     let steps = match operation {
-        Operation::Deploy | Operation::Verify => deploy_steps(installation, desired, observed)?,
-        Operation::Undeploy => undeploy_steps(installation, observed),
-        Operation::Shutdown => scale_steps(installation, namespace, observed, 0)?,
-        Operation::Restart => scale_steps(installation, namespace, observed, replicas)?,
+        Operation::Deploy | Operation::Verify => {
+            deploy_steps(tenant, installation, desired, observed)?
+        }
+        Operation::Undeploy => undeploy_steps(tenant, installation, observed)?,
+        Operation::Shutdown => scale_steps(tenant, installation, namespace, observed, 0)?,
+        Operation::Restart => scale_steps(tenant, installation, namespace, observed, replicas)?,
         Operation::FetchLogs => return Err(PlanError::NoPlan(operation)),
     };
     if operation != Operation::Undeploy
@@ -126,6 +155,7 @@ pub fn diff(
         _ => replicas,
     };
     Ok(Plan::new(
+        Some(tenant.clone()),
         installation,
         namespace,
         operation,
@@ -134,11 +164,8 @@ pub fn diff(
     ))
 }
 
-fn owned_by<'a>(observed: &'a Observed, installation: &str) -> Option<&'a Observed> {
-    (observed.owner.as_deref() == Some(installation)).then_some(observed)
-}
-
 fn deploy_steps(
+    tenant: &Tenant,
     installation: &str,
     desired: &[Component],
     observed: &[Observed],
@@ -165,44 +192,15 @@ fn deploy_steps(
                 Precondition::MustNotExist,
                 "does not exist".into(),
             )),
-            Some(current) if current.owner.as_deref() != Some(installation) => {
-                unowned.push(Unowned {
-                    id: id.clone(),
-                    owner: current.owner.clone(),
-                });
-            }
-            Some(current)
-                if current.spec_hash.as_deref() == Some(component.spec_hash.as_str())
-                    && current.foreign_managers.is_empty() =>
-            {
-                let want = desired_replicas(component);
-                if id.kind == Kind::StatefulSet && want.is_some() && current.replicas != want {
-                    let mut scale = step(
-                        Action::Scale,
-                        current.expected(),
-                        format!(
-                            "unchanged, but scaled to {} instead of {}",
-                            current.replicas.unwrap_or_default(),
-                            want.unwrap_or_default()
-                        ),
-                    );
-                    scale.replicas = want;
-                    steps.push(scale);
-                } else {
-                    steps.push(step(Action::Noop, current.expected(), "unchanged".into()));
-                }
-            }
-            Some(current) => steps.push(step(
-                Action::Update,
-                current.expected(),
-                if !current.foreign_managers.is_empty() {
-                    format!("edited by {}", current.foreign_managers.join(", "))
-                } else if current.spec_hash.is_some() {
-                    "changed".into()
-                } else {
-                    "has no spec hash".into()
-                },
-            )),
+            Some(current) => match ownership(current, tenant, installation) {
+                Ownership::Ours => steps.push(ours_step(component, current, step)),
+                Ownership::Legacy => steps.push(step(
+                    Action::Update,
+                    current.expected(),
+                    "adopted: created before owner records; records its owner".into(),
+                )),
+                other => unowned.push(Unowned::new(&id, other)),
+            },
         }
     }
     if !unowned.is_empty() {
@@ -212,7 +210,7 @@ fn deploy_steps(
         desired.iter().map(Component::id).collect();
     let mut leftovers: Vec<&Observed> = observed
         .iter()
-        .filter_map(|o| owned_by(o, installation))
+        .filter(|o| ownership(o, tenant, installation) == Ownership::Ours)
         .filter(|o| !wanted.contains(&o.id))
         .collect();
     leftovers.sort_by_key(|o| (o.id.kind.delete_rank(), o.id.name.clone()));
@@ -222,6 +220,47 @@ fn deploy_steps(
             .map(|o| delete_step(o, "no longer in the installation")),
     );
     Ok(steps)
+}
+
+/// The step for a desired component whose current object is ours.
+fn ours_step(
+    component: &Component,
+    current: &Observed,
+    step: impl Fn(Action, Precondition, String) -> Step,
+) -> Step {
+    let id = component.id();
+    if current.spec_hash.as_deref() == Some(component.spec_hash.as_str())
+        && current.foreign_managers.is_empty()
+    {
+        let want = desired_replicas(component);
+        if id.kind == Kind::StatefulSet && want.is_some() && current.replicas != want {
+            let mut scale = step(
+                Action::Scale,
+                current.expected(),
+                format!(
+                    "unchanged, but scaled to {} instead of {}",
+                    current.replicas.unwrap_or_default(),
+                    want.unwrap_or_default()
+                ),
+            );
+            scale.replicas = want;
+            scale
+        } else {
+            step(Action::Noop, current.expected(), "unchanged".into())
+        }
+    } else {
+        step(
+            Action::Update,
+            current.expected(),
+            if !current.foreign_managers.is_empty() {
+                format!("edited by {}", current.foreign_managers.join(", "))
+            } else if current.spec_hash.is_some() {
+                "changed".into()
+            } else {
+                "has no spec hash".into()
+            },
+        )
+    }
 }
 
 fn desired_replicas(component: &Component) -> Option<i32> {
@@ -243,18 +282,36 @@ fn delete_step(observed: &Observed, reason: &str) -> Step {
     }
 }
 
-fn undeploy_steps(installation: &str, observed: &[Observed]) -> Vec<Step> {
-    let mut ours: Vec<&Observed> = observed
-        .iter()
-        .filter_map(|o| owned_by(o, installation))
-        .collect();
+/// Deletes the objects whose record is ours. One owned by another tenant or
+/// installation, or from before owner records, fails the plan (nothing is
+/// deleted); a copy (its record names another object) is left alone.
+fn undeploy_steps(
+    tenant: &Tenant,
+    installation: &str,
+    observed: &[Observed],
+) -> Result<Vec<Step>, PlanError> {
+    let mut ours = Vec::new();
+    let mut unowned = Vec::new();
+    for o in observed {
+        match ownership(o, tenant, installation) {
+            Ownership::Ours => ours.push(o),
+            Ownership::Copied(_) => {}
+            Ownership::Other(_) if o.owner.as_deref() != Some(installation) => {}
+            other => unowned.push(Unowned::new(&o.id, other)),
+        }
+    }
+    if !unowned.is_empty() {
+        return Err(PlanError::NotOwned(unowned));
+    }
     ours.sort_by_key(|o| (o.id.kind.delete_rank(), o.id.name.clone()));
-    ours.into_iter()
+    Ok(ours
+        .into_iter()
         .map(|o| delete_step(o, "undeploy"))
-        .collect()
+        .collect())
 }
 
 fn scale_steps(
+    tenant: &Tenant,
     installation: &str,
     namespace: &str,
     observed: &[Observed],
@@ -268,11 +325,9 @@ fn scale_steps(
             namespace: namespace.to_owned(),
         });
     };
-    if current.owner.as_deref() != Some(installation) {
-        return Err(PlanError::NotOwned(vec![Unowned {
-            id,
-            owner: current.owner.clone(),
-        }]));
+    match ownership(current, tenant, installation) {
+        Ownership::Ours => {}
+        other => return Err(PlanError::NotOwned(vec![Unowned::new(&id, other)])),
     }
     let (action, reason) = if current.replicas == Some(replicas) {
         (Action::Noop, format!("already at {replicas} replicas"))
@@ -340,12 +395,13 @@ impl DriftKind {
 /// Verify: what would a deploy change? Each difference is drift. `stopped`
 /// says the installation was shut down on purpose, so zero replicas is not drift.
 pub fn verify(
+    tenant: &Tenant,
     installation: &str,
     desired: &[Component],
     observed: &[Observed],
     stopped: bool,
 ) -> Vec<Drift> {
-    match deploy_steps(installation, desired, observed) {
+    match deploy_steps(tenant, installation, desired, observed) {
         Err(PlanError::NotOwned(unowned)) => unowned
             .into_iter()
             .map(|u| Drift {

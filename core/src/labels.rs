@@ -1,9 +1,10 @@
 //! The ownership contract every component shares: the labels and annotations
 //! that mark an object as created by k8sworker for one installation.
 //!
-//! An object is ours only when it carries both [`MANAGED_BY`] =
-//! [`MANAGER`] and [`INSTALLATION`] = the installation name. Nothing else is
-//! ever updated or deleted.
+//! Every object render writes carries [`MANAGED_BY`] = [`MANAGER`],
+//! [`INSTALLATION`] = the installation name, and the owner record
+//! [`OWNER`]. Only the record decides ownership ([`crate::owner`]): labels
+//! can be copied onto any object and select objects for listing only.
 //!
 //! Every key in the `k8sworker.io` domain ([`is_reserved`]) is k8sworker's
 //! own: a request can set none ([`crate::validate`]), and an object may carry
@@ -24,6 +25,10 @@ pub const SPEC_HASH: &str = "k8sworker.io/spec-hash";
 /// content, so that a content change rolls the pods.
 pub const CONFIG_HASH: &str = "k8sworker.io/config-hash";
 
+/// Annotation whose value is the object's [`crate::owner::OwnerRecord`]:
+/// tenant, installation, and the object's own kind and name.
+pub const OWNER: &str = "k8sworker.io/owner";
+
 /// The domain of k8sworker's own label and annotation keys.
 pub const RESERVED_DOMAIN: &str = "k8sworker.io";
 
@@ -38,7 +43,7 @@ pub const RENDERED_LABELS: [&str; 1] = [INSTALLATION];
 
 /// The reserved annotation keys render writes on an installation's objects
 /// and pod template; no other reserved annotation may appear on them.
-pub const RENDERED_ANNOTATIONS: [&str; 2] = [SPEC_HASH, CONFIG_HASH];
+pub const RENDERED_ANNOTATIONS: [&str; 3] = [SPEC_HASH, CONFIG_HASH, OWNER];
 
 /// Whether a label or annotation `key` is in k8sworker's domain: its prefix
 /// (before `/`) is `k8sworker.io` or a subdomain of it, in any case.

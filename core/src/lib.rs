@@ -10,6 +10,7 @@
 //! give a [`plan::Plan`]: an ordered list of steps, each bound to the state it
 //! was computed from. [`operation`] ties these together for each operation
 //! (what to observe, what a deploy refuses, what verify reports).
+//! [`owner`] decides which observed objects are a tenant's installation's.
 //! [`policy`] is what an executor lets into its namespace (Pod Security
 //! Standards baseline and k8sworker's own rules); render never breaks it.
 
@@ -23,6 +24,7 @@ pub mod labels;
 pub mod model;
 pub mod names;
 pub mod operation;
+pub mod owner;
 pub mod plan;
 pub mod policy;
 pub mod quantity;

@@ -17,6 +17,7 @@
 use crate::component::{Component, ComponentId, Kind};
 use crate::diff::{self, Drift, Observed, PlanError};
 use crate::model::{ConfigEntry, DataSource, InstallationRequest};
+use crate::owner::Tenant;
 use crate::plan::{Operation, Plan};
 use crate::render::{self, Ancillaries, ClusterContext, RenderError};
 use crate::validate::validate_identity;
@@ -65,6 +66,8 @@ pub fn missing_references(wanted: &[ComponentId], existing: &[ComponentId]) -> V
 pub struct Work {
     /// The operation.
     pub operation: Operation,
+    /// Whom the operation is for; only this tenant's objects are touched.
+    pub tenant: Tenant,
     /// The installation request (for operations other than deploy and verify
     /// only its name, namespace and `replicaCount` matter).
     pub request: InstallationRequest,
@@ -82,15 +85,19 @@ impl Work {
     /// need only a valid identity (the one name rule of
     /// [`crate::validate`], 52-character limit included).
     ///
+    /// Every operation needs the tenant (`cluster.tenant`) it is for.
+    ///
     /// # Errors
-    /// [`RenderError::Invalid`] with every violation, or a render error
-    /// naming an unresolved secret or document.
+    /// [`RenderError::NoTenant`] without a tenant, [`RenderError::Invalid`]
+    /// with every violation, or a render error naming an unresolved secret
+    /// or document.
     pub fn new(
         operation: Operation,
         request: InstallationRequest,
         cluster: &ClusterContext,
         ancillaries: &Ancillaries,
     ) -> Result<Work, RenderError> {
+        let tenant = cluster.tenant.clone().ok_or(RenderError::NoTenant)?;
         let (desired, references) = match operation {
             Operation::Deploy | Operation::Verify => (
                 render::render(&request, cluster, ancillaries)?,
@@ -103,6 +110,7 @@ impl Work {
         };
         Ok(Work {
             operation,
+            tenant,
             request,
             desired,
             references,
@@ -148,6 +156,7 @@ impl Work {
     pub fn plan(&self, observed: &[Observed]) -> Result<Plan, PlanError> {
         diff::diff(
             self.operation,
+            &self.tenant,
             self.name(),
             self.namespace(),
             &self.desired,
@@ -164,7 +173,7 @@ impl Work {
             o.id.kind == Kind::StatefulSet && o.id.name == self.name() && o.replicas == Some(0)
         });
         Verdict {
-            drift: diff::verify(self.name(), &self.desired, observed, stopped),
+            drift: diff::verify(&self.tenant, self.name(), &self.desired, observed, stopped),
             missing_references: missing,
         }
     }

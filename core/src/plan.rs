@@ -12,6 +12,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::component::{ComponentId, Object};
+use crate::owner::Tenant;
 
 /// What to do with an installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +146,10 @@ pub struct Plan {
     pub id: String,
     /// SHA-256 (hex) of the plan's content.
     pub digest: String,
+    /// Whom the plan is for: every object it writes records this tenant as
+    /// its owner, and an executor applies it only for a tenant it allows.
+    /// `None` only in plans of older planners, which executors refuse.
+    pub tenant: Option<Tenant>,
     /// The installation's name.
     pub installation: String,
     /// The installation's Kubernetes namespace.
@@ -160,16 +165,25 @@ pub struct Plan {
 impl Plan {
     /// Builds a plan and computes its digest and id.
     pub fn new(
+        tenant: Option<Tenant>,
         installation: &str,
         namespace: &str,
         operation: Operation,
         steps: Vec<Step>,
         desired_replicas: i32,
     ) -> Plan {
-        let digest = digest(installation, namespace, operation, &steps, desired_replicas);
+        let digest = digest(
+            tenant.as_ref(),
+            installation,
+            namespace,
+            operation,
+            &steps,
+            desired_replicas,
+        );
         Plan {
             id: format!("plan-{}", &digest[..20]),
             digest,
+            tenant,
             installation: installation.to_owned(),
             namespace: namespace.to_owned(),
             operation,
@@ -189,9 +203,11 @@ impl Plan {
     }
 }
 
-/// The digest covers everything an executor acts on: identity, order,
-/// preconditions, the desired objects (through their spec hashes) and replicas.
+/// The digest covers everything an executor acts on: identity (the tenant,
+/// when there is one), order, preconditions, the desired objects (through
+/// their spec hashes) and replicas.
 fn digest(
+    tenant: Option<&Tenant>,
     installation: &str,
     namespace: &str,
     operation: Operation,
@@ -204,6 +220,11 @@ fn digest(
         hasher.update(value.as_bytes());
     };
     field("k8sworker.v1/plan");
+    if let Some(tenant) = tenant {
+        field("tenant");
+        field(&tenant.vantiq_namespace);
+        field(&tenant.cluster);
+    }
     field(installation);
     field(namespace);
     field(operation.as_str());

@@ -51,6 +51,7 @@ use crate::model::{
     Resources, TargetResource,
 };
 use crate::names;
+use crate::owner::{OwnerRecord, Tenant};
 use crate::validate::{MAX_OBJECT_DATA, ValidationErrors, normalize_path, validate};
 
 /// The cluster an installation is rendered for.
@@ -60,6 +61,10 @@ pub struct ClusterContext {
     pub cluster_name: String,
     /// Ingress host for inbound ports without `host`; no host rule when empty.
     pub ingress_default_node: String,
+    /// Whom the installation is rendered for: every object then carries its
+    /// owner record ([`labels::OWNER`]). `None` renders no record (a preview);
+    /// no plan is made without a tenant.
+    pub tenant: Option<Tenant>,
 }
 
 /// Content the control plane resolved for a request. Its values are secret:
@@ -132,6 +137,12 @@ pub enum RenderError {
     /// The cluster's `ingressDefaultNode` is not a DNS-1123 subdomain.
     #[error("the cluster's ingressDefaultNode `{0}` is not a valid host name")]
     IngressDefaultNode(String),
+    /// An operation was asked for without a tenant (Vantiq namespace and
+    /// cluster): no object could record its owner, none could be found ours.
+    #[error(
+        "the request names no tenant (Vantiq namespace and cluster); k8sworker plans only for a tenant: upgrade the gateway"
+    )]
+    NoTenant,
 }
 
 /// The desired objects of `request`, in dependency order: ConfigMaps and
@@ -155,11 +166,12 @@ pub fn render(
             cluster.ingress_default_node.clone(),
         ));
     }
-    Renderer::new(request).render(cluster, ancillaries)
+    Renderer::new(request, cluster.tenant.as_ref()).render(cluster, ancillaries)
 }
 
 struct Renderer<'a> {
     request: &'a InstallationRequest,
+    tenant: Option<&'a Tenant>,
     name: &'a str,
     namespace: &'a str,
 }
@@ -177,9 +189,10 @@ struct PathGroup<'a> {
 }
 
 impl<'a> Renderer<'a> {
-    fn new(request: &'a InstallationRequest) -> Self {
+    fn new(request: &'a InstallationRequest, tenant: Option<&'a Tenant>) -> Self {
         Self {
             request,
+            tenant,
             name: &request.name,
             namespace: &request.k8s_namespace,
         }
@@ -329,8 +342,17 @@ impl<'a> Renderer<'a> {
         Ok(components)
     }
 
-    /// Stamps the spec hash: SHA-256 of the object as rendered so far.
+    /// Stamps the owner record (when rendering for a tenant), then the spec
+    /// hash: SHA-256 of the object as rendered so far, the record included.
     fn finish(&self, mut object: Object) -> Component {
+        if let Some(tenant) = self.tenant {
+            let record = OwnerRecord::new(tenant, self.name, object.id());
+            object
+                .metadata_mut()
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(labels::OWNER.to_owned(), record.to_string());
+        }
         // sha2's hasher is an `io::Write`: the JSON goes straight into it.
         let mut hasher = Sha256::new();
         object.write_json(&mut hasher);

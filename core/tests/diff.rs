@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8sworker_core::component::{Component, ComponentId, Kind, Object};
 use k8sworker_core::diff::{DriftKind, Observed, PlanError, diff, verify};
 use k8sworker_core::labels;
+use k8sworker_core::owner::{OwnerRecord, Ownership, Tenant, ownership};
 use k8sworker_core::plan::{Action, Operation, Plan, Precondition};
 use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
@@ -30,6 +31,12 @@ impl Cluster {
     }
 
     fn put_foreign(&mut self, kind: Kind, name: &str, owner: Option<&str>) {
+        self.put(kind, name, owner, None);
+    }
+
+    /// An object with `owner`'s labels (when some) and the owner record
+    /// `record` (when some).
+    fn put(&mut self, kind: Kind, name: &str, owner: Option<&str>, record: Option<String>) {
         let rv = self.bump();
         let id = ComponentId::new(kind, name);
         self.objects.insert(
@@ -40,6 +47,7 @@ impl Cluster {
                 resource_version: rv,
                 spec_hash: Some("foreign".into()),
                 owner: owner.map(str::to_owned),
+                owner_record: record,
                 replicas: (kind == Kind::StatefulSet).then_some(1),
                 ready_replicas: None,
                 foreign_managers: Vec::new(),
@@ -100,6 +108,11 @@ impl Cluster {
                                 .and_then(|a| a.get(labels::SPEC_HASH))
                                 .cloned(),
                             owner,
+                            owner_record: meta
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(labels::OWNER))
+                                .cloned(),
                             replicas,
                             ready_replicas: None,
                             foreign_managers: Vec::new(),
@@ -125,6 +138,7 @@ fn mk_desired(data: &Value) -> (Vec<Component>, i32) {
     let cluster = ClusterContext {
         cluster_name: "c".into(),
         ingress_default_node: "node".into(),
+        tenant: Some(tenant()),
     };
     (
         render(&request, &cluster, &Ancillaries::default()).unwrap(),
@@ -132,9 +146,21 @@ fn mk_desired(data: &Value) -> (Vec<Component>, i32) {
     )
 }
 
+fn tenant() -> Tenant {
+    Tenant::new("vantiq-ns", "c").unwrap()
+}
+
 fn plan(op: Operation, data: &Value, cluster: &Cluster) -> Result<Plan, PlanError> {
     let (desired, replicas) = mk_desired(data);
-    diff(op, "app", "ns", &desired, &cluster.observed(), replicas)
+    diff(
+        op,
+        &tenant(),
+        "app",
+        "ns",
+        &desired,
+        &cluster.observed(),
+        replicas,
+    )
 }
 
 fn arb_request() -> impl Strategy<Value = Value> {
@@ -169,10 +195,15 @@ fn arb_request() -> impl Strategy<Value = Value> {
         })
 }
 
-/// Objects that exist before: ours (possibly stale), another installation's,
-/// and unlabelled ones — at names the request may or may not want.
+/// Objects that exist before: ours (possibly stale), from before owner
+/// records, another tenant's or installation's, copies, and unlabelled ones —
+/// at names the request may or may not want.
 fn arb_cluster() -> impl Strategy<Value = Vec<(usize, usize, u8)>> {
-    proptest::collection::vec((0..5usize, 0..6usize, 0..3u8), 0..6)
+    proptest::collection::vec((0..5usize, 0..6usize, 0..7u8), 0..6)
+}
+
+fn record(tenant: &Tenant, installation: &str, kind: Kind, name: &str) -> Option<String> {
+    Some(OwnerRecord::new(tenant, installation, ComponentId::new(kind, name)).to_string())
 }
 
 const CANDIDATE_NAMES: [&str; 6] = [
@@ -186,13 +217,19 @@ const CANDIDATE_NAMES: [&str; 6] = [
 
 fn mk_cluster(seed: &[(usize, usize, u8)]) -> Cluster {
     let mut cluster = Cluster::default();
+    let other_tenant = Tenant::new("someone-else", "c").unwrap();
     for &(kind, name, owner) in seed {
-        let owner = match owner {
-            0 => Some("app"),
-            1 => Some("other"),
-            _ => None,
+        let (kind, name) = (Kind::ALL[kind], CANDIDATE_NAMES[name]);
+        let (owner, record) = match owner {
+            0 => (Some("app"), record(&tenant(), "app", kind, name)),
+            1 => (Some("app"), None),
+            2 => (Some("other"), None),
+            3 => (None, None),
+            4 => (Some("app"), record(&other_tenant, "app", kind, name)),
+            5 => (Some("app"), record(&tenant(), "app", kind, "copied-from")),
+            _ => (Some("app"), record(&tenant(), "other", kind, name)),
         };
-        cluster.put_foreign(Kind::ALL[kind], CANDIDATE_NAMES[name], owner);
+        cluster.put(kind, name, owner, record);
     }
     cluster
 }
@@ -207,22 +244,31 @@ proptest! {
         let before = cluster.clone();
         match plan(op, &data, &cluster) {
             Ok(first) => {
-                // Never touch what is not ours.
+                // Never touch what is not ours; adopt only from before owner
+                // records, by a deploy's update.
                 for step in &first.steps {
                     if step.action != Action::Create {
                         let target = &before.objects[&step.component];
-                        prop_assert_eq!(target.owner.as_deref(), Some("app"), "{:?} on {:?}", step.action, target);
+                        match ownership(target, &tenant(), "app") {
+                            Ownership::Ours => {}
+                            Ownership::Legacy => prop_assert!(
+                                op == Operation::Deploy && step.action == Action::Update,
+                                "{:?} on {:?}", step.action, target
+                            ),
+                            other => prop_assert!(false, "{:?} on {:?} ({:?})", step.action, target, other),
+                        }
                     }
                 }
+                let touched: Vec<&ComponentId> = first.steps.iter().filter(|s| s.action.writes()).map(|s| &s.component).collect();
                 cluster.apply(&first);
                 let second = plan(op, &data, &cluster).expect("re-plan");
                 prop_assert!(second.is_noop(), "second plan still writes: {:#?}", second.steps);
                 if op == Operation::Deploy {
-                    prop_assert!(verify("app", &mk_desired(&data).0, &cluster.observed(), false).is_empty());
+                    prop_assert!(verify(&tenant(), "app", &mk_desired(&data).0, &cluster.observed(), false).is_empty());
                 }
-                // Objects that were not ours are exactly as they were.
+                // Objects no step wrote to are exactly as they were.
                 for (id, object) in &before.objects {
-                    if object.owner.as_deref() != Some("app") {
+                    if !touched.contains(&id) {
                         prop_assert_eq!(cluster.objects.get(id), Some(object));
                     }
                 }
@@ -230,7 +276,7 @@ proptest! {
             Err(PlanError::NotOwned(unowned)) => {
                 for u in unowned {
                     let object = &before.objects[&u.id];
-                    prop_assert_ne!(object.owner.as_deref(), Some("app"));
+                    prop_assert_ne!(ownership(object, &tenant(), "app"), Ownership::Ours);
                 }
             }
             Err(PlanError::NotFound { .. }) => {
@@ -339,7 +385,16 @@ fn shutdown_and_restart_only_scale() {
     assert_eq!(down.steps[0].replicas, Some(0));
     cluster.apply(&down);
     // A stopped installation is not drift; a redeploy brings it back up.
-    assert!(verify("app", &mk_desired(&simple()).0, &cluster.observed(), true).is_empty());
+    assert!(
+        verify(
+            &tenant(),
+            "app",
+            &mk_desired(&simple()).0,
+            &cluster.observed(),
+            true
+        )
+        .is_empty()
+    );
     let redeploy = plan(Operation::Deploy, &simple(), &cluster).unwrap();
     assert_eq!(
         redeploy.writes().map(|s| s.action).collect::<Vec<_>>(),
@@ -383,7 +438,13 @@ fn an_unowned_object_in_the_way_fails_the_plan_naming_it() {
             .contains("ConfigMap/vantiq-app-configmap-0 (not created by k8sworker)"),
         "{error}"
     );
-    let drift = verify("app", &mk_desired(&simple()).0, &cluster.observed(), false);
+    let drift = verify(
+        &tenant(),
+        "app",
+        &mk_desired(&simple()).0,
+        &cluster.observed(),
+        false,
+    );
     assert_eq!(drift[0].kind, DriftKind::Unowned);
 }
 
@@ -394,11 +455,21 @@ fn only_undeploy_may_delete_everything() {
     // not desired: an impossible render, built by hand.
     let mut cluster = Cluster::default();
     cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
-    let error = diff(Operation::Deploy, "app", "ns", &[], &cluster.observed(), 1).unwrap_err();
+    let error = diff(
+        Operation::Deploy,
+        &tenant(),
+        "app",
+        "ns",
+        &[],
+        &cluster.observed(),
+        1,
+    )
+    .unwrap_err();
     assert_eq!(error, PlanError::DeleteAllRefused("app".into()));
     assert!(
         diff(
             Operation::Undeploy,
+            &tenant(),
             "app",
             "ns",
             &[],
@@ -421,7 +492,13 @@ fn verify_names_missing_and_altered_components() {
         .get_mut(&ComponentId::new(Kind::Service, "vantiq-app-service-0"))
         .unwrap()
         .foreign_managers = vec!["kubectl-edit".into()];
-    let drift = verify("app", &mk_desired(&simple()).0, &cluster.observed(), false);
+    let drift = verify(
+        &tenant(),
+        "app",
+        &mk_desired(&simple()).0,
+        &cluster.observed(),
+        false,
+    );
     let described: Vec<String> = drift.iter().map(|d| d.message.clone()).collect();
     assert_eq!(
         described,
@@ -441,4 +518,199 @@ fn shutdown_of_a_missing_installation_says_so() {
             .contains("has no StatefulSet in namespace `ns`"),
         "{error}"
     );
+}
+
+/// Tenant `b`'s installation `app`, deployed in the same namespace.
+fn deployed_by_b() -> Cluster {
+    let mut cluster = Cluster::default();
+    let (desired, replicas) = mk_desired(&simple());
+    let b = Tenant::new("b", "c").unwrap();
+    let desired: Vec<Component> = desired
+        .into_iter()
+        .map(|mut component| {
+            let record = OwnerRecord::new(&b, "app", component.id()).to_string();
+            component
+                .object
+                .metadata_mut()
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(labels::OWNER.into(), record);
+            component
+        })
+        .collect();
+    let plan = diff(Operation::Deploy, &b, "app", "ns", &desired, &[], replicas).unwrap();
+    cluster.apply(&plan);
+    cluster
+}
+
+#[test]
+fn another_tenants_installation_is_never_changed_or_deleted() {
+    let cluster = deployed_by_b();
+    assert_eq!(cluster.objects.len(), 5);
+    for op in [
+        Operation::Deploy,
+        Operation::Undeploy,
+        Operation::Shutdown,
+        Operation::Restart,
+    ] {
+        let error = plan(op, &simple(), &cluster).unwrap_err();
+        let PlanError::NotOwned(unowned) = &error else {
+            panic!("{op}: {error}");
+        };
+        let expected = if op == Operation::Deploy || op == Operation::Undeploy {
+            5
+        } else {
+            1
+        };
+        assert_eq!(unowned.len(), expected, "{op}: {error}");
+        assert!(
+            error
+                .to_string()
+                .contains("StatefulSet/app (owned by tenant `b/c`, installation `app`)"),
+            "{op}: {error}"
+        );
+    }
+    let drift = verify(
+        &tenant(),
+        "app",
+        &mk_desired(&simple()).0,
+        &cluster.observed(),
+        false,
+    );
+    assert!(
+        drift.iter().all(|d| d.kind == DriftKind::Unowned),
+        "{drift:?}"
+    );
+}
+
+#[test]
+fn a_referenced_object_with_copied_labels_or_record_survives_a_deploy() {
+    let web = |extra: Value| {
+        let mut config = vec![
+            json!({"type": "image", "name": "nginx"}),
+            json!({"type": "file", "path": "/gen", "filename": "x", "content": "1"}),
+            json!({"type": "file", "path": "/shared", "filename": "y", "name": "web-shared", "key": "y"}),
+        ];
+        config.extend(extra.as_array().cloned().unwrap_or_default());
+        json!({"name": "app", "k8sNamespace": "ns", "config": config})
+    };
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &web(json!([])), &cluster).unwrap());
+    // Someone creates `web-shared` by copying a generated ConfigMap's labels
+    // (and its owner record, which names the generated ConfigMap).
+    let generated = cluster.objects[&ComponentId::new(Kind::ConfigMap, "vantiq-app-configmap-0")]
+        .owner_record
+        .clone();
+    assert!(generated.is_some());
+    cluster.put(Kind::ConfigMap, "web-shared", Some("app"), generated);
+    cluster.put(Kind::Secret, "labels-only", Some("app"), None);
+    let before = cluster.clone();
+    for data in [
+        web(json!([])),
+        web(json!([{"type": "label", "name": "tier", "value": "x"}])),
+    ] {
+        let plan = plan(Operation::Deploy, &data, &before).unwrap();
+        for step in &plan.steps {
+            assert!(
+                step.component.name != "web-shared" && step.component.name != "labels-only",
+                "{step:?}"
+            );
+        }
+    }
+    // Undeploy deletes what is ours, and leaves the copy alone; labels alone
+    // from before owner records stop it, naming them.
+    let error = plan(Operation::Undeploy, &web(json!([])), &before).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("Secret/labels-only (this installation's labels from before owner records"),
+        "{error}"
+    );
+    let mut cluster = before.clone();
+    cluster
+        .objects
+        .remove(&ComponentId::new(Kind::Secret, "labels-only"));
+    let undeploy = plan(Operation::Undeploy, &web(json!([])), &cluster).unwrap();
+    assert!(
+        undeploy
+            .steps
+            .iter()
+            .all(|s| s.component.name != "web-shared")
+    );
+    cluster.apply(&undeploy);
+    assert_eq!(
+        cluster.objects.keys().collect::<Vec<_>>(),
+        [&ComponentId::new(Kind::ConfigMap, "web-shared")]
+    );
+}
+
+#[test]
+fn objects_from_before_owner_records_are_adopted_at_generated_names_only() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    // What the release before owner records left: the two labels, no record.
+    for object in cluster.objects.values_mut() {
+        object.owner_record = None;
+    }
+    cluster.put(Kind::ConfigMap, "vantiq-app-configmap-9", Some("app"), None);
+    for op in [Operation::Undeploy, Operation::Shutdown] {
+        assert!(
+            matches!(plan(op, &simple(), &cluster), Err(PlanError::NotOwned(_))),
+            "{op}"
+        );
+    }
+    let adopt = plan(Operation::Deploy, &simple(), &cluster).unwrap();
+    assert_eq!(
+        actions(&adopt),
+        [
+            "update ConfigMap/vantiq-app-configmap-0",
+            "update Service/app",
+            "update StatefulSet/app",
+            "update Service/vantiq-app-service-0",
+            "update Ingress/vantiq-app-ingress-0",
+        ]
+    );
+    assert!(adopt.steps.iter().all(|s| s.reason.starts_with("adopted")));
+    cluster.apply(&adopt);
+    let ours = ComponentId::new(Kind::StatefulSet, "app");
+    assert!(cluster.objects[&ours].owner_record.is_some());
+    assert!(
+        plan(Operation::Deploy, &simple(), &cluster)
+            .unwrap()
+            .is_noop()
+    );
+    // Not at a generated name: neither adopted nor deleted.
+    let stray = ComponentId::new(Kind::ConfigMap, "vantiq-app-configmap-9");
+    assert_eq!(cluster.objects[&stray].owner_record, None);
+    let error = plan(Operation::Undeploy, &simple(), &cluster).unwrap_err();
+    assert!(error.to_string().contains(&stray.to_string()), "{error}");
+}
+
+#[test]
+fn the_plan_carries_its_tenant_and_its_id_depends_on_it() {
+    let (desired, replicas) = mk_desired(&simple());
+    let a = diff(
+        Operation::Deploy,
+        &tenant(),
+        "app",
+        "ns",
+        &desired,
+        &[],
+        replicas,
+    )
+    .unwrap();
+    let other = Tenant::new("b", "c").unwrap();
+    let b = diff(
+        Operation::Deploy,
+        &other,
+        "app",
+        "ns",
+        &desired,
+        &[],
+        replicas,
+    )
+    .unwrap();
+    assert_eq!(a.tenant, Some(tenant()));
+    assert_eq!(b.tenant, Some(other));
+    assert_ne!(a.id, b.id);
 }

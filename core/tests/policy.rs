@@ -6,6 +6,7 @@ use std::path::Path;
 
 use k8sworker_core::component::{Kind, Object};
 use k8sworker_core::labels;
+use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_core::policy::{Control, Policy, Violation, decode};
 use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
@@ -726,6 +727,8 @@ fn render_never_breaks_the_policy() {
     let cluster = ClusterContext {
         cluster_name: "prod".into(),
         ingress_default_node: "vantiq-prod-node".into(),
+        // Every object carries its owner record, which the policy allows.
+        tenant: Some(Tenant::new("acme", "prod").unwrap()),
     };
     let mut ancillaries = Ancillaries::default();
     ancillaries
@@ -755,6 +758,16 @@ fn render_never_breaks_the_policy() {
             .check_all(&objects)
             .unwrap_or_else(|violations| panic!("{}: {violations}", request.name));
         for object in &objects {
+            let record = object
+                .metadata()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::OWNER))
+                .expect("an owner record");
+            let record = OwnerRecord::parse(record).unwrap();
+            assert_eq!(record.object, object.id());
+            assert_eq!(record.installation, request.name);
+            assert_eq!(record.tenant, cluster.tenant.clone().unwrap());
             // What the planner sends decodes losslessly on the executor's side.
             assert_eq!(&decode(object.kind(), &object.to_json()).unwrap(), object);
         }

@@ -17,6 +17,7 @@ fn mk_cluster() -> ClusterContext {
     ClusterContext {
         cluster_name: "prod".into(),
         ingress_default_node: "vantiq-prod-node".into(),
+        tenant: None,
     }
 }
 
@@ -541,9 +542,54 @@ fn the_ingress_default_node_is_checked() {
     let cluster = ClusterContext {
         cluster_name: "c".into(),
         ingress_default_node: "Not A Host".into(),
+        tenant: None,
     };
     assert!(matches!(
         render(&request, &cluster, &Ancillaries::default()),
         Err(RenderError::IngressDefaultNode(_))
     ));
+}
+
+/// Upgrading to owner records: every object renders its record, so every
+/// spec hash changes, and with generated files the pod template's config
+/// hash too (the pods roll once); without any, the pod template stays.
+#[test]
+fn the_owner_record_changes_every_spec_hash_and_the_config_hash_once() {
+    let tenant = k8sworker_core::owner::Tenant::new("acme", "prod").unwrap();
+    let with_tenant = ClusterContext {
+        tenant: Some(tenant),
+        ..mk_cluster()
+    };
+    let pod_template = |components: &[Component]| {
+        components
+            .iter()
+            .find_map(|c| match &c.object {
+                Object::StatefulSet(sts) => Some(sts.spec.as_ref().unwrap().template.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    for (data, rolls) in [
+        (
+            with_image(vec![
+                json!({"type": "file", "path": "/a", "filename": "x", "content": "1"}),
+            ]),
+            true,
+        ),
+        (with_image(vec![]), false),
+    ] {
+        let request = parse_and_validate(&data).unwrap();
+        let before = render(&request, &mk_cluster(), &Ancillaries::default()).unwrap();
+        let after = render(&request, &with_tenant, &Ancillaries::default()).unwrap();
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_ne!(b.spec_hash, a.spec_hash, "{}", a.id());
+            let record = &a.object.metadata().annotations.as_ref().unwrap()[labels::OWNER];
+            assert_eq!(
+                record,
+                &format!("acme/prod/{}/{}/{}", request.name, a.id().kind, a.id().name)
+            );
+        }
+        assert_eq!(pod_template(&before) != pod_template(&after), rolls);
+    }
 }

@@ -77,6 +77,21 @@ pub enum Error {
     )]
     Forbidden(Vec<Problem>),
 
+    /// The plan's tenant is not one the operator allows in this namespace
+    /// (`--allowed-tenant`), or the plan names none. Refused before any API
+    /// call.
+    #[error(
+        "plan of {tenant} refused: the executor of namespace {namespace:?} allows {allowed}; nothing read or written"
+    )]
+    TenantNotAllowed {
+        /// The plan's tenant, `<vantiq-namespace>/<cluster>`, or `no tenant`.
+        tenant: String,
+        /// The namespace this executor serves.
+        namespace: String,
+        /// The allowed tenants, for a person (`no tenant` when none is).
+        allowed: String,
+    },
+
     /// The health wait saw pods fail in a way waiting will not fix.
     #[error("installation {installation:?} is unhealthy: {summary}")]
     Unhealthy {
@@ -149,6 +164,7 @@ impl Error {
             Error::Stale(_) => ErrorCode::StalePlan,
             Error::NotOwned(_) => ErrorCode::NotOwned,
             Error::Forbidden(_) => ErrorCode::PolicyViolation,
+            Error::TenantNotAllowed { .. } => ErrorCode::TenantNotAllowed,
             Error::Unhealthy { .. } => ErrorCode::Unhealthy,
             Error::Timeout { .. } => ErrorCode::Timeout,
             Error::ShuttingDown => ErrorCode::Internal,
@@ -182,7 +198,9 @@ impl Error {
 
     fn grpc_code(&self) -> tonic::Code {
         match self {
-            Error::WrongNamespace { .. } | Error::Forbidden(_) => tonic::Code::PermissionDenied,
+            Error::WrongNamespace { .. } | Error::Forbidden(_) | Error::TenantNotAllowed { .. } => {
+                tonic::Code::PermissionDenied
+            }
             Error::Invalid { .. } | Error::PlanIdReused { .. } => tonic::Code::InvalidArgument,
             Error::Stale(_) | Error::NotOwned(_) | Error::Unhealthy { .. } => {
                 tonic::Code::FailedPrecondition

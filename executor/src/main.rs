@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use k8sworker_core::owner::Tenant;
 use k8sworker_executor::{ExecutorConfig, ExecutorService, POD_NAMESPACE_FILE, client::RateLimits};
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,19 @@ struct ServeArgs {
     )]
     deny_service_accounts: Vec<String>,
 
+    /// A tenant whose plans this executor applies, `<vantiq-namespace>/<cluster>`
+    /// (repeatable; the env variable takes a comma-separated list). A plan
+    /// of any other tenant, or of none, is refused with PERMISSION_DENIED
+    /// before any API call; with no tenant allowed, every plan is.
+    #[arg(
+        long = "allowed-tenant",
+        env = "K8SWORKER_EXECUTOR_ALLOWED_TENANTS",
+        value_name = "VANTIQ_NAMESPACE/CLUSTER",
+        value_delimiter = ',',
+        value_parser = Tenant::parse
+    )]
+    allowed_tenants: Vec<Tenant>,
+
     /// How long running plans may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "K8SWORKER_EXECUTOR_SHUTDOWN_GRACE", default_value_t = 60)]
     shutdown_grace: u64,
@@ -110,6 +124,17 @@ async fn main() -> anyhow::Result<()> {
     config.policy = config
         .policy
         .deny_service_accounts(args.deny_service_accounts);
+    config.allowed_tenants = args.allowed_tenants.into_iter().collect();
+    if config.allowed_tenants.is_empty() {
+        tracing::warn!(
+            "no --allowed-tenant: every plan is refused; set the tenants allowed in this namespace"
+        );
+    }
+    let allowed_tenants: Vec<String> = config
+        .allowed_tenants
+        .iter()
+        .map(ToString::to_string)
+        .collect();
 
     let kube_config = kube::Config::infer()
         .await
@@ -129,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         address = %args.listen,
         %namespace,
         ?denied_service_accounts,
+        ?allowed_tenants,
         "executor serving"
     );
 

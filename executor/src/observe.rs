@@ -170,6 +170,11 @@ fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
             .cloned()
             .unwrap_or_default(),
         owner: owner(&labels).unwrap_or_default().to_string(),
+        owner_record: metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::OWNER))
+            .cloned(),
         replicas: None,
         ready_replicas: None,
         foreign_managers: foreign_managers(metadata),

@@ -2,18 +2,23 @@
 //!
 //! [`validate`] turns the wire [`Plan`] into [`CheckedStep`]s or refuses it:
 //! wrong namespace first (so a foreign plan costs no API call at all), then
-//! every step's kind, identity, precondition and object. The objects a plan
-//! writes must carry the installation's ownership labels, so the executor
-//! never creates something it would later refuse to update or delete, and
+//! every step's kind, identity, precondition and object. ([`admit`], called
+//! before it, refuses a plan of a tenant the operator does not allow.) The
+//! objects a plan writes must carry the installation's ownership labels and
+//! the owner record naming the plan's tenant, installation and the object
+//! itself, so the executor never creates something it would later refuse to
+//! update or delete, nor something another tenant could claim, and
 //! must pass the executor's [`Policy`] (the core's: Pod Security Standards
 //! baseline, no system service account, no externalIPs, reserved keys, …),
 //! so that a compromised planner or network path cannot escalate: every
 //! violation of every object is named, and nothing is sent to Kubernetes.
 //! Pure: no I/O, unit-tested with tiny `mk_*` builders.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
+use k8sworker_core::component::ComponentId;
 use k8sworker_core::labels;
+use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_core::policy::{self, Policy};
 use k8sworker_proto::v1::{Action, ComponentRef, Plan, Step, precondition};
 use serde_json::Value;
@@ -80,6 +85,7 @@ pub fn validate(
     if plan.installation.is_empty() {
         return Err(Error::invalid("plan has no installation name"));
     }
+    let tenant = plan_tenant(plan).ok_or_else(|| Error::invalid("plan has no valid tenant"))?;
     if plan.desired_replicas < 0 {
         return Err(Error::invalid(format!(
             "desired_replicas is {}, must be 0 or more",
@@ -90,7 +96,7 @@ pub fn validate(
     let mut checked = Vec::with_capacity(plan.steps.len());
     let mut forbidden = Vec::new();
     for (index, step) in plan.steps.iter().enumerate() {
-        let step = validate_step(plan, index as u32, step)?;
+        let step = validate_step(plan, &tenant, index as u32, step)?;
         if let Some(object) = &step.object {
             forbidden.extend(violations(policy, &step, object));
         }
@@ -140,7 +146,45 @@ fn violations(policy: &Policy, step: &CheckedStep, object: &Value) -> Vec<Proble
         .collect()
 }
 
-fn validate_step(plan: &Plan, index: u32, step: &Step) -> Result<CheckedStep, Error> {
+/// The plan's tenant, when it names a valid one.
+pub fn plan_tenant(plan: &Plan) -> Option<Tenant> {
+    let tenant = plan.tenant.as_ref()?;
+    Tenant::new(tenant.vantiq_namespace.clone(), tenant.cluster.clone()).ok()
+}
+
+/// Admits the plan's tenant: it must be one of `allowed` (the operator's
+/// `--allowed-tenant` list; none configured admits no plan at all).
+///
+/// # Errors
+/// [`Error::TenantNotAllowed`], before any API call.
+pub fn admit(plan: &Plan, namespace: &str, allowed: &BTreeSet<Tenant>) -> Result<Tenant, Error> {
+    match plan_tenant(plan) {
+        Some(tenant) if allowed.contains(&tenant) => Ok(tenant),
+        other => Err(Error::TenantNotAllowed {
+            tenant: other.map_or_else(
+                || "no tenant".to_owned(),
+                |tenant| format!("tenant {:?}", tenant.to_string()),
+            ),
+            namespace: namespace.to_owned(),
+            allowed: if allowed.is_empty() {
+                "no tenant (set --allowed-tenant)".to_owned()
+            } else {
+                allowed
+                    .iter()
+                    .map(|t| format!("{:?}", t.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+    }
+}
+
+fn validate_step(
+    plan: &Plan,
+    tenant: &Tenant,
+    index: u32,
+    step: &Step,
+) -> Result<CheckedStep, Error> {
     let Some(component) = step.component.clone() else {
         return Err(Error::invalid(format!("step {index} has no component")));
     };
@@ -209,6 +253,8 @@ fn validate_step(plan: &Plan, index: u32, step: &Step) -> Result<CheckedStep, Er
     let object = match action {
         Action::Create | Action::Update => Some(checked_object(
             plan,
+            tenant,
+            kind,
             &component,
             &step.object_json,
             &expectation,
@@ -265,6 +311,8 @@ fn expectation(step: &Step) -> Expectation {
 /// (Secret data included) never appears in an error message.
 fn checked_object(
     plan: &Plan,
+    tenant: &Tenant,
+    kind: Kind,
     component: &ComponentRef,
     json: &[u8],
     expectation: &Expectation,
@@ -347,6 +395,25 @@ fn checked_object(
             ),
         ));
     }
+    let record = OwnerRecord::new(
+        tenant,
+        &plan.installation,
+        ComponentId::new(kind, component.name.clone()),
+    )
+    .to_string();
+    let found = metadata
+        .get("annotations")
+        .and_then(|annotations| annotations.get(labels::OWNER))
+        .and_then(Value::as_str);
+    if found != Some(record.as_str()) {
+        return Err(Error::invalid_component(
+            component,
+            format!(
+                "object must carry the annotation {}={record} (its owner: the plan's tenant and installation, and the object itself)",
+                labels::OWNER
+            ),
+        ));
+    }
     metadata.insert(
         "namespace".into(),
         Value::String(component.namespace.clone()),
@@ -417,7 +484,24 @@ pub(crate) mod tests {
         })
     }
 
+    /// The tests' tenant.
+    pub(crate) fn mk_tenant() -> Tenant {
+        Tenant::new("acme", "c1").unwrap()
+    }
+
+    /// A CREATE of `object`; an object with an installation label gets the
+    /// owner record of [`mk_tenant`] and that installation, as render writes.
     pub(crate) fn mk_create(object: &Value) -> Step {
+        let mut object = object.clone();
+        if let (Some(installation), Some(kind)) = (
+            object["metadata"]["labels"][labels::INSTALLATION].as_str(),
+            object["kind"].as_str().and_then(Kind::parse),
+        ) {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let record = OwnerRecord::new(&mk_tenant(), installation, ComponentId::new(kind, name));
+            object["metadata"]["annotations"][labels::OWNER] = json!(record.to_string());
+        }
+        let object = &object;
         let component = mk_ref(
             object["apiVersion"].as_str().unwrap(),
             object["kind"].as_str().unwrap(),
@@ -461,6 +545,10 @@ pub(crate) mod tests {
             operation: 0,
             steps,
             desired_replicas: 1,
+            tenant: Some(k8sworker_proto::v1::Tenant {
+                vantiq_namespace: "acme".into(),
+                cluster: "c1".into(),
+            }),
         }
     }
 
@@ -799,5 +887,69 @@ pub(crate) mod tests {
         };
         let steps = validate(&mk_plan(vec![noop]), "ns-a", &Policy::default()).unwrap();
         assert_eq!(steps[0].expectation, Expectation::Unchecked);
+    }
+
+    #[test]
+    fn only_an_allowed_tenant_is_admitted() {
+        let plan = mk_plan(vec![mk_create(&mk_config_map("c", "inst"))]);
+        let allowed: BTreeSet<Tenant> = [mk_tenant()].into();
+        assert_eq!(admit(&plan, "ns-a", &allowed).unwrap(), mk_tenant());
+        let refused = |plan: &Plan, allowed: &BTreeSet<Tenant>| match admit(plan, "ns-a", allowed) {
+            Err(error @ Error::TenantNotAllowed { .. }) => error.to_string(),
+            other => panic!("expected TenantNotAllowed, got {other:?}"),
+        };
+        let message = refused(&plan, &BTreeSet::new());
+        assert!(message.contains("allows no tenant"), "{message}");
+        let other: BTreeSet<Tenant> = [Tenant::new("other", "c1").unwrap()].into();
+        let message = refused(&plan, &other);
+        assert!(message.contains("plan of tenant \"acme/c1\""), "{message}");
+        let mut none = plan.clone();
+        none.tenant = None;
+        assert!(refused(&none, &allowed).contains("plan of no tenant"));
+        let mut bad = plan;
+        bad.tenant = Some(k8sworker_proto::v1::Tenant {
+            vantiq_namespace: "acme/c1".into(),
+            cluster: String::new(),
+        });
+        refused(&bad, &allowed);
+        let status = tonic::Status::from(Error::TenantNotAllowed {
+            tenant: "x".into(),
+            namespace: "ns-a".into(),
+            allowed: "y".into(),
+        });
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn every_written_object_records_the_plans_tenant_and_itself() {
+        let good = mk_create(&mk_config_map("c", "inst"));
+        validate(&mk_plan(vec![good.clone()]), "ns-a", &Policy::default()).unwrap();
+        let with_record = |record: &str| {
+            let mut object: Value = serde_json::from_slice(&good.object_json).unwrap();
+            object["metadata"]["annotations"][labels::OWNER] = json!(record);
+            Step {
+                object_json: serde_json::to_vec(&object).unwrap(),
+                ..good.clone()
+            }
+        };
+        for record in [
+            "other/c1/inst/ConfigMap/c",
+            "acme/c1/inst/ConfigMap/elsewhere",
+            "acme/c1/inst/Secret/c",
+            "acme/c1/other/ConfigMap/c",
+            "",
+        ] {
+            let message = invalid_message(validate(
+                &mk_plan(vec![with_record(record)]),
+                "ns-a",
+                &Policy::default(),
+            ));
+            assert!(message.contains("acme/c1/inst/ConfigMap/c"), "{message}");
+        }
+        let mut no_tenant = mk_plan(vec![good]);
+        no_tenant.tenant = None;
+        assert!(
+            invalid_message(validate(&no_tenant, "ns-a", &Policy::default())).contains("tenant")
+        );
     }
 }

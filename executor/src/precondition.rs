@@ -4,8 +4,11 @@
 //! (metadata only, so a Secret's data never leaves the API server) and
 //! compared with the step's [`Expectation`]: must-not-exist, or exactly the
 //! observed uid and resourceVersion. One stale step refuses the whole plan.
-//! An existing object without this installation's ownership labels is
-//! reported as not owned, never touched. The writes that follow repeat the
+//! An existing object whose owner record (`k8sworker.io/owner`) does not
+//! name the plan's tenant, installation and the object itself is reported
+//! as not owned, never touched; the one exception is an object from before
+//! owner records (this installation's two labels, no record), which a
+//! create or update may meet (the update adopts it by writing the record). The writes that follow repeat the
 //! check atomically on the server (resourceVersion in the applied object,
 //! delete preconditions), so the read here is what makes a refused plan cost
 //! nothing, and the server-side check is what makes a race harmless.
@@ -13,7 +16,9 @@
 use std::collections::BTreeMap;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use k8sworker_core::component::ComponentId;
 use k8sworker_core::labels;
+use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_proto::v1::Action;
 use kube::{
     Api, Client,
@@ -34,8 +39,11 @@ pub struct Found {
     pub uid: String,
     /// `metadata.resourceVersion`.
     pub resource_version: String,
-    /// `metadata.labels`; ownership is read from them.
+    /// `metadata.labels`; the installation of an object from before owner
+    /// records is read from them.
     pub labels: BTreeMap<String, String>,
+    /// The owner annotation, when present.
+    pub owner_record: Option<String>,
     /// It has a deletion timestamp: it is on its way out.
     pub deleting: bool,
 }
@@ -46,6 +54,12 @@ impl Found {
             uid: meta.metadata.uid.clone().unwrap_or_default(),
             resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
             labels: meta.metadata.labels.clone().unwrap_or_default(),
+            owner_record: meta
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::OWNER))
+                .cloned(),
             deleting: meta.metadata.deletion_timestamp.is_some(),
         }
     }
@@ -68,20 +82,53 @@ pub fn owner(labels: &BTreeMap<String, String>) -> Option<&str> {
         .flatten()
 }
 
+/// Whose a step's object must be: the owner record it must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The plan's installation.
+    pub installation: String,
+    /// The record naming the plan's tenant, installation and the object.
+    pub record: String,
+}
+
+impl Expected {
+    /// The owner `tenant`'s plan for `installation` expects of `object`.
+    pub fn new(tenant: &Tenant, installation: &str, object: ComponentId) -> Expected {
+        Expected {
+            installation: installation.to_owned(),
+            record: OwnerRecord::new(tenant, installation, object).to_string(),
+        }
+    }
+}
+
 /// Compares what was found with what the step expects. An object being
 /// deleted satisfies only a delete: writing to it would be lost a moment later.
 pub fn verdict(
     action: Action,
     expectation: &Expectation,
     found: Option<&Found>,
-    installation: &str,
+    expected: &Expected,
 ) -> Result<(), Refusal> {
-    let ownership = |found: &Found| match owner(&found.labels) {
-        Some(owner) if owner == installation => Ok(()),
-        Some(other) => Err(Refusal::NotOwned(format!(
+    let installation = expected.installation.as_str();
+    let ownership = |found: &Found| match (found.owner_record.as_deref(), owner(&found.labels)) {
+        (Some(record), _) if record == expected.record => Ok(()),
+        (Some(record), _) => Err(Refusal::NotOwned(format!(
+            "owned by {record:?}, not {:?}",
+            expected.record
+        ))),
+        (None, Some(owner))
+            if owner == installation && matches!(action, Action::Create | Action::Update) =>
+        {
+            Ok(())
+        }
+        (None, Some(owner)) if owner == installation => Err(Refusal::NotOwned(format!(
+            "has installation {installation:?}'s labels from before owner records and no {} annotation; only a deploy adopts it",
+            labels::OWNER
+        ))),
+        (None, Some(other)) => Err(Refusal::NotOwned(format!(
             "belongs to installation {other:?}"
         ))),
-        None => Err(Refusal::NotOwned(format!(
+        (None, None) => Err(Refusal::NotOwned(format!(
             "exists without the labels {}={} and {}={installation}",
             labels::MANAGED_BY,
             labels::MANAGER,
@@ -134,6 +181,7 @@ pub fn verdict(
 pub async fn check_all(
     client: &Client,
     steps: &[CheckedStep],
+    tenant: &Tenant,
     installation: &str,
 ) -> Result<(), Error> {
     let reads: Vec<_> = steps
@@ -166,7 +214,12 @@ pub async fn check_all(
     let mut not_owned = Vec::new();
     for (index, found) in found {
         let step = &steps[index];
-        match verdict(step.action, &step.expectation, found.as_ref(), installation) {
+        let expected = Expected::new(
+            tenant,
+            installation,
+            ComponentId::new(step.kind, step.component.name.clone()),
+        );
+        match verdict(step.action, &step.expectation, found.as_ref(), &expected) {
             Ok(()) => {}
             Err(Refusal::Stale(detail)) => stale.push(Problem {
                 component: step.component.clone(),
@@ -191,7 +244,35 @@ pub async fn check_all(
 mod tests {
     use super::*;
 
+    fn tenant() -> Tenant {
+        Tenant::new("acme", "c1").unwrap()
+    }
+
+    fn inst() -> Expected {
+        Expected::new(
+            &tenant(),
+            "inst",
+            ComponentId::new(k8sworker_core::component::Kind::ConfigMap, "cm"),
+        )
+    }
+
+    /// An object with `installation`'s labels and, for one, its owner record
+    /// (for tenant `acme/c1`, ConfigMap `cm`).
     fn mk_found(uid: &str, rv: &str, installation: Option<&str>) -> Found {
+        let mut found = mk_legacy(uid, rv, installation);
+        found.owner_record = installation.map(|installation| {
+            Expected::new(
+                &tenant(),
+                installation,
+                ComponentId::new(k8sworker_core::component::Kind::ConfigMap, "cm"),
+            )
+            .record
+        });
+        found
+    }
+
+    /// An object from before owner records: labels only.
+    fn mk_legacy(uid: &str, rv: &str, installation: Option<&str>) -> Found {
         let mut labels = BTreeMap::new();
         if let Some(installation) = installation {
             labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
@@ -201,6 +282,7 @@ mod tests {
             uid: uid.into(),
             resource_version: rv.into(),
             labels,
+            owner_record: None,
             deleting: false,
         }
     }
@@ -215,7 +297,7 @@ mod tests {
     #[test]
     fn must_not_exist_holds_only_when_absent() {
         assert_eq!(
-            verdict(Action::Update, &Expectation::MustNotExist, None, "inst"),
+            verdict(Action::Update, &Expectation::MustNotExist, None, &inst()),
             Ok(())
         );
         let ours = mk_found("u", "1", Some("inst"));
@@ -224,7 +306,7 @@ mod tests {
                 Action::Update,
                 &Expectation::MustNotExist,
                 Some(&ours),
-                "inst"
+                &inst()
             ),
             Err(Refusal::Stale(_))
         ));
@@ -237,7 +319,7 @@ mod tests {
             Action::Update,
             &Expectation::MustNotExist,
             Some(&foreign),
-            "inst",
+            &inst(),
         )
         .unwrap_err();
         assert!(
@@ -248,7 +330,7 @@ mod tests {
                 Action::Update,
                 &mk_version("u", "1"),
                 Some(&foreign),
-                "inst"
+                &inst()
             ),
             Err(Refusal::NotOwned(_))
         ));
@@ -257,8 +339,18 @@ mod tests {
     #[test]
     fn another_installations_object_is_not_owned() {
         let theirs = mk_found("u", "1", Some("other"));
+        assert!(matches!(
+            verdict(Action::Update, &mk_version("u", "1"), Some(&theirs), &inst()),
+            Err(Refusal::NotOwned(detail)) if detail.contains("acme/c1/other/ConfigMap/cm")
+        ));
+        let legacy = mk_legacy("u", "1", Some("other"));
         assert_eq!(
-            verdict(Action::Update, &mk_version("u", "1"), Some(&theirs), "inst"),
+            verdict(
+                Action::Update,
+                &mk_version("u", "1"),
+                Some(&legacy),
+                &inst()
+            ),
             Err(Refusal::NotOwned(
                 "belongs to installation \"other\"".into()
             ))
@@ -266,22 +358,69 @@ mod tests {
     }
 
     #[test]
+    fn another_tenants_or_a_copied_record_is_not_owned() {
+        let mut theirs = mk_found("u", "1", Some("inst"));
+        theirs.owner_record = Some("b/c1/inst/ConfigMap/cm".into());
+        let mut copied = mk_found("u", "1", Some("inst"));
+        copied.owner_record = Some("acme/c1/inst/ConfigMap/generated".into());
+        for found in [theirs, copied] {
+            for action in [Action::Update, Action::Delete, Action::Scale, Action::Noop] {
+                assert!(
+                    matches!(
+                        verdict(action, &mk_version("u", "1"), Some(&found), &inst()),
+                        Err(Refusal::NotOwned(_))
+                    ),
+                    "{action:?} {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_from_before_owner_records_is_only_adopted_by_an_update() {
+        let legacy = mk_legacy("u", "1", Some("inst"));
+        assert_eq!(
+            verdict(
+                Action::Update,
+                &mk_version("u", "1"),
+                Some(&legacy),
+                &inst()
+            ),
+            Ok(())
+        );
+        for action in [Action::Delete, Action::Scale, Action::Noop] {
+            assert!(
+                matches!(
+                    verdict(action, &mk_version("u", "1"), Some(&legacy), &inst()),
+                    Err(Refusal::NotOwned(detail)) if detail.contains("before owner records")
+                ),
+                "{action:?}"
+            );
+        }
+    }
+
+    #[test]
     fn expected_version_must_match_uid_and_resource_version() {
         let ours = mk_found("u1", "10", Some("inst"));
         assert_eq!(
-            verdict(Action::Update, &mk_version("u1", "10"), Some(&ours), "inst"),
+            verdict(
+                Action::Update,
+                &mk_version("u1", "10"),
+                Some(&ours),
+                &inst()
+            ),
             Ok(())
         );
         assert!(matches!(
-            verdict(Action::Update, &mk_version("u1", "9"), Some(&ours), "inst"),
+            verdict(Action::Update, &mk_version("u1", "9"), Some(&ours), &inst()),
             Err(Refusal::Stale(detail)) if detail.contains("resourceVersion 10")
         ));
         assert!(matches!(
-            verdict(Action::Update, &mk_version("u0", "10"), Some(&ours), "inst"),
+            verdict(Action::Update, &mk_version("u0", "10"), Some(&ours), &inst()),
             Err(Refusal::Stale(detail)) if detail.contains("replaced")
         ));
         assert!(matches!(
-            verdict(Action::Update, &mk_version("u1", "10"), None, "inst"),
+            verdict(Action::Update, &mk_version("u1", "10"), None, &inst()),
             Err(Refusal::Stale(detail)) if detail.contains("gone")
         ));
     }
@@ -291,11 +430,11 @@ mod tests {
         let mut going = mk_found("u1", "10", Some("inst"));
         going.deleting = true;
         assert!(matches!(
-            verdict(Action::Update, &mk_version("u1", "10"), Some(&going), "inst"),
+            verdict(Action::Update, &mk_version("u1", "10"), Some(&going), &inst()),
             Err(Refusal::Stale(detail)) if detail.contains("being deleted")
         ));
         assert!(matches!(
-            verdict(Action::Noop, &mk_version("u1", "10"), Some(&going), "inst"),
+            verdict(Action::Noop, &mk_version("u1", "10"), Some(&going), &inst()),
             Err(Refusal::Stale(_))
         ));
         assert_eq!(
@@ -303,7 +442,7 @@ mod tests {
                 Action::Delete,
                 &mk_version("u1", "10"),
                 Some(&going),
-                "inst"
+                &inst()
             ),
             Ok(())
         );
@@ -312,7 +451,7 @@ mod tests {
     #[test]
     fn unchecked_reads_nothing_and_holds() {
         assert_eq!(
-            verdict(Action::Update, &Expectation::Unchecked, None, "inst"),
+            verdict(Action::Update, &Expectation::Unchecked, None, &inst()),
             Ok(())
         );
     }

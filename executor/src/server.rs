@@ -13,7 +13,7 @@
 //! plan half-way, and shutdown waits (bounded) for running plans.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::policy::Policy;
 use k8sworker_proto::v1::{
     Ack, ApplyEvent, ApplyRequest, FetchLogsRequest, FetchLogsResponse, ObserveRequest,
@@ -68,6 +69,10 @@ pub struct ExecutorConfig {
     /// What a plan may write: the core's policy with this executor's deny
     /// list of service accounts (`--deny-service-account`).
     pub policy: Policy,
+    /// The tenants (Vantiq namespace and cluster) whose plans this executor
+    /// applies (`--allowed-tenant`); a plan of any other, or without one, is
+    /// refused before any API call. Empty (the default) refuses every plan.
+    pub allowed_tenants: BTreeSet<Tenant>,
 }
 
 impl ExecutorConfig {
@@ -88,6 +93,7 @@ impl ExecutorConfig {
                 total_bytes: 3 * 1024 * 1024,
             },
             policy: Policy::default(),
+            allowed_tenants: BTreeSet::new(),
         }
     }
 }
@@ -249,6 +255,7 @@ impl Shared {
         let plan = request
             .plan
             .ok_or_else(|| Error::invalid("apply request without a plan"))?;
+        let tenant = plan::admit(&plan, &self.config.namespace, &self.config.allowed_tenants)?;
         let steps = plan::validate(&plan, &self.config.namespace, &self.config.policy)?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
@@ -277,7 +284,9 @@ impl Shared {
 
         let calls = ApiCalls::default();
         let client = self.clients.for_operation(&calls);
-        if let Err(refusal) = precondition::check_all(&client, &steps, &plan.installation).await {
+        if let Err(refusal) =
+            precondition::check_all(&client, &steps, &tenant, &plan.installation).await
+        {
             tracing::info!(calls = %calls.summary(), "preconditions checked");
             return Err(refusal);
         }

@@ -28,6 +28,13 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: String,
 
+    /// The Vantiq namespace this gateway serves (its access token's
+    /// namespace). With `--cluster-name` it is the gateway's tenant: every
+    /// object its deploys create records it as owner, and executors admit
+    /// only the tenants their operator allows.
+    #[arg(long, env = "VANTIQ_NAMESPACE")]
+    pub vantiq_namespace: String,
+
     /// Base URL of the control plane (Vantiq or k8sworker-controlplane),
     /// e.g. `https://vantiq.example.com`.
     #[arg(long, env = "VANTIQ_URL")]
@@ -100,6 +107,9 @@ pub enum ConfigError {
     /// `--cluster-name` is empty.
     #[error("--cluster-name (CLUSTER_NAME) must not be empty")]
     NoCluster,
+    /// `--vantiq-namespace` and `--cluster-name` are not a valid tenant.
+    #[error("--vantiq-namespace (VANTIQ_NAMESPACE): {0}")]
+    Tenant(k8sworker_core::owner::OwnerError),
     /// `--vantiq-url` is not an http(s) URL.
     #[error("--vantiq-url (VANTIQ_URL) must be an http:// or https:// URL, got `{0}`")]
     Url(String),
@@ -122,7 +132,8 @@ fn is_http_url(url: &str) -> bool {
 }
 
 impl Config {
-    /// A configuration with every default, for embedding (tests, benchmarks).
+    /// A configuration with every default, for embedding (tests, benchmarks);
+    /// set [`Config::vantiq_namespace`], which has none.
     pub fn new(
         cluster_name: impl Into<String>,
         vantiq_url: impl Into<String>,
@@ -131,6 +142,7 @@ impl Config {
     ) -> Config {
         Config {
             cluster_name: cluster_name.into(),
+            vantiq_namespace: String::new(),
             vantiq_url: vantiq_url.into(),
             access_token,
             planner_url: planner_url.into(),
@@ -153,6 +165,7 @@ impl Config {
         if self.cluster_name.trim().is_empty() {
             return Err(ConfigError::NoCluster);
         }
+        self.tenant().map_err(ConfigError::Tenant)?;
         if !is_http_url(&self.vantiq_url) {
             return Err(ConfigError::Url(self.vantiq_url.clone()));
         }
@@ -178,6 +191,16 @@ impl Config {
         Ok(())
     }
 
+    /// The gateway's tenant: its Vantiq namespace and cluster.
+    ///
+    /// # Errors
+    /// When either is empty or malformed ([`k8sworker_core::owner::Tenant::new`]).
+    pub fn tenant(
+        &self,
+    ) -> Result<k8sworker_core::owner::Tenant, k8sworker_core::owner::OwnerError> {
+        k8sworker_core::owner::Tenant::new(self.vantiq_namespace.clone(), self.cluster_name.clone())
+    }
+
     /// The configured worker id, else `<HOSTNAME>-<8 hex>`.
     pub fn worker_id(&self) -> String {
         self.worker_id.clone().unwrap_or_else(|| {
@@ -196,12 +219,14 @@ mod tests {
     use clap::Parser as _;
 
     fn config() -> Config {
-        Config::new(
+        let mut config = Config::new(
             "c1",
             "http://127.0.0.1:8080",
             AccessToken::new("t0ps3cret"),
             "http://127.0.0.1:50051",
-        )
+        );
+        config.vantiq_namespace = "acme".into();
+        config
     }
 
     #[test]
@@ -217,6 +242,8 @@ mod tests {
             "k8sworker-gateway",
             "--cluster-name",
             "c1",
+            "--vantiq-namespace",
+            "acme",
             "--vantiq-url",
             "https://vantiq.example.com/",
             "--access-token",
@@ -241,6 +268,12 @@ mod tests {
         let mut bad = config();
         bad.cluster_name = " ".into();
         assert!(matches!(bad.validate(), Err(ConfigError::NoCluster)));
+        let mut bad = config();
+        bad.vantiq_namespace = String::new();
+        assert!(matches!(bad.validate(), Err(ConfigError::Tenant(_))));
+        let mut bad = config();
+        bad.vantiq_namespace = "a/b".into();
+        assert!(matches!(bad.validate(), Err(ConfigError::Tenant(_))));
         let mut bad = config();
         bad.lease = Duration::from_secs(1);
         assert!(matches!(bad.validate(), Err(ConfigError::LeaseTooShort(_))));

@@ -26,6 +26,7 @@ use k8sworker_client::protocol::{
 };
 use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
+use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_telemetry::GrpcClientInterceptor;
@@ -504,7 +505,15 @@ impl Gateway {
         });
         info!("workitem claimed");
         let task = match item.task() {
-            Ok(task) => task,
+            Ok(mut task) => {
+                // The tenant is the gateway's own, never the workitem's.
+                task.request.tenant = self
+                    .config
+                    .tenant()
+                    .ok()
+                    .map(|tenant| convert::tenant_to_pb(&tenant));
+                task
+            }
             Err(message) => {
                 let outcome = Outcome::Fail {
                     status: FailStatus::Invalid,
@@ -808,12 +817,13 @@ mod tests {
     #[test]
     fn the_gateway_runs_on_any_runtime_thread() {
         fn assert_send<T: Send>(_: &T) {}
-        let config = Config::new(
+        let mut config = Config::new(
             "c1",
             "http://127.0.0.1:9",
             AccessToken::new("t"),
             "http://127.0.0.1:9",
         );
+        config.vantiq_namespace = "acme".into();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

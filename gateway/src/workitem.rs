@@ -184,6 +184,8 @@ impl Workitem {
                 ancillaries: Some(self.ancillaries.0.clone()),
                 operation: convert::operation_to_pb(operation) as i32,
                 pod_name,
+                // Filled by the gateway from its own configuration.
+                tenant: None,
             },
         })
     }

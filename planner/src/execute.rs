@@ -255,6 +255,7 @@ mod tests {
 
     use k8sworker_core::component::Kind;
     use k8sworker_core::model::InstallationRequest;
+    use k8sworker_core::owner::Tenant;
     use k8sworker_core::render::{Ancillaries, ClusterContext};
     use serde_json::json;
 
@@ -317,7 +318,10 @@ mod tests {
         Work::new(
             operation,
             request,
-            &ClusterContext::default(),
+            &ClusterContext {
+                tenant: Some(Tenant::new("acme", "prod").unwrap()),
+                ..ClusterContext::default()
+            },
             &Ancillaries::default(),
         )
         .expect("valid work")
@@ -461,6 +465,7 @@ mod tests {
                     resource_version: "1".to_owned(),
                     spec_hash: None,
                     owner: None,
+                    owner_record: None,
                     replicas: Some(1),
                     ready_replicas: Some(1),
                     foreign_managers: Vec::new(),

@@ -14,6 +14,7 @@ use k8sworker_core::component::{ComponentId, Kind};
 use k8sworker_core::diff::Observed;
 use k8sworker_core::labels;
 use k8sworker_core::operation::Work;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::plan::{Operation, Plan, Precondition};
 use k8sworker_core::render::{self, Ancillaries, ClusterContext};
 use k8sworker_core::validate;
@@ -37,6 +38,10 @@ enum Command {
         /// Ingress host for inbound ports without `host`.
         #[arg(long, default_value = "")]
         ingress_default_node: String,
+        /// Render for this tenant, `<vantiq-namespace>/<cluster>`: every
+        /// object then carries its owner record. Without it, none does.
+        #[arg(long, value_parser = Tenant::parse)]
+        tenant: Option<Tenant>,
         #[arg(long, value_enum, default_value_t = RenderOutput::Yaml)]
         output: RenderOutput,
     },
@@ -54,6 +59,10 @@ enum Command {
         observed: Option<PathBuf>,
         #[arg(long, default_value = "")]
         ingress_default_node: String,
+        /// Whom to plan for, `<vantiq-namespace>/<cluster>`: only objects
+        /// whose owner record names this tenant are its own.
+        #[arg(long, value_parser = Tenant::parse)]
+        tenant: Tenant,
         #[arg(long, value_enum, default_value_t = PlanOutput::Table)]
         output: PlanOutput,
     },
@@ -112,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render {
             file,
             ingress_default_node,
+            tenant,
             output,
         } => {
             let Some(request) = read_request(&file)? else {
@@ -120,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cluster = ClusterContext {
                 cluster_name: String::new(),
                 ingress_default_node,
+                tenant,
             };
             let components = match render::render(&request, &cluster, &Ancillaries::default()) {
                 Ok(components) => components,
@@ -150,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             op,
             observed,
             ingress_default_node,
+            tenant,
             output,
         } => {
             let Some(operation) = Operation::parse(&op).filter(|op| *op != Operation::FetchLogs)
@@ -168,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cluster = ClusterContext {
                 cluster_name: String::new(),
                 ingress_default_node,
+                tenant: Some(tenant),
             };
             let work = match Work::new(operation, request, &cluster, &Ancillaries::default()) {
                 Ok(work) => work,
@@ -300,6 +313,7 @@ fn read_observed(path: &Path) -> anyhow::Result<Vec<Observed>> {
                 resource_version: text(&meta["resourceVersion"]).unwrap_or_default(),
                 spec_hash: text(&meta["annotations"][labels::SPEC_HASH]),
                 owner,
+                owner_record: text(&meta["annotations"][labels::OWNER]),
                 replicas: item["spec"]["replicas"].as_i64().map(|r| r as i32),
                 ready_replicas: item["status"]["readyReplicas"].as_i64().map(|r| r as i32),
                 foreign_managers: Vec::new(),

@@ -134,14 +134,21 @@ struct Inputs {
     ancillaries: Ancillaries,
 }
 
+/// The request's inputs. The tenant is the caller's (the gateway's Vantiq
+/// namespace and cluster); it is what every rendered object records as its
+/// owner and what executors admit.
 fn inputs(
     installation: Option<pb::InstallationRequest>,
     cluster: Option<pb::ClusterContext>,
     ancillaries: Option<pb::Ancillaries>,
+    tenant: Option<pb::Tenant>,
 ) -> Result<Inputs, Status> {
     Ok(Inputs {
         request: convert::installation_from_pb(installation).map_err(invalid)?,
-        cluster: convert::cluster_from_pb(cluster),
+        cluster: ClusterContext {
+            tenant: convert::tenant_from_pb(tenant).map_err(invalid)?,
+            ..convert::cluster_from_pb(cluster)
+        },
         ancillaries: convert::ancillaries_from_pb(ancillaries),
     })
 }
@@ -161,7 +168,12 @@ impl pb::planner_server::Planner for PlannerService {
         request: Request<pb::RenderRequest>,
     ) -> Result<Response<pb::RenderResponse>, Status> {
         let request = request.into_inner();
-        let inputs = inputs(request.installation, request.cluster, request.ancillaries)?;
+        let inputs = inputs(
+            request.installation,
+            request.cluster,
+            request.ancillaries,
+            request.tenant,
+        )?;
         let components = render::render(&inputs.request, &inputs.cluster, &inputs.ancillaries)
             .map_err(render_status)?;
         let namespace = &inputs.request.k8s_namespace;
@@ -179,7 +191,12 @@ impl pb::planner_server::Planner for PlannerService {
     ) -> Result<Response<pb::PlanResponse>, Status> {
         let request = request.into_inner();
         let operation = convert::operation_from_pb(request.operation).map_err(invalid)?;
-        let inputs = inputs(request.installation, request.cluster, request.ancillaries)?;
+        let inputs = inputs(
+            request.installation,
+            request.cluster,
+            request.ancillaries,
+            request.tenant,
+        )?;
         let observed = request
             .observed
             .into_iter()
@@ -201,7 +218,12 @@ impl pb::planner_server::Planner for PlannerService {
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let request = request.into_inner();
         let operation = convert::operation_from_pb(request.operation).map_err(invalid)?;
-        let inputs = inputs(request.installation, request.cluster, request.ancillaries)?;
+        let inputs = inputs(
+            request.installation,
+            request.cluster,
+            request.ancillaries,
+            request.tenant,
+        )?;
         let span = info_span!(
             "execute",
             workitem = %request.workitem_id,

@@ -84,7 +84,15 @@ fn an_invalid_request_prints_every_error_and_no_objects() {
 
 #[test]
 fn plan_prints_a_change_table_and_json() {
-    let out = planner(&["plan", "--file", &fixture("jdbc.json"), "--op", "deploy"]);
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "deploy",
+        "--tenant",
+        "acme/prod",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(
@@ -103,6 +111,8 @@ fn plan_prints_a_change_table_and_json() {
         &fixture("jdbc.json"),
         "--op",
         "deploy",
+        "--tenant",
+        "acme/prod",
         "--output",
         "json",
     ]);
@@ -118,6 +128,8 @@ fn plan_against_observed_objects() {
         "render",
         "--file",
         &fixture("jdbc.json"),
+        "--tenant",
+        "acme/prod",
         "--output",
         "json",
     ]);
@@ -140,6 +152,8 @@ fn plan_against_observed_objects() {
         &fixture("jdbc.json"),
         "--op",
         "deploy",
+        "--tenant",
+        "acme/prod",
         "--observed",
         observed.to_str().unwrap(),
     ]);
@@ -156,6 +170,8 @@ fn plan_against_observed_objects() {
         &fixture("jdbc.json"),
         "--op",
         "undeploy",
+        "--tenant",
+        "acme/prod",
         "--observed",
         observed.to_str().unwrap(),
     ]);
@@ -165,7 +181,35 @@ fn plan_against_observed_objects() {
         text(&out.stdout)
     );
 
-    let out = planner(&["plan", "--file", &fixture("jdbc.json"), "--op", "explode"]);
+    // Another tenant's undeploy of the same name deletes nothing: it fails,
+    // naming the objects and their owner.
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "undeploy",
+        "--tenant",
+        "other/prod",
+        "--observed",
+        observed.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("owned by tenant `acme/prod`, installation `jdbcsource`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = planner(&[
+        "plan",
+        "--file",
+        &fixture("jdbc.json"),
+        "--op",
+        "explode",
+        "--tenant",
+        "acme/prod",
+    ]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--op must be deploy"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -51,6 +51,13 @@ fn cluster() -> Option<pb::ClusterContext> {
     })
 }
 
+fn tenant() -> Option<pb::Tenant> {
+    Some(pb::Tenant {
+        vantiq_namespace: "acme".into(),
+        cluster: "c".into(),
+    })
+}
+
 #[tokio::test]
 async fn render_returns_the_components_in_dependency_order() {
     let mut client = start(no_executors()).await;
@@ -58,6 +65,7 @@ async fn render_returns_the_components_in_dependency_order() {
         .render(pb::RenderRequest {
             installation: Some(installation()),
             cluster: cluster(),
+            tenant: tenant(),
             ancillaries: None,
         })
         .await
@@ -97,6 +105,7 @@ async fn plan_previews_without_side_effects() {
     let request = pb::PlanRequest {
         installation: Some(installation()),
         cluster: cluster(),
+        tenant: tenant(),
         ancillaries: None,
         operation: pb::Operation::Deploy.into(),
         observed: Vec::new(),
@@ -145,6 +154,7 @@ async fn bad_requests_are_invalid_argument_naming_every_field() {
         .render(pb::RenderRequest {
             installation: Some(bad.clone()),
             cluster: cluster(),
+            tenant: tenant(),
             ancillaries: None,
         })
         .await
@@ -166,6 +176,7 @@ async fn bad_requests_are_invalid_argument_naming_every_field() {
             workitem_id: "w1".into(),
             installation: Some(bad),
             cluster: cluster(),
+            tenant: tenant(),
             ancillaries: None,
             operation: pb::Operation::Deploy.into(),
             pod_name: None,
@@ -225,6 +236,7 @@ async fn system_identities_and_reserved_labels_are_invalid_before_any_plan() {
                 workitem_id: "w1".into(),
                 installation: Some(installation.clone()),
                 cluster: cluster(),
+                tenant: tenant(),
                 ancillaries: None,
                 operation: pb::Operation::Deploy.into(),
                 pod_name: None,
@@ -238,6 +250,7 @@ async fn system_identities_and_reserved_labels_are_invalid_before_any_plan() {
                 installation: Some(installation),
                 operation: pb::Operation::Deploy.into(),
                 cluster: cluster(),
+                tenant: tenant(),
                 ..Default::default()
             })
             .await
@@ -255,6 +268,7 @@ async fn a_namespace_without_an_executor_says_how_to_install_one() {
             workitem_id: "w1".into(),
             installation: Some(installation()),
             cluster: cluster(),
+            tenant: tenant(),
             ancillaries: None,
             operation: pb::Operation::Deploy.into(),
             pod_name: None,
@@ -294,6 +308,7 @@ async fn an_unreachable_executor_is_unavailable() {
             workitem_id: "w1".into(),
             installation: Some(installation()),
             cluster: cluster(),
+            tenant: tenant(),
             ancillaries: None,
             operation: pb::Operation::Deploy.into(),
             pod_name: None,
@@ -301,4 +316,63 @@ async fn an_unreachable_executor_is_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn every_operation_needs_a_valid_tenant_before_any_executor_is_contacted() {
+    // No executor is configured: any attempt to reach one would fail with
+    // another status than the tenant's.
+    let mut client = start(no_executors()).await;
+    for (tenant, expected) in [
+        (None, "names no tenant"),
+        (
+            Some(pb::Tenant {
+                vantiq_namespace: "acme".into(),
+                cluster: String::new(),
+            }),
+            "tenant: cluster",
+        ),
+    ] {
+        for operation in [pb::Operation::Deploy, pb::Operation::Undeploy] {
+            let status = client
+                .execute(pb::ExecuteRequest {
+                    workitem_id: "w1".into(),
+                    installation: Some(installation()),
+                    cluster: cluster(),
+                    tenant: tenant.clone(),
+                    operation: operation.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(expected), "{status:?}");
+        }
+    }
+    // A preview plan needs one too; a render does not (it writes no record).
+    let status = client
+        .plan(pb::PlanRequest {
+            installation: Some(installation()),
+            cluster: cluster(),
+            operation: pb::Operation::Deploy.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let rendered = client
+        .render(pb::RenderRequest {
+            installation: Some(installation()),
+            cluster: cluster(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        rendered
+            .components
+            .iter()
+            .all(|c| !String::from_utf8_lossy(&c.object_json).contains("k8sworker.io/owner"))
+    );
 }

@@ -107,6 +107,10 @@ fn verify_request() -> pb::ExecuteRequest {
         workitem_id: "w1".into(),
         installation: Some(installation_to_pb(&request)),
         operation: pb::Operation::Verify.into(),
+        tenant: Some(pb::Tenant {
+            vantiq_namespace: "acme".into(),
+            cluster: "c1".into(),
+        }),
         ..Default::default()
     }
 }

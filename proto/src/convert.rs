@@ -12,6 +12,7 @@ use k8sworker_core::model::{
     PersistentVolumeRefEntry, PortRef, ProbeEntry, Resources,
 };
 use k8sworker_core::operation::Verdict;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::plan::{Action, Operation, Plan, Precondition, Step};
 use k8sworker_core::render::{Ancillaries, ClusterContext};
 
@@ -30,6 +31,31 @@ pub enum ConvertError {
     /// A component kind an installation never has.
     #[error("unknown component kind `{0}`")]
     Kind(String),
+    /// A tenant whose Vantiq namespace or cluster is empty or malformed.
+    #[error("tenant: {0}")]
+    Tenant(String),
+}
+
+/// Reads a tenant; absent means none.
+///
+/// # Errors
+/// [`ConvertError::Tenant`] when a part is empty or malformed
+/// ([`Tenant::new`]).
+pub fn tenant_from_pb(tenant: Option<pb::Tenant>) -> Result<Option<Tenant>, ConvertError> {
+    tenant
+        .map(|t| {
+            Tenant::new(t.vantiq_namespace, t.cluster)
+                .map_err(|error| ConvertError::Tenant(error.to_string()))
+        })
+        .transpose()
+}
+
+/// The wire form of a tenant.
+pub fn tenant_to_pb(tenant: &Tenant) -> pb::Tenant {
+    pb::Tenant {
+        vantiq_namespace: tenant.vantiq_namespace.clone(),
+        cluster: tenant.cluster.clone(),
+    }
 }
 
 /// Reads a wire `Operation`.
@@ -61,11 +87,13 @@ pub fn operation_to_pb(operation: Operation) -> pb::Operation {
 }
 
 /// Reads the cluster context; absent means the default (no ingress host).
+/// The tenant travels beside it: set `tenant` from [`tenant_from_pb`].
 pub fn cluster_from_pb(cluster: Option<pb::ClusterContext>) -> ClusterContext {
     let cluster = cluster.unwrap_or_default();
     ClusterContext {
         cluster_name: cluster.cluster_name,
         ingress_default_node: cluster.ingress_default_node,
+        tenant: None,
     }
 }
 
@@ -360,6 +388,7 @@ pub fn observed_from_pb(observed: pb::ObservedComponent) -> Result<Observed, Con
         resource_version: observed.resource_version,
         spec_hash: Some(observed.spec_hash).filter(|hash| !hash.is_empty()),
         owner: Some(observed.owner).filter(|owner| !owner.is_empty()),
+        owner_record: observed.owner_record,
         replicas: observed.replicas,
         ready_replicas: observed.ready_replicas,
         foreign_managers: observed.foreign_managers,
@@ -418,6 +447,7 @@ pub fn plan_to_pb(plan: &Plan) -> pb::Plan {
             .map(|step| step_to_pb(step, &plan.namespace))
             .collect(),
         desired_replicas: plan.desired_replicas,
+        tenant: plan.tenant.as_ref().map(tenant_to_pb),
     }
 }
 
@@ -439,6 +469,7 @@ pub fn observed_to_pb(observed: &Observed, namespace: &str) -> pb::ObservedCompo
         resource_version: observed.resource_version.clone(),
         spec_hash: observed.spec_hash.clone().unwrap_or_default(),
         owner: observed.owner.clone().unwrap_or_default(),
+        owner_record: observed.owner_record.clone(),
         replicas: observed.replicas,
         ready_replicas: observed.ready_replicas,
         foreign_managers: observed.foreign_managers.clone(),
@@ -458,4 +489,42 @@ pub fn verdict_to_pb(verdict: &Verdict, namespace: &str) -> Vec<pb::Drift> {
             message: format!("referenced {m} does not exist"),
         }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_and_owner_records_cross_the_wire() {
+        assert_eq!(tenant_from_pb(None), Ok(None));
+        let tenant = Tenant::new("acme", "prod").unwrap();
+        assert_eq!(
+            tenant_from_pb(Some(tenant_to_pb(&tenant))),
+            Ok(Some(tenant))
+        );
+        let bad = pb::Tenant {
+            vantiq_namespace: String::new(),
+            cluster: "prod".into(),
+        };
+        assert!(matches!(
+            tenant_from_pb(Some(bad)),
+            Err(ConvertError::Tenant(_))
+        ));
+        let observed = Observed {
+            id: ComponentId::new(Kind::ConfigMap, "cm"),
+            uid: "u".into(),
+            resource_version: "1".into(),
+            spec_hash: None,
+            owner: Some("web".into()),
+            owner_record: Some("acme/prod/web/ConfigMap/cm".into()),
+            replicas: None,
+            ready_replicas: None,
+            foreign_managers: Vec::new(),
+        };
+        assert_eq!(
+            observed_from_pb(observed_to_pb(&observed, "ns")),
+            Ok(observed)
+        );
+    }
 }

@@ -233,6 +233,11 @@ fn the_description_names_what_a_change_would_break() {
         "field k8sworker.v1.ProbeEntry.HeadersEntry 2 value: string",
         "field k8sworker.v1.Step 1 action: k8sworker.v1.Action",
         "value k8sworker.v1.Action 5 ACTION_NOOP",
+        "field k8sworker.v1.ExecuteRequest 7 tenant: k8sworker.v1.Tenant",
+        "field k8sworker.v1.Plan 8 tenant: k8sworker.v1.Tenant",
+        "field k8sworker.v1.ObservedComponent 9 owner_record: optional string",
+        "field k8sworker.v1.Tenant 1 vantiq_namespace: string",
+        "value k8sworker.v1.ErrorCode 14 ERROR_CODE_TENANT_NOT_ALLOWED",
         "rpc k8sworker.v1.Executor.Apply(k8sworker.v1.ApplyRequest) returns (stream k8sworker.v1.ApplyEvent)",
     ] {
         assert!(

@@ -72,6 +72,11 @@ struct DemoArgs {
     /// The K8sCluster name (the gateway's CLUSTER_NAME).
     #[arg(long, default_value = "demo")]
     cluster: String,
+    /// The Vantiq namespace of the demo's admin and worker token (the
+    /// gateway's VANTIQ_NAMESPACE); with the cluster, the tenant the
+    /// executor allows.
+    #[arg(long, default_value = "system")]
+    vantiq_namespace: String,
     /// The sample installation's name.
     #[arg(long, default_value = "hello")]
     installation: String,
@@ -304,6 +309,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             format!("127.0.0.1:{}", args.executor_port),
             "--namespace".into(),
             args.namespace.clone(),
+            "--allowed-tenant".into(),
+            format!("{}/{}", args.vantiq_namespace, args.cluster),
         ],
         &[(
             "KUBECONFIG",
@@ -379,6 +386,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &[],
         &[
             ("CLUSTER_NAME", args.cluster.clone()),
+            ("VANTIQ_NAMESPACE", args.vantiq_namespace.clone()),
             ("VANTIQ_URL", url.clone()),
             ("VANTIQ_ACCESS_TOKEN", worker_token),
             (

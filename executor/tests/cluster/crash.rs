@@ -17,6 +17,7 @@ async fn a_killed_apply_converges_after_restart_without_duplicates() {
         // kill lands between two writes.
         let mut slow = k8sworker_executor::ExecutorConfig::new(ns.clone());
         slow.rate_limits = k8sworker_executor::client::RateLimits { qps: 4.0, burst: 1 };
+        slow.allowed_tenants = [plans::tenant()].into();
         f.restart_executor_with(slow).await;
         let request = plans::deploy_request(
             "app",

@@ -11,3 +11,4 @@ mod policy;
 mod process;
 mod refusals;
 mod support;
+mod tenants;

@@ -226,6 +226,7 @@ async fn the_operators_deny_list_refuses_what_the_planner_allows() {
         let mut config = k8sworker_executor::ExecutorConfig::new(ns.clone());
         config.default_health_timeout = std::time::Duration::from_secs(60);
         config.policy = Policy::default().deny_service_accounts(["ci-admin"]);
+        config.allowed_tenants = [plans::tenant()].into();
         f.restart_executor_with(config).await;
 
         // A valid request (the planner knows only the system's accounts)...

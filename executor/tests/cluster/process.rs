@@ -40,6 +40,11 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
                 "--namespace",
                 &ns,
             ])
+            // The tests' tenant, through the variable (a list).
+            .env(
+                "K8SWORKER_EXECUTOR_ALLOWED_TENANTS",
+                format!("other/c9,{}", k8sworker_testsupport::plans::tenant()),
+            )
             .env("KUBECONFIG", &identity.kubeconfig)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", cluster.otlp_endpoint())
             .env("OTEL_SERVICE_NAME", &service)

@@ -119,7 +119,10 @@ async fn an_unowned_object_is_neither_adopted_nor_changed() {
         let installation = plans::installation(&request);
         let desired = render(
             &installation,
-            &ClusterContext::default(),
+            &ClusterContext {
+                tenant: Some(plans::tenant()),
+                ..ClusterContext::default()
+            },
             &Ancillaries::default(),
         )
         .unwrap();
@@ -143,8 +146,16 @@ async fn an_unowned_object_is_neither_adopted_nor_changed() {
             .into_iter()
             .map(|c| k8sworker_proto::convert::observed_from_pb(c).unwrap())
             .collect();
-        let refused =
-            diff(Operation::Deploy, "app", &ns, &desired, &observed, 1).expect_err("not owned");
+        let refused = diff(
+            Operation::Deploy,
+            &plans::tenant(),
+            "app",
+            &ns,
+            &desired,
+            &observed,
+            1,
+        )
+        .expect_err("not owned");
         assert!(matches!(&refused, PlanError::NotOwned(_)), "{refused}");
         assert!(
             refused.to_string().contains("vantiq-app-configmap-0"),
@@ -190,6 +201,7 @@ async fn an_unowned_object_is_neither_adopted_nor_changed() {
                 operation: 1,
                 steps: vec![step],
                 desired_replicas: 1,
+                tenant: Some(k8sworker_proto::convert::tenant_to_pb(&plans::tenant())),
             };
             let before = f.calls();
             let status = f.apply(&plan, false).await.expect_err("not owned");
@@ -311,6 +323,7 @@ async fn another_namespace_is_refused_by_the_executor_and_by_the_api_server() {
         // An executor misconfigured to serve B with A's token gets nowhere either.
         let mut config = k8sworker_executor::ExecutorConfig::new(b.clone());
         config.default_health_timeout = std::time::Duration::from_secs(5);
+        config.allowed_tenants = [plans::tenant()].into();
         let misconfigured = RunningExecutor::start(f.identity.config().await, config).await;
         let mut grpc = misconfigured.client().await;
         let plan_b = plans::installation(&request);

@@ -250,6 +250,7 @@ pub fn gateway_config(
     planner: &str,
 ) -> Config {
     let mut config = Config::new(cluster, control_plane, token.clone(), planner);
+    config.vantiq_namespace = k8sworker_testsupport::plans::tenant().vantiq_namespace;
     config.lease = Duration::from_secs(5);
     config.poll_interval = Duration::from_millis(200);
     config.idle_poll_max = Duration::from_millis(500);

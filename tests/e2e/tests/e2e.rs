@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8sworker_controlplane::config::Synchronous;
 use k8sworker_controlplane::store::Store;
 use k8sworker_controlplane::store::workitems::{self, NewWorkitem};
+use k8sworker_core::owner::Tenant;
 use k8sworker_e2e::stack::gateway_config;
 use k8sworker_e2e::{CLUSTER, RunningGateway, RunningPlanner, Stack, Vantiq, sample_deploy};
 use k8sworker_gateway::ClaimMode;
@@ -693,8 +694,11 @@ async fn two_vantiq_namespaces_share_one_kubernetes_cluster() {
         let ns_b = create_namespace(&admin, "e2e-tenant-b").await;
         let identity_a = ExecutorIdentity::create(&admin, &ns_a).await;
         let identity_b = ExecutorIdentity::create(&admin, &ns_b).await;
-        let executor_a = RunningExecutor::for_identity(&identity_a).await;
-        let executor_b = RunningExecutor::for_identity(&identity_b).await;
+        // Each executor allows its team's tenant only.
+        let tenant_a = Tenant::new("team-a", "shared").unwrap();
+        let tenant_b = Tenant::new("team-b", "shared").unwrap();
+        let executor_a = RunningExecutor::allowing(&identity_a, &[tenant_a]).await;
+        let executor_b = RunningExecutor::allowing(&identity_b, &[tenant_b]).await;
         let control_plane = k8sworker_e2e::ControlPlane::start(|_| {}).await;
         let planner = RunningPlanner::start(&[
             (ns_a.as_str(), executor_a.endpoint()),
@@ -713,18 +717,13 @@ async fn two_vantiq_namespaces_share_one_kubernetes_cluster() {
         team_b.create_cluster("shared").await;
         let token_a = team_a.worker_token("gateway").await;
         let token_b = team_b.worker_token("gateway").await;
-        let gateway_a = RunningGateway::start(gateway_config(
-            "shared",
-            &control_plane.url(),
-            &token_a,
-            &planner.url(),
-        ));
-        let gateway_b = RunningGateway::start(gateway_config(
-            "shared",
-            &control_plane.url(),
-            &token_b,
-            &planner.url(),
-        ));
+        let gateway = |vantiq_namespace: &str, token| {
+            let mut config = gateway_config("shared", &control_plane.url(), token, &planner.url());
+            config.vantiq_namespace = vantiq_namespace.into();
+            RunningGateway::start(config)
+        };
+        let gateway_a = gateway("team-a", &token_a);
+        let gateway_b = gateway("team-b", &token_b);
 
         team_a
             .command("shared", "deploy", sample_deploy("alpha", &ns_a, 1, "a"))

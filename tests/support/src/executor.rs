@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, thread::JoinHandle, time::Duration};
 
+use k8sworker_core::owner::Tenant;
 use k8sworker_executor::{ExecutorConfig, ExecutorService, calls::ApiCalls};
 use k8sworker_proto::v1::executor_client::ExecutorClient;
 use tokio::sync::oneshot;
@@ -67,10 +68,17 @@ impl RunningExecutor {
     }
 
     /// Starts the executor for `identity`'s namespace with its token and
-    /// test-friendly defaults (a 60 s health wait).
+    /// test-friendly defaults (a 60 s health wait), allowing the tests'
+    /// tenant ([`crate::plans::tenant`]) only.
     pub async fn for_identity(identity: &crate::ExecutorIdentity) -> Self {
+        Self::allowing(identity, &[crate::plans::tenant()]).await
+    }
+
+    /// As [`RunningExecutor::for_identity`], allowing exactly `tenants`.
+    pub async fn allowing(identity: &crate::ExecutorIdentity, tenants: &[Tenant]) -> Self {
         let mut config = ExecutorConfig::new(identity.namespace.clone());
         config.default_health_timeout = Duration::from_secs(60);
+        config.allowed_tenants = tenants.iter().cloned().collect();
         Self::start(identity.config().await, config).await
     }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use k8sworker_core::operation::references;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::render::{Ancillaries, ClusterContext};
 use k8sworker_core::{model::InstallationRequest, operation::Work, plan::Operation};
 use k8sworker_planner::execute::{self, ExecuteError, Executed, Executor as _};
@@ -14,6 +15,12 @@ use k8sworker_proto::convert;
 use k8sworker_proto::v1::{ObserveRequest, ObserveResponse, Plan, executor_client::ExecutorClient};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+/// The tests' tenant: Vantiq namespace `system`, cluster `c1` (the
+/// end-to-end stack's gateway is configured with the same pair).
+pub fn tenant() -> Tenant {
+    Tenant::new("system", "c1").expect("a valid tenant")
+}
 
 /// How long an apply in a test may wait for health.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,12 +42,21 @@ pub fn installation(request: &Value) -> InstallationRequest {
     InstallationRequest::from_json(request).unwrap_or_else(|e| panic!("invalid request: {e}"))
 }
 
-/// The validated work of `operation` on `request`; panics on an invalid request.
+/// The validated work of `operation` on `request` for the tests' tenant;
+/// panics on an invalid request.
 pub fn work(request: &Value, operation: Operation) -> Work {
+    work_of(&tenant(), request, operation)
+}
+
+/// The validated work of `operation` on `request` for `tenant`.
+pub fn work_of(tenant: &Tenant, request: &Value, operation: Operation) -> Work {
     Work::new(
         operation,
         installation(request),
-        &ClusterContext::default(),
+        &ClusterContext {
+            tenant: Some(tenant.clone()),
+            ..ClusterContext::default()
+        },
         &Ancillaries::default(),
     )
     .unwrap_or_else(|e| panic!("render: {e}"))
@@ -109,5 +125,21 @@ pub async fn execute(
     request: &Value,
     operation: Operation,
 ) -> Result<Executed<Applied, Vec<k8sworker_proto::v1::PodLog>>, ExecuteError<tonic::Status>> {
-    execute::execute(&work(request, operation), executor, HEALTH_TIMEOUT, None).await
+    execute_as(&tenant(), executor, request, operation).await
+}
+
+/// As [`execute`], for `tenant`.
+pub async fn execute_as(
+    tenant: &Tenant,
+    executor: &mut GrpcExecutor,
+    request: &Value,
+    operation: Operation,
+) -> Result<Executed<Applied, Vec<k8sworker_proto::v1::PodLog>>, ExecuteError<tonic::Status>> {
+    execute::execute(
+        &work_of(tenant, request, operation),
+        executor,
+        HEALTH_TIMEOUT,
+        None,
+    )
+    .await
 }
