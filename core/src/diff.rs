@@ -23,38 +23,13 @@ use crate::component::{Component, ComponentId, Kind};
 use crate::owner::{Ownership, Tenant, ownership};
 use crate::plan::{Action, Operation, Plan, Precondition, Step};
 
-/// An object as an executor found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observed {
-    /// The object's kind and name.
-    pub id: ComponentId,
-    /// `metadata.uid`.
-    pub uid: String,
-    /// `metadata.resourceVersion`.
-    pub resource_version: String,
-    /// The spec-hash annotation, when present.
-    pub spec_hash: Option<String>,
-    /// The installation the object belongs to by its labels
-    /// (`app.kubernetes.io/managed-by: k8sworker` and
-    /// `k8sworker.io/installation`), when it carries both.
-    pub owner: Option<String>,
-    /// The owner annotation ([`crate::labels::OWNER`]) as found, when
-    /// present; [`crate::owner::ownership`] reads it.
-    pub owner_record: Option<String>,
-    /// StatefulSets: `spec.replicas`.
-    pub replicas: Option<i32>,
-    /// StatefulSets: `status.readyReplicas`.
-    pub ready_replicas: Option<i32>,
-    /// Field managers other than k8sworker that changed the object.
-    pub foreign_managers: Vec<String>,
-}
+pub use crate::observed::Observed;
 
-impl Observed {
-    fn expected(&self) -> Precondition {
-        Precondition::Expected {
-            uid: self.uid.clone(),
-            resource_version: self.resource_version.clone(),
-        }
+/// The precondition that binds a step to `observed` as it was seen.
+fn expected(observed: &Observed) -> Precondition {
+    Precondition::Expected {
+        uid: observed.uid.clone(),
+        resource_version: observed.resource_version.clone(),
     }
 }
 
@@ -196,7 +171,7 @@ fn deploy_steps(
                 Ownership::Ours => steps.push(ours_step(component, current, step)),
                 Ownership::Legacy => steps.push(step(
                     Action::Update,
-                    current.expected(),
+                    expected(current),
                     "adopted: created before owner records; records its owner".into(),
                 )),
                 other => unowned.push(Unowned::new(&id, other)),
@@ -236,7 +211,7 @@ fn ours_step(
         if id.kind == Kind::StatefulSet && want.is_some() && current.replicas != want {
             let mut scale = step(
                 Action::Scale,
-                current.expected(),
+                expected(current),
                 format!(
                     "unchanged, but scaled to {} instead of {}",
                     current.replicas.unwrap_or_default(),
@@ -246,12 +221,12 @@ fn ours_step(
             scale.replicas = want;
             scale
         } else {
-            step(Action::Noop, current.expected(), "unchanged".into())
+            step(Action::Noop, expected(current), "unchanged".into())
         }
     } else {
         step(
             Action::Update,
-            current.expected(),
+            expected(current),
             if !current.foreign_managers.is_empty() {
                 format!("edited by {}", current.foreign_managers.join(", "))
             } else if current.spec_hash.is_some() {
@@ -274,7 +249,7 @@ fn delete_step(observed: &Observed, reason: &str) -> Step {
     Step {
         action: Action::Delete,
         component: observed.id.clone(),
-        precondition: observed.expected(),
+        precondition: expected(observed),
         object: None,
         spec_hash: None,
         replicas: None,
@@ -343,7 +318,7 @@ fn scale_steps(
     Ok(vec![Step {
         action,
         component: id,
-        precondition: current.expected(),
+        precondition: expected(current),
         object: None,
         spec_hash: None,
         replicas: (action == Action::Scale).then_some(replicas),

@@ -23,6 +23,7 @@ pub mod kind;
 pub mod labels;
 pub mod model;
 pub mod names;
+pub mod observed;
 pub mod operation;
 pub mod owner;
 pub mod plan;

@@ -30,7 +30,7 @@
 use std::fmt;
 
 use crate::component::{ComponentId, Kind};
-use crate::diff::Observed;
+use crate::observed::Observed;
 
 /// Longest tenant part (Vantiq namespace or cluster name), in bytes.
 pub const MAX_TENANT_PART: usize = 253;
