@@ -36,8 +36,6 @@ pub enum Kind {
 struct Facts {
     api_version: &'static str,
     kind: &'static str,
-    group: &'static str,
-    version: &'static str,
     plural: &'static str,
 }
 
@@ -45,8 +43,6 @@ const fn facts<K: Resource>() -> Facts {
     Facts {
         api_version: K::API_VERSION,
         kind: K::KIND,
-        group: K::GROUP,
-        version: K::VERSION,
         plural: K::URL_PATH_SEGMENT,
     }
 }
@@ -92,16 +88,6 @@ impl Kind {
     /// The Kubernetes `apiVersion`, e.g. `apps/v1`.
     pub const fn api_version(self) -> &'static str {
         self.facts().api_version
-    }
-
-    /// The API group, empty for the core group.
-    pub const fn group(self) -> &'static str {
-        self.facts().group
-    }
-
-    /// The API version within the group, e.g. `v1`.
-    pub const fn version(self) -> &'static str {
-        self.facts().version
     }
 
     /// The resource (plural) name, as RBAC rules and URL paths spell it,
@@ -176,11 +162,9 @@ mod tests {
 
     #[test]
     fn facts_are_the_api_servers() {
-        assert_eq!(Kind::Ingress.group(), "networking.k8s.io");
-        assert_eq!(Kind::Ingress.version(), "v1");
+        assert_eq!(Kind::Ingress.api_version(), "networking.k8s.io/v1");
         assert_eq!(Kind::Ingress.plural(), "ingresses");
         assert_eq!(Kind::StatefulSet.api_version(), "apps/v1");
-        assert_eq!(Kind::ConfigMap.group(), "");
         assert_eq!(Kind::ConfigMap.api_version(), "v1");
         assert_eq!(
             Kind::PersistentVolumeClaim.plural(),

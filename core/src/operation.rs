@@ -188,13 +188,6 @@ pub struct Verdict {
     pub missing_references: Vec<ComponentId>,
 }
 
-impl Verdict {
-    /// Whether the installation is as deployed.
-    pub fn is_clean(&self) -> bool {
-        self.drift.is_empty() && self.missing_references.is_empty()
-    }
-}
-
 /// A deploy refers to objects that do not exist in its namespace.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

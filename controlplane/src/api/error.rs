@@ -10,7 +10,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::auth::Forbidden;
 use crate::operations::OperationError;
@@ -18,16 +17,9 @@ use crate::query::QueryError;
 use crate::quota::QuotaError;
 use crate::store::StoreError;
 
-/// One element of a Vantiq error body.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct VantiqError {
-    /// The Vantiq error code (`io.vantiq.resource.not.found`, …).
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// The values the message names.
-    pub params: Vec<serde_json::Value>,
-}
+use k8sworker_client::vantiq;
+/// One element of a Vantiq error body: the worker protocol's own type.
+pub use k8sworker_client::vantiq::VantiqError;
 
 /// Why a request failed; the `Display` text is the answer's `message`.
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +262,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         use ApiError::*;
         match self {
-            NotFound { .. } => "io.vantiq.resource.not.found",
+            NotFound { .. } => vantiq::NOT_FOUND,
             UnknownResource(_) => "io.vantiq.type.system.resource.unknown",
             NoRoute(_) => "io.vantiq.http.route.unknown",
             Unauthenticated => "io.vantiq.authentication.required",
@@ -280,7 +272,7 @@ impl ApiError {
             WrongNamespace { .. } => "io.vantiq.authorization.namespace.denied",
             MalformedJson(_) => "io.vantiq.json.invalid",
             BodyTooLarge(_) => "io.vantiq.request.too.large",
-            InvalidArgument { .. } => "io.vantiq.argument.invalid",
+            InvalidArgument { .. } => vantiq::ARGUMENT_INVALID,
             InvalidQuery(_) => "io.vantiq.query.invalid",
             Duplicate { .. } => "io.vantiq.resource.duplicate",
             OperationNotAllowed { .. } => "io.vantiq.resource.operation.not.allowed",
@@ -299,8 +291,8 @@ impl ApiError {
             }
             QuotaExceeded { .. } => "io.vantiq.resources.k8s.self.cluster.quota.exceeded",
             MissingReference { .. } => "io.vantiq.resources.k8s.reference.missing",
-            LeaseLost { .. } => "io.vantiq.resources.k8s.workitem.lease.lost",
-            UnknownProcedure(_) => "io.vantiq.procedure.unknown",
+            LeaseLost { .. } => vantiq::LEASE_LOST,
+            UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
             ShuttingDown => "io.vantiq.server.shutting.down",
             StorageUnavailable(_) => "io.vantiq.storage.unavailable",
             Internal(_) | Task(_) | Panicked => "io.vantiq.internal.error",
