@@ -15,6 +15,7 @@ use crate::auth::Forbidden;
 use crate::operations::OperationError;
 use crate::query::QueryError;
 use crate::quota::QuotaError;
+use crate::state::LoginRefused;
 use crate::store::StoreError;
 
 use k8sworker_client::vantiq;
@@ -50,6 +51,22 @@ pub enum ApiError {
     /// 401: Basic credentials that match no user.
     #[error("The user name or password is not valid.")]
     BadCredentials,
+    /// 429: the client address made too many login attempts.
+    #[error(
+        "Too many login attempts from this address: at most {per_minute} per minute; retry in {retry_after_seconds} s."
+    )]
+    LoginRateLimited {
+        /// The configured attempts per minute.
+        per_minute: u32,
+        /// Seconds until the next attempt is admitted (also `Retry-After`).
+        retry_after_seconds: u64,
+    },
+    /// 429: every password verification slot is busy.
+    #[error("The server is verifying {concurrency} passwords already; retry in a moment.")]
+    LoginBusy {
+        /// The configured verifications at once.
+        concurrency: u32,
+    },
     /// 401: an unknown, revoked or expired token.
     #[error("The access token is not valid or has expired.")]
     InvalidToken,
@@ -252,7 +269,9 @@ impl ApiError {
             | MissingReference { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
-            QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            QuotaExceeded { .. } | LoginRateLimited { .. } | LoginBusy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ShuttingDown | StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | Task(_) | Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -268,6 +287,8 @@ impl ApiError {
             Unauthenticated => "io.vantiq.authentication.required",
             BadCredentials => "io.vantiq.authentication.failed",
             InvalidToken => "io.vantiq.authentication.token.invalid",
+            LoginRateLimited { .. } => "io.vantiq.authentication.rate.limited",
+            LoginBusy { .. } => "io.vantiq.authentication.busy",
             Forbidden { .. } => "io.vantiq.authorization.denied",
             WrongNamespace { .. } => "io.vantiq.authorization.namespace.denied",
             MalformedJson(_) => "io.vantiq.json.invalid",
@@ -311,6 +332,11 @@ impl ApiError {
             Forbidden { action, namespace } => vec![json!(action), json!(namespace)],
             WrongNamespace { token, target } => vec![json!(token), json!(target)],
             BodyTooLarge(limit) => vec![json!(limit)],
+            LoginRateLimited {
+                per_minute,
+                retry_after_seconds,
+            } => vec![json!(per_minute), json!(retry_after_seconds)],
+            LoginBusy { concurrency } => vec![json!(concurrency)],
             InvalidArgument { field, .. } => vec![json!(field)],
             Duplicate { resource, id } => vec![json!(resource), json!(id)],
             OperationNotAllowed {
@@ -373,6 +399,21 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Invalid { field, reason } => ApiError::InvalidArgument { field, reason },
             storage => ApiError::Internal(storage),
+        }
+    }
+}
+
+impl From<LoginRefused> for ApiError {
+    fn from(refused: LoginRefused) -> Self {
+        match refused {
+            LoginRefused::RateLimited {
+                per_minute,
+                retry_after,
+            } => ApiError::LoginRateLimited {
+                per_minute,
+                retry_after_seconds: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            LoginRefused::Busy { concurrency } => ApiError::LoginBusy { concurrency },
         }
     }
 }
@@ -464,7 +505,22 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (status, Json(vec![self.to_vantiq()])).into_response()
+        let retry_after = match &self {
+            ApiError::LoginRateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            ApiError::LoginBusy { .. } => Some(1),
+            _ => None,
+        };
+        let mut response = (status, Json(vec![self.to_vantiq()])).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

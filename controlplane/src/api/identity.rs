@@ -2,9 +2,11 @@
 //! access token), `POST /authenticate/refresh`, long-lived `tokens`,
 //! `users` and `namespaces`.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use rusqlite::Transaction;
 use serde_json::{Value, json};
 
@@ -14,7 +16,7 @@ use super::resource::{Removable, Resource};
 use crate::audit::{MAX_MS, iso, now_ms};
 use crate::auth::{
     self, Action, Caller, WORKER_PROFILE, hash_password, new_token, normalize_profile, parse_basic,
-    token_hash, verify_password,
+    token_hash,
 };
 use crate::query::json_kind;
 use crate::state::AppState;
@@ -110,33 +112,47 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
 }
 
 /// `GET /authenticate` with `Authorization: Basic`.
+///
+/// Each attempt is admitted by [`crate::state::LoginLimits`] first (a rate
+/// per client address, a number at once); then the password is verified
+/// off the runtime, against the user's hash or, for an unknown user, a
+/// dummy hash of the same cost ([`auth::verify_login`]).
 pub async fn authenticate(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let header = headers
+    let header = request
+        .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .ok_or(ApiError::Unauthenticated)?;
     let (username, password) = parse_basic(header).ok_or(ApiError::BadCredentials)?;
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let permit = state.logins.admit(client)?;
     let lookup = username.clone();
     let user = state
         .store
         .transaction(move |tx| identity::find_user(tx, &lookup))
         .await?;
-    let Some(user) = user else {
-        return Err(ApiError::BadCredentials);
-    };
     // PBKDF2 is deliberately slow: keep it off the runtime and the database lock.
-    let stored = user.password_hash.clone();
-    let valid = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-        .await
-        .unwrap_or(false);
-    if !valid {
-        tracing::info!(%username, "authentication failed");
-        return Err(ApiError::BadCredentials);
+    let stored = user.as_ref().map(|user| user.password_hash.clone());
+    let logins = Arc::clone(&state.logins);
+    let valid = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        auth::verify_login(stored.as_deref(), &password, &logins.dummy_hash)
+    })
+    .await
+    .unwrap_or(false);
+    match user {
+        Some(user) if valid => issue_session(&state, user).await,
+        _ => {
+            tracing::info!(%username, "authentication failed");
+            Err(ApiError::BadCredentials)
+        }
     }
-    issue_session(&state, user).await
 }
 
 /// `POST /authenticate/refresh`: the body (text/plain) is a valid session
