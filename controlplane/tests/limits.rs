@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Client, TestServer, assert_error, http};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// `SELECT count(*) FROM <table>` on the server's database file.
@@ -115,4 +113,48 @@ async fn logins_beyond_the_concurrency_are_refused_at_once() {
     assert_eq!(rows(&t, "tokens"), sessions);
     // Once the slot is free, logins work again.
     let _ = Client::login(&t.base, "admin", common::ADMIN_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn where_clauses_beyond_their_limits_are_refused_naming_the_limit() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    let regexes: Vec<Value> = (0..9)
+        .map(|n| json!({"name": {"$regex": format!("^c{n}")}}))
+        .collect();
+    let clause = json!({"$or": regexes});
+    let path = "/api/v1/resources/k8sclusters";
+    let text = clause.to_string();
+    let (status, _, body) = a
+        .send(a.request(Method::GET, path).query(&[("where", &text)]))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    assert_eq!(body[0]["params"], json!(["$regex terms", 8, 9]));
+    // The same through POST …/select and DELETE …?where=: nothing deleted.
+    let (status, body) = a
+        .post("/api/v1/resources/k8sclusters/select", clause.clone())
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    let (status, _, body) = a
+        .send(a.request(Method::DELETE, path).query(&[("where", &text)]))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    assert_eq!(rows(&t, "k8sclusters"), 1);
+    let mut deep = json!({"name": "c1"});
+    for _ in 0..20 {
+        deep = json!({"$and": [deep]});
+    }
+    let (status, body) = a.post("/api/v1/resources/k8sclusters/select", deep).await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    assert_eq!(body[0]["params"][0], "levels of nesting");
+    // Within the limits, selects answer as before.
+    let (status, body) = a
+        .post(
+            "/api/v1/resources/k8sclusters/select",
+            json!({"$or": regexes[..8].to_vec()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 1);
 }

@@ -221,7 +221,7 @@ pub enum ApiError {
     /// 500: storage failed; the details are logged, never answered.
     #[error("Internal error; the server log has the details.")]
     Internal(#[source] StoreError),
-    /// 500: a blocking task (password hashing) failed.
+    /// 500: a blocking task (password hashing, select matching) failed.
     #[error("Internal error; the server log has the details.")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -338,6 +338,11 @@ impl ApiError {
             } => vec![json!(per_minute), json!(retry_after_seconds)],
             LoginBusy { concurrency } => vec![json!(concurrency)],
             InvalidArgument { field, .. } => vec![json!(field)],
+            InvalidQuery(QueryError::TooComplex {
+                measure,
+                limit,
+                actual,
+            }) => vec![json!(measure), json!(limit), json!(actual)],
             Duplicate { resource, id } => vec![json!(resource), json!(id)],
             OperationNotAllowed {
                 resource,
