@@ -511,6 +511,18 @@ pub fn references(request: &InstallationRequest) -> Vec<Reference<'_>> {
     out
 }
 
+/// Whether a deploy's `config` list (a request's, or a record's
+/// `configSpec`) mounts document `document` (a `file` entry with
+/// `resourceType: documents`). A config that does not read mounts nothing.
+pub fn mounts_document(config: &Value, document: &str) -> bool {
+    let request = json!({"name": "", "k8sNamespace": "", "config": config});
+    InstallationRequest::from_json(&request).is_ok_and(|request| {
+        references(&request).iter().any(
+            |reference| matches!(reference, Reference::Document { name, .. } if *name == document),
+        )
+    })
+}
+
 /// The config an operation works on: the request's for a deploy, the
 /// installation's recorded `configSpec` otherwise (`None` without a record).
 pub fn effective_request(item: &Workitem, installation: Option<&Value>) -> Option<Value> {

@@ -158,3 +158,227 @@ async fn where_clauses_beyond_their_limits_are_refused_naming_the_limit() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body.as_array().unwrap().len(), 1);
 }
+
+async fn upload(client: &Client, name: &str, content: &[u8]) -> (StatusCode, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(content.to_vec())
+            .file_name(name.to_owned())
+            .mime_str("text/plain")
+            .unwrap(),
+    );
+    let (status, _, body) = client
+        .send(
+            client
+                .request(Method::POST, "/api/v1/resources/documents")
+                .multipart(form),
+        )
+        .await;
+    (status, body)
+}
+
+/// The content of a stored document, straight from the database.
+fn stored_content(t: &TestServer, name: &str) -> Option<Vec<u8>> {
+    let connection = rusqlite::Connection::open_with_flags(
+        t.dir.0.join("controlplane.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    connection
+        .query_row(
+            "SELECT content FROM documents WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+#[tokio::test]
+async fn documents_beyond_the_namespace_quota_are_refused() {
+    let t = TestServer::start_with(|config| {
+        config.max_documents = 2;
+        config.max_document_bytes = 10;
+    })
+    .await;
+    let a = &t.admin;
+    assert_eq!(upload(a, "a.txt", b"12345").await.0, StatusCode::OK);
+    assert_eq!(upload(a, "b.txt", b"123").await.0, StatusCode::OK);
+    // A third document: over the count.
+    let (status, body) = upload(a, "c.txt", b"1").await;
+    assert_error(
+        status,
+        &body,
+        429,
+        "io.vantiq.resources.documents.quota.exceeded",
+    );
+    assert_eq!(body[0]["params"], json!(["documents", 1, 2, 2]));
+    // Replacing one counts its new size instead of the old: 5 + 6 > 10.
+    let (status, body) = upload(a, "b.txt", b"123456").await;
+    assert_error(
+        status,
+        &body,
+        429,
+        "io.vantiq.resources.documents.quota.exceeded",
+    );
+    assert_eq!(body[0]["params"], json!(["bytes", 6, 5, 10]));
+    assert_eq!(rows(&t, "documents"), 2);
+    assert_eq!(stored_content(&t, "b.txt").unwrap(), b"123");
+    assert_eq!(stored_content(&t, "c.txt"), None);
+    // Within the quota a replacement works; a worker's upload counts alike.
+    assert_eq!(upload(a, "b.txt", b"12345").await.0, StatusCode::OK);
+    let worker = t.worker().await;
+    let (status, body) = upload(&worker, "logs/x.txt", b"1").await;
+    assert_error(
+        status,
+        &body,
+        429,
+        "io.vantiq.resources.documents.quota.exceeded",
+    );
+}
+
+#[tokio::test]
+async fn documents_a_deploy_mounts_are_changed_only_by_admins() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    assert_eq!(
+        upload(a, "conf/app.properties", b"mode=safe").await.0,
+        StatusCode::OK
+    );
+    let mut data = common::deploy_data("web");
+    data["config"].as_array_mut().unwrap().push(json!({
+        "type": "file", "path": "/etc/app", "resourceType": "documents",
+        "resourceName": "conf/app.properties"
+    }));
+    let (status, body) = a.command("c1", "deploy", data).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let user = t.user().await;
+    let worker = t.worker().await;
+    // While the deploy is queued, and after it completed, alike.
+    for round in 0..2 {
+        for client in [&user, &worker] {
+            let (status, body) = upload(client, "conf/app.properties", b"mode=evil").await;
+            assert_error(
+                status,
+                &body,
+                403,
+                "io.vantiq.resources.documents.mounted.admin.only",
+            );
+            assert_eq!(body[0]["params"], json!(["conf/app.properties", "web"]));
+            let (status, body) = client
+                .delete("/api/v1/resources/documents/conf/app.properties")
+                .await;
+            assert_error(
+                status,
+                &body,
+                403,
+                "io.vantiq.resources.documents.mounted.admin.only",
+            );
+        }
+        assert_eq!(
+            stored_content(&t, "conf/app.properties").unwrap(),
+            b"mode=safe"
+        );
+        if round == 0 {
+            let claimed = worker.claim("c1", 0.0).await;
+            assert_eq!(worker.complete(&claimed, json!({})).await.0, StatusCode::OK);
+        }
+    }
+    // Other documents stay writable by users; admins may change mounted ones.
+    assert_eq!(upload(&user, "notes.txt", b"hi").await.0, StatusCode::OK);
+    assert_eq!(
+        upload(a, "conf/app.properties", b"mode=new").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        stored_content(&t, "conf/app.properties").unwrap(),
+        b"mode=new"
+    );
+}
+
+#[tokio::test]
+async fn a_self_deploy_must_state_cpu_and_memory() {
+    let t = TestServer::start_with(|c| c.self_k8s_namespace = "vantiq-self".into()).await;
+    let a = &t.admin;
+    a.create_cluster("self").await;
+    let (status, body) = a
+        .put(
+            "/api/v1/resources/namespaces/k8sworker",
+            json!({"limits": {"k8sResources": {"vCPU": "4", "memory": "4Gi"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = |resources: Value| {
+        json!({"name": "a", "k8sNamespace": "vantiq-self", "config": [
+            {"type": "image", "name": "conn:1"}, resources
+        ]})
+    };
+    let (status, body) = a
+        .command(
+            "self",
+            "deploy",
+            data(json!({"type": "resourceLimit", "cpu": "1"})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.self.cluster.resources.required",
+    );
+    assert_eq!(body[0]["params"], json!(["memory"]));
+    let (status, body) = a
+        .command(
+            "self",
+            "deploy",
+            data(json!({"type": "resourceRequest", "memory": "1Gi"})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.self.cluster.resources.required",
+    );
+    assert_eq!(body[0]["params"], json!(["cpu"]));
+    assert_eq!(rows(&t, "k8sworkitems"), 0);
+    assert_eq!(rows(&t, "quota_charges"), 0);
+    let (status, body) = a
+        .command(
+            "self",
+            "deploy",
+            data(json!({"type": "resourceRequest", "cpu": "1", "memory": "1Gi"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn more_inbound_ports_than_an_installation_may_take_are_refused() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    let mut data = common::deploy_data("web");
+    for n in 0..17 {
+        data["config"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "inboundPort", "port": 8000 + n, "protocol": "TCP"}));
+    }
+    let (status, body) = a.command("c1", "deploy", data).await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.request.invalid",
+    );
+    assert!(
+        body[0]["params"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("17 inboundPort entries") && p.contains("at most 16")),
+        "{body}"
+    );
+    assert_eq!(rows(&t, "k8sworkitems"), 0);
+    let (_, cluster) = a.get("/api/v1/resources/k8sclusters/c1").await;
+    assert_eq!(cluster["lifecycleOperationCount"], 0);
+}

@@ -172,6 +172,13 @@ pub enum ApiError {
     /// 400: a `self` deploy without `resourceRequest` or `resourceLimit`.
     #[error("Deploys to the self cluster must include a resourceRequest or a resourceLimit entry.")]
     SelfClusterResourcesRequired,
+    /// 400: a `self` deploy that states no `cpu` or no `memory` (in
+    /// `resourceRequest` or `resourceLimit`); the missing ones.
+    #[error(
+        "Deploys to the self cluster must state both cpu and memory in resourceRequest or resourceLimit; missing: {}.",
+        .0.join(", ")
+    )]
+    SelfClusterDimensionsRequired(Vec<&'static str>),
     /// 429: the `self` deploy does not fit the namespace's `k8sResources` quota.
     #[error(
         "The deploy would exceed the namespace's k8sResources quota for {resource}: requested {requested}, in use {in_use}, limit {limit}."
@@ -185,6 +192,31 @@ pub enum ApiError {
         in_use: String,
         /// The quota.
         limit: String,
+    },
+    /// 429: an upload would take the namespace's documents beyond
+    /// `--max-documents` or `--max-document-bytes`.
+    #[error(
+        "The upload would exceed the namespace's document quota for {measure}: requested {requested}, in use {in_use}, limit {limit}."
+    )]
+    DocumentQuotaExceeded {
+        /// `documents` (their number) or `bytes` (their content).
+        measure: &'static str,
+        /// What this upload adds.
+        requested: u64,
+        /// What the namespace's other documents hold.
+        in_use: u64,
+        /// The quota.
+        limit: u64,
+    },
+    /// 403: a non-admin writes or deletes a document that a deploy mounts.
+    #[error(
+        "Document {document} is mounted by installation {installation}; only administrators may change or delete it."
+    )]
+    DocumentMounted {
+        /// The document.
+        document: String,
+        /// An installation whose deploy mounts it.
+        installation: String,
     },
     /// 400: a secret or document the request refers to does not exist.
     #[error("The {kind} {name} referenced by the request does not exist.")]
@@ -253,9 +285,10 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Unauthenticated | BadCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
-            Forbidden { .. } | WrongNamespace { .. } | SelfClusterAdminOnly => {
-                StatusCode::FORBIDDEN
-            }
+            Forbidden { .. }
+            | WrongNamespace { .. }
+            | SelfClusterAdminOnly
+            | DocumentMounted { .. } => StatusCode::FORBIDDEN,
             OperationNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MalformedJson(_)
             | InvalidArgument { .. }
@@ -266,12 +299,14 @@ impl ApiError {
             | InstallationOnOtherCluster { .. }
             | SelfClusterWrongNamespace { .. }
             | SelfClusterResourcesRequired
+            | SelfClusterDimensionsRequired(_)
             | MissingReference { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
-            QuotaExceeded { .. } | LoginRateLimited { .. } | LoginBusy { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            QuotaExceeded { .. }
+            | DocumentQuotaExceeded { .. }
+            | LoginRateLimited { .. }
+            | LoginBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ShuttingDown | StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | Task(_) | Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -307,11 +342,13 @@ impl ApiError {
             SelfClusterWrongNamespace { .. } => {
                 "io.vantiq.resources.k8s.self.cluster.wrong.namespace"
             }
-            SelfClusterResourcesRequired => {
+            SelfClusterResourcesRequired | SelfClusterDimensionsRequired(_) => {
                 "io.vantiq.resources.k8s.self.cluster.resources.required"
             }
             QuotaExceeded { .. } => "io.vantiq.resources.k8s.self.cluster.quota.exceeded",
             MissingReference { .. } => "io.vantiq.resources.k8s.reference.missing",
+            DocumentQuotaExceeded { .. } => "io.vantiq.resources.documents.quota.exceeded",
+            DocumentMounted { .. } => "io.vantiq.resources.documents.mounted.admin.only",
             LeaseLost { .. } => vantiq::LEASE_LOST,
             UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
             ShuttingDown => "io.vantiq.server.shutting.down",
@@ -370,6 +407,22 @@ impl ApiError {
                 json!(limit),
             ],
             MissingReference { kind, name } => vec![json!(kind), json!(name)],
+            SelfClusterDimensionsRequired(missing) => missing.iter().map(|m| json!(m)).collect(),
+            DocumentQuotaExceeded {
+                measure,
+                requested,
+                in_use,
+                limit,
+            } => vec![
+                json!(measure),
+                json!(requested),
+                json!(in_use),
+                json!(limit),
+            ],
+            DocumentMounted {
+                document,
+                installation,
+            } => vec![json!(document), json!(installation)],
             LeaseLost {
                 request_id,
                 lease_id,
@@ -436,6 +489,9 @@ impl From<QuotaError> for ApiError {
     fn from(error: QuotaError) -> Self {
         match error {
             QuotaError::ResourcesRequired => ApiError::SelfClusterResourcesRequired,
+            QuotaError::DimensionsRequired(missing) => {
+                ApiError::SelfClusterDimensionsRequired(missing)
+            }
             QuotaError::Invalid { field, reason } => ApiError::InvalidArgument { field, reason },
             QuotaError::Exceeded {
                 resource,
