@@ -156,6 +156,10 @@ pub struct Caller {
     pub grants: Grants,
     /// Admin of the bootstrap namespace: may create namespaces.
     pub system_admin: bool,
+    /// The SHA-256 of the token the request carries ([`token_hash`]).
+    pub token_hash: String,
+    /// The K8s cluster a worker token is bound to, once it is.
+    pub k8s_cluster: Option<String>,
 }
 
 /// A caller's profiles do not allow an action in its namespace.
@@ -342,6 +346,8 @@ mod tests {
             username: "root".into(),
             grants: Grants::from_profiles(&["admin"]),
             system_admin: false,
+            token_hash: token_hash("t"),
+            k8s_cluster: None,
         };
         assert_eq!(caller.require(Action::ManageTokens), Ok(()));
         assert_eq!(

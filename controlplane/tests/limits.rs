@@ -382,3 +382,127 @@ async fn more_inbound_ports_than_an_installation_may_take_are_refused() {
     let (_, cluster) = a.get("/api/v1/resources/k8sclusters/c1").await;
     assert_eq!(cluster["lifecycleOperationCount"], 0);
 }
+
+#[tokio::test]
+async fn a_worker_token_serves_only_its_cluster() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    a.create_cluster("c2").await;
+    let mut data = common::deploy_data("api");
+    data["config"].as_array_mut().unwrap().push(json!({
+        "type": "environmentVariable", "name": "DB_PASSWORD", "value": "@secrets(db)"
+    }));
+    let (status, body) = a
+        .post(
+            "/api/v1/resources/secrets",
+            json!({"name": "db", "secret": "s3cret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = a.command("c2", "deploy", data).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    a.deploy("c1", "web").await;
+
+    // A token named for c1 at creation.
+    let (status, body) = a
+        .post(
+            "/api/v1/resources/tokens",
+            json!({"name": "gw-c1", "profiles": ["k8sWorker__system"], "k8sClusterName": "c1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["k8sClusterName"], "c1");
+    let bound = Client::new(&t.base, body["accessToken"].as_str().unwrap());
+    let (status, body) = bound
+        .procedure("claimWorkitem", json!({"clusterName": "c2"}))
+        .await;
+    assert_error(
+        status,
+        &body,
+        403,
+        "io.vantiq.resources.k8s.worker.cluster.denied",
+    );
+    assert_eq!(body[0]["params"], json!(["c1", "c2"]));
+    assert!(!body.to_string().contains("s3cret"));
+
+    // An unnamed one is bound by its first claim.
+    let worker = t.worker().await;
+    let web = worker.claim("c1", 0.0).await;
+    assert_eq!(web["installationName"], "web");
+    let (status, body) = worker
+        .procedure("claimWorkitem", json!({"clusterName": "c2"}))
+        .await;
+    assert_error(
+        status,
+        &body,
+        403,
+        "io.vantiq.resources.k8s.worker.cluster.denied",
+    );
+    let (_, tokens) = a.get("/api/v1/resources/tokens").await;
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|token| token["k8sClusterName"] == "c1"),
+        "{tokens}"
+    );
+
+    // c2's item is untouched: still REQUESTED, never leased.
+    let (_, items) = a
+        .get(r#"/api/v1/resources/k8sworkitems?where={"clusterName":"c2"}"#)
+        .await;
+    assert_eq!(items[0]["status"], "REQUESTED", "{items}");
+    assert_eq!(items[0]["attempts"], 0, "{items}");
+
+    // A c2 worker claims it; c1's token cannot renew, complete, fail or
+    // release it even knowing its lease.
+    let c2_worker = t.worker().await;
+    let api = c2_worker.claim("c2", 0.0).await;
+    let lease = json!({"requestId": api["requestId"], "leaseId": api["leaseId"]});
+    for (procedure, extra) in [
+        ("renewWorkitemLease", json!({})),
+        ("completeWorkitem", json!({})),
+        ("failWorkitem", json!({"message": "no"})),
+        ("releaseWorkitem", json!({})),
+    ] {
+        let mut params = lease.clone();
+        params
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = bound.procedure(procedure, params).await;
+        assert_error(
+            status,
+            &body,
+            403,
+            "io.vantiq.resources.k8s.worker.cluster.denied",
+        );
+    }
+    let (_, item) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            api["requestId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(item["status"], "PENDING");
+    assert_eq!(item["leaseOwner"], api["leaseOwner"]);
+    assert_eq!(rows(&t, "k8sinstallations"), 0);
+    assert_eq!(c2_worker.complete(&api, json!({})).await.0, StatusCode::OK);
+
+    // Binding needs the worker profile and an existing cluster.
+    for (profiles, cluster) in [
+        (json!(["user"]), "c1"),
+        (json!(["k8sWorker__system"]), "c9"),
+    ] {
+        let (status, body) = a
+            .post(
+                "/api/v1/resources/tokens",
+                json!({"name": "x", "profiles": profiles, "k8sClusterName": cluster}),
+            )
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert_eq!(body[0]["params"], json!(["k8sClusterName"]));
+    }
+}

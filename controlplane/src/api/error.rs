@@ -236,6 +236,16 @@ pub enum ApiError {
         /// The lease presented.
         lease_id: String,
     },
+    /// 403: a worker token bound to one cluster acts on another's workitem.
+    #[error(
+        "This worker token serves K8s cluster {bound}; it cannot act on cluster {requested}'s workitems."
+    )]
+    WorkerClusterDenied {
+        /// The cluster the token is bound to.
+        bound: String,
+        /// The cluster the call concerns.
+        requested: String,
+    },
     /// 404: no procedure has this name.
     #[error("Unknown procedure {0}.")]
     UnknownProcedure(String),
@@ -288,7 +298,8 @@ impl ApiError {
             Forbidden { .. }
             | WrongNamespace { .. }
             | SelfClusterAdminOnly
-            | DocumentMounted { .. } => StatusCode::FORBIDDEN,
+            | DocumentMounted { .. }
+            | WorkerClusterDenied { .. } => StatusCode::FORBIDDEN,
             OperationNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MalformedJson(_)
             | InvalidArgument { .. }
@@ -350,6 +361,7 @@ impl ApiError {
             DocumentQuotaExceeded { .. } => "io.vantiq.resources.documents.quota.exceeded",
             DocumentMounted { .. } => "io.vantiq.resources.documents.mounted.admin.only",
             LeaseLost { .. } => vantiq::LEASE_LOST,
+            WorkerClusterDenied { .. } => "io.vantiq.resources.k8s.worker.cluster.denied",
             UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
             ShuttingDown => "io.vantiq.server.shutting.down",
             StorageUnavailable(_) => "io.vantiq.storage.unavailable",
@@ -423,6 +435,7 @@ impl ApiError {
                 document,
                 installation,
             } => vec![json!(document), json!(installation)],
+            WorkerClusterDenied { bound, requested } => vec![json!(bound), json!(requested)],
             LeaseLost {
                 request_id,
                 lease_id,

@@ -21,6 +21,7 @@ use crate::auth::{
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::identity::{self, TokenRecord, UserRecord};
+use crate::store::resources::{self, DocTable};
 
 /// Long-lived `tokens`, revoked through the shared delete handler of
 /// [`super::resource`].
@@ -95,6 +96,7 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
         username: user.username.clone(),
         profiles: vec![user.profile.clone()],
         expires_at: Some(expires_at),
+        k8s_cluster: None,
     };
     let hash = token_hash(&token);
     state
@@ -188,8 +190,12 @@ pub async fn refresh(
     issue_session(&state, user).await
 }
 
-/// `POST /api/v1/resources/tokens` `{"name", "profiles", "expiresAt"?}`:
-/// a long-lived token; the secret is in the answer only.
+/// The token property (*ours*) naming the one K8s cluster a worker token
+/// serves; without it, the cluster of the token's first claim.
+const CLUSTER_BINDING: &str = "k8sClusterName";
+
+/// `POST /api/v1/resources/tokens` `{"name", "profiles", "expiresAt"?,
+/// "k8sClusterName"?}`: a long-lived token; the secret is in the answer only.
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -244,6 +250,10 @@ pub async fn create_token(
             ));
         }
     };
+    let k8s_cluster = match body.get(CLUSTER_BINDING) {
+        None | Some(Value::Null) => None,
+        value => Some(check_identifier(CLUSTER_BINDING, value)?),
+    };
     let token = new_token();
     let hash = token_hash(&token);
     let answer_profiles = profiles.clone();
@@ -267,22 +277,41 @@ pub async fn create_token(
                 }
                 normalized.push(known.to_owned());
             }
+            if let Some(cluster) = &k8s_cluster {
+                if !normalized.iter().any(|profile| profile == WORKER_PROFILE) {
+                    return Err(ApiError::invalid(
+                        CLUSTER_BINDING,
+                        format!("binds a worker token to its cluster; the profiles have no {WORKER_PROFILE}"),
+                    ));
+                }
+                if resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?.is_none() {
+                    return Err(ApiError::invalid(
+                        CLUSTER_BINDING,
+                        format!("{cluster} is not a K8s cluster of namespace {}", caller.namespace),
+                    ));
+                }
+            }
             let record = TokenRecord {
                 name: Some(name.clone()),
                 namespace: caller.namespace.clone(),
                 username: caller.username.clone(),
                 profiles: normalized,
                 expires_at,
+                k8s_cluster: k8s_cluster.clone(),
             };
             identity::insert_token(tx, &hash, &record)?;
-            Ok(Json(json!({
+            let mut answer = json!({
                 "name": name,
                 "accessToken": token,
                 "profiles": answer_profiles,
                 "expiresAt": expires_at.map(iso),
                 "ars_namespace": namespace,
                 "ars_createdBy": caller.username,
-            })))
+            });
+            if let Some(cluster) = k8s_cluster {
+                answer[CLUSTER_BINDING] = json!(cluster);
+            }
+            Ok(Json(answer))
         })
         .await
 }
