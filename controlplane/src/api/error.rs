@@ -246,6 +246,15 @@ pub enum ApiError {
         /// The cluster the call concerns.
         requested: String,
     },
+    /// 410: the leased workitem was cancelled; the renewal still extended
+    /// the lease, so an operation already applying can report its outcome.
+    #[error(
+        "Workitem {request_id} was cancelled: do not start it (release it); an operation already applying finishes and reports its outcome."
+    )]
+    WorkitemCancelled {
+        /// The workitem's `requestId`.
+        request_id: String,
+    },
     /// 404: no procedure has this name.
     #[error("Unknown procedure {0}.")]
     UnknownProcedure(String),
@@ -314,6 +323,7 @@ impl ApiError {
             | MissingReference { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
+            WorkitemCancelled { .. } => StatusCode::GONE,
             QuotaExceeded { .. }
             | DocumentQuotaExceeded { .. }
             | LoginRateLimited { .. }
@@ -361,6 +371,7 @@ impl ApiError {
             DocumentQuotaExceeded { .. } => "io.vantiq.resources.documents.quota.exceeded",
             DocumentMounted { .. } => "io.vantiq.resources.documents.mounted.admin.only",
             LeaseLost { .. } => vantiq::LEASE_LOST,
+            WorkitemCancelled { .. } => vantiq::WORKITEM_CANCELLED,
             WorkerClusterDenied { .. } => "io.vantiq.resources.k8s.worker.cluster.denied",
             UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
             ShuttingDown => "io.vantiq.server.shutting.down",
@@ -436,6 +447,7 @@ impl ApiError {
                 installation,
             } => vec![json!(document), json!(installation)],
             WorkerClusterDenied { bound, requested } => vec![json!(bound), json!(requested)],
+            WorkitemCancelled { request_id } => vec![json!(request_id)],
             LeaseLost {
                 request_id,
                 lease_id,

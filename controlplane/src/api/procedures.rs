@@ -363,7 +363,17 @@ async fn renew(
             )?)
         })
         .await?;
-    answer(protocol::RENEW_WORKITEM_LEASE, renewed)
+    if renewed.cancelled {
+        // Answered after the extension committed: a worker whose apply is
+        // running keeps its lease to report the outcome.
+        return Err(ApiError::WorkitemCancelled {
+            request_id: renewed.body["requestId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    answer(protocol::RENEW_WORKITEM_LEASE, renewed.body)
 }
 
 async fn complete(

@@ -128,7 +128,7 @@ pub fn cluster_usage(
     )?;
     let workitems: i64 = tx.query_row(
         "SELECT COUNT(*) FROM k8sworkitems WHERE namespace = ?1 AND cluster_name = ?2
-         AND status IN ('REQUESTED', 'PENDING')",
+         AND status IN ('REQUESTED', 'PENDING', 'CANCELLED')",
         params![namespace, name],
         |row| row.get(0),
     )?;
