@@ -185,10 +185,10 @@ fn check_cluster(
     let Some(bound) = &caller.k8s_cluster else {
         return Ok(());
     };
-    match workitems::get(tx, &caller.namespace, request_id)? {
-        Some(item) if item.cluster != *bound => Err(ApiError::WorkerClusterDenied {
+    match workitems::cluster_of(tx, &caller.namespace, request_id)? {
+        Some(cluster) if cluster != *bound => Err(ApiError::WorkerClusterDenied {
             bound: bound.clone(),
-            requested: item.cluster,
+            requested: cluster,
         }),
         _ => Ok(()),
     }
@@ -274,6 +274,7 @@ async fn claim(
     {
         let (namespace, name) = (namespace.clone(), cluster.clone());
         let token = caller.token_hash.clone();
+        let bound = caller.k8s_cluster.clone();
         state
             .store
             .transaction(move |tx| {
@@ -282,7 +283,10 @@ async fn claim(
                 }
                 // A worker token serves one cluster: the one it names, or
                 // the one it first claims from.
-                let bound = identity::bind_token_cluster(tx, &token, &name)?;
+                let bound = match bound {
+                    Some(bound) => Some(bound),
+                    None => identity::bind_token_cluster(tx, &token, &name)?,
+                };
                 match bound {
                     Some(bound) if bound != name => Err(ApiError::WorkerClusterDenied {
                         bound,

@@ -163,6 +163,20 @@ pub fn get(
         .transpose()
 }
 
+/// The cluster of one workitem of a namespace.
+pub fn cluster_of(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    request_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT cluster_name FROM k8sworkitems WHERE namespace = ?1 AND request_id = ?2",
+        )?
+        .query_row(params![namespace, request_id], |row| row.get(0))
+        .optional()?)
+}
+
 /// Every workitem of a namespace, oldest first.
 pub fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Workitem>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM k8sworkitems WHERE namespace = ?1 ORDER BY seq");
@@ -227,17 +241,16 @@ pub fn expire_leases(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, Stri
         clusters.push((namespace, cluster));
     }
     // A cancelled item whose worker went away: the cancellation is done.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM k8sworkitems WHERE status = 'CANCELLED' AND lease_expires_at < ?1"
-    );
-    let expired: Vec<Workitem> = tx
-        .prepare(&sql)?
-        .query_map([now], read_row)?
-        .map(|row| decode(row?))
+    let dropped: Vec<(String, String, String)> = tx
+        .prepare_cached(
+            "DELETE FROM k8sworkitems WHERE status = 'CANCELLED' AND lease_expires_at < ?1
+             RETURNING namespace, installation, request_id",
+        )?
+        .query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for item in expired {
-        tracing::info!(namespace = %item.namespace, request_id = %item.request_id, "cancelled workitem's lease expired; dropped");
-        drop_item(tx, &item)?;
+    for (namespace, installation, request_id) in dropped {
+        tracing::info!(%namespace, %request_id, "cancelled workitem's lease expired; dropped");
+        release_orphan_charge(tx, &namespace, &installation)?;
     }
     clusters.sort();
     clusters.dedup();
