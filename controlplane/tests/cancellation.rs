@@ -10,20 +10,6 @@ use common::{Client, TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// `SELECT count(*) FROM <table>` on the server's database file.
-fn rows(t: &TestServer, table: &str) -> i64 {
-    let connection = rusqlite::Connection::open_with_flags(
-        t.dir.0.join("controlplane.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    connection
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-            row.get(0)
-        })
-        .unwrap()
-}
-
 /// A server with a `self` cluster and a quota for it, and a worker.
 async fn self_cluster() -> (TestServer, Client) {
     let t = TestServer::start_with(|c| c.self_k8s_namespace = "vantiq-self".into()).await;
@@ -40,13 +26,13 @@ async fn self_cluster() -> (TestServer, Client) {
     (t, worker)
 }
 
-async fn deploy_self(a: &Client, name: &str) -> Value {
+async fn deploy_self(a: &Client, name: &str, image: &str) -> Value {
     let (status, body) = a
         .command(
             "self",
             "deploy",
             json!({"name": name, "k8sNamespace": "vantiq-self", "config": [
-                {"type": "image", "name": "conn:1"},
+                {"type": "image", "name": image},
                 {"type": "resourceRequest", "cpu": "1", "memory": "1Gi"}
             ]}),
         )
@@ -80,14 +66,14 @@ async fn workitem(a: &Client, claimed: &Value) -> Option<Value> {
 async fn a_cancelled_item_not_started_is_dropped_and_its_charge_released() {
     let (t, worker) = self_cluster().await;
     let a = &t.admin;
-    deploy_self(a, "conn").await;
+    deploy_self(a, "conn", "conn:1").await;
     let claimed = worker.claim("self", 0.0).await;
     cancel(a, &claimed).await;
     let item = workitem(a, &claimed).await.unwrap();
     assert_eq!(item["status"], "CANCELLED");
     assert_eq!(item["leaseOwner"], claimed["leaseOwner"]);
     // The charge holds while the worker may still be applying.
-    assert_eq!(rows(&t, "quota_charges"), 1);
+    assert_eq!(t.rows("quota_charges"), 1);
     // A second cancel changes nothing.
     cancel(a, &claimed).await;
     assert_eq!(workitem(a, &claimed).await.unwrap()["status"], "CANCELLED");
@@ -116,8 +102,8 @@ async fn a_cancelled_item_not_started_is_dropped_and_its_charge_released() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "CANCELLED");
     assert_eq!(workitem(a, &claimed).await, None);
-    assert_eq!(rows(&t, "quota_charges"), 0);
-    assert_eq!(rows(&t, "k8sinstallations"), 0);
+    assert_eq!(t.rows("quota_charges"), 0);
+    assert_eq!(t.rows("k8sinstallations"), 0);
     assert_eq!(worker.claim("self", 0.0).await, Value::Null);
 }
 
@@ -125,21 +111,11 @@ async fn a_cancelled_item_not_started_is_dropped_and_its_charge_released() {
 async fn an_apply_that_ran_anyway_is_recorded_against_the_cancelled_item() {
     let (t, worker) = self_cluster().await;
     let a = &t.admin;
-    deploy_self(a, "conn").await;
+    deploy_self(a, "conn", "conn:1").await;
     let claimed = worker.claim("self", 0.0).await;
     cancel(a, &claimed).await;
     // A next operation on the installation waits for the one in flight.
-    let (status, body) = a
-        .command(
-            "self",
-            "deploy",
-            json!({"name": "conn", "k8sNamespace": "vantiq-self", "config": [
-                {"type": "image", "name": "conn:2"},
-                {"type": "resourceRequest", "cpu": "1", "memory": "1Gi"}
-            ]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    deploy_self(a, "conn", "conn:2").await;
     assert_eq!(worker.claim("self", 0.0).await, Value::Null);
 
     let (status, done) = worker
@@ -151,7 +127,7 @@ async fn an_apply_that_ran_anyway_is_recorded_against_the_cancelled_item() {
     assert_eq!(workitem(a, &claimed).await, None);
     let (_, record) = a.get("/api/v1/resources/k8sinstallations/conn").await;
     assert_eq!(record["k8sInstallationIdentifier"], "uid-1");
-    assert_eq!(rows(&t, "quota_charges"), 1);
+    assert_eq!(t.rows("quota_charges"), 1);
     // Now the queued redeploy runs.
     let next = worker.claim("self", 0.0).await;
     assert_eq!(next["request"]["config"][0]["name"], "conn:2");
@@ -163,7 +139,7 @@ async fn a_cancelled_item_whose_worker_failed_or_vanished_keeps_the_quota_consis
     let a = &t.admin;
     // Failed while cancelled: the outcome is recorded (FAILED), as for a
     // PENDING item; the failed first deploy's record keeps its charge.
-    deploy_self(a, "one").await;
+    deploy_self(a, "one", "conn:1").await;
     let claimed = worker.claim("self", 0.0).await;
     cancel(a, &claimed).await;
     let mut params = lease(&claimed);
@@ -173,10 +149,10 @@ async fn a_cancelled_item_whose_worker_failed_or_vanished_keeps_the_quota_consis
     assert_eq!(body["status"], "FAILED");
     let (_, record) = a.get("/api/v1/resources/k8sinstallations/one").await;
     assert_eq!(record["installationStatus"], "FAILED");
-    assert_eq!(rows(&t, "quota_charges"), 1);
+    assert_eq!(t.rows("quota_charges"), 1);
 
     // Vanished: the lease runs out and the cancellation completes.
-    deploy_self(a, "two").await;
+    deploy_self(a, "two", "conn:1").await;
     let (status, body) = worker
         .procedure(
             "claimWorkitem",
@@ -186,10 +162,10 @@ async fn a_cancelled_item_whose_worker_failed_or_vanished_keeps_the_quota_consis
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["installationName"], "two");
     cancel(a, &body).await;
-    assert_eq!(rows(&t, "quota_charges"), 2);
+    assert_eq!(t.rows("quota_charges"), 2);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(workitem(a, &body).await, None);
-    assert_eq!(rows(&t, "quota_charges"), 1);
+    assert_eq!(t.rows("quota_charges"), 1);
     let (status, _) = worker.procedure("renewWorkitemLease", lease(&body)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -10,20 +10,6 @@ use common::{Client, TestServer, assert_error, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// `SELECT count(*) FROM <table>` on the server's database file.
-fn rows(t: &TestServer, table: &str) -> i64 {
-    let connection = rusqlite::Connection::open_with_flags(
-        t.dir.0.join("controlplane.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    connection
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-            row.get(0)
-        })
-        .unwrap()
-}
-
 async fn login(
     t: &TestServer,
     user: &str,
@@ -44,7 +30,7 @@ async fn login(
 async fn logins_beyond_the_rate_are_refused_without_verifying_or_issuing() {
     let t = TestServer::start_with(|config| config.auth_attempts_per_minute = 3).await;
     // The admin session of TestServer::start took one attempt.
-    let sessions = rows(&t, "tokens");
+    let sessions = t.rows("tokens");
     let (status, _, _) = login(&t, "admin", "wrong-password").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, _) = login(&t, "nobody", "wrong-password").await;
@@ -56,7 +42,7 @@ async fn logins_beyond_the_rate_are_refused_without_verifying_or_issuing() {
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(body[0]["params"][1], retry);
-    assert_eq!(rows(&t, "tokens"), sessions, "no session was issued");
+    assert_eq!(t.rows("tokens"), sessions, "no session was issued");
     // Bearer tokens are not logins: the admin's session still works.
     let (status, _) = t.admin.get("/api/v1/resources/k8sclusters").await;
     assert_eq!(status, StatusCode::OK);
@@ -70,7 +56,7 @@ async fn logins_beyond_the_concurrency_are_refused_at_once() {
         config.password_hash_iterations = 100_000;
     })
     .await;
-    let sessions = rows(&t, "tokens");
+    let sessions = t.rows("tokens");
     let attempts = (0..4).map(|_| {
         let base = t.base.clone();
         tokio::spawn(async move {
@@ -110,7 +96,7 @@ async fn logins_beyond_the_concurrency_are_refused_at_once() {
             .any(|(status, _)| *status == StatusCode::UNAUTHORIZED),
         "{answers:?}"
     );
-    assert_eq!(rows(&t, "tokens"), sessions);
+    assert_eq!(t.rows("tokens"), sessions);
     // Once the slot is free, logins work again.
     let _ = Client::login(&t.base, "admin", common::ADMIN_PASSWORD).await;
 }
@@ -140,7 +126,7 @@ async fn where_clauses_beyond_their_limits_are_refused_naming_the_limit() {
         .send(a.request(Method::DELETE, path).query(&[("where", &text)]))
         .await;
     assert_error(status, &body, 400, "io.vantiq.query.invalid");
-    assert_eq!(rows(&t, "k8sclusters"), 1);
+    assert_eq!(t.rows("k8sclusters"), 1);
     let mut deep = json!({"name": "c1"});
     for _ in 0..20 {
         deep = json!({"$and": [deep]});
@@ -179,12 +165,7 @@ async fn upload(client: &Client, name: &str, content: &[u8]) -> (StatusCode, Val
 
 /// The content of a stored document, straight from the database.
 fn stored_content(t: &TestServer, name: &str) -> Option<Vec<u8>> {
-    let connection = rusqlite::Connection::open_with_flags(
-        t.dir.0.join("controlplane.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    connection
+    t.database()
         .query_row(
             "SELECT content FROM documents WHERE name = ?1",
             [name],
@@ -221,7 +202,7 @@ async fn documents_beyond_the_namespace_quota_are_refused() {
         "io.vantiq.resources.documents.quota.exceeded",
     );
     assert_eq!(body[0]["params"], json!(["bytes", 6, 5, 10]));
-    assert_eq!(rows(&t, "documents"), 2);
+    assert_eq!(t.rows("documents"), 2);
     assert_eq!(stored_content(&t, "b.txt").unwrap(), b"123");
     assert_eq!(stored_content(&t, "c.txt"), None);
     // Within the quota a replacement works; a worker's upload counts alike.
@@ -313,36 +294,21 @@ async fn a_self_deploy_must_state_cpu_and_memory() {
             {"type": "image", "name": "conn:1"}, resources
         ]})
     };
-    let (status, body) = a
-        .command(
-            "self",
-            "deploy",
-            data(json!({"type": "resourceLimit", "cpu": "1"})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
-        400,
-        "io.vantiq.resources.k8s.self.cluster.resources.required",
-    );
-    assert_eq!(body[0]["params"], json!(["memory"]));
-    let (status, body) = a
-        .command(
-            "self",
-            "deploy",
-            data(json!({"type": "resourceRequest", "memory": "1Gi"})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
-        400,
-        "io.vantiq.resources.k8s.self.cluster.resources.required",
-    );
-    assert_eq!(body[0]["params"], json!(["cpu"]));
-    assert_eq!(rows(&t, "k8sworkitems"), 0);
-    assert_eq!(rows(&t, "quota_charges"), 0);
+    for (resources, missing) in [
+        (json!({"type": "resourceLimit", "cpu": "1"}), "memory"),
+        (json!({"type": "resourceRequest", "memory": "1Gi"}), "cpu"),
+    ] {
+        let (status, body) = a.command("self", "deploy", data(resources)).await;
+        assert_error(
+            status,
+            &body,
+            400,
+            "io.vantiq.resources.k8s.self.cluster.resources.required",
+        );
+        assert_eq!(body[0]["params"], json!([missing]));
+    }
+    assert_eq!(t.rows("k8sworkitems"), 0);
+    assert_eq!(t.rows("quota_charges"), 0);
     let (status, body) = a
         .command(
             "self",
@@ -378,7 +344,7 @@ async fn more_inbound_ports_than_an_installation_may_take_are_refused() {
             .is_some_and(|p| p.contains("17 inboundPort entries") && p.contains("at most 16")),
         "{body}"
     );
-    assert_eq!(rows(&t, "k8sworkitems"), 0);
+    assert_eq!(t.rows("k8sworkitems"), 0);
     let (_, cluster) = a.get("/api/v1/resources/k8sclusters/c1").await;
     assert_eq!(cluster["lifecycleOperationCount"], 0);
 }
@@ -488,7 +454,7 @@ async fn a_worker_token_serves_only_its_cluster() {
         .await;
     assert_eq!(item["status"], "PENDING");
     assert_eq!(item["leaseOwner"], api["leaseOwner"]);
-    assert_eq!(rows(&t, "k8sinstallations"), 0);
+    assert_eq!(t.rows("k8sinstallations"), 0);
     assert_eq!(c2_worker.complete(&api, json!({})).await.0, StatusCode::OK);
 
     // Binding needs the worker profile and an existing cluster.
