@@ -16,7 +16,7 @@ use rcgen::{
 };
 
 use crate::identity::{Identity, Role};
-use crate::material::TlsFiles;
+use crate::material::{Tls, TlsError, TlsFiles};
 
 /// How long a CA is valid: ten years.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -29,6 +29,9 @@ pub enum GenerateError {
     /// rcgen refused.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The certificate written could not be read back.
+    #[error(transparent)]
+    Load(#[from] TlsError),
     /// Writing a file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -219,4 +222,51 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     file.write_all(content.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&partial, path)
+}
+
+/// A CA and the certificates it issued, each in its own directory under
+/// one root: what the tests and the demo use.
+#[derive(Debug)]
+pub struct Pki {
+    ca: Ca,
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// A new CA; certificates go under `dir`.
+    ///
+    /// # Errors
+    /// rcgen refused.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<Pki, GenerateError> {
+        Ok(Pki {
+            ca: Ca::generate("k8sworker test CA")?,
+            dir: dir.into(),
+        })
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The directory of `identity`'s files: its URI path, `/` as `-`
+    /// (`planner`, `executor-team-a`, `gateway-acme-prod`).
+    pub fn dir_of(&self, identity: &Identity) -> std::path::PathBuf {
+        let uri = identity.uri();
+        let path = uri.strip_prefix(crate::identity::PREFIX).unwrap_or(&uri);
+        self.dir.join(path.replace('/', "-"))
+    }
+
+    /// Issues a certificate for `identity` into [`Pki::dir_of`] (replacing
+    /// one issued before) and loads it.
+    ///
+    /// # Errors
+    /// Generation, writing or loading failed.
+    pub fn tls(&self, identity: &Identity) -> Result<Tls, GenerateError> {
+        let files = self
+            .ca
+            .issue(identity, CERT_VALIDITY)?
+            .write(&self.dir_of(identity))?;
+        Ok(Tls::load(files)?)
+    }
 }

@@ -3,11 +3,13 @@
 //! certificates that are read again when their files change.
 //!
 //! ```text
+//! cli        TlsArgs: --tls-dir, --insecure-plaintext, --tls-reload-seconds
 //! identity   spiffe://k8sworker/… URIs: gateway/<vantiq-ns>/<cluster>, planner, executor/<ns>, preview
 //! material   Tls: cert + key + CA from PEM files, reloaded on change; rustls server/client configs
 //! transport  incoming(listener, tls) → accepted connections carrying PeerInfo;
 //!            channel(endpoint, tls, expected) → a tonic channel that accepts only `expected`
 //! peer       authorize(request, call, roles): the verified certificate's identity, or a refusal
+//! health     serve_health: the plaintext port for probes, grpc.health.v1 only
 //! generate   (feature `generate`) a CA and component certificates, as files or Secrets
 //! ```
 //!
@@ -18,14 +20,18 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 #[cfg(feature = "generate")]
 pub mod generate;
+pub mod health;
 pub mod identity;
 pub mod material;
 pub mod peer;
 pub mod transport;
 mod verify;
 
+pub use cli::{TlsArgs, TlsArgsError};
+pub use health::serve_health;
 pub use identity::{Identity, Role};
 pub use material::{Tls, TlsError, TlsFiles};
 pub use peer::{Authentication, PeerInfo, authorize};

@@ -278,14 +278,32 @@ impl Tls {
     /// # Errors
     /// rustls refused the material.
     pub fn client_config(&self, expected: Identity) -> Result<Arc<ClientConfig>, TlsError> {
+        self.client_config_presenting(expected, true)
+    }
+
+    /// As [`Tls::client_config`], presenting the certificate only when
+    /// `present` is true: without, the client is what an unauthenticated
+    /// caller looks like (tests of refusals use it).
+    ///
+    /// # Errors
+    /// rustls refused the material.
+    pub fn client_config_presenting(
+        &self,
+        expected: Identity,
+        present: bool,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
         let material = self.current();
         let provider = provider();
         let verifier = IdentityVerifier::new(material.roots.clone(), expected, provider.clone());
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(material.chain.clone(), material.key.clone_key())?;
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = if present {
+            builder.with_client_auth_cert(material.chain.clone(), material.key.clone_key())?
+        } else {
+            builder.with_no_client_auth()
+        };
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }

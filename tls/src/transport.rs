@@ -177,6 +177,7 @@ impl AsyncWrite for Conn {
 pub struct Connector {
     tls: Tls,
     expected: Identity,
+    present_certificate: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -193,6 +194,7 @@ impl tower::Service<http::Uri> for Connector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let tls = self.tls.clone();
         let expected = self.expected.clone();
+        let present = self.present_certificate;
         Box::pin(async move {
             let host = uri
                 .host()
@@ -207,7 +209,7 @@ impl tower::Service<http::Uri> for Connector {
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host)?;
-            let stream = TlsConnector::from(tls.client_config(expected)?)
+            let stream = TlsConnector::from(tls.client_config_presenting(expected, present)?)
                 .connect(name, tcp)
                 .await?;
             Ok(TokioIo::new(stream))
@@ -221,6 +223,16 @@ impl Tls {
         Connector {
             tls: self.clone(),
             expected,
+            present_certificate: true,
+        }
+    }
+
+    /// A connector that verifies the server as [`Tls::connector`] does but
+    /// presents no certificate of its own: an unauthenticated caller.
+    pub fn anonymous_connector(&self, expected: Identity) -> Connector {
+        Connector {
+            present_certificate: false,
+            ..self.connector(expected)
         }
     }
 }
