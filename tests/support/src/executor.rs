@@ -10,6 +10,7 @@ use std::{net::SocketAddr, thread::JoinHandle, time::Duration};
 use k8sworker_core::owner::Tenant;
 use k8sworker_executor::{ExecutorConfig, ExecutorService, calls::ApiCalls};
 use k8sworker_proto::v1::executor_client::ExecutorClient;
+use k8sworker_tls::Identity;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -26,9 +27,12 @@ pub struct RunningExecutor {
 }
 
 impl RunningExecutor {
-    /// Starts an executor for `config.namespace` calling Kubernetes with `kube_config`.
+    /// Starts an executor for `config.namespace` calling Kubernetes with
+    /// `kube_config`, serving mutual TLS with the namespace's executor
+    /// certificate ([`crate::pki`]).
     pub async fn start(kube_config: kube::Config, config: ExecutorConfig) -> Self {
         let namespace = config.namespace.clone();
+        let tls = crate::pki::tls(&Identity::executor(namespace.clone()));
         let (ready, started) = oneshot::channel();
         let (kill, killed) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -48,7 +52,7 @@ impl RunningExecutor {
                     let address = listener.local_addr().expect("bound address");
                     let _ = ready.send((address, executor.api_calls()));
                     tokio::select! {
-                        served = k8sworker_executor::serve(listener, executor, std::future::pending()) => {
+                        served = k8sworker_executor::serve(listener, Some(tls), executor, std::future::pending()) => {
                             served.expect("executor serves");
                         }
                         _ = killed => {}
@@ -82,23 +86,29 @@ impl RunningExecutor {
         Self::start(identity.config().await, config).await
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        format!("https://{}", self.address)
     }
 
-    /// A gRPC client of this executor.
+    /// A gRPC client of this executor, with the planner's certificate.
     pub async fn client(&self) -> ExecutorClient<Channel> {
-        ExecutorClient::connect(self.endpoint())
-            .await
-            .expect("executor answers")
+        self.client_as(Some(&Identity::Planner))
     }
 
-    /// This executor as the planner reaches it.
+    /// A gRPC client of this executor presenting `caller`'s certificate,
+    /// or none.
+    pub fn client_as(&self, caller: Option<&Identity>) -> ExecutorClient<Channel> {
+        crate::pki::executor_client(&self.endpoint(), &self.namespace, caller)
+    }
+
+    /// This executor as the planner reaches it (the planner's certificate).
     pub async fn executor(&self) -> k8sworker_planner::grpc_executor::GrpcExecutor {
-        k8sworker_planner::grpc_executor::GrpcExecutor::connect(self.endpoint())
-            .await
-            .expect("executor answers")
+        k8sworker_planner::grpc_executor::GrpcExecutor::new(crate::pki::channel(
+            &self.endpoint(),
+            Some(&Identity::Planner),
+            Identity::executor(self.namespace.clone()),
+        ))
     }
 
     /// Every Kubernetes API call this executor made.
