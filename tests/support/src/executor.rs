@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 pub struct RunningExecutor {
     /// Where it listens (127.0.0.1, an ephemeral port).
     pub address: SocketAddr,
+    /// `https` (mutual TLS) or `http` (plaintext).
+    scheme: &'static str,
     /// The one namespace it serves.
     pub namespace: String,
     calls: ApiCalls,
@@ -31,8 +33,24 @@ impl RunningExecutor {
     /// `kube_config`, serving mutual TLS with the namespace's executor
     /// certificate ([`crate::pki`]).
     pub async fn start(kube_config: kube::Config, config: ExecutorConfig) -> Self {
+        let tls = crate::pki::tls(&Identity::executor(config.namespace.clone()));
+        Self::serving(kube_config, config, Some(tls)).await
+    }
+
+    /// As [`RunningExecutor::start`], but plaintext on loopback and nobody
+    /// checked (`--insecure-plaintext`): the load driver's baseline.
+    pub async fn start_plaintext(kube_config: kube::Config, mut config: ExecutorConfig) -> Self {
+        config.authentication = k8sworker_tls::Authentication::Off;
+        Self::serving(kube_config, config, None).await
+    }
+
+    async fn serving(
+        kube_config: kube::Config,
+        config: ExecutorConfig,
+        tls: Option<k8sworker_tls::Tls>,
+    ) -> Self {
         let namespace = config.namespace.clone();
-        let tls = crate::pki::tls(&Identity::executor(namespace.clone()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (ready, started) = oneshot::channel();
         let (kill, killed) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -52,7 +70,7 @@ impl RunningExecutor {
                     let address = listener.local_addr().expect("bound address");
                     let _ = ready.send((address, executor.api_calls()));
                     tokio::select! {
-                        served = k8sworker_executor::serve(listener, Some(tls), executor, std::future::pending()) => {
+                        served = k8sworker_executor::serve(listener, tls, executor, std::future::pending()) => {
                             served.expect("executor serves");
                         }
                         _ = killed => {}
@@ -64,6 +82,7 @@ impl RunningExecutor {
         let (address, calls) = started.await.expect("executor started");
         RunningExecutor {
             address,
+            scheme,
             namespace,
             calls,
             kill: Some(kill),
@@ -86,9 +105,9 @@ impl RunningExecutor {
         Self::start(identity.config().await, config).await
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (`http://` for a plaintext one).
     pub fn endpoint(&self) -> String {
-        format!("https://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// A gRPC client of this executor, with the planner's certificate.
