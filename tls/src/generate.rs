@@ -238,10 +238,15 @@ impl Pki {
     /// # Errors
     /// rcgen refused.
     pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<Pki, GenerateError> {
-        Ok(Pki {
-            ca: Ca::generate("k8sworker test CA")?,
+        Ok(Pki::with_ca(Ca::generate("k8sworker CA")?, dir))
+    }
+
+    /// `ca`'s certificates, under `dir`.
+    pub fn with_ca(ca: Ca, dir: impl Into<std::path::PathBuf>) -> Pki {
+        Pki {
+            ca,
             dir: dir.into(),
-        })
+        }
     }
 
     /// The CA.
@@ -263,10 +268,22 @@ impl Pki {
     /// # Errors
     /// Generation, writing or loading failed.
     pub fn tls(&self, identity: &Identity) -> Result<Tls, GenerateError> {
-        let files = self
-            .ca
-            .issue(identity, CERT_VALIDITY)?
-            .write(&self.dir_of(identity))?;
+        let files = self.issue(identity, CERT_VALIDITY)?.1;
         Ok(Tls::load(files)?)
+    }
+
+    /// Issues a certificate for `identity`, valid `valid_for`, into
+    /// [`Pki::dir_of`] (replacing one issued before).
+    ///
+    /// # Errors
+    /// Generation or writing failed.
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        valid_for: Duration,
+    ) -> Result<(Issued, TlsFiles), GenerateError> {
+        let issued = self.ca.issue(identity, valid_for)?;
+        let files = issued.write(&self.dir_of(identity))?;
+        Ok((issued, files))
     }
 }
