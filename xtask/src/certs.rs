@@ -14,6 +14,8 @@
 //! apply the Secrets, the components read the new files without a restart).
 
 use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,5 +125,17 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    crate::write_secret(path, content).with_context(|| format!("writing {}", path.display()))
+    write_secret(path, content).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `content` to `path`, readable by its owner only (mode 0600).
+pub(crate) fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    Ok(())
 }

@@ -22,7 +22,6 @@ mod layers;
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -229,16 +228,6 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(content.as_bytes())?;
-    Ok(())
-}
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let kubeconfig_env = std::env::var("KUBECONFIG")
@@ -272,7 +261,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Ok(password) => password.trim().to_owned(),
         Err(_) => {
             let password = uuid::Uuid::new_v4().simple().to_string();
-            write_secret(&password_file, &password)?;
+            certs::write_secret(&password_file, &password)?;
             password
         }
     };
@@ -636,7 +625,7 @@ async fn executor_identity(
         "current-context": "executor",
     });
     let path = state.join("executor.kubeconfig");
-    write_secret(&path, &serde_saphyr::to_string(&document)?)?;
+    certs::write_secret(&path, &serde_saphyr::to_string(&document)?)?;
     println!(
         "    token for {namespace}/{name} written to {} (mode 0600)",
         path.display()
