@@ -201,3 +201,30 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     assert!(planner.reload().is_err());
     assert_eq!(served_cert(address, &gateway).await, expected);
 }
+
+#[tokio::test]
+async fn the_health_port_serves_health_in_plaintext_and_nothing_else() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(k8sworker_tls::serve_health(
+        listener,
+        &["k8sworker.v1.Executor"],
+        std::future::pending(),
+    ));
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    let serving = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "k8sworker.v1.Executor".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.status, tonic_health::ServingStatus::Serving as i32);
+    let refused = k8sworker_proto::v1::executor_client::ExecutorClient::new(channel)
+        .fetch_logs(k8sworker_proto::v1::FetchLogsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+}

@@ -228,7 +228,6 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let kubeconfig_env = std::env::var("KUBECONFIG")
         .context("KUBECONFIG must name an admin kubeconfig of the target cluster")?;
