@@ -169,9 +169,9 @@ impl PlannerService {
 
 /// Who may ask for renders and plans: gateways, and preview clients (CI
 /// pipelines) that never execute.
-const PREVIEWERS: &[Role] = &[Role::Gateway, Role::Preview];
+const RENDER_AND_PLAN_CALLERS: &[Role] = &[Role::Gateway, Role::Preview];
 /// Who may execute: gateways only.
-const EXECUTORS: &[Role] = &[Role::Gateway];
+const EXECUTE_CALLERS: &[Role] = &[Role::Gateway];
 
 fn invalid(error: ConvertError) -> Status {
     Status::invalid_argument(error.to_string())
@@ -237,7 +237,7 @@ impl pb::planner_server::Planner for PlannerService {
         let tenant = self.caller(
             &request,
             "Planner.Render",
-            PREVIEWERS,
+            RENDER_AND_PLAN_CALLERS,
             request.get_ref().tenant.clone(),
         )?;
         let request = request.into_inner();
@@ -265,7 +265,7 @@ impl pb::planner_server::Planner for PlannerService {
         let tenant = self.caller(
             &request,
             "Planner.Plan",
-            PREVIEWERS,
+            RENDER_AND_PLAN_CALLERS,
             request.get_ref().tenant.clone(),
         )?;
         let request = request.into_inner();
@@ -298,7 +298,7 @@ impl pb::planner_server::Planner for PlannerService {
         let tenant = self.caller(
             &request,
             "Planner.Execute",
-            EXECUTORS,
+            EXECUTE_CALLERS,
             request.get_ref().tenant.clone(),
         )?;
         let request = request.into_inner();
