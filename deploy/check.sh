@@ -2,6 +2,9 @@
 # Checks the manifests against a real API server: renders every kustomization,
 # has the API server validate each object (server-side dry run, nothing is
 # stored), and checks that plainText/ is the rendering of the kustomizations.
+# The cert-manager variant (cert-manager/) is rendered and checked to issue
+# the Secrets the manifests mount, with the components' URI SANs; without
+# cert-manager's CRDs on the API server it gets no dry run.
 #   deploy/check.sh            check (needs KUBECONFIG and kubectl)
 #   deploy/check.sh --write    re-render plainText/
 set -euo pipefail
@@ -47,5 +50,33 @@ for dir in prerequisites overlays/worker executor; do
 		failed=1
 	fi
 done
-[[ $failed == 0 ]] && echo "deploy: manifests render and pass the API server's validation"
+# cert-manager: each Secret a Deployment mounts is a Certificate's, naming
+# the component it belongs to.
+expect() { # rendering, text, directory, what
+	if ! grep -qxF -- "$2" <<<"$1"; then
+		echo "deploy/$3: $4 (no line \`$2\`)" >&2
+		failed=1
+	fi
+}
+for dir in cert-manager/ca cert-manager/worker cert-manager/executor; do
+	if ! "$kubectl" kustomize "$dir" >/dev/null; then
+		echo "deploy/$dir does not render" >&2
+		failed=1
+	fi
+done
+worker=$("$kubectl" kustomize cert-manager/worker 2>/dev/null || true)
+executor=$("$kubectl" kustomize cert-manager/executor 2>/dev/null || true)
+expect "$worker" "  secretName: k8sworker-planner-tls" cert-manager/worker "no Certificate for the planner's Secret"
+expect "$worker" "  - spiffe://k8sworker/planner" cert-manager/worker "the planner's URI SAN"
+expect "$worker" "  secretName: k8sworker-gateway-tls" cert-manager/worker "no Certificate for the gateway's Secret"
+expect "$worker" "  - spiffe://k8sworker/gateway/my-vantiq-namespace/my-cluster" cert-manager/worker \
+	"the gateway's URI SAN must name the tenant of its ConfigMap"
+expect "$executor" "  secretName: k8sworker-executor-tls" cert-manager/executor "no Certificate for the executor's Secret"
+expect "$executor" "  - spiffe://k8sworker/executor/REPLACE-WITH-THE-NAMESPACE" cert-manager/executor \
+	"the executor's URI SAN must name its namespace"
+while read -r mounted; do
+	expect "$worker"$'\n'"$executor" "  $mounted" cert-manager "a mounted Secret without a Certificate"
+done < <(grep -ho 'secretName: k8sworker-[a-z]*-tls' plainText/k8sworker.yaml plainText/executor.yaml | sort -u)
+
+[[ $failed == 0 ]] && echo "deploy: manifests render and pass the API server's validation; the cert-manager variant renders and issues the mounted Secrets"
 exit $failed

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use k8sworker_core::owner::Tenant;
 use k8sworker_executor::{ExecutorConfig, ExecutorService, POD_NAMESPACE_FILE, client::RateLimits};
+use k8sworker_tls::{Authentication, Identity, TlsArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "k8sworker-executor", version, about)]
@@ -29,6 +30,19 @@ struct ServeArgs {
         default_value = "0.0.0.0:50052"
     )]
     listen: SocketAddr,
+
+    /// Address of the plaintext health port: grpc.health.v1 only, for the
+    /// kubelet's probes (which cannot present a client certificate).
+    #[arg(
+        long,
+        env = "K8SWORKER_EXECUTOR_HEALTH_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_listen: SocketAddr,
+
+    /// Mutual TLS: only the planner's certificate may call.
+    #[command(flatten)]
+    tls: TlsArgs,
 
     /// The namespace to serve; default: the pod's own namespace.
     #[arg(long, env = "K8SWORKER_EXECUTOR_NAMESPACE")]
@@ -136,6 +150,18 @@ async fn main() -> anyhow::Result<()> {
         .map(ToString::to_string)
         .collect();
 
+    // Invalid TLS settings stop the executor before any other I/O.
+    let tls = args
+        .tls
+        .load(&Identity::executor(namespace.clone()))
+        .context("TLS")?;
+    if tls.is_none() {
+        k8sworker_tls::plaintext_listen(args.listen)?;
+        k8sworker_tls::plaintext_listen(args.health_listen)?;
+        config.authentication = Authentication::Off;
+        tracing::warn!("--insecure-plaintext: no TLS, every caller accepted (loopback only)");
+    }
+
     let kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -150,8 +176,16 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let health_listener = tokio::net::TcpListener::bind(args.health_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.health_listen))?;
+    let _reload = tls
+        .as_ref()
+        .map(|tls| tls.watch(args.tls.reload_interval()));
     tracing::info!(
         address = %args.listen,
+        health = %args.health_listen,
+        identity = tls.as_ref().map(|tls| tls.identity().to_string()).unwrap_or_default(),
         %namespace,
         ?denied_service_accounts,
         ?allowed_tenants,
@@ -159,8 +193,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn(async move {
+        k8sworker_tls::serve_health(health_listener, &["k8sworker.v1.Executor"], async {
+            let _ = health_stopped.await;
+        })
+        .await
+    });
     let server = tokio::spawn(k8sworker_executor::serve(
         listener,
+        tls,
         executor.clone(),
         async {
             let _ = stopped.await;
@@ -169,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
     k8sworker_telemetry::shutdown_signal().await;
     tracing::info!("shutting down: refusing new plans, finishing running ones");
     let _ = stop.send(());
+    let _ = stop_health.send(());
     let grace = Duration::from_secs(args.shutdown_grace);
     if !executor.drain(grace).await {
         tracing::warn!(
@@ -179,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(joined) => joined.context("server task")?.context("gRPC server")?,
         Err(_) => tracing::warn!("connections still open; exiting"),
+    }
+    if let Ok(Ok(Err(error))) = tokio::time::timeout(Duration::from_secs(1), health).await {
+        tracing::warn!(%error, "health port");
     }
     Ok(())
 }

@@ -28,11 +28,12 @@ use k8sworker_proto::v1::{
     ObserveResponse, apply_event,
     executor_server::{Executor, ExecutorServer},
 };
+use k8sworker_tls::{Authentication, Role, Tls, authorize};
 use tokio::{
     net::TcpListener,
     sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc},
 };
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, instrument};
 
@@ -73,6 +74,10 @@ pub struct ExecutorConfig {
     /// applies (`--allowed-tenant`); a plan of any other, or without one, is
     /// refused before any API call. Empty (the default) refuses every plan.
     pub allowed_tenants: BTreeSet<Tenant>,
+    /// Whether every call must come from the planner's verified
+    /// certificate ([`Authentication::Required`], the default) or nobody
+    /// is checked (plaintext on loopback).
+    pub authentication: Authentication,
 }
 
 impl ExecutorConfig {
@@ -94,6 +99,7 @@ impl ExecutorConfig {
             },
             policy: Policy::default(),
             allowed_tenants: BTreeSet::new(),
+            authentication: Authentication::Required,
         }
     }
 }
@@ -145,6 +151,14 @@ impl ExecutorService {
             .is_ok_and(|permits| permits.is_ok())
     }
 
+    /// Refuses a caller that is not the planner (per call, from the
+    /// verified peer certificate), before anything else happens.
+    fn authorize<T>(&self, request: &Request<T>, call: &str) -> Result<(), Status> {
+        authorize(request, self.shared.config.authentication, call, CALLERS)
+            .map(drop)
+            .inspect_err(|status| tracing::warn!(call, error = %status.message(), "caller refused"))
+    }
+
     /// The tonic service. Plans carry whole objects (a ConfigMap may hold
     /// 1 MiB), so requests may be larger than tonic's 4 MiB default.
     pub fn into_server(self) -> ExecutorServer<Self> {
@@ -153,9 +167,11 @@ impl ExecutorService {
 }
 
 /// Serves the executor (and the standard gRPC health service) on `listener`
-/// until `shutdown` completes.
+/// until `shutdown` completes: over mutual TLS with `tls`, plaintext
+/// without (the caller checked that `listener` is on loopback).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Tls>,
     executor: ExecutorService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -167,9 +183,12 @@ pub async fn serve(
         .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
         .add_service(health_service)
         .add_service(executor.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), shutdown)
         .await
 }
+
+/// Only the planner may call an executor, whatever the call.
+const CALLERS: &[Role] = &[Role::Planner];
 
 #[tonic::async_trait]
 impl Executor for ExecutorService {
@@ -177,6 +196,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<ObserveRequest>,
     ) -> Result<Response<ObserveResponse>, Status> {
+        self.authorize(&request, "Executor.Observe")?;
         Ok(Response::new(
             self.shared.observe(request.into_inner()).await?,
         ))
@@ -188,6 +208,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<Self::ApplyStream>, Status> {
+        self.authorize(&request, "Executor.Apply")?;
         let request = request.into_inner();
         let plan = request.plan.as_ref();
         let span = tracing::info_span!(
@@ -213,6 +234,7 @@ impl Executor for ExecutorService {
         &self,
         request: Request<FetchLogsRequest>,
     ) -> Result<Response<FetchLogsResponse>, Status> {
+        self.authorize(&request, "Executor.FetchLogs")?;
         Ok(Response::new(
             self.shared.fetch_logs(request.into_inner()).await?,
         ))

@@ -45,13 +45,21 @@ pub struct Config {
     #[arg(long, env = "VANTIQ_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: AccessToken,
 
-    /// The planner's gRPC address.
+    /// The planner's gRPC address. The connection is mutual TLS (the
+    /// planner's certificate must name `spiffe://k8sworker/planner`) unless
+    /// `--insecure-plaintext`; the scheme does not choose.
     #[arg(
         long,
         env = "K8SWORKER_PLANNER_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub planner_url: String,
+
+    /// The gateway's certificate (naming its tenant,
+    /// `spiffe://k8sworker/gateway/<VANTIQ_NAMESPACE>/<CLUSTER_NAME>`) for
+    /// the planner hop.
+    #[command(flatten)]
+    pub tls: k8sworker_tls::TlsArgs,
 
     /// Process the workitems queued now, then exit (the CronJob form).
     #[arg(long)]
@@ -116,6 +124,9 @@ pub enum ConfigError {
     /// `--planner-url` is not an http(s) URL.
     #[error("--planner-url (K8SWORKER_PLANNER_URL) must be an http:// or https:// URL, got `{0}`")]
     PlannerUrl(String),
+    /// `--insecure-plaintext` with a planner that is not on loopback.
+    #[error("--planner-url (K8SWORKER_PLANNER_URL): {0}")]
+    Plaintext(k8sworker_tls::TlsError),
     /// The named duration or count is zero.
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
@@ -146,6 +157,7 @@ impl Config {
             vantiq_url: vantiq_url.into(),
             access_token,
             planner_url: planner_url.into(),
+            tls: k8sworker_tls::TlsArgs::default(),
             once: false,
             claim_mode: ClaimMode::Auto,
             long_poll_wait: Duration::from_secs(20),
@@ -171,6 +183,9 @@ impl Config {
         }
         if !is_http_url(&self.planner_url) {
             return Err(ConfigError::PlannerUrl(self.planner_url.clone()));
+        }
+        if self.tls.insecure_plaintext {
+            k8sworker_tls::plaintext_url(&self.planner_url).map_err(ConfigError::Plaintext)?;
         }
         for (name, value) in [
             ("poll-interval", self.poll_interval),
@@ -226,6 +241,7 @@ mod tests {
             "http://127.0.0.1:50051",
         );
         config.vantiq_namespace = "acme".into();
+        config.tls = k8sworker_tls::TlsArgs::plaintext();
         config
     }
 
@@ -283,6 +299,9 @@ mod tests {
             bad.validate(),
             Err(ConfigError::Zero("poll-interval"))
         ));
+        let mut bad = config();
+        bad.planner_url = "http://k8sworker-planner:50051".into();
+        assert!(matches!(bad.validate(), Err(ConfigError::Plaintext(_))));
         assert!("  ".parse::<AccessToken>().is_err());
     }
 }

@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// The control-plane client could not be built (URL, token, TLS).
     #[error("the control-plane client could not be built")]
     Client(#[from] k8sworker_client::BuildError),
+    /// The TLS settings or files cannot be used.
+    #[error("TLS for the planner hop")]
+    Tls(#[from] k8sworker_tls::TlsArgsError),
     /// The planner's URL is not a valid gRPC endpoint.
     #[error("the planner address `{url}` is not valid")]
     PlannerAddress {
@@ -187,6 +190,7 @@ pub struct Gateway {
     control_plane: Client,
     planner: Planner,
     channel: Channel,
+    tls: Option<k8sworker_tls::Tls>,
     worker_id: String,
     events: Option<mpsc::UnboundedSender<Event>>,
 }
@@ -207,14 +211,17 @@ impl Gateway {
             .timeout(config.request_timeout)
             .user_agent(concat!("k8sworker-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let channel = Endpoint::from_shared(config.planner_url.clone())
+        let tenant = config.tenant().map_err(ConfigError::Tenant)?;
+        let tls = config.tls.load(&k8sworker_tls::Identity::gateway(tenant))?;
+        let endpoint = Endpoint::from_shared(config.planner_url.clone())
             .map_err(|source| GatewayError::PlannerAddress {
                 url: config.planner_url.clone(),
                 source,
             })?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel =
+            k8sworker_tls::channel(endpoint, tls.as_ref(), k8sworker_tls::Identity::Planner);
         let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
             .max_decoding_message_size(64 * 1024 * 1024);
         let worker_id = config.worker_id();
@@ -223,6 +230,7 @@ impl Gateway {
             control_plane,
             planner,
             channel,
+            tls,
             worker_id,
             events: None,
         })
@@ -257,8 +265,15 @@ impl Gateway {
             shutdown.await;
             let _ = stop.send(true);
         });
+        let reload = self
+            .tls
+            .as_ref()
+            .map(|tls| tls.watch(self.config.tls.reload_interval()));
         let result = self.serve(stopping).await;
         watcher.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         result
     }
 
@@ -1056,6 +1071,7 @@ mod tests {
             "http://127.0.0.1:9",
         );
         config.vantiq_namespace = "acme".into();
+        config.tls = k8sworker_tls::TlsArgs::plaintext();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

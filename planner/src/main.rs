@@ -19,6 +19,7 @@ use k8sworker_core::plan::{Operation, Plan, Precondition};
 use k8sworker_core::render::{self, Ancillaries, ClusterContext};
 use k8sworker_core::validate;
 use k8sworker_planner::service::{self, ExecutorDirectory, PlannerService};
+use k8sworker_tls::{Identity, Tls, TlsArgs};
 
 /// Render, plan and execute K8s Installations.
 #[derive(Debug, Parser)]
@@ -75,6 +76,18 @@ enum Command {
             default_value = "127.0.0.1:50051"
         )]
         listen: SocketAddr,
+        /// Address of the plaintext health port: grpc.health.v1 only, for
+        /// the kubelet's probes (which cannot present a client certificate).
+        #[arg(
+            long,
+            env = "K8SWORKER_PLANNER_HEALTH_LISTEN",
+            default_value = "127.0.0.1:8080"
+        )]
+        health_listen: SocketAddr,
+        /// Mutual TLS: gateways may call everything, preview clients Render
+        /// and Plan; executors are reached with the same certificate.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// An executor address for a namespace, `NAMESPACE=URL`; repeatable.
         #[arg(long = "executor", env = "K8SWORKER_EXECUTORS", value_delimiter = ',')]
         executors: Vec<String>,
@@ -208,6 +221,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve {
             listen,
+            health_listen,
+            tls,
             executors,
             executor_template,
             health_timeout_seconds,
@@ -222,9 +237,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let template = (executor_template != "none").then_some(executor_template);
             let directory = ExecutorDirectory { explicit, template };
+            let reload = tls.reload_interval();
+            let tls = tls.load(&Identity::Planner).context("TLS")?;
+            if tls.is_none() {
+                k8sworker_tls::plaintext_listen(listen)?;
+                k8sworker_tls::plaintext_listen(health_listen)?;
+                for url in directory.explicit.values() {
+                    k8sworker_tls::plaintext_url(url)?;
+                }
+                if let Some(template) = &directory.template {
+                    k8sworker_tls::plaintext_url(&template.replace("{namespace}", "namespace"))
+                        .context("--executor-template")?;
+                }
+            }
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(
-                listen,
+                Listen {
+                    grpc: listen,
+                    health: health_listen,
+                },
+                tls.map(|tls| (tls, reload)),
                 directory,
                 Duration::from_secs(health_timeout_seconds),
                 Duration::from_secs(shutdown_grace_seconds),
@@ -234,28 +266,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where the planner listens.
+struct Listen {
+    grpc: SocketAddr,
+    health: SocketAddr,
+}
+
 async fn serve(
-    listen: SocketAddr,
+    listen: Listen,
+    tls: Option<(Tls, Duration)>,
     directory: ExecutorDirectory,
     health_timeout: Duration,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let _telemetry = k8sworker_telemetry::init("k8sworker-planner")?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = tokio::net::TcpListener::bind(listen.grpc)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {}", listen.grpc))?;
+    let health_listener = tokio::net::TcpListener::bind(listen.health)
+        .await
+        .with_context(|| format!("listening on {}", listen.health))?;
+    let _reload = tls.as_ref().map(|(tls, every)| tls.watch(*every));
+    let tls = tls.map(|(tls, _)| tls);
+    if tls.is_none() {
+        tracing::warn!("--insecure-plaintext: no TLS, every caller accepted (loopback only)");
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         address = %listener.local_addr()?,
+        health = %health_listener.local_addr()?,
+        tls = tls.is_some(),
         "planner serving"
     );
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn(async move {
+        k8sworker_tls::serve_health(health_listener, &["k8sworker.v1.Planner"], async {
+            let _ = health_stopped.await;
+        })
+        .await
+    });
     let stopped = service::serve(
         listener,
-        PlannerService::new(directory, health_timeout),
+        PlannerService::new(directory, health_timeout, tls),
         k8sworker_telemetry::shutdown_signal(),
         grace,
     )
     .await?;
+    let _ = stop_health.send(());
+    let _ = health.await;
     tracing::info!(?stopped, "planner stopped");
     Ok(())
 }

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use k8sworker_core::diff::PlanError;
 use k8sworker_core::operation::Work;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::plan::Operation;
 use k8sworker_core::render::{self, Ancillaries, ClusterContext, RenderError};
 use k8sworker_proto::convert::{self, ConvertError};
 use k8sworker_proto::v1 as pb;
+use k8sworker_tls::{Authentication, Identity, Role, Tls, authorize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span};
@@ -52,6 +54,10 @@ impl ExecutorDirectory {
 #[derive(Debug, Clone)]
 pub struct PlannerService {
     directory: Arc<ExecutorDirectory>,
+    /// The planner's certificate: callers are checked against it and
+    /// executors reached with it; `None` is plaintext on loopback, nobody
+    /// checked.
+    tls: Option<Tls>,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
     /// How long the executor may wait for the installation to become healthy.
     pub health_timeout: Duration,
@@ -63,9 +69,14 @@ pub struct PlannerService {
 impl PlannerService {
     /// A service reaching executors through `directory`, letting each wait
     /// at most `health_timeout` for an installation to become healthy.
-    pub fn new(directory: ExecutorDirectory, health_timeout: Duration) -> Self {
+    /// With `tls` (the planner's certificate) every call is checked against
+    /// the caller's verified certificate and executors are reached over
+    /// mutual TLS; without, it is plaintext and nobody is checked (the
+    /// caller keeps every address on loopback).
+    pub fn new(directory: ExecutorDirectory, health_timeout: Duration, tls: Option<Tls>) -> Self {
         Self {
             directory: Arc::new(directory),
+            tls,
             channels: Arc::default(),
             health_timeout,
             cut_off: tokio::sync::watch::channel(false).1,
@@ -88,24 +99,79 @@ impl PlannerService {
                  and list it in the planner's --executor {namespace}=URL"
             ))
         })?;
+        if self.tls.is_none() {
+            k8sworker_tls::plaintext_url(&address).map_err(|error| {
+                Status::failed_precondition(format!("the executor of `{namespace}`: {error}"))
+            })?;
+        }
         let mut channels = self
             .channels
             .lock()
             .expect("channel cache is never poisoned");
-        let channel = match channels.get(&address) {
+        // Keyed by namespace too: the identity expected at an address is
+        // that namespace's executor.
+        let key = format!("{namespace}={address}");
+        let channel = match channels.get(&key) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Endpoint::from_shared(address.clone())
+                let endpoint = Endpoint::from_shared(address.clone())
                     .map_err(|e| Status::internal(format!("executor address `{address}`: {e}")))?
-                    .connect_timeout(Duration::from_secs(5))
-                    .connect_lazy();
-                channels.insert(address, channel.clone());
+                    .connect_timeout(Duration::from_secs(5));
+                let channel = k8sworker_tls::channel(
+                    endpoint,
+                    self.tls.as_ref(),
+                    Identity::executor(namespace),
+                );
+                channels.insert(key, channel.clone());
                 channel
             }
         };
         Ok(GrpcExecutor::new(channel))
     }
+
+    fn authentication(&self) -> Authentication {
+        match self.tls {
+            Some(_) => Authentication::Required,
+            None => Authentication::Off,
+        }
+    }
+
+    /// Checks the caller of `call` against `allowed` and decides the
+    /// tenant: a gateway's is the one its certificate names, and a request
+    /// naming another is refused; a preview client's (and anyone's without
+    /// TLS) is the one the request names.
+    fn caller<T>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+        allowed: &[Role],
+        requested: Option<pb::Tenant>,
+    ) -> Result<Option<Tenant>, Status> {
+        let caller = authorize(request, self.authentication(), call, allowed)
+            .inspect_err(|status| warn!(call, error = %status.message(), "caller refused"))?;
+        let requested = convert::tenant_from_pb(requested).map_err(invalid)?;
+        let Some(Identity::Gateway(own)) = caller else {
+            return Ok(requested);
+        };
+        match requested {
+            Some(requested) if requested != own => {
+                let message = format!(
+                    "{call} refused: the request names tenant `{requested}`, but the caller's \
+                     certificate is the gateway of `{own}`; a gateway acts only for its own tenant"
+                );
+                warn!(call, %requested, %own, "tenant refused");
+                Err(Status::permission_denied(message))
+            }
+            _ => Ok(Some(own)),
+        }
+    }
 }
+
+/// Who may ask for renders and plans: gateways, and preview clients (CI
+/// pipelines) that never execute.
+const RENDER_AND_PLAN_CALLERS: &[Role] = &[Role::Gateway, Role::Preview];
+/// Who may execute: gateways only.
+const EXECUTE_CALLERS: &[Role] = &[Role::Gateway];
 
 fn invalid(error: ConvertError) -> Status {
     Status::invalid_argument(error.to_string())
@@ -135,18 +201,19 @@ struct Inputs {
 }
 
 /// The request's inputs. The tenant is the caller's (the gateway's Vantiq
-/// namespace and cluster); it is what every rendered object records as its
-/// owner and what executors admit.
+/// namespace and cluster, from its certificate: [`PlannerService::caller`]);
+/// it is what every rendered object records as its owner and what
+/// executors admit.
 fn inputs(
     installation: Option<pb::InstallationRequest>,
     cluster: Option<pb::ClusterContext>,
     ancillaries: Option<pb::Ancillaries>,
-    tenant: Option<pb::Tenant>,
+    tenant: Option<Tenant>,
 ) -> Result<Inputs, Status> {
     Ok(Inputs {
         request: convert::installation_from_pb(installation).map_err(invalid)?,
         cluster: ClusterContext {
-            tenant: convert::tenant_from_pb(tenant).map_err(invalid)?,
+            tenant,
             ..convert::cluster_from_pb(cluster)
         },
         ancillaries: convert::ancillaries_from_pb(ancillaries),
@@ -167,12 +234,18 @@ impl pb::planner_server::Planner for PlannerService {
         &self,
         request: Request<pb::RenderRequest>,
     ) -> Result<Response<pb::RenderResponse>, Status> {
+        let tenant = self.caller(
+            &request,
+            "Planner.Render",
+            RENDER_AND_PLAN_CALLERS,
+            request.get_ref().tenant.clone(),
+        )?;
         let request = request.into_inner();
         let inputs = inputs(
             request.installation,
             request.cluster,
             request.ancillaries,
-            request.tenant,
+            tenant,
         )?;
         let components = render::render(&inputs.request, &inputs.cluster, &inputs.ancillaries)
             .map_err(render_status)?;
@@ -189,13 +262,19 @@ impl pb::planner_server::Planner for PlannerService {
         &self,
         request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
+        let tenant = self.caller(
+            &request,
+            "Planner.Plan",
+            RENDER_AND_PLAN_CALLERS,
+            request.get_ref().tenant.clone(),
+        )?;
         let request = request.into_inner();
         let operation = convert::operation_from_pb(request.operation).map_err(invalid)?;
         let inputs = inputs(
             request.installation,
             request.cluster,
             request.ancillaries,
-            request.tenant,
+            tenant,
         )?;
         let observed = request
             .observed
@@ -216,13 +295,19 @@ impl pb::planner_server::Planner for PlannerService {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let tenant = self.caller(
+            &request,
+            "Planner.Execute",
+            EXECUTE_CALLERS,
+            request.get_ref().tenant.clone(),
+        )?;
         let request = request.into_inner();
         let operation = convert::operation_from_pb(request.operation).map_err(invalid)?;
         let inputs = inputs(
             request.installation,
             request.cluster,
             request.ancillaries,
-            request.tenant,
+            tenant,
         )?;
         let span = info_span!(
             "execute",
@@ -324,8 +409,9 @@ pub enum Stopped {
     GraceExpired,
 }
 
-/// Serves `planner` (and the standard gRPC health service) on `listener`
-/// until `shutdown` completes; then stops accepting, lets in-flight calls
+/// Serves `planner` (and the standard gRPC health service) on `listener`,
+/// over mutual TLS when the planner has a certificate, until `shutdown`
+/// completes; then stops accepting, lets in-flight calls
 /// (an `Execute` waits for an apply and the installation's health) finish
 /// for at most `grace`. Calls still running then answer UNAVAILABLE, so
 /// that the gateway retries them, and the server stops.
@@ -342,18 +428,16 @@ pub async fn serve(
     health.set_serving::<PlannerServer<PlannerService>>().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cut, cut_off) = tokio::sync::watch::channel(false);
+    let tls = planner.tls.clone();
     let planner = planner.with_cut_off(cut_off);
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
             .add_service(health_service)
             .add_service(PlannerServer::new(planner))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
+            .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {
+                let _ = stopped.await;
+            }),
     );
     tokio::select! {
         ended = &mut server => return ended.expect("the server task does not panic").map(|()| Stopped::Drained),

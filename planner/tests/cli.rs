@@ -214,3 +214,97 @@ fn plan_against_observed_objects() {
     assert!(text(&out.stderr).contains("--op must be deploy"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `serve` with the environment of a pod cleared of the planner's variables.
+fn serve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_k8sworker-planner"))
+        .arg("serve")
+        .args(args)
+        .env_remove("K8SWORKER_TLS_DIR")
+        .env_remove("K8SWORKER_INSECURE_PLAINTEXT")
+        .env_remove("K8SWORKER_EXECUTORS")
+        .output()
+        .expect("the planner binary runs")
+}
+
+#[test]
+fn serve_refuses_to_start_without_tls_or_with_plaintext_off_loopback() {
+    let none = serve(&["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("no TLS: give --tls-dir"),
+        "{}",
+        text(&none.stderr)
+    );
+
+    for (args, refused) in [
+        (
+            ["--listen", "0.0.0.0:0", "--health-listen", "127.0.0.1:0"],
+            "0.0.0.0:0 is not a loopback address",
+        ),
+        (
+            ["--listen", "127.0.0.1:0", "--health-listen", "0.0.0.0:0"],
+            "0.0.0.0:0 is not a loopback address",
+        ),
+        (
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--executor",
+                "team-a=http://k8sworker-executor.team-a.svc:50052",
+            ],
+            "k8sworker-executor.team-a.svc:50052 is not a loopback address",
+        ),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--insecure-plaintext", "--executor-template", "none"]);
+        let out = serve(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--insecure-plaintext is allowed only on loopback")
+                && stderr.contains(refused),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    // The default template names in-cluster addresses: refused in plaintext.
+    let out = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--executor-template"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_a_certificate_of_another_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = k8sworker_tls::generate::Pki::new(dir.path()).unwrap();
+    let gateway =
+        k8sworker_tls::Identity::gateway(k8sworker_core::owner::Tenant::new("acme", "c").unwrap());
+    pki.tls(&gateway).unwrap();
+    let out = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--tls-dir",
+        pki.dir_of(&gateway).to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "names spiffe://k8sworker/gateway/acme/c, but this component is spiffe://k8sworker/planner"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -2,16 +2,67 @@
 
 use std::time::Duration;
 
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::validate::parse_and_validate;
 use k8sworker_planner::service::{ExecutorDirectory, PlannerService};
 use k8sworker_proto::convert::installation_to_pb;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_proto::v1::planner_server::PlannerServer;
+use k8sworker_tls::Identity;
+use k8sworker_tls::generate::Pki;
 use serde_json::json;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
-async fn start(directory: ExecutorDirectory) -> PlannerClient<Channel> {
+/// A planner on loopback with its certificate (from a fresh CA), and
+/// whatever certificates its callers need.
+struct Served {
+    address: std::net::SocketAddr,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn start(directory: ExecutorDirectory) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path()).unwrap();
+        let tls = pki.tls(&Identity::Planner).unwrap();
+        let address = serve(directory, Some(tls)).await;
+        Served {
+            address,
+            pki,
+            _dir: dir,
+        }
+    }
+
+    /// A client presenting `identity`'s certificate.
+    fn client(&self, identity: Identity) -> PlannerClient<Channel> {
+        let tls = self.pki.tls(&identity).unwrap();
+        PlannerClient::new(k8sworker_tls::channel(
+            self.endpoint(),
+            Some(&tls),
+            Identity::Planner,
+        ))
+    }
+
+    /// A TLS client presenting no certificate.
+    fn anonymous(&self) -> PlannerClient<Channel> {
+        let tls = self.pki.tls(&Identity::Preview).unwrap();
+        PlannerClient::new(
+            self.endpoint()
+                .connect_with_connector_lazy(tls.anonymous_connector(Identity::Planner)),
+        )
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("https://{}", self.address)).unwrap()
+    }
+}
+
+async fn serve(
+    directory: ExecutorDirectory,
+    tls: Option<k8sworker_tls::Tls>,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(
@@ -20,12 +71,33 @@ async fn start(directory: ExecutorDirectory) -> PlannerClient<Channel> {
             .add_service(PlannerServer::new(PlannerService::new(
                 directory,
                 Duration::from_secs(5),
+                tls.clone(),
             )))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(k8sworker_tls::incoming(listener, tls)),
     );
+    address
+}
+
+/// The gateway of the tests' tenant (`acme`/`c`) calling a planner with TLS.
+async fn start(directory: ExecutorDirectory) -> PlannerClient<Channel> {
+    let served = Served::start(directory).await;
+    let client = served.client(Identity::gateway(gateway_tenant()));
+    // Certificates are held in memory once loaded: the files may go.
+    drop(served);
+    client
+}
+
+/// A planner without TLS (loopback, `--insecure-plaintext`): nobody is
+/// checked and the tenant is the one the request names.
+async fn start_plaintext(directory: ExecutorDirectory) -> PlannerClient<Channel> {
+    let address = serve(directory, None).await;
     PlannerClient::connect(format!("http://{address}"))
         .await
         .unwrap()
+}
+
+fn gateway_tenant() -> Tenant {
+    Tenant::new("acme", "c").unwrap()
 }
 
 fn no_executors() -> ExecutorDirectory {
@@ -321,8 +393,9 @@ async fn an_unreachable_executor_is_unavailable() {
 #[tokio::test]
 async fn every_operation_needs_a_valid_tenant_before_any_executor_is_contacted() {
     // No executor is configured: any attempt to reach one would fail with
-    // another status than the tenant's.
-    let mut client = start(no_executors()).await;
+    // another status than the tenant's. Without TLS the tenant is the
+    // request's (with TLS a gateway's is its certificate's).
+    let mut client = start_plaintext(no_executors()).await;
     for (tenant, expected) in [
         (None, "names no tenant"),
         (
@@ -375,4 +448,137 @@ async fn every_operation_needs_a_valid_tenant_before_any_executor_is_contacted()
             .iter()
             .all(|c| !String::from_utf8_lossy(&c.object_json).contains("k8sworker.io/owner"))
     );
+}
+
+fn execute_request(tenant: Option<pb::Tenant>) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        workitem_id: "w1".into(),
+        installation: Some(installation()),
+        cluster: cluster(),
+        tenant,
+        operation: pb::Operation::Deploy.into(),
+        ..Default::default()
+    }
+}
+
+fn plan_request() -> pb::PlanRequest {
+    pb::PlanRequest {
+        installation: Some(installation()),
+        cluster: cluster(),
+        tenant: tenant(),
+        operation: pb::Operation::Deploy.into(),
+        ..Default::default()
+    }
+}
+
+fn render_request(tenant: Option<pb::Tenant>) -> pb::RenderRequest {
+    pb::RenderRequest {
+        installation: Some(installation()),
+        cluster: cluster(),
+        tenant,
+        ancillaries: None,
+    }
+}
+
+// An executor is configured at a loopback port nobody listens on: a call
+// that got past the caller's check would fail UNAVAILABLE, not with the
+// refusal asserted.
+fn unreachable_executor() -> ExecutorDirectory {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ExecutorDirectory {
+        explicit: [("team-a".to_owned(), format!("http://127.0.0.1:{port}"))].into(),
+        template: None,
+    }
+}
+
+#[tokio::test]
+async fn a_preview_client_may_render_and_plan_but_never_execute() {
+    let served = Served::start(unreachable_executor()).await;
+    let mut preview = served.client(Identity::Preview);
+    preview.render(render_request(tenant())).await.unwrap();
+    preview.plan(plan_request()).await.unwrap();
+    let refused = preview
+        .execute(execute_request(tenant()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "Planner.Execute refused: the caller is spiffe://k8sworker/preview; only \
+         spiffe://k8sworker/gateway/<vantiq-namespace>/<cluster> may call it"
+    );
+}
+
+#[tokio::test]
+async fn only_gateways_and_preview_clients_may_call_the_planner() {
+    let served = Served::start(unreachable_executor()).await;
+    for (mut client, code, message) in [
+        (
+            served.anonymous(),
+            tonic::Code::Unauthenticated,
+            "needs a client certificate: the caller presented none",
+        ),
+        (
+            served.client(Identity::executor("team-a")),
+            tonic::Code::PermissionDenied,
+            "the caller is spiffe://k8sworker/executor/team-a",
+        ),
+        (
+            served.client(Identity::Planner),
+            tonic::Code::PermissionDenied,
+            "the caller is spiffe://k8sworker/planner",
+        ),
+    ] {
+        let statuses = [
+            client.execute(execute_request(tenant())).await.unwrap_err(),
+            client.plan(plan_request()).await.unwrap_err(),
+            client.render(render_request(tenant())).await.unwrap_err(),
+        ];
+        for status in statuses {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(status.message().contains(message), "{status:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_acts_only_for_the_tenant_its_certificate_names() {
+    let served = Served::start(unreachable_executor()).await;
+    let mut gateway = served.client(Identity::gateway(gateway_tenant()));
+    let other = Some(pb::Tenant {
+        vantiq_namespace: "beta-corp".into(),
+        cluster: "c".into(),
+    });
+    let refused = gateway
+        .execute(execute_request(other.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "Planner.Execute refused: the request names tenant `beta-corp/c`, but the caller's \
+         certificate is the gateway of `acme/c`; a gateway acts only for its own tenant"
+    );
+    let refused = gateway.render(render_request(other)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    // A request naming no tenant gets the certificate's: every object
+    // records it as owner.
+    let rendered = gateway
+        .render(render_request(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rendered.components.is_empty());
+    for component in &rendered.components {
+        let object = String::from_utf8_lossy(&component.object_json);
+        assert!(
+            object.contains("\"k8sworker.io/owner\":\"acme/c/app/"),
+            "{object}"
+        );
+    }
 }

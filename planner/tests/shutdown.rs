@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use k8sworker_core::owner::Tenant;
 use k8sworker_core::validate::parse_and_validate;
 use k8sworker_planner::service::{self, ExecutorDirectory, PlannerService, Stopped};
 use k8sworker_proto::convert::installation_to_pb;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::executor_server::{Executor, ExecutorServer};
 use k8sworker_proto::v1::planner_client::PlannerClient;
+use k8sworker_tls::Identity;
+use k8sworker_tls::generate::Pki;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 use tonic::{Request, Response, Status};
@@ -52,6 +55,7 @@ impl Executor for HeldExecutor {
 }
 
 struct Running {
+    _certs: tempfile::TempDir,
     started: Arc<Notify>,
     release: Arc<Notify>,
     stop: oneshot::Sender<()>,
@@ -60,16 +64,19 @@ struct Running {
 }
 
 async fn start(grace: Duration) -> Running {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new(certs.path()).unwrap();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let executor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let executor_address = executor.local_addr().unwrap();
+    let executor_tls = pki.tls(&Identity::executor("team-a")).unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ExecutorServer::new(HeldExecutor {
                 started: started.clone(),
                 release: release.clone(),
             }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(executor)),
+            .serve_with_incoming(k8sworker_tls::incoming(executor, Some(executor_tls))),
     );
     let directory = ExecutorDirectory {
         explicit: [("team-a".to_owned(), format!("http://{executor_address}"))].into(),
@@ -80,16 +87,26 @@ async fn start(grace: Duration) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(service::serve(
         listener,
-        PlannerService::new(directory, Duration::from_secs(5)),
+        PlannerService::new(
+            directory,
+            Duration::from_secs(5),
+            Some(pki.tls(&Identity::Planner).unwrap()),
+        ),
         async {
             let _ = stopped.await;
         },
         grace,
     ));
-    let planner = PlannerClient::connect(format!("http://{address}"))
-        .await
+    let gateway = pki
+        .tls(&Identity::gateway(Tenant::new("acme", "c1").unwrap()))
         .unwrap();
+    let planner = PlannerClient::new(k8sworker_tls::channel(
+        tonic::transport::Endpoint::from_shared(format!("https://{address}")).unwrap(),
+        Some(&gateway),
+        Identity::Planner,
+    ));
     Running {
+        _certs: certs,
         started,
         release,
         stop,

@@ -4,7 +4,9 @@
 //! demo   control plane ─▶ namespace + executor RBAC + token ─▶ executor ─▶ planner
 //!        ─▶ K8sCluster + worker token ─▶ gateway ─▶ deploy the sample over REST
 //!        ─▶ wait for RUNNING ─▶ print the installation, its objects, its trace
+//!        (every gRPC hop mutual TLS, with certificates from `certs`)
 //! down   stop the processes `demo` started (recorded in <state>/pids)
+//! certs  a CA and the components' certificates, as files and Kubernetes Secrets
 //! layers check the architecture: the core does no I/O, no module cycles
 //! ```
 //!
@@ -15,11 +17,11 @@
 //! ServiceAccount token) go to processes through the environment or files
 //! with mode 0600, never on a command line.
 
+mod certs;
 mod layers;
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,6 +55,9 @@ enum Task {
         #[arg(long, default_value = "target/demo")]
         state: PathBuf,
     },
+    /// Create a CA (or reuse the one in --out) and the components'
+    /// certificates, as files and as Kubernetes Secrets to apply.
+    Certs(certs::CertsArgs),
     /// Check the architecture: `k8sworker-core` depends on no I/O crate, and
     /// no module of any crate imports one that imports it back.
     Layers,
@@ -89,6 +94,12 @@ struct DemoArgs {
     planner_port: u16,
     #[arg(long, default_value_t = 18052)]
     executor_port: u16,
+    /// The planner's plaintext health port.
+    #[arg(long, default_value_t = 18061)]
+    planner_health_port: u16,
+    /// The executor's plaintext health port.
+    #[arg(long, default_value_t = 18062)]
+    executor_health_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Demo(args) => runtime.block_on(demo(args)),
         Task::Down { state } => down(&state),
+        Task::Certs(args) => certs::certs(&args).map(drop),
         Task::Layers => layers::check(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()
@@ -216,17 +228,6 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(content.as_bytes())?;
-    Ok(())
-}
-
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let kubeconfig_env = std::env::var("KUBECONFIG")
         .context("KUBECONFIG must name an admin kubeconfig of the target cluster")?;
@@ -259,7 +260,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Ok(password) => password.trim().to_owned(),
         Err(_) => {
             let password = uuid::Uuid::new_v4().simple().to_string();
-            write_secret(&password_file, &password)?;
+            certs::write_secret(&password_file, &password)?;
             password
         }
     };
@@ -299,7 +300,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let admin = Client::try_from(kube_config)?;
     let executor_kubeconfig = executor_identity(&admin, &args.namespace, &args.state).await?;
 
-    step("starting the executor (its only credential: the ServiceAccount token)");
+    step("creating a CA and the certificates of planner, executor and gateway (xtask certs)");
+    let tenant = k8sworker_core::owner::Tenant::new(&args.vantiq_namespace, &args.cluster)?;
+    let pki = certs::certs(&certs::CertsArgs {
+        out: args.state.join("certs"),
+        executor_namespaces: vec![args.namespace.clone()],
+        gateways: vec![tenant.clone()],
+        preview: true,
+        system_namespace: "k8sworker".into(),
+        valid_days: 30,
+    })?;
+    let tls_dir =
+        |identity: &k8sworker_tls::Identity| pki.dir_of(identity).to_string_lossy().into_owned();
+
+    step(
+        "starting the executor (its only credentials: the ServiceAccount token and its certificate)",
+    );
     processes.spawn(
         "executor",
         &bin("k8sworker-executor"),
@@ -309,6 +325,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             format!("127.0.0.1:{}", args.executor_port),
             "--namespace".into(),
             args.namespace.clone(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", args.executor_health_port),
+            "--tls-dir".into(),
+            tls_dir(&k8sworker_tls::Identity::executor(args.namespace.clone())),
             "--allowed-tenant".into(),
             format!("{}/{}", args.vantiq_namespace, args.cluster),
         ],
@@ -330,8 +350,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "serve".into(),
             "--listen".into(),
             format!("127.0.0.1:{}", args.planner_port),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", args.planner_health_port),
+            "--tls-dir".into(),
+            tls_dir(&k8sworker_tls::Identity::Planner),
             "--executor".into(),
-            format!("{}=http://127.0.0.1:{}", args.namespace, args.executor_port),
+            format!(
+                "{}=https://127.0.0.1:{}",
+                args.namespace, args.executor_port
+            ),
             "--executor-template".into(),
             "none".into(),
         ],
@@ -391,7 +418,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ("VANTIQ_ACCESS_TOKEN", worker_token),
             (
                 "K8SWORKER_PLANNER_URL",
-                format!("http://127.0.0.1:{}", args.planner_port),
+                format!("https://127.0.0.1:{}", args.planner_port),
+            ),
+            (
+                "K8SWORKER_TLS_DIR",
+                tls_dir(&k8sworker_tls::Identity::gateway(tenant.clone())),
             ),
         ],
     )?;
@@ -593,7 +624,7 @@ async fn executor_identity(
         "current-context": "executor",
     });
     let path = state.join("executor.kubeconfig");
-    write_secret(&path, &serde_saphyr::to_string(&document)?)?;
+    certs::write_secret(&path, &serde_saphyr::to_string(&document)?)?;
     println!(
         "    token for {namespace}/{name} written to {} (mode 0600)",
         path.display()

@@ -12,3 +12,4 @@ mod process;
 mod refusals;
 mod support;
 mod tenants;
+mod tls;

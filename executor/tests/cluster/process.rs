@@ -5,11 +5,13 @@ use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt as _;
 use k8sworker_core::plan::Operation;
-use k8sworker_proto::v1::{ObserveRequest, executor_client::ExecutorClient};
+use k8sworker_proto::v1::ObserveRequest;
+use k8sworker_testsupport::pki;
 use k8sworker_testsupport::plans::GrpcExecutor;
 use k8sworker_testsupport::{
     ExecutorIdentity, TestCluster, eventually, jaeger, plans, with_temp_ns,
 };
+use k8sworker_tls::Identity;
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -39,7 +41,14 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
                 &format!("127.0.0.1:{port}"),
                 "--namespace",
                 &ns,
+                "--health-listen",
+                "127.0.0.1:0",
             ])
+            // The executor's certificate from the tests' CA.
+            .arg("--tls-dir")
+            .arg(k8sworker_testsupport::pki::dir(&Identity::executor(
+                ns.clone(),
+            )))
             // The tests' tenant, through the variable (a list).
             .env(
                 "K8SWORKER_EXECUTOR_ALLOWED_TENANTS",
@@ -59,15 +68,27 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
             .spawn()
             .expect("executor binary starts");
         let pid = child.id().unwrap();
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = format!("https://127.0.0.1:{port}");
         let grpc = eventually("the executor to listen", Duration::from_secs(20), || {
-            let endpoint = endpoint.clone();
-            async move { ExecutorClient::connect(endpoint).await.ok() }
+            let mut grpc = pki::executor_client(&endpoint, &ns, Some(&Identity::Planner));
+            let ns = ns.clone();
+            async move {
+                grpc.observe(ObserveRequest {
+                    namespace: ns,
+                    installation: "nothing".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+                .map(|_| grpc)
+            }
         })
         .await;
-        let executor = GrpcExecutor::connect(endpoint.clone())
-            .await
-            .expect("executor answers");
+        let executor = GrpcExecutor::new(pki::channel(
+            &endpoint,
+            Some(&Identity::Planner),
+            Identity::executor(ns.clone()),
+        ));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = rss_kib(pid);
 

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
-use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor};
+use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, pki};
+use k8sworker_tls::{Identity, Tls, TlsArgs};
 
 use crate::Vantiq;
 
@@ -175,6 +176,8 @@ impl Planner for RecordingPlanner {
 pub struct RunningPlanner {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// `https` (mutual TLS) or `http` (plaintext).
+    scheme: &'static str,
     /// Every Execute call it served, in order.
     pub log: ExecuteLog,
     health: tonic_health::server::HealthReporter,
@@ -183,8 +186,15 @@ pub struct RunningPlanner {
 }
 
 impl RunningPlanner {
-    /// Serves with `executors` as `(namespace, endpoint)`.
+    /// Serves mutual TLS (the planner's certificate from the tests' CA) with
+    /// `executors` as `(namespace, endpoint)`.
     pub async fn start(executors: &[(&str, String)]) -> RunningPlanner {
+        Self::start_with(executors, Some(pki::tls(&Identity::Planner))).await
+    }
+
+    /// As [`RunningPlanner::start`], with `tls` (plaintext on loopback, nobody
+    /// checked, without).
+    pub async fn start_with(executors: &[(&str, String)], tls: Option<Tls>) -> RunningPlanner {
         let directory = ExecutorDirectory {
             explicit: executors
                 .iter()
@@ -194,7 +204,7 @@ impl RunningPlanner {
         };
         let log = ExecuteLog::default();
         let service = RecordingPlanner {
-            inner: PlannerService::new(directory, Duration::from_secs(60)),
+            inner: PlannerService::new(directory, Duration::from_secs(60), tls.clone()),
             log: log.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -206,22 +216,21 @@ impl RunningPlanner {
             .set_serving::<PlannerServer<RecordingPlanner>>()
             .await;
         let (stop, stopped) = oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
                 .add_service(health_service)
                 .add_service(PlannerServer::new(service))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
+                .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {
+                    let _ = stopped.await;
+                })
                 .await
                 .expect("planner serves");
         });
         RunningPlanner {
             addr,
+            scheme,
             log,
             health,
             stop: Some(stop),
@@ -229,9 +238,9 @@ impl RunningPlanner {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (`http://` without TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// What the planner's gRPC health check answers: `SERVING` or
@@ -287,8 +296,14 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Starts a gateway with `config` on the current runtime.
-    pub fn start(config: Config) -> RunningGateway {
+    /// Starts a gateway with `config` on the current runtime. Unless the
+    /// configuration says otherwise, it presents its tenant's gateway
+    /// certificate from the tests' CA.
+    pub fn start(mut config: Config) -> RunningGateway {
+        if config.tls == TlsArgs::default() {
+            let tenant = config.tenant().expect("the gateway's tenant");
+            config.tls = TlsArgs::dir(pki::dir(&Identity::gateway(tenant)));
+        }
         let (sender, mut receiver) = mpsc::unbounded_channel();
         let gateway = Gateway::new(config)
             .expect("gateway configuration is valid")

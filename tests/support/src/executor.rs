@@ -10,6 +10,7 @@ use std::{net::SocketAddr, thread::JoinHandle, time::Duration};
 use k8sworker_core::owner::Tenant;
 use k8sworker_executor::{ExecutorConfig, ExecutorService, calls::ApiCalls};
 use k8sworker_proto::v1::executor_client::ExecutorClient;
+use k8sworker_tls::Identity;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -18,6 +19,8 @@ use tonic::transport::Channel;
 pub struct RunningExecutor {
     /// Where it listens (127.0.0.1, an ephemeral port).
     pub address: SocketAddr,
+    /// `https` (mutual TLS) or `http` (plaintext).
+    scheme: &'static str,
     /// The one namespace it serves.
     pub namespace: String,
     calls: ApiCalls,
@@ -26,9 +29,28 @@ pub struct RunningExecutor {
 }
 
 impl RunningExecutor {
-    /// Starts an executor for `config.namespace` calling Kubernetes with `kube_config`.
+    /// Starts an executor for `config.namespace` calling Kubernetes with
+    /// `kube_config`, serving mutual TLS with the namespace's executor
+    /// certificate ([`crate::pki`]).
     pub async fn start(kube_config: kube::Config, config: ExecutorConfig) -> Self {
+        let tls = crate::pki::tls(&Identity::executor(config.namespace.clone()));
+        Self::serving(kube_config, config, Some(tls)).await
+    }
+
+    /// As [`RunningExecutor::start`], but plaintext on loopback and nobody
+    /// checked (`--insecure-plaintext`): the load driver's baseline.
+    pub async fn start_plaintext(kube_config: kube::Config, mut config: ExecutorConfig) -> Self {
+        config.authentication = k8sworker_tls::Authentication::Off;
+        Self::serving(kube_config, config, None).await
+    }
+
+    async fn serving(
+        kube_config: kube::Config,
+        config: ExecutorConfig,
+        tls: Option<k8sworker_tls::Tls>,
+    ) -> Self {
         let namespace = config.namespace.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (ready, started) = oneshot::channel();
         let (kill, killed) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -48,7 +70,7 @@ impl RunningExecutor {
                     let address = listener.local_addr().expect("bound address");
                     let _ = ready.send((address, executor.api_calls()));
                     tokio::select! {
-                        served = k8sworker_executor::serve(listener, executor, std::future::pending()) => {
+                        served = k8sworker_executor::serve(listener, tls, executor, std::future::pending()) => {
                             served.expect("executor serves");
                         }
                         _ = killed => {}
@@ -60,6 +82,7 @@ impl RunningExecutor {
         let (address, calls) = started.await.expect("executor started");
         RunningExecutor {
             address,
+            scheme,
             namespace,
             calls,
             kill: Some(kill),
@@ -82,23 +105,29 @@ impl RunningExecutor {
         Self::start(identity.config().await, config).await
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (`http://` for a plaintext one).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
-    /// A gRPC client of this executor.
+    /// A gRPC client of this executor, with the planner's certificate.
     pub async fn client(&self) -> ExecutorClient<Channel> {
-        ExecutorClient::connect(self.endpoint())
-            .await
-            .expect("executor answers")
+        self.client_as(Some(&Identity::Planner))
     }
 
-    /// This executor as the planner reaches it.
+    /// A gRPC client of this executor presenting `caller`'s certificate,
+    /// or none.
+    pub fn client_as(&self, caller: Option<&Identity>) -> ExecutorClient<Channel> {
+        crate::pki::executor_client(&self.endpoint(), &self.namespace, caller)
+    }
+
+    /// This executor as the planner reaches it (the planner's certificate).
     pub async fn executor(&self) -> k8sworker_planner::grpc_executor::GrpcExecutor {
-        k8sworker_planner::grpc_executor::GrpcExecutor::connect(self.endpoint())
-            .await
-            .expect("executor answers")
+        k8sworker_planner::grpc_executor::GrpcExecutor::new(crate::pki::channel(
+            &self.endpoint(),
+            Some(&Identity::Planner),
+            Identity::executor(self.namespace.clone()),
+        ))
     }
 
     /// Every Kubernetes API call this executor made.

@@ -9,7 +9,9 @@
 //! ExecutorIdentity::create  deploy/rbac/executor-role.yaml in that namespace and a
 //!                           TokenRequest token for its ServiceAccount
 //! RunningExecutor::start    the executor in-process on 127.0.0.1:0, on its own
-//!                           runtime, with that token; kill() drops it mid-flight
+//!                           runtime, with that token and its certificate (mutual
+//!                           TLS: only the planner's may call); kill() drops it mid-flight
+//! pki::*                    the tests' CA and a certificate per identity
 //! plans::*                  real plans: Observe through the executor, render + diff
 //!                           with the planner's pure core
 //! network::*                what Services and NetworkPolicies select, from
@@ -28,6 +30,7 @@ pub mod identity;
 pub mod jaeger;
 pub mod namespace;
 pub mod network;
+pub mod pki;
 pub mod plans;
 pub mod wait;
 

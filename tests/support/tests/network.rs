@@ -188,11 +188,13 @@ async fn check_rules(admin: Client, system: String, tenant: String, other: Strin
             {
                 for peer in rule["from"].as_array_mut().into_iter().flatten() {
                     let selector = &mut peer["namespaceSelector"];
-                    if !selector.is_null() {
+                    // Every namespace (`{}`: the health ports), or only
+                    // k8sworker's, which here is `system`.
+                    if !selector.is_null() && selector != &json!({}) {
                         assert_eq!(
                             selector,
                             &json!({"matchLabels": {"kubernetes.io/metadata.name": SYSTEM_NAMESPACE}}),
-                            "a namespaceSelector of deploy/ names only k8sworker's namespace"
+                            "a namespaceSelector of deploy/ names only k8sworker's namespace, or every one"
                         );
                         selector["matchLabels"]["kubernetes.io/metadata.name"] = json!(system);
                     }
@@ -389,10 +391,10 @@ async fn check_rules(admin: Client, system: String, tenant: String, other: Strin
         "each policy selects exactly its component's pod"
     );
 
-    // Who may connect to what: every pod to every pod, on the gRPC ports and
-    // one other.
+    // Who may connect to what: every pod to every pod, on the gRPC ports,
+    // the health ports and one other.
     for to in &pods {
-        for port in [50051, 50052, 8080] {
+        for port in [50051, 50052, 8080, 8081, 9090] {
             let admitted: BTreeSet<String> = pods
                 .iter()
                 .filter(|from| from != &to)
@@ -404,6 +406,10 @@ async fn check_rules(admin: Client, system: String, tenant: String, other: Strin
             let expected = match (id(to), port) {
                 (to, 50051) if to == id(planner) => set(&[id(gateway)]),
                 (to, 50052) if to == id(executor) => set(&[id(planner)]),
+                // The plaintext health ports (grpc.health.v1 only): open to
+                // every pod of the cluster.
+                (to, 8080) if to == id(planner) => everyone.clone(),
+                (to, 8081) if to == id(executor) => everyone.clone(),
                 (to, _) if [id(planner), id(executor), id(gateway)].contains(&to) => {
                     BTreeSet::new()
                 }

@@ -12,6 +12,10 @@
 //! - end-to-end = the gateway's successful completion report − the moment
 //!   the REST request was sent (the installation is `RUNNING` from then on).
 //!
+//! With `--transports plaintext,tls` each mode runs once over plaintext
+//! gRPC hops and once over mutual TLS (the default is TLS only), so the
+//! cost of TLS shows in one run.
+//!
 //! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
 
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +49,10 @@ struct Args {
     /// Replicas of each installation.
     #[arg(long, default_value_t = 1)]
     replicas: i64,
+    /// The gRPC hops (gateway → planner → executor) to measure: `tls`
+    /// (mutual TLS, as deployed) and/or `plaintext` (loopback only).
+    #[arg(long, value_delimiter = ',', default_value = "tls")]
+    transports: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -56,6 +64,7 @@ struct Sample {
 #[derive(Debug)]
 struct Stats {
     p50: Duration,
+    p95: Duration,
     p99: Duration,
     max: Duration,
     mean: Duration,
@@ -71,6 +80,7 @@ fn stats(mut values: Vec<Duration>) -> Stats {
     let total: Duration = values.iter().sum();
     Stats {
         p50: rank(0.50),
+        p95: rank(0.95),
         p99: rank(0.99),
         max: *values.last().expect("at least one sample"),
         mean: total / values.len() as u32,
@@ -97,42 +107,69 @@ async fn main() -> anyhow::Result<()> {
     let namespace = create_namespace(&admin, "load").await;
     eprintln!("namespace {namespace}");
     let identity = ExecutorIdentity::create(&admin, &namespace).await;
-    let executor = RunningExecutor::for_identity(&identity).await;
 
     let mut results = Vec::new();
     let outcome = async {
-        for mode in &args.modes {
-            let claim_mode = match mode.as_str() {
-                "poll" => ClaimMode::Poll,
-                "long-poll" => ClaimMode::LongPoll,
-                other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
+        for transport in &args.transports {
+            let tls = match transport.as_str() {
+                "tls" => true,
+                "plaintext" => false,
+                other => anyhow::bail!("unknown transport `{other}`: tls or plaintext"),
             };
-            let samples = run_mode(&args, mode, claim_mode, &admin, &namespace, &executor).await?;
-            results.push((mode.clone(), samples));
+            let executor = if tls {
+                RunningExecutor::for_identity(&identity).await
+            } else {
+                let mut config = k8sworker_executor::ExecutorConfig::new(namespace.clone());
+                config.default_health_timeout = Duration::from_secs(60);
+                config.allowed_tenants = [k8sworker_testsupport::plans::tenant()].into();
+                RunningExecutor::start_plaintext(identity.config().await, config).await
+            };
+            for mode in &args.modes {
+                let claim_mode = match mode.as_str() {
+                    "poll" => ClaimMode::Poll,
+                    "long-poll" => ClaimMode::LongPoll,
+                    other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
+                };
+                let samples =
+                    run_mode(&args, mode, claim_mode, tls, &admin, &namespace, &executor).await?;
+                results.push((transport.clone(), mode.clone(), samples));
+            }
         }
         Ok(())
     }
     .await;
-    drop(executor);
     delete_namespace(&admin, &namespace).await;
     outcome?;
 
     println!(
-        "{:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10}",
-        "mode", "deploys", "pickup p50", "p99", "max", "mean", "e2e p50", "p99", "max", "mean"
+        "{:<9} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "transport",
+        "mode",
+        "deploys",
+        "pickup p50",
+        "p95",
+        "max",
+        "mean",
+        "e2e p50",
+        "p95",
+        "p99",
+        "max",
+        "mean"
     );
-    for (mode, samples) in &results {
+    for (transport, mode, samples) in &results {
         let pickup = stats(samples.iter().map(|s| s.pickup).collect());
         let e2e = stats(samples.iter().map(|s| s.end_to_end).collect());
         println!(
-            "{:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10}",
+            "{:<9} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}",
+            transport,
             mode,
             samples.len(),
             ms(pickup.p50),
-            ms(pickup.p99),
+            ms(pickup.p95),
             ms(pickup.max),
             ms(pickup.mean),
             ms(e2e.p50),
+            ms(e2e.p95),
             ms(e2e.p99),
             ms(e2e.max),
             ms(e2e.mean),
@@ -145,12 +182,18 @@ async fn run_mode(
     args: &Args,
     mode: &str,
     claim_mode: ClaimMode,
+    tls: bool,
     admin: &kube::Client,
     namespace: &str,
     executor: &RunningExecutor,
 ) -> anyhow::Result<Vec<Sample>> {
     let control_plane = ControlPlane::start(|_| {}).await;
-    let planner = RunningPlanner::start(&[(namespace, executor.endpoint())]).await;
+    let executors = [(namespace, executor.endpoint())];
+    let planner = if tls {
+        RunningPlanner::start(&executors).await
+    } else {
+        RunningPlanner::start_with(&executors, None).await
+    };
     let vantiq = control_plane.admin().await;
     vantiq.create_cluster(CLUSTER).await;
     let token = vantiq.worker_token("load").await;
@@ -162,6 +205,9 @@ async fn run_mode(
     config.long_poll_wait = defaults.long_poll_wait;
     config.lease = defaults.lease;
     config.claim_mode = claim_mode;
+    if !tls {
+        config.tls = k8sworker_tls::TlsArgs::plaintext();
+    }
     let gateway = RunningGateway::start(config);
     // Let the gateway settle into its steady state first.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -170,7 +216,11 @@ async fn run_mode(
     for i in 0..args.deploys {
         let pause = fastrand::u64(0..=args.max_pause_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let name = format!("{}-{i}", mode.replace('-', ""));
+        let name = format!(
+            "{}-{}-{i}",
+            if tls { "tls" } else { "plain" },
+            mode.replace('-', "")
+        );
         let sent = SystemTime::now();
         let item = vantiq
             .command(

@@ -1,0 +1,141 @@
+//! `xtask certs`: a CA and the components' certificates, as files and as
+//! Kubernetes Secrets (`kubernetes.io/tls`, with `ca.crt`) to apply.
+//!
+//! ```text
+//! <out>/ca/ca.crt, ca.key         the CA (made on the first run, reused after; keep ca.key off the cluster)
+//! <out>/<component>/tls.crt, tls.key, ca.crt
+//!                                 planner, preview, executor-<ns>, gateway-<vantiq-ns>-<cluster>
+//! <out>/secrets/k8sworker.yaml    the planner's Secret (and the preview client's), namespace k8sworker
+//! <out>/secrets/gateway-<vantiq-ns>-<cluster>.yaml   a gateway's, namespace k8sworker
+//! <out>/secrets/executor-<ns>.yaml                   an executor's, in its namespace
+//! ```
+//!
+//! Running it again with the same CA issues fresh certificates (a rotation:
+//! apply the Secrets, the components read the new files without a restart).
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8sworker_core::owner::Tenant;
+use k8sworker_tls::Identity;
+use k8sworker_tls::generate::{Ca, Issued, Pki};
+
+/// What `xtask certs` creates.
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Where the CA, the certificates and the Secrets go.
+    #[arg(long, default_value = "target/certs")]
+    pub out: PathBuf,
+    /// A namespace with an executor (repeatable; comma-separated works too).
+    #[arg(
+        long = "executor-namespace",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub executor_namespaces: Vec<String>,
+    /// A gateway's tenant, `<vantiq-namespace>/<cluster>` (repeatable): its
+    /// VANTIQ_NAMESPACE and CLUSTER_NAME.
+    #[arg(long = "gateway", value_name = "VANTIQ_NAMESPACE/CLUSTER", value_delimiter = ',', value_parser = Tenant::parse)]
+    pub gateways: Vec<Tenant>,
+    /// Also a preview client's certificate (Render and Plan only), for CI.
+    #[arg(long)]
+    pub preview: bool,
+    /// The namespace of the planner and gateways.
+    #[arg(long, default_value = "k8sworker")]
+    pub system_namespace: String,
+    /// How long the component certificates are valid, in days.
+    #[arg(long, default_value_t = 365)]
+    pub valid_days: u64,
+}
+
+/// Creates (or reuses) the CA under `args.out` and issues every certificate
+/// asked for, plus the planner's; returns the Pki for further use.
+pub fn certs(args: &CertsArgs) -> anyhow::Result<Pki> {
+    for namespace in &args.executor_namespaces {
+        anyhow::ensure!(
+            k8sworker_core::names::is_dns1123_label(namespace),
+            "--executor-namespace `{namespace}` is not a namespace name"
+        );
+    }
+    let ca_dir = args.out.join("ca");
+    let (cert, key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
+    let ca = if cert.exists() && key.exists() {
+        println!("reusing the CA in {}", ca_dir.display());
+        Ca::from_pem(&fs::read_to_string(&cert)?, &fs::read_to_string(&key)?)
+            .with_context(|| format!("reading the CA in {}", ca_dir.display()))?
+    } else {
+        let ca = Ca::generate("k8sworker CA")?;
+        write_private(&cert, ca.cert_pem())?;
+        write_private(&key, ca.key_pem())?;
+        println!(
+            "created a CA in {} (keep ca.key off the cluster)",
+            ca_dir.display()
+        );
+        ca
+    };
+    let pki = Pki::with_ca(ca, &args.out);
+    let valid_for = Duration::from_secs(args.valid_days.max(1) * 24 * 3600);
+    let secrets = args.out.join("secrets");
+    fs::create_dir_all(&secrets)?;
+    let issue = |identity: &Identity| -> anyhow::Result<Issued> {
+        let (issued, files) = pki.issue(identity, valid_for)?;
+        println!(
+            "{identity}: {}",
+            files.cert.parent().unwrap_or(Path::new("")).display()
+        );
+        Ok(issued)
+    };
+
+    let mut system = issue(&Identity::Planner)?.secret_manifest(&args.system_namespace);
+    if args.preview {
+        system.push_str("---\n");
+        system.push_str(&issue(&Identity::Preview)?.secret_manifest(&args.system_namespace));
+    }
+    write_private(&secrets.join("k8sworker.yaml"), &system)?;
+    for tenant in &args.gateways {
+        let manifest =
+            issue(&Identity::gateway(tenant.clone()))?.secret_manifest(&args.system_namespace);
+        let file = format!(
+            "gateway-{}-{}.yaml",
+            tenant.vantiq_namespace, tenant.cluster
+        );
+        write_private(&secrets.join(file), &manifest)?;
+    }
+    for namespace in &args.executor_namespaces {
+        let manifest = issue(&Identity::executor(namespace.clone()))?.secret_manifest(namespace);
+        write_private(
+            &secrets.join(format!("executor-{namespace}.yaml")),
+            &manifest,
+        )?;
+    }
+    println!(
+        "Secrets (kubernetes.io/tls with ca.crt) in {}: kubectl apply -f {}",
+        secrets.display(),
+        secrets.display()
+    );
+    Ok(pki)
+}
+
+/// Writes a file readable by its owner only, creating its directory.
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    write_secret(path, content).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `content` to `path`, readable by its owner only (mode 0600).
+pub(crate) fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    Ok(())
+}
