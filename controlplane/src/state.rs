@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
+use crate::keyring::Keyring;
 use crate::store::Store;
 
 /// Wake-ups for long-polling claims, one per (namespace, cluster).
@@ -48,6 +49,9 @@ impl Wakeups {
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// The keys that seal secret values before they are stored and open
+    /// them for a worker's claim.
+    pub keyring: Arc<Keyring>,
     /// The server's configuration.
     pub config: Arc<Config>,
     /// Wake-ups for claimers waiting on a cluster's queue.

@@ -34,7 +34,7 @@ use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::resources::{self, DocTable};
-use crate::store::{StoreError, workitems};
+use crate::store::{StoreError, sealing, workitems};
 
 /// The procedure's named parameters.
 struct Params(Map<String, Value>);
@@ -294,7 +294,8 @@ async fn claim(
                     installation = %claim.row.installation,
                     "workitem claimed"
                 );
-                return answer(protocol::CLAIM_WORKITEM, claim.body).map(Some);
+                let body = sealing::open_claim(claim, &state.keyring)?;
+                return answer(protocol::CLAIM_WORKITEM, body).map(Some);
             }
             if *shutdown.borrow() {
                 return Ok(None);
