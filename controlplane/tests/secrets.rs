@@ -103,6 +103,36 @@ fn assert_claim_opens_every_secret(claimed: &Value) {
     assert_eq!(claimed["ancillaries"]["secrets"]["db"], VAULT_SECRET);
 }
 
+/// A server's files after [`deployed`] and a waiting deploy of `api`, the
+/// server stopped.
+async fn stopped_with_a_waiting_deploy() -> TestServer {
+    let mut t = TestServer::start().await;
+    deployed(&t).await;
+    let (status, body) = t.admin.command("c1", "deploy", secret_deploy("api")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    t.server.take().unwrap().shutdown().await.unwrap();
+    t
+}
+
+/// On `server` (whose database holds the waiting deploy of `api`), a new
+/// worker claims it and every secret opens; then the server stops.
+async fn claim_the_waiting_deploy(server: Server) {
+    let base = format!("http://{}", server.local_addr());
+    let admin = Client::login(&base, "admin", ADMIN_PASSWORD).await;
+    let (status, body) = admin
+        .post(
+            "/api/v1/resources/tokens",
+            json!({"name": "another-worker", "profiles": ["k8sWorker__system"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let worker = Client::new(&base, body["accessToken"].as_str().unwrap());
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(claimed["installationName"], "api");
+    assert_claim_opens_every_secret(&claimed);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn secret_values_are_encrypted_at_rest() {
     let t = TestServer::start().await;
@@ -331,19 +361,7 @@ async fn downloads_are_never_sniffed_or_run() {
     let t = TestServer::start().await;
     let a = &t.admin;
     for (name, mime) in [("page.html", "text/html"), ("notes.txt", "text/plain")] {
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(b"<script>alert(1)</script>".to_vec())
-                .file_name(name)
-                .mime_str(mime)
-                .unwrap(),
-        );
-        let (status, _, body) = a
-            .send(
-                a.request(Method::POST, "/api/v1/resources/documents")
-                    .multipart(form),
-            )
-            .await;
+        let (status, body) = a.upload(name, mime, b"<script>alert(1)</script>").await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let page = a
@@ -376,18 +394,8 @@ async fn a_backup_restores_every_resource_with_its_key() {
     let (status, _) = user.get("/api/v1/resources/k8sinstallations").await;
     assert_eq!(status, StatusCode::OK);
     t.token(a, "ci", &["user"]).await;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"document content".to_vec())
-            .file_name("notes/readme.txt")
-            .mime_str("text/plain")
-            .unwrap(),
-    );
-    let (status, _, body) = a
-        .send(
-            a.request(Method::POST, "/api/v1/resources/documents")
-                .multipart(form),
-        )
+    let (status, body) = a
+        .upload("notes/readme.txt", "text/plain", b"document content")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -471,18 +479,7 @@ async fn a_backup_restores_every_resource_with_its_key() {
         b"document content"
     );
     // Secrets included: the waiting deploy's claim opens every value.
-    let (status, body) = admin
-        .post(
-            "/api/v1/resources/tokens",
-            json!({"name": "restored-worker", "profiles": ["k8sWorker__system"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let worker = Client::new(&base, body["accessToken"].as_str().unwrap());
-    let claimed = worker.claim("c1", 0.0).await;
-    assert_eq!(claimed["installationName"], "api");
-    assert_claim_opens_every_secret(&claimed);
-    server.shutdown().await.unwrap();
+    claim_the_waiting_deploy(server).await;
 
     // Without its key file the secrets are gone: the server refuses to start.
     let keyless = TempDir::new();
@@ -505,11 +502,7 @@ fn anyhow_chain(error: &dyn std::error::Error) -> Vec<String> {
 
 #[tokio::test]
 async fn rotating_the_key_reseals_every_secret() {
-    let mut t = TestServer::start().await;
-    deployed(&t).await;
-    let (status, body) = t.admin.command("c1", "deploy", secret_deploy("api")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    t.server.take().unwrap().shutdown().await.unwrap();
+    let t = stopped_with_a_waiting_deploy().await;
     let config = test_config(&t.dir);
     let rotation = offline::rotate_key(&config).unwrap();
     // The secret, the record's configSpec and the waiting request.
@@ -529,27 +522,12 @@ async fn rotating_the_key_reseals_every_secret() {
     assert!(key_file.contains(&rotation.retired_key_ids[0]));
 
     let server = Server::start(config).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let admin = Client::login(&base, "admin", ADMIN_PASSWORD).await;
-    let (_, body) = admin
-        .post(
-            "/api/v1/resources/tokens",
-            json!({"name": "w2", "profiles": ["k8sWorker__system"]}),
-        )
-        .await;
-    let worker = Client::new(&base, body["accessToken"].as_str().unwrap());
-    let claimed = worker.claim("c1", 0.0).await;
-    assert_claim_opens_every_secret(&claimed);
-    server.shutdown().await.unwrap();
+    claim_the_waiting_deploy(server).await;
 }
 
 #[tokio::test]
 async fn values_stored_in_plain_text_are_sealed_at_the_next_start() {
-    let mut t = TestServer::start().await;
-    deployed(&t).await;
-    let (status, body) = t.admin.command("c1", "deploy", secret_deploy("api")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    t.server.take().unwrap().shutdown().await.unwrap();
+    let t = stopped_with_a_waiting_deploy().await;
     // What an older version stored: every value in plain text.
     let config = test_config(&t.dir);
     let store =
@@ -581,15 +559,5 @@ async fn values_stored_in_plain_text_are_sealed_at_the_next_start() {
     let admin = Client::login(&base, "admin", ADMIN_PASSWORD).await;
     let (_, record) = admin.get("/api/v1/resources/k8sinstallations/web").await;
     assert_eq!(record["configSpec"], redacted_config());
-    let (_, body) = admin
-        .post(
-            "/api/v1/resources/tokens",
-            json!({"name": "w2", "profiles": ["k8sWorker__system"]}),
-        )
-        .await;
-    let worker = Client::new(&base, body["accessToken"].as_str().unwrap());
-    let claimed = worker.claim("c1", 0.0).await;
-    assert_eq!(claimed["installationName"], "api");
-    assert_claim_opens_every_secret(&claimed);
-    server.shutdown().await.unwrap();
+    claim_the_waiting_deploy(server).await;
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use k8sworker_e2e::{CLUSTER, Stack};
 use k8sworker_testsupport::{TestCluster, eventually, jaeger, with_temp_ns};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -36,20 +35,7 @@ impl std::io::Write for Logs {
 }
 
 async fn capture(service: &str) -> (SdkTracerProvider, Logs) {
-    let cluster = TestCluster::get().await;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(cluster.otlp_endpoint())
-        .build()
-        .expect("OTLP exporter");
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service.to_owned())
-                .build(),
-        )
-        .build();
+    let provider = jaeger::exporting_provider(service).await;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("k8sworker-e2e"))
         .with_filter(EnvFilter::new("debug"));
