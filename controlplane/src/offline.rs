@@ -21,7 +21,7 @@ pub struct BackupReport {
 }
 
 /// Copies the configured database into the new file `file` (mode 0600).
-pub fn backup(config: &Config, file: &Path) -> Result<BackupReport, ServerError> {
+pub fn backup(config: &Config, file: &Path) -> Result<BackupReport, StoreError> {
     store::backup(&config.database, file)?;
     let key_ids = match Keyring::load(&config.key_file()) {
         Ok(keyring) => keyring.ids().into_iter().map(str::to_owned).collect(),
