@@ -19,7 +19,8 @@
 //! first line is the *current* key (every new value is sealed with it), the
 //! others are *retired* keys kept to open older values and backups. Lines
 //! starting with `#` are comments. The file is created on first start with
-//! one random key and mode 0600; rotation (`k8sworker-controlplane
+//! one random key and mode 0600 (only when nothing stored needs another
+//! key); rotation (`k8sworker-controlplane
 //! rotate-key`) puts a new key first and re-seals every stored value
 //! (docs/controlplane.md, "Secrets at rest").
 
@@ -124,17 +125,11 @@ impl Keyring {
         }
     }
 
-    /// Reads the key file at `path`, or creates it (mode 0600, one random
-    /// key) when there is none. Answers the keyring and whether it was
-    /// created.
-    pub fn load_or_create(path: &Path) -> Result<(Keyring, bool), KeyringError> {
+    /// Reads the key file at `path`; `None` when there is none.
+    pub fn load_if_present(path: &Path) -> Result<Option<Keyring>, KeyringError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok((Keyring::parse(path, &text)?, false)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let keyring = Keyring::generate();
-                keyring.write_new(path)?;
-                Ok((keyring, true))
-            }
+            Ok(text) => Ok(Some(Keyring::parse(path, &text)?)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error(path)(error)),
         }
     }
@@ -192,7 +187,7 @@ impl Keyring {
     }
 
     /// Creates the key file at `path` (mode 0600); fails if it exists.
-    fn write_new(&self, path: &Path) -> Result<(), KeyringError> {
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyringError> {
         let mut file = private_file(path, true).map_err(io_error(path))?;
         file.write_all(self.file_text().as_bytes())
             .and_then(|()| file.sync_all())
@@ -394,16 +389,17 @@ mod tests {
             std::env::temp_dir().join(format!("k8sworker-keyring-{}", crate::auth::random_id(8)));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("controlplane.db.key");
-        let (created, fresh) = Keyring::load_or_create(&path).unwrap();
-        assert!(fresh);
+        assert!(Keyring::load_if_present(&path).unwrap().is_none());
+        let created = Keyring::generate();
+        created.write_new(&path).unwrap();
+        assert!(created.write_new(&path).is_err(), "never overwritten");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let (loaded, fresh) = Keyring::load_or_create(&path).unwrap();
-        assert!(!fresh);
+        let loaded = Keyring::load_if_present(&path).unwrap().unwrap();
         assert_eq!(loaded.ids(), created.ids());
         assert_eq!(loaded.open(&created.seal("x")).unwrap(), "x");
         let rotated = loaded.rotated();

@@ -129,14 +129,33 @@ impl Server {
     }
 }
 
-/// Opens the store and the key file (created on first start), and seals
-/// every stored secret value that is not sealed with the current key.
+/// Opens the store and the key file, and seals every stored secret value
+/// that is not sealed with the current key. Without a key file a new key is
+/// made, and its file (mode 0600) written only once every stored value has
+/// been sealed with it: a database holding values under a key it lacks (a
+/// restore without its key file) fails with the key's id and leaves no
+/// new key file behind.
 pub fn open_sealed(
     database: &std::path::Path,
     key_file: &std::path::Path,
     synchronous: crate::config::Synchronous,
 ) -> Result<(Store, Keyring), ServerError> {
-    let (keyring, created) = Keyring::load_or_create(key_file)?;
+    let loaded = Keyring::load_if_present(key_file)?;
+    let created = loaded.is_none();
+    let keyring = loaded.unwrap_or_else(Keyring::generate);
+    let store = Store::open(database, synchronous)?;
+    let resealed = store.run_blocking(|connection| {
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = sealing::reseal_all(&tx, &keyring)?;
+        if created {
+            keyring.write_new(key_file)?;
+        }
+        tx.commit()?;
+        if changed > 0 {
+            sealing::compact(connection)?;
+        }
+        Ok::<_, StoreError>(changed)
+    })?;
     if created {
         tracing::info!(
             key_file = %key_file.display(),
@@ -144,16 +163,6 @@ pub fn open_sealed(
             "key file created; keep a copy apart from the database backups"
         );
     }
-    let store = Store::open(database, synchronous)?;
-    let resealed = store.run_blocking(|connection| {
-        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let changed = sealing::reseal_all(&tx, &keyring)?;
-        tx.commit()?;
-        if changed > 0 {
-            sealing::compact(connection)?;
-        }
-        Ok::<_, StoreError>(changed)
-    })?;
     if resealed > 0 {
         tracing::info!(
             rows = resealed,

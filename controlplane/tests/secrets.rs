@@ -487,6 +487,10 @@ async fn a_backup_restores_every_resource_with_its_key() {
     let error = Server::start(test_config(&keyless)).await.unwrap_err();
     let chain = format!("{:?}", anyhow_chain(&error));
     assert!(chain.contains("needs key"), "{chain}");
+    assert!(
+        !keyless.0.join("controlplane.db.key").exists(),
+        "no new key file is left beside a database it cannot open"
+    );
     t.stop().await;
 }
 
