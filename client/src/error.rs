@@ -4,7 +4,7 @@
 //! [`Error::NotImplemented`]). No error carries the access token or a
 //! password: they only ever travel in the `Authorization` header.
 
-use crate::vantiq::{self, LEASE_LOST, UNKNOWN_PROCEDURE};
+use crate::vantiq::{self, LEASE_LOST, UNKNOWN_PROCEDURE, WORKITEM_CANCELLED};
 
 /// Why a call to the control plane failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,16 @@ pub enum Error {
     /// and re-claimed, released, failed). Stop working on it.
     #[error("the lease on workitem {request_id} was lost: {message}")]
     LeaseLost {
+        /// The workitem.
+        request_id: String,
+        /// The server's message.
+        message: String,
+    },
+    /// HTTP 410 `io.vantiq.resources.k8s.workitem.cancelled` on a call
+    /// about a held workitem: it was cancelled. Do not start it; an
+    /// operation already applying finishes and reports its outcome.
+    #[error("workitem {request_id} was cancelled: {message}")]
+    Cancelled {
         /// The workitem.
         request_id: String,
         /// The server's message.
@@ -93,6 +103,10 @@ impl Error {
             (401 | 403, _, _) => Error::Unauthorized { status, message },
             (404, Some(UNKNOWN_PROCEDURE), _) => Error::NotImplemented { message },
             (404, _, _) => Error::NotFound { message },
+            (410, Some(WORKITEM_CANCELLED), Some(request_id)) => Error::Cancelled {
+                request_id: request_id.to_owned(),
+                message,
+            },
             (409, Some(LEASE_LOST) | None, Some(request_id)) => Error::LeaseLost {
                 request_id: request_id.to_owned(),
                 message,
@@ -194,6 +208,10 @@ mod tests {
             Error::refusal(409, b"conflict", Some("r-1")),
             Error::LeaseLost { .. }
         ));
+        match Error::refusal(410, &body(WORKITEM_CANCELLED, "cancelled"), Some("r-1")) {
+            Error::Cancelled { request_id, .. } => assert_eq!(request_id, "r-1"),
+            other => panic!("expected Cancelled, got {other:?}"),
+        }
         // A 409 of a call that holds no lease (a duplicate name) is a refusal.
         match Error::refusal(409, &body("io.vantiq.resource.duplicate", "exists"), None) {
             Error::Rejected { status, code, .. } => {

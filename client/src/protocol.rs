@@ -134,6 +134,10 @@ pub enum WorkitemStatus {
     Failed,
     /// The request itself was bad; kept, never claimed again.
     Invalid,
+    /// Cancelled while leased (*ours*): the worker must not start it; one
+    /// already applying finishes and reports its outcome, which the server
+    /// records. It goes away with that report, a release, or the lease's end.
+    Cancelled,
 }
 
 /// A K8sWorkitem as the control plane shows it (`GET k8sworkitems`, the

@@ -8,6 +8,11 @@ use serde_json::Value;
 /// `io.vantiq.resources.k8s.workitem.lease.lost` (HTTP 409): the workitem is
 /// not `PENDING` under this `leaseId` any more; stop working on it.
 pub const LEASE_LOST: &str = "io.vantiq.resources.k8s.workitem.lease.lost";
+/// `io.vantiq.resources.k8s.workitem.cancelled` (HTTP 410, *ours*): the
+/// workitem was cancelled while leased. A renewal still extends the lease,
+/// so an operation already applying can report its outcome; one not yet
+/// started must not start (release it instead).
+pub const WORKITEM_CANCELLED: &str = "io.vantiq.resources.k8s.workitem.cancelled";
 /// `io.vantiq.procedure.unknown` (HTTP 404): the server has no such
 /// procedure, so it does not implement the worker protocol.
 pub const UNKNOWN_PROCEDURE: &str = "io.vantiq.procedure.unknown";

@@ -152,18 +152,25 @@ async fn main() {
             .await
             .expect("admin login"),
     };
-    let token = admin
-        .post(
-            "/api/v1/resources/tokens",
-            json!({"name": "bench", "profiles": ["k8sWorker__system"]}),
-        )
-        .await;
-    let worker = Api {
-        client: anonymous
-            .with_token(&AccessToken::new(
-                token["accessToken"].as_str().expect("accessToken"),
-            ))
-            .expect("worker token"),
+    // A worker token serves one cluster, as a gateway's does.
+    let worker_for = |cluster: String| {
+        let (admin, anonymous) = (admin.clone(), anonymous.clone());
+        async move {
+            let token = admin
+                .post(
+                    "/api/v1/resources/tokens",
+                    json!({"name": format!("bench-{cluster}"), "profiles": ["k8sWorker__system"],
+                        "k8sClusterName": cluster}),
+                )
+                .await;
+            Api {
+                client: anonymous
+                    .with_token(&AccessToken::new(
+                        token["accessToken"].as_str().expect("accessToken"),
+                    ))
+                    .expect("worker token"),
+            }
+        }
     };
     println!(
         "synchronous={sync:?} items={items} cores={}",
@@ -175,6 +182,7 @@ async fn main() {
         admin
             .post("/api/v1/resources/k8sclusters", json!({"name": cluster}))
             .await;
+        let worker = worker_for(cluster.clone()).await;
         let took = enqueue(&admin, &cluster, items).await;
         println!(
             "enqueue ({cluster}): {items} deploys in {:.2}s = {:.0}/s",
@@ -198,7 +206,7 @@ async fn main() {
     admin
         .post("/api/v1/resources/k8sclusters", json!({"name": "poll"}))
         .await;
-    let worker = Arc::new(worker);
+    let worker = Arc::new(worker_for("poll".to_owned()).await);
     let mut pickups = Vec::new();
     let mut after_ack = Vec::new();
     for i in 0..200 {

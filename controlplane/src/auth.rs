@@ -156,6 +156,10 @@ pub struct Caller {
     pub grants: Grants,
     /// Admin of the bootstrap namespace: may create namespaces.
     pub system_admin: bool,
+    /// The SHA-256 of the token the request carries ([`token_hash`]).
+    pub token_hash: String,
+    /// The K8s cluster a worker token is bound to, once it is.
+    pub k8s_cluster: Option<String>,
 }
 
 /// A caller's profiles do not allow an action in its namespace.
@@ -217,6 +221,28 @@ pub fn hash_password(password: &str, iterations: u32) -> String {
     )
 }
 
+/// Checks a login's `password`: against the user's `stored` hash, or, for
+/// a user name that does not exist (`None`), against `dummy` (a
+/// [`hash_password`] string of the same iterations) and then refused. Both
+/// paths run one PBKDF2 verification, so the answer's time does not tell
+/// whether the user exists.
+pub fn verify_login(stored: Option<&str>, password: &str, dummy: &str) -> bool {
+    match stored {
+        Some(stored) => verify_password(password, stored),
+        None => {
+            let _ = verify_password(password, dummy);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// PBKDF2 iterations run by [`verify_password`] on this thread (tests
+    /// count the work of a login path with it).
+    static PBKDF2_ITERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Checks `password` against a [`hash_password`] string in constant time.
 pub fn verify_password(password: &str, stored: &str) -> bool {
     let mut parts = stored.split('$');
@@ -241,6 +267,8 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     }
     let mut hash = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut hash);
+    #[cfg(test)]
+    PBKDF2_ITERATIONS.with(|count| count.set(count.get() + u64::from(iterations)));
     hash.iter()
         .zip(expected.iter())
         .fold(0u8, |diff, (a, b)| diff | (a ^ b))
@@ -272,6 +300,30 @@ mod tests {
         assert!(!verify_password("s3cret", "garbage"));
     }
 
+    /// PBKDF2 iterations `work` runs on this thread.
+    fn iterations_of(work: impl FnOnce() -> bool) -> (bool, u64) {
+        let before = PBKDF2_ITERATIONS.with(std::cell::Cell::get);
+        let answer = work();
+        (
+            answer,
+            PBKDF2_ITERATIONS.with(std::cell::Cell::get) - before,
+        )
+    }
+
+    #[test]
+    fn an_unknown_user_costs_the_same_verification_as_a_known_one() {
+        let stored = hash_password("s3cret", 1_000);
+        let dummy = hash_password(&new_token(), 1_000);
+        let known_right = iterations_of(|| verify_login(Some(&stored), "s3cret", &dummy));
+        let known_wrong = iterations_of(|| verify_login(Some(&stored), "guess", &dummy));
+        let unknown = iterations_of(|| verify_login(None, "guess", &dummy));
+        assert_eq!(known_right, (true, 1_000));
+        assert_eq!(known_wrong, (false, 1_000));
+        assert_eq!(unknown, (false, 1_000), "the dummy hash is verified");
+        // Even the dummy's own password does not log an unknown user in.
+        assert!(!verify_login(None, "s3cret", &stored));
+    }
+
     #[test]
     fn worker_profile_is_narrow() {
         let worker = Grants::from_profiles(&["ns1.k8sWorker__system"]);
@@ -294,6 +346,8 @@ mod tests {
             username: "root".into(),
             grants: Grants::from_profiles(&["admin"]),
             system_admin: false,
+            token_hash: token_hash("t"),
+            k8s_cluster: None,
         };
         assert_eq!(caller.require(Action::ManageTokens), Ok(()));
         assert_eq!(

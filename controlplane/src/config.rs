@@ -82,6 +82,28 @@ pub struct Config {
     )]
     pub password_hash_iterations: u32,
 
+    /// Login attempts (`GET /authenticate` with Basic credentials) each
+    /// client address may make per minute, all at once after a quiet
+    /// minute; more answer 429 `io.vantiq.authentication.rate.limited`.
+    #[arg(long, env = "K8SWORKER_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
+    pub auth_attempts_per_minute: u32,
+
+    /// Password verifications (PBKDF2) running at once; a login arriving
+    /// while all are busy answers 429 `io.vantiq.authentication.busy` at
+    /// once instead of queueing on the blocking pool storage also uses.
+    /// Default: the number of CPUs.
+    #[arg(long, env = "K8SWORKER_AUTH_CONCURRENCY", default_value_t = default_auth_concurrency())]
+    pub auth_concurrency: u32,
+
+    /// Documents one namespace may hold; an upload of a new one beyond it
+    /// answers 429 `io.vantiq.resources.documents.quota.exceeded`.
+    #[arg(long, env = "K8SWORKER_MAX_DOCUMENTS", default_value_t = 10_000)]
+    pub max_documents: u64,
+
+    /// Bytes of document content one namespace may hold (default 1 GiB).
+    #[arg(long, env = "K8SWORKER_MAX_DOCUMENT_BYTES", default_value_t = 1 << 30)]
+    pub max_document_bytes: u64,
+
     /// Lease a claim gets when the worker does not ask for one.
     #[arg(long, env = "K8SWORKER_DEFAULT_LEASE", value_parser = humantime::parse_duration, default_value = "60s")]
     pub default_lease: Duration,
@@ -141,6 +163,14 @@ pub enum Command {
     RotateKey,
 }
 
+/// The number of CPUs, at least 1: PBKDF2 is CPU-bound, so more at once
+/// only queues.
+fn default_auth_concurrency() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -184,8 +214,14 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Zero("max-body-bytes"));
         }
-        if self.password_hash_iterations == 0 {
-            return Err(ConfigError::Zero("password-hash-iterations"));
+        for (name, value) in [
+            ("password-hash-iterations", self.password_hash_iterations),
+            ("auth-attempts-per-minute", self.auth_attempts_per_minute),
+            ("auth-concurrency", self.auth_concurrency),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         if self.default_lease > self.max_lease {
             return Err(ConfigError::LeaseOrder {

@@ -7,9 +7,18 @@
 //!   command ─▶ REQUESTED ──Claim──▶ PENDING ──Complete──▶ (deleted)
 //!               │  ▲                 │  │
 //!        Reject │  └ Expire/Release ─┘  └──Fail──▶ FAILED | INVALID
-//!               ▼
-//!            INVALID            any ──Cancel──▶ (deleted)
+//!               ▼                    │ Cancel
+//!            INVALID                 ▼
+//!                               CANCELLED ──Complete / Release / Expire──▶ (deleted)
+//!                                    └──Fail──▶ FAILED | INVALID
+//!
+//!   any other ──Cancel──▶ (deleted)
 //! ```
+//!
+//! Cancelling a `PENDING` item keeps it, `CANCELLED`, under its lease: the
+//! worker learns it when it renews (the renewal still extends the lease) and
+//! does not start; an apply already running finishes, and its outcome is
+//! recorded against the item as for a `PENDING` one.
 //!
 //! A worker acts on a `PENDING` item only while it holds the item's lease
 //! ([`check_lease`]). Success writes the record the operation implies
@@ -47,6 +56,9 @@ pub enum Status {
     Failed,
     /// The request cannot be carried out (bad request, missing reference).
     Invalid,
+    /// Cancelled while a worker held it (*ours*); the lease still holds so
+    /// an operation in flight can report its outcome.
+    Cancelled,
 }
 
 impl Status {
@@ -57,6 +69,7 @@ impl Status {
             Status::Pending => "PENDING",
             Status::Failed => "FAILED",
             Status::Invalid => "INVALID",
+            Status::Cancelled => "CANCELLED",
         }
     }
 
@@ -67,6 +80,7 @@ impl Status {
             "PENDING" => Some(Status::Pending),
             "FAILED" => Some(Status::Failed),
             "INVALID" => Some(Status::Invalid),
+            "CANCELLED" => Some(Status::Cancelled),
             _ => None,
         }
     }
@@ -177,13 +191,16 @@ pub enum TransitionError {
 pub fn transition(from: Status, event: Event) -> Result<Next, TransitionError> {
     use Status::*;
     match (from, event) {
+        (Pending | Cancelled, Event::Cancel) => Ok(Next::Status(Cancelled)),
         (_, Event::Cancel) => Ok(Next::Deleted),
+        (Cancelled, Event::Complete | Event::Release | Event::Expire) => Ok(Next::Deleted),
+        (Cancelled, Event::Fail(status @ (Failed | Invalid))) => Ok(Next::Status(status)),
         (Requested, Event::Claim) => Ok(Next::Status(Pending)),
         (Requested, Event::Reject) => Ok(Next::Status(Invalid)),
         (Pending, Event::Expire | Event::Release) => Ok(Next::Status(Requested)),
         (Pending, Event::Complete) => Ok(Next::Deleted),
         (Pending, Event::Fail(status @ (Failed | Invalid))) => Ok(Next::Status(status)),
-        (Pending, Event::Fail(_)) => Err(TransitionError::Invalid {
+        (Pending | Cancelled, Event::Fail(_)) => Err(TransitionError::Invalid {
             field: "status",
             reason: "must be FAILED or INVALID".into(),
         }),
@@ -257,7 +274,7 @@ impl Workitem {
         if let Some(traceparent) = &self.traceparent {
             doc["traceparent"] = json!(traceparent);
         }
-        if self.status == Status::Pending {
+        if matches!(self.status, Status::Pending | Status::Cancelled) {
             doc["leaseOwner"] = json!(self.lease_owner);
             doc["leaseExpiresAt"] = json!(self.lease_expires_at.map(iso));
         }
@@ -265,9 +282,12 @@ impl Workitem {
     }
 }
 
-/// Refuses unless `lease_id` holds `item`: it is `PENDING` under that lease.
+/// Refuses unless `lease_id` holds `item`: it is `PENDING` (or `CANCELLED`,
+/// still leased) under that lease.
 pub fn check_lease(item: &Workitem, lease_id: &str) -> Result<(), TransitionError> {
-    if item.status == Status::Pending && item.lease_id.as_deref() == Some(lease_id) {
+    if matches!(item.status, Status::Pending | Status::Cancelled)
+        && item.lease_id.as_deref() == Some(lease_id)
+    {
         Ok(())
     } else {
         Err(TransitionError::LeaseLost {
@@ -514,6 +534,18 @@ pub fn references(request: &InstallationRequest) -> Vec<Reference<'_>> {
     out
 }
 
+/// Whether a deploy's `config` list (a request's, or a record's
+/// `configSpec`) mounts document `document` (a `file` entry with
+/// `resourceType: documents`). A config that does not read mounts nothing.
+pub fn mounts_document(config: &Value, document: &str) -> bool {
+    let request = json!({"name": "", "k8sNamespace": "", "config": config});
+    InstallationRequest::from_json(&request).is_ok_and(|request| {
+        references(&request).iter().any(
+            |reference| matches!(reference, Reference::Document { name, .. } if *name == document),
+        )
+    })
+}
+
 /// The config an operation works on: the request's for a deploy, the
 /// installation's recorded `configSpec` otherwise (`None` without a record).
 pub fn effective_request(item: &Workitem, installation: Option<&Value>) -> Option<Value> {
@@ -691,8 +723,24 @@ mod tests {
         for (from, event, next) in allowed {
             assert_eq!(transition(from, event), Ok(next), "{from} {event:?}");
         }
-        for from in [Requested, Pending, Failed, Invalid] {
+        for from in [Requested, Failed, Invalid] {
             assert_eq!(transition(from, Cancel), Ok(Next::Deleted));
+        }
+        // A leased item stays, cancelled, until its worker reports.
+        let cancelled = [
+            (Pending, Cancel, Next::Status(Cancelled)),
+            (Cancelled, Cancel, Next::Status(Cancelled)),
+            (Cancelled, Complete, Next::Deleted),
+            (Cancelled, Release, Next::Deleted),
+            (Cancelled, Expire, Next::Deleted),
+            (Cancelled, Fail(Failed), Next::Status(Failed)),
+            (Cancelled, Fail(Invalid), Next::Status(Invalid)),
+        ];
+        for (from, event, next) in cancelled {
+            assert_eq!(transition(from, event), Ok(next), "{from} {event:?}");
+        }
+        for event in [Claim, Reject] {
+            assert!(transition(Cancelled, event).is_err(), "{event:?}");
         }
         let refused = [
             (Pending, Claim),

@@ -17,6 +17,16 @@ use serde_json::{Map, Value};
 /// Largest compiled `$regex` program, so a hostile pattern cannot eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Longest `where` clause, in bytes of its JSON text.
+pub const MAX_WHERE_BYTES: usize = 16 * 1024;
+
+/// Deepest nesting of arrays and objects in a `where` clause.
+pub const MAX_WHERE_DEPTH: usize = 16;
+
+/// Most `$regex` terms in one `where` clause (`$not` with a pattern counts):
+/// each is compiled and run against every document read.
+pub const MAX_WHERE_REGEXES: usize = 8;
+
 /// Why a select parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -47,6 +57,17 @@ pub enum QueryError {
     /// A `$regex` that does not compile (or is too large).
     #[error("Invalid regular expression for $regex: {0}")]
     BadRegex(String),
+    /// The where clause exceeds one of its limits ([`MAX_WHERE_BYTES`],
+    /// [`MAX_WHERE_DEPTH`], [`MAX_WHERE_REGEXES`]).
+    #[error("The where clause exceeds its limit of {limit} {measure}: it has {actual}.")]
+    TooComplex {
+        /// What is limited: `bytes`, `levels of nesting` or `$regex terms`.
+        measure: &'static str,
+        /// The limit.
+        limit: usize,
+        /// What the clause has (for bytes and depth: at least this much).
+        actual: usize,
+    },
     /// `props` is not an array of names.
     #[error("The props parameter must be a JSON array of property names.")]
     BadProps,
@@ -143,8 +164,9 @@ impl Filter {
         Filter::And(Vec::new())
     }
 
-    /// Parses the decoded `where` JSON.
+    /// Parses the decoded `where` JSON, within the clause's limits.
     pub fn parse(value: &Value) -> Result<Filter, QueryError> {
+        check_limits(value)?;
         match value {
             Value::Object(object) => Self::parse_object(object),
             Value::Null => Ok(Filter::all()),
@@ -210,6 +232,62 @@ impl Filter {
                 conditions.iter().all(|c| c.matches(value))
             }
         }
+    }
+}
+
+/// Refuses a clause beyond [`MAX_WHERE_DEPTH`], [`MAX_WHERE_BYTES`] or
+/// [`MAX_WHERE_REGEXES`] before anything in it is compiled or evaluated.
+fn check_limits(value: &Value) -> Result<(), QueryError> {
+    /// Depth, `$regex` count and JSON bytes of `value` at `depth`; stops
+    /// descending past the depth limit.
+    fn measure(value: &Value, depth: usize, regexes: &mut usize, bytes: &mut usize) -> usize {
+        if depth > MAX_WHERE_DEPTH {
+            return depth;
+        }
+        match value {
+            Value::Object(object) => {
+                *bytes += 2;
+                let mut deepest = depth;
+                for (key, operand) in object {
+                    *bytes += key.len() + 4;
+                    if key == "$regex" || (key == "$not" && operand.is_string()) {
+                        *regexes += 1;
+                    }
+                    deepest = deepest.max(measure(operand, depth + 1, regexes, bytes));
+                }
+                deepest
+            }
+            Value::Array(items) => {
+                *bytes += 2;
+                items.iter().fold(depth, |deepest, item| {
+                    *bytes += 1;
+                    deepest.max(measure(item, depth + 1, regexes, bytes))
+                })
+            }
+            Value::String(text) => {
+                *bytes += text.len() + 2;
+                depth
+            }
+            other => {
+                *bytes += other.to_string().len();
+                depth
+            }
+        }
+    }
+    let (mut regexes, mut bytes) = (0, 0);
+    let depth = measure(value, 1, &mut regexes, &mut bytes);
+    let limits = [
+        ("levels of nesting", MAX_WHERE_DEPTH, depth),
+        ("bytes", MAX_WHERE_BYTES, bytes),
+        ("$regex terms", MAX_WHERE_REGEXES, regexes),
+    ];
+    match limits.into_iter().find(|(_, limit, actual)| actual > limit) {
+        Some((measure, limit, actual)) => Err(QueryError::TooComplex {
+            measure,
+            limit,
+            actual,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -674,6 +752,57 @@ mod tests {
             doc.clone()
         ));
         assert!(matches(json!({"n": {"$not": {"$gt": 9}}}), doc));
+    }
+
+    #[test]
+    fn clauses_beyond_their_limits_are_refused_before_compiling() {
+        let regexes = |count: usize| json!({"$or": (0..count).map(|n| json!({format!("p{n}"): {"$regex": "^a"}})).collect::<Vec<_>>()});
+        assert!(Filter::parse(&regexes(MAX_WHERE_REGEXES)).is_ok());
+        assert_eq!(
+            Filter::parse(&regexes(MAX_WHERE_REGEXES + 1)).unwrap_err(),
+            QueryError::TooComplex {
+                measure: "$regex terms",
+                limit: MAX_WHERE_REGEXES,
+                actual: MAX_WHERE_REGEXES + 1,
+            }
+        );
+        // `$not` with a pattern is a regex too.
+        let mixed = json!({"$and": [regexes(MAX_WHERE_REGEXES), {"x": {"$not": "^b"}}]});
+        assert!(matches!(
+            Filter::parse(&mixed),
+            Err(QueryError::TooComplex {
+                measure: "$regex terms",
+                ..
+            })
+        ));
+
+        let mut deep = json!({"a": 1});
+        for _ in 0..MAX_WHERE_DEPTH {
+            deep = json!({"$and": [deep]});
+        }
+        assert!(matches!(
+            Filter::parse(&deep),
+            Err(QueryError::TooComplex {
+                measure: "levels of nesting",
+                limit: MAX_WHERE_DEPTH,
+                ..
+            })
+        ));
+        let shallow = json!({"$and": [{"$or": [{"a": {"$elemMatch": {"b": {"$in": [1, 2]}}}}]}]});
+        assert!(Filter::parse(&shallow).is_ok());
+
+        let large = json!({"name": {"$in": vec!["x".repeat(100); MAX_WHERE_BYTES / 100]}});
+        match Filter::parse(&large) {
+            Err(QueryError::TooComplex {
+                measure: "bytes",
+                limit,
+                actual,
+            }) => {
+                assert_eq!(limit, MAX_WHERE_BYTES);
+                assert!(actual > MAX_WHERE_BYTES, "{actual}");
+            }
+            other => panic!("expected a size refusal, got {other:?}"),
+        }
     }
 
     #[test]

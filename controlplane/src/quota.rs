@@ -14,6 +14,10 @@ pub enum QuotaError {
     /// entry, so it cannot be charged.
     #[error("a deploy to the self cluster needs a resourceRequest or a resourceLimit")]
     ResourcesRequired,
+    /// `cpu` or `memory` is in neither `resourceRequest` nor
+    /// `resourceLimit`: a dimension left out would be charged nothing.
+    #[error("a deploy to the self cluster must state {} in resourceRequest or resourceLimit", .0.join(" and "))]
+    DimensionsRequired(Vec<&'static str>),
     /// A quantity does not parse, or the charge overflows.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -68,9 +72,13 @@ pub fn format(quantity: Quantity) -> String {
     }
 }
 
+/// The Kubernetes resources a deploy to `self` must state (in
+/// `resourceRequest` or `resourceLimit`); the GPUs are charged when stated.
+pub const REQUIRED_RESOURCES: [&str; 2] = ["cpu", "memory"];
+
 /// What a deploy to `self` is charged: per dimension the larger of
 /// `resourceRequest` and `resourceLimit`, times `replicaCount`. Refuses a
-/// request with neither entry. The answer maps each Vantiq dimension to a
+/// request with neither entry, or one that leaves out `cpu` or `memory`. The answer maps each Vantiq dimension to a
 /// quantity string (`{"vCPU": "1500m", "memory": "2147483648", …}`).
 pub fn charge(request: &InstallationRequest) -> Result<Value, QuotaError> {
     let mut requests = None;
@@ -84,6 +92,18 @@ pub fn charge(request: &InstallationRequest) -> Result<Value, QuotaError> {
     }
     if requests.is_none() && limits.is_none() {
         return Err(QuotaError::ResourcesRequired);
+    }
+    let missing: Vec<&'static str> = REQUIRED_RESOURCES
+        .into_iter()
+        .filter(|name| {
+            [requests, limits]
+                .into_iter()
+                .flatten()
+                .all(|resources| quantity_of(resources, name).is_none())
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(QuotaError::DimensionsRequired(missing));
     }
     let replicas = i64::from(request.replica_count().max(0));
     let mut out = Map::new();
@@ -184,6 +204,33 @@ mod tests {
     fn resources_are_required() {
         let r = request(json!([{"type": "image", "name": "nginx"}]));
         assert!(matches!(charge(&r), Err(QuotaError::ResourcesRequired)));
+    }
+
+    #[test]
+    fn cpu_and_memory_are_both_required() {
+        let cpu_only = request(json!([
+            {"type": "image", "name": "nginx"},
+            {"type": "resourceLimit", "cpu": "1"}
+        ]));
+        assert_eq!(
+            charge(&cpu_only),
+            Err(QuotaError::DimensionsRequired(vec!["memory"]))
+        );
+        let gpu_only = request(json!([
+            {"type": "image", "name": "nginx"},
+            {"type": "resourceRequest", "nvidia.com/gpu": "1"}
+        ]));
+        assert_eq!(
+            charge(&gpu_only),
+            Err(QuotaError::DimensionsRequired(vec!["cpu", "memory"]))
+        );
+        // Each may come from either entry.
+        let split = request(json!([
+            {"type": "image", "name": "nginx"},
+            {"type": "resourceRequest", "cpu": "250m"},
+            {"type": "resourceLimit", "memory": "64Mi"}
+        ]));
+        assert_eq!(charge(&split).unwrap()["vCPU"], "250m");
     }
 
     #[test]

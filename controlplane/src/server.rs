@@ -87,22 +87,32 @@ impl Server {
             source,
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let logins = Arc::new(crate::state::LoginLimits::new(
+            config.auth_attempts_per_minute,
+            config.auth_concurrency,
+            config.password_hash_iterations,
+        ));
         let state = AppState {
             store,
             keyring: Arc::new(keyring),
             config: Arc::new(config),
             wakeups: Arc::new(Wakeups::default()),
             shutdown: shutdown_rx.clone(),
+            logins,
         };
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let router = crate::api::router(state);
         let mut stop = shutdown_rx;
         let http = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                })
-                .await
+            // The client address keys the login rate limit.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await
         });
         tracing::info!(%local_addr, "control plane listening");
         Ok(Server {

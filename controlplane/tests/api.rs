@@ -773,7 +773,8 @@ async fn workitems_can_be_selected_and_cancelled() {
         "io.vantiq.resource.operation.not.allowed",
     );
 
-    // Cancel one while a worker holds it: its completion then fails cleanly.
+    // Cancel one while a worker holds it: it stays CANCELLED until the
+    // worker reports, and what the worker did is recorded against it.
     let worker = t.worker().await;
     let claimed = worker.claim("c1", 0.0).await;
     assert_eq!(claimed["requestId"], first["requestId"]);
@@ -783,6 +784,11 @@ async fn workitems_can_be_selected_and_cancelled() {
             .0,
         204
     );
+    let (_, body) = a.get(&format!("/api/v1/resources/k8sworkitems/{id}")).await;
+    assert_eq!(body["status"], "CANCELLED");
+    let (status, body) = worker.complete(&claimed, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["installation"]["name"], "one");
     let (status, body) = worker.complete(&claimed, json!({})).await;
     assert_error(status, &body, 404, "io.vantiq.resource.not.found");
     let (status, body) = a.get(&format!("/api/v1/resources/k8sworkitems/{id}")).await;

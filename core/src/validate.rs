@@ -23,6 +23,12 @@ pub const MAX_OBJECT_DATA: usize = 1024 * 1024;
 /// Most replicas a request may ask for.
 pub const MAX_REPLICAS: i64 = 1000;
 
+/// Most `inboundPort` entries one installation may have. Each becomes a
+/// port of the installation's NodePort Service, and NodePorts come from one
+/// range the whole cluster shares (30000-32767 by default, 2768 ports), so
+/// one installation must not be able to take a large part of it.
+pub const MAX_INBOUND_PORTS: usize = 16;
+
 /// Reads and validates Vantiq's deploy `data` in one step: the entry point for
 /// anything that receives a request as JSON.
 ///
@@ -405,6 +411,12 @@ impl Checker {
             self.fail_request("config", "annotations exceed Kubernetes' 256 KiB limit");
         }
         self.requests_within_limits(request, &seen);
+        if seen.ports > MAX_INBOUND_PORTS {
+            self.fail_request("config", format!(
+                "has {} inboundPort entries; an installation may have at most {MAX_INBOUND_PORTS}: each takes a NodePort from the range the whole cluster shares",
+                seen.ports
+            ));
+        }
         for (path, size) in &seen.content_bytes {
             if *size > MAX_OBJECT_DATA {
                 self.fail_request("config", format!(

@@ -711,3 +711,24 @@ fn persistent_volume_refs() {
         "missing field `path`",
     );
 }
+
+#[test]
+fn inbound_ports_are_capped_per_installation() {
+    use k8sworker_core::validate::MAX_INBOUND_PORTS;
+    let ports = |count: usize| {
+        with_image(
+            (0..count)
+                .map(|n| json!({"type": "inboundPort", "port": 8000 + n, "protocol": "TCP"}))
+                .collect(),
+        )
+    };
+    assert_eq!(errors(ports(MAX_INBOUND_PORTS)), Vec::<String>::new());
+    let refused = errors(ports(MAX_INBOUND_PORTS + 1));
+    assert_eq!(
+        refused,
+        [format!(
+            "config: has {} inboundPort entries; an installation may have at most {MAX_INBOUND_PORTS}: each takes a NodePort from the range the whole cluster shares",
+            MAX_INBOUND_PORTS + 1
+        )]
+    );
+}

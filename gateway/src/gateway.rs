@@ -5,7 +5,9 @@
 //!          claim (long-poll, or poll on the Backoff schedule)
 //!            └─ workitem ─▶ span workitem.process (parent: the workitem's traceparent)
 //!                             task() ── invalid ──────────────────────────▶ fail INVALID
-//!                             Planner.Execute ‖ renew the lease every lease/3
+//!                             ask first (a renew): cancelled ─▶ release, no Execute
+//!                             (a planner answering NOT_SERVING is waited for)
+//!                             Planner.Execute ‖ renew the lease every min(lease/3, 2 s)
 //!                             outcome::decide ─▶ (fetchLogs: upload documents)
 //!                             complete | fail | release   (retried while the server is away)
 //! SIGTERM ─▶ stop claiming; the current workitem finishes within the grace
@@ -138,6 +140,12 @@ pub enum Report {
         /// Why.
         reason: String,
     },
+    /// The workitem was cancelled before the planner was asked to execute
+    /// it: nothing was applied, and the release told the control plane so.
+    Cancelled {
+        /// What the control plane said.
+        reason: String,
+    },
 }
 
 /// What a run did.
@@ -151,6 +159,8 @@ pub struct Summary {
     pub released: u64,
     /// Workitems abandoned (lease lost, report undeliverable).
     pub abandoned: u64,
+    /// Workitems cancelled before their Execute.
+    pub cancelled: u64,
 }
 
 impl Summary {
@@ -160,12 +170,13 @@ impl Summary {
             Report::Failed { .. } => self.failed += 1,
             Report::Released { .. } => self.released += 1,
             Report::Abandoned { .. } => self.abandoned += 1,
+            Report::Cancelled { .. } => self.cancelled += 1,
         }
     }
 
     /// Every workitem this run claimed and ended.
     pub fn processed(&self) -> u64 {
-        self.completed + self.failed + self.released + self.abandoned
+        self.completed + self.failed + self.released + self.abandoned + self.cancelled
     }
 }
 
@@ -366,6 +377,7 @@ impl Gateway {
             failed = summary.failed,
             released = summary.released,
             abandoned = summary.abandoned,
+            cancelled = summary.cancelled,
             "k8sworker-gateway stopped"
         );
         Ok(summary)
@@ -495,7 +507,7 @@ impl Gateway {
             .await
     }
 
-    async fn process_item(&self, item: Workitem, mut stopping: watch::Receiver<bool>) -> Report {
+    async fn process_item(&self, item: Workitem, stopping: watch::Receiver<bool>) -> Report {
         self.emit(Event::Claimed {
             request_id: item.request_id.clone(),
             operation: item.operation.clone(),
@@ -523,7 +535,7 @@ impl Gateway {
             }
         };
         let lease = item.lease.unwrap_or(self.config.lease);
-        let (lost_tx, mut lost) = watch::channel(false);
+        let (lease_tx, mut lease_state) = watch::channel(LeaseState::Held);
         let renewer = tokio::spawn(
             renew(
                 self.control_plane.clone(),
@@ -531,37 +543,67 @@ impl Gateway {
                 item.lease_id.clone(),
                 self.config.lease,
                 lease,
-                lost_tx,
+                lease_tx,
             )
             .instrument(tracing::Span::current()),
         );
         let _renewer = AbortOnDrop(renewer);
+
+        // Nothing is applied until the planner's Execute: ask first, so a
+        // workitem cancelled since the claim is never started.
+        if let Some(report) = self
+            .before_execute(&item, lease, &mut lease_state, &stopping)
+            .await
+        {
+            return report;
+        }
 
         let mut planner = self.planner.clone();
         let execute = tokio::time::timeout(
             self.config.execute_timeout,
             planner.execute(task.request.clone()),
         );
+        tokio::pin!(execute);
         let grace = self.config.shutdown_grace;
-        let deadline = async {
-            signalled(&mut stopping).await;
+        let mut signal = stopping.clone();
+        let deadline = async move {
+            signalled(&mut signal).await;
             info!(
                 ?grace,
                 "shutting down: the current workitem may finish within the grace period"
             );
             tokio::time::sleep(grace).await;
         };
+        tokio::pin!(deadline);
         let started = Instant::now();
-        let answer = tokio::select! {
-            answer = execute => answer,
-            () = signalled(&mut lost) => {
-                warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
-                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
-            }
-            _ = deadline => {
-                warn!("grace period over; releasing the workitem");
-                let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
-                return self.report(&item, outcome, &stopping).await;
+        // Renewals are watched until they report a cancellation (or stop).
+        let mut watching = true;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut execute => break answer,
+                changed = lease_state.changed(), if watching => {
+                    let state = *lease_state.borrow_and_update();
+                    match (changed, state) {
+                        (Ok(()), LeaseState::Lost) => {
+                            warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
+                            return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+                        }
+                        (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
+                            // An apply may be running: it is all or nothing,
+                            // so it finishes and its outcome is reported
+                            // against the cancelled workitem.
+                            warn!("the workitem was cancelled while the planner executes it; the operation finishes and its outcome is reported");
+                            watching = false;
+                        }
+                        (Ok(()), LeaseState::Held) => {}
+                        (Err(_), _) => watching = false,
+                    }
+                }
+                _ = &mut deadline => {
+                    warn!("grace period over; releasing the workitem");
+                    let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                    return self.report(&item, outcome, &stopping).await;
+                }
             }
         };
         let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
@@ -626,6 +668,105 @@ impl Gateway {
             }
         }
         self.report(&item, outcome, &stopping).await
+    }
+
+    /// The last word before Execute: one renew asks whether the workitem is
+    /// still ours. Cancelled (the server answers 410, or 404 once the item is
+    /// gone) → released without Execute, so nothing is applied; lost → left
+    /// to its new owner. While the planner answers `NOT_SERVING` (starting or
+    /// draining) the gateway waits, asking again every renew period, so a
+    /// cancellation meanwhile still stops the work. `None`: go on and execute.
+    async fn before_execute(
+        &self,
+        item: &Workitem,
+        lease: Duration,
+        lease_state: &mut watch::Receiver<LeaseState>,
+        stopping: &watch::Receiver<bool>,
+    ) -> Option<Report> {
+        let ask = RenewWorkitemLease {
+            request_id: item.request_id.clone(),
+            lease_id: item.lease_id.clone(),
+            lease_seconds: Some(self.config.lease.as_secs().max(1) as f64),
+        };
+        let mut stopping = stopping.clone();
+        loop {
+            let state = match self.control_plane.call(&ask).await {
+                Ok(_) => *lease_state.borrow(),
+                Err(error) => match LeaseState::after(&error) {
+                    Some(state) => state,
+                    // The server is away: the renewer keeps trying; go on.
+                    None => {
+                        warn!(%error, "asking before Execute failed; going on");
+                        *lease_state.borrow()
+                    }
+                },
+            };
+            match state {
+                LeaseState::Held => {}
+                LeaseState::Lost => {
+                    warn!(
+                        "the lease was lost before Execute; leaving the workitem to its new owner"
+                    );
+                    return Some(self.reported(
+                        item,
+                        Report::Abandoned {
+                            reason: "lease lost".into(),
+                        },
+                    ));
+                }
+                LeaseState::Cancelled | LeaseState::Gone => {
+                    return Some(self.cancelled(item).await);
+                }
+            }
+            if !self.planner_not_serving().await {
+                return None;
+            }
+            info!("the planner is not serving; waiting before Execute");
+            tokio::select! {
+                _ = tokio::time::sleep(renew_period(lease)) => {}
+                _ = lease_state.changed() => {}
+                () = signalled(&mut stopping) => {
+                    let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                    return Some(self.report(item, outcome, &stopping).await);
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a cancellation learned before Execute: the release lets
+    /// the control plane drop the workitem (and any `self` quota charge it
+    /// held) at once instead of when the lease expires.
+    async fn cancelled(&self, item: &Workitem) -> Report {
+        info!("the workitem was cancelled before Execute; nothing was applied");
+        let release = ReleaseWorkitem {
+            request_id: item.request_id.clone(),
+            lease_id: item.lease_id.clone(),
+        };
+        if let Err(error) = self.control_plane.call(&release).await {
+            debug!(%error, "acknowledging the cancellation failed; the lease expires instead");
+        }
+        self.reported(
+            item,
+            Report::Cancelled {
+                reason: "cancelled before Execute".into(),
+            },
+        )
+    }
+
+    /// Whether the planner answers its health check with `NOT_SERVING`.
+    /// Unreachable or any other answer is `false`: Execute then says what
+    /// is wrong, as before.
+    async fn planner_not_serving(&self) -> bool {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut health = HealthClient::new(self.channel.clone());
+        let request = HealthCheckRequest {
+            service: "k8sworker.v1.Planner".into(),
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), health.check(request)).await,
+            Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::NotServing as i32
+        )
     }
 
     /// Delivers the outcome, retrying while the control plane is away
@@ -700,7 +841,7 @@ impl Gateway {
                         Report::Released { reason } => {
                             info!(%reason, "workitem released for another attempt")
                         }
-                        Report::Abandoned { .. } => {}
+                        Report::Abandoned { .. } | Report::Cancelled { .. } => {}
                     }
                     return self.reported(item, report);
                 }
@@ -758,17 +899,55 @@ impl Gateway {
     }
 }
 
-/// Renews the lease every third of its length until aborted; flags `lost`
-/// when the server says the lease is gone.
+/// Where the gateway's hold on a workitem stands, as renewals find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseState {
+    /// The lease holds.
+    Held,
+    /// The lease is gone (expired and re-claimed, released).
+    Lost,
+    /// The workitem was cancelled (410 on renew); the lease still holds, so
+    /// an operation in flight can report its outcome.
+    Cancelled,
+    /// The workitem no longer exists (404 on renew): cancelled and dropped.
+    Gone,
+}
+
+impl LeaseState {
+    /// What a renewal's error says about the hold; `None` when it says
+    /// nothing (the server is away or refused the call as such).
+    fn after(error: &ControlPlaneError) -> Option<LeaseState> {
+        match error {
+            ControlPlaneError::LeaseLost { .. } => Some(LeaseState::Lost),
+            ControlPlaneError::Cancelled { .. } => Some(LeaseState::Cancelled),
+            ControlPlaneError::NotFound { .. } => Some(LeaseState::Gone),
+            _ => None,
+        }
+    }
+}
+
+/// Longest time between renewals, so a cancellation is learned promptly.
+const RENEW_MAX_PERIOD: Duration = Duration::from_secs(2);
+
+/// How often a lease of `granted` is renewed: a third of it, at most
+/// [`RENEW_MAX_PERIOD`], at least 500 ms.
+fn renew_period(granted: Duration) -> Duration {
+    (granted / 3)
+        .min(RENEW_MAX_PERIOD)
+        .max(Duration::from_millis(500))
+}
+
+/// Renews the lease every [`renew_period`] until aborted; publishes a
+/// cancellation (and goes on renewing), or a lost or gone workitem (and stops).
 async fn renew(
     control_plane: Client,
     request_id: String,
     lease_id: String,
     ask: Duration,
     granted: Duration,
-    lost: watch::Sender<bool>,
+    state: watch::Sender<LeaseState>,
 ) {
-    let period = (granted / 3).max(Duration::from_millis(500));
+    let period = renew_period(granted);
     let mut next = period;
     let params = RenewWorkitemLease {
         request_id,
@@ -782,14 +961,27 @@ async fn renew(
                 debug!(expires = %answer.lease_expires_at, "lease renewed");
                 next = period;
             }
-            Err(ControlPlaneError::LeaseLost { .. }) => {
-                let _ = lost.send(true);
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "renewing the lease failed; retrying");
-                next = (period / 3).max(Duration::from_millis(250));
-            }
+            Err(error) => match LeaseState::after(&error) {
+                // Cancelled: the server still extended the lease; keep it
+                // while an operation in flight finishes.
+                Some(LeaseState::Cancelled) => {
+                    state.send_if_modified(|held| {
+                        let changed = *held != LeaseState::Cancelled;
+                        *held = LeaseState::Cancelled;
+                        changed
+                    });
+                    next = period;
+                }
+                Some(found) => {
+                    debug!(%error, ?found, "renewal ended the hold");
+                    let _ = state.send(found);
+                    return;
+                }
+                None => {
+                    warn!(%error, "renewing the lease failed; retrying");
+                    next = (period / 3).max(Duration::from_millis(250));
+                }
+            },
         }
     }
 }
@@ -813,6 +1005,46 @@ impl Drop for AbortOnDrop {
 mod tests {
     use super::*;
     use crate::config::AccessToken;
+
+    #[test]
+    fn renewals_are_frequent_enough_to_learn_a_cancellation_promptly() {
+        assert_eq!(renew_period(Duration::from_secs(60)), RENEW_MAX_PERIOD);
+        assert_eq!(renew_period(Duration::from_secs(3)), Duration::from_secs(1));
+        assert_eq!(
+            renew_period(Duration::from_millis(600)),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn a_410_or_404_on_renewal_is_a_cancellation_not_a_transient_error() {
+        let message = String::new;
+        assert_eq!(
+            LeaseState::after(&ControlPlaneError::Cancelled {
+                request_id: "r".into(),
+                message: message(),
+            }),
+            Some(LeaseState::Cancelled)
+        );
+        assert_eq!(
+            LeaseState::after(&ControlPlaneError::NotFound { message: message() }),
+            Some(LeaseState::Gone)
+        );
+        assert_eq!(
+            LeaseState::after(&ControlPlaneError::LeaseLost {
+                request_id: "r".into(),
+                message: message(),
+            }),
+            Some(LeaseState::Lost)
+        );
+        assert_eq!(
+            LeaseState::after(&ControlPlaneError::Server {
+                status: 503,
+                message: message(),
+            }),
+            None
+        );
+    }
 
     #[test]
     fn the_gateway_runs_on_any_runtime_thread() {

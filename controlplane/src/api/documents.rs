@@ -1,6 +1,10 @@
-//! `documents`: multipart upload and the download under `/docs/<name>`
-//! here; list, select, get (metadata, `content` is the download URI) and
-//! delete through the shared handlers of [`super::resource`].
+//! `documents`: multipart upload, delete and the download under
+//! `/docs/<name>` here; list, select and get (metadata, `content` is the
+//! download URI) through the shared handlers of [`super::resource`].
+//!
+//! Uploads are held to the namespace's document quota (`--max-documents`,
+//! `--max-document-bytes`), and a document a deploy mounts is written or
+//! deleted by admins only.
 
 use axum::Json;
 use axum::extract::{Multipart, Path, Request, State};
@@ -11,7 +15,7 @@ use rusqlite::Transaction;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::resource::{Readable, Removable, Resource};
+use super::resource::{Readable, Resource};
 use crate::auth::{Action, Caller};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -35,14 +39,6 @@ impl Readable for Documents {
 
     fn get(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         resources::get_document_meta(tx, namespace, key)
-    }
-}
-
-impl Removable for Documents {
-    const DELETE: Action = Action::WriteDocuments;
-
-    fn delete(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<bool, ApiError> {
-        Ok(resources::delete_document(tx, namespace, key)?)
     }
 }
 
@@ -132,17 +128,34 @@ pub async fn upload(
         )
     })?;
     check_document_name(&name)?;
+    let (max_documents, max_bytes) = (state.config.max_documents, state.config.max_document_bytes);
     let doc = state
         .store
         .transaction(move |tx| {
-            resources::put_document(
+            guard_mounted(tx, &caller, &name)?;
+            let (count, bytes) = resources::document_usage(tx, &caller.namespace, &name)?;
+            let size = content.len() as u64;
+            for (measure, requested, in_use, limit) in [
+                ("documents", 1, count, max_documents),
+                ("bytes", size, bytes, max_bytes),
+            ] {
+                if in_use.saturating_add(requested) > limit {
+                    return Err(ApiError::DocumentQuotaExceeded {
+                        measure,
+                        requested,
+                        in_use,
+                        limit,
+                    });
+                }
+            }
+            Ok::<_, ApiError>(resources::put_document(
                 tx,
                 &caller.namespace,
                 &name,
                 &content_type,
                 &content,
                 &caller.username,
-            )
+            )?)
         })
         .await?;
     Ok(Json(doc))
@@ -196,6 +209,43 @@ fn download_headers(file_type: &str) -> Vec<(header::HeaderName, String)> {
         headers.push((header::CONTENT_DISPOSITION, "attachment".to_owned()));
     }
     headers
+}
+
+/// Documents a deploy mounts are changed only by admins: what a `user` or
+/// a worker token writes never reaches an installation's pods without an
+/// admin (who may deploy anyway) having done it.
+fn guard_mounted(tx: &Transaction<'_>, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    if caller.grants.admin {
+        return Ok(());
+    }
+    match resources::document_mounted_by(tx, &caller.namespace, name)? {
+        Some(installation) => Err(ApiError::DocumentMounted {
+            document: name.to_owned(),
+            installation,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `DELETE /documents/<name>`: 204, 404 when there is none, 403 for a
+/// non-admin when a deploy mounts it.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::WriteDocuments)?;
+    state
+        .store
+        .transaction(move |tx| {
+            guard_mounted(tx, &caller, &name)?;
+            if resources::delete_document(tx, &caller.namespace, &name)? {
+                Ok(StatusCode::NO_CONTENT)
+            } else {
+                Err(Documents::not_found(name))
+            }
+        })
+        .await
 }
 
 /// `GET /docs/<name>`: the document's bytes, served with

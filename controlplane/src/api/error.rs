@@ -15,6 +15,7 @@ use crate::auth::Forbidden;
 use crate::operations::OperationError;
 use crate::query::QueryError;
 use crate::quota::QuotaError;
+use crate::state::LoginRefused;
 use crate::store::StoreError;
 
 use k8sworker_client::vantiq;
@@ -50,6 +51,22 @@ pub enum ApiError {
     /// 401: Basic credentials that match no user.
     #[error("The user name or password is not valid.")]
     BadCredentials,
+    /// 429: the client address made too many login attempts.
+    #[error(
+        "Too many login attempts from this address: at most {per_minute} per minute; retry in {retry_after_seconds} s."
+    )]
+    LoginRateLimited {
+        /// The configured attempts per minute.
+        per_minute: u32,
+        /// Seconds until the next attempt is admitted (also `Retry-After`).
+        retry_after_seconds: u64,
+    },
+    /// 429: every password verification slot is busy.
+    #[error("The server is verifying {concurrency} passwords already; retry in a moment.")]
+    LoginBusy {
+        /// The configured verifications at once.
+        concurrency: u32,
+    },
     /// 401: an unknown, revoked or expired token.
     #[error("The access token is not valid or has expired.")]
     InvalidToken,
@@ -155,6 +172,13 @@ pub enum ApiError {
     /// 400: a `self` deploy without `resourceRequest` or `resourceLimit`.
     #[error("Deploys to the self cluster must include a resourceRequest or a resourceLimit entry.")]
     SelfClusterResourcesRequired,
+    /// 400: a `self` deploy that states no `cpu` or no `memory` (in
+    /// `resourceRequest` or `resourceLimit`); the missing ones.
+    #[error(
+        "Deploys to the self cluster must state both cpu and memory in resourceRequest or resourceLimit; missing: {}.",
+        .0.join(", ")
+    )]
+    SelfClusterDimensionsRequired(Vec<&'static str>),
     /// 429: the `self` deploy does not fit the namespace's `k8sResources` quota.
     #[error(
         "The deploy would exceed the namespace's k8sResources quota for {resource}: requested {requested}, in use {in_use}, limit {limit}."
@@ -168,6 +192,31 @@ pub enum ApiError {
         in_use: String,
         /// The quota.
         limit: String,
+    },
+    /// 429: an upload would take the namespace's documents beyond
+    /// `--max-documents` or `--max-document-bytes`.
+    #[error(
+        "The upload would exceed the namespace's document quota for {measure}: requested {requested}, in use {in_use}, limit {limit}."
+    )]
+    DocumentQuotaExceeded {
+        /// `documents` (their number) or `bytes` (their content).
+        measure: &'static str,
+        /// What this upload adds.
+        requested: u64,
+        /// What the namespace's other documents hold.
+        in_use: u64,
+        /// The quota.
+        limit: u64,
+    },
+    /// 403: a non-admin writes or deletes a document that a deploy mounts.
+    #[error(
+        "Document {document} is mounted by installation {installation}; only administrators may change or delete it."
+    )]
+    DocumentMounted {
+        /// The document.
+        document: String,
+        /// An installation whose deploy mounts it.
+        installation: String,
     },
     /// 400: a secret or document the request refers to does not exist.
     #[error("The {kind} {name} referenced by the request does not exist.")]
@@ -187,6 +236,25 @@ pub enum ApiError {
         /// The lease presented.
         lease_id: String,
     },
+    /// 403: a worker token bound to one cluster acts on another's workitem.
+    #[error(
+        "This worker token serves K8s cluster {bound}; it cannot act on cluster {requested}'s workitems."
+    )]
+    WorkerClusterDenied {
+        /// The cluster the token is bound to.
+        bound: String,
+        /// The cluster the call concerns.
+        requested: String,
+    },
+    /// 410: the leased workitem was cancelled; the renewal still extended
+    /// the lease, so an operation already applying can report its outcome.
+    #[error(
+        "Workitem {request_id} was cancelled: do not start it (release it); an operation already applying finishes and reports its outcome."
+    )]
+    WorkitemCancelled {
+        /// The workitem's `requestId`.
+        request_id: String,
+    },
     /// 404: no procedure has this name.
     #[error("Unknown procedure {0}.")]
     UnknownProcedure(String),
@@ -204,7 +272,7 @@ pub enum ApiError {
     /// 500: storage failed; the details are logged, never answered.
     #[error("Internal error; the server log has the details.")]
     Internal(#[source] StoreError),
-    /// 500: a blocking task (password hashing) failed.
+    /// 500: a blocking task (password hashing, select matching) failed.
     #[error("Internal error; the server log has the details.")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -236,9 +304,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Unauthenticated | BadCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
-            Forbidden { .. } | WrongNamespace { .. } | SelfClusterAdminOnly => {
-                StatusCode::FORBIDDEN
-            }
+            Forbidden { .. }
+            | WrongNamespace { .. }
+            | SelfClusterAdminOnly
+            | DocumentMounted { .. }
+            | WorkerClusterDenied { .. } => StatusCode::FORBIDDEN,
             OperationNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MalformedJson(_)
             | InvalidArgument { .. }
@@ -249,10 +319,15 @@ impl ApiError {
             | InstallationOnOtherCluster { .. }
             | SelfClusterWrongNamespace { .. }
             | SelfClusterResourcesRequired
+            | SelfClusterDimensionsRequired(_)
             | MissingReference { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
-            QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WorkitemCancelled { .. } => StatusCode::GONE,
+            QuotaExceeded { .. }
+            | DocumentQuotaExceeded { .. }
+            | LoginRateLimited { .. }
+            | LoginBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ShuttingDown | StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | Task(_) | Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -268,6 +343,8 @@ impl ApiError {
             Unauthenticated => "io.vantiq.authentication.required",
             BadCredentials => "io.vantiq.authentication.failed",
             InvalidToken => "io.vantiq.authentication.token.invalid",
+            LoginRateLimited { .. } => "io.vantiq.authentication.rate.limited",
+            LoginBusy { .. } => "io.vantiq.authentication.busy",
             Forbidden { .. } => "io.vantiq.authorization.denied",
             WrongNamespace { .. } => "io.vantiq.authorization.namespace.denied",
             MalformedJson(_) => "io.vantiq.json.invalid",
@@ -286,12 +363,16 @@ impl ApiError {
             SelfClusterWrongNamespace { .. } => {
                 "io.vantiq.resources.k8s.self.cluster.wrong.namespace"
             }
-            SelfClusterResourcesRequired => {
+            SelfClusterResourcesRequired | SelfClusterDimensionsRequired(_) => {
                 "io.vantiq.resources.k8s.self.cluster.resources.required"
             }
             QuotaExceeded { .. } => "io.vantiq.resources.k8s.self.cluster.quota.exceeded",
             MissingReference { .. } => "io.vantiq.resources.k8s.reference.missing",
+            DocumentQuotaExceeded { .. } => "io.vantiq.resources.documents.quota.exceeded",
+            DocumentMounted { .. } => "io.vantiq.resources.documents.mounted.admin.only",
             LeaseLost { .. } => vantiq::LEASE_LOST,
+            WorkitemCancelled { .. } => vantiq::WORKITEM_CANCELLED,
+            WorkerClusterDenied { .. } => "io.vantiq.resources.k8s.worker.cluster.denied",
             UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
             ShuttingDown => "io.vantiq.server.shutting.down",
             StorageUnavailable(_) => "io.vantiq.storage.unavailable",
@@ -311,7 +392,17 @@ impl ApiError {
             Forbidden { action, namespace } => vec![json!(action), json!(namespace)],
             WrongNamespace { token, target } => vec![json!(token), json!(target)],
             BodyTooLarge(limit) => vec![json!(limit)],
+            LoginRateLimited {
+                per_minute,
+                retry_after_seconds,
+            } => vec![json!(per_minute), json!(retry_after_seconds)],
+            LoginBusy { concurrency } => vec![json!(concurrency)],
             InvalidArgument { field, .. } => vec![json!(field)],
+            InvalidQuery(QueryError::TooComplex {
+                measure,
+                limit,
+                actual,
+            }) => vec![json!(measure), json!(limit), json!(actual)],
             Duplicate { resource, id } => vec![json!(resource), json!(id)],
             OperationNotAllowed {
                 resource,
@@ -339,6 +430,24 @@ impl ApiError {
                 json!(limit),
             ],
             MissingReference { kind, name } => vec![json!(kind), json!(name)],
+            SelfClusterDimensionsRequired(missing) => missing.iter().map(|m| json!(m)).collect(),
+            DocumentQuotaExceeded {
+                measure,
+                requested,
+                in_use,
+                limit,
+            } => vec![
+                json!(measure),
+                json!(requested),
+                json!(in_use),
+                json!(limit),
+            ],
+            DocumentMounted {
+                document,
+                installation,
+            } => vec![json!(document), json!(installation)],
+            WorkerClusterDenied { bound, requested } => vec![json!(bound), json!(requested)],
+            WorkitemCancelled { request_id } => vec![json!(request_id)],
             LeaseLost {
                 request_id,
                 lease_id,
@@ -377,6 +486,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<LoginRefused> for ApiError {
+    fn from(refused: LoginRefused) -> Self {
+        match refused {
+            LoginRefused::RateLimited {
+                per_minute,
+                retry_after,
+            } => ApiError::LoginRateLimited {
+                per_minute,
+                retry_after_seconds: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            LoginRefused::Busy { concurrency } => ApiError::LoginBusy { concurrency },
+        }
+    }
+}
+
 impl From<Forbidden> for ApiError {
     fn from(error: Forbidden) -> Self {
         ApiError::Forbidden {
@@ -390,6 +514,9 @@ impl From<QuotaError> for ApiError {
     fn from(error: QuotaError) -> Self {
         match error {
             QuotaError::ResourcesRequired => ApiError::SelfClusterResourcesRequired,
+            QuotaError::DimensionsRequired(missing) => {
+                ApiError::SelfClusterDimensionsRequired(missing)
+            }
             QuotaError::Invalid { field, reason } => ApiError::InvalidArgument { field, reason },
             QuotaError::Exceeded {
                 resource,
@@ -464,7 +591,22 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (status, Json(vec![self.to_vantiq()])).into_response()
+        let retry_after = match &self {
+            ApiError::LoginRateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            ApiError::LoginBusy { .. } => Some(1),
+            _ => None,
+        };
+        let mut response = (status, Json(vec![self.to_vantiq()])).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

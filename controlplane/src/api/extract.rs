@@ -45,9 +45,10 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| query.get("token").cloned())
             .ok_or(ApiError::Unauthenticated)?;
         let hash = token_hash(&token);
+        let lookup = hash.clone();
         let record = state
             .store
-            .transaction(move |tx| identity::find_token(tx, &hash))
+            .transaction(move |tx| identity::find_token(tx, &lookup))
             .await?
             .ok_or(ApiError::InvalidToken)?;
         if record.expires_at.is_some_and(|expires| expires <= now_ms()) {
@@ -73,6 +74,8 @@ impl FromRequestParts<AppState> for Caller {
             namespace: record.namespace,
             username: record.username,
             grants,
+            token_hash: hash,
+            k8s_cluster: record.k8s_cluster,
         })
     }
 }

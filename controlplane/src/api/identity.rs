@@ -2,9 +2,11 @@
 //! access token), `POST /authenticate/refresh`, long-lived `tokens`,
 //! `users` and `namespaces`.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use rusqlite::Transaction;
 use serde_json::{Value, json};
 
@@ -14,11 +16,12 @@ use super::resource::{Removable, Resource};
 use crate::audit::{MAX_MS, iso, now_ms};
 use crate::auth::{
     self, Action, Caller, WORKER_PROFILE, hash_password, new_token, normalize_profile, parse_basic,
-    token_hash, verify_password,
+    token_hash,
 };
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::identity::{self, TokenRecord, UserRecord};
+use crate::store::resources::{self, DocTable};
 
 /// Long-lived `tokens`, revoked through the shared delete handler of
 /// [`super::resource`].
@@ -93,6 +96,7 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
         username: user.username.clone(),
         profiles: vec![user.profile.clone()],
         expires_at: Some(expires_at),
+        k8s_cluster: None,
     };
     let hash = token_hash(&token);
     state
@@ -110,33 +114,47 @@ async fn issue_session(state: &AppState, user: UserRecord) -> Result<Json<Value>
 }
 
 /// `GET /authenticate` with `Authorization: Basic`.
+///
+/// Each attempt is admitted by [`crate::state::LoginLimits`] first (a rate
+/// per client address, a number at once); then the password is verified
+/// off the runtime, against the user's hash or, for an unknown user, a
+/// dummy hash of the same cost ([`auth::verify_login`]).
 pub async fn authenticate(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let header = headers
+    let header = request
+        .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .ok_or(ApiError::Unauthenticated)?;
     let (username, password) = parse_basic(header).ok_or(ApiError::BadCredentials)?;
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let permit = state.logins.admit(client)?;
     let lookup = username.clone();
     let user = state
         .store
         .transaction(move |tx| identity::find_user(tx, &lookup))
         .await?;
-    let Some(user) = user else {
-        return Err(ApiError::BadCredentials);
-    };
     // PBKDF2 is deliberately slow: keep it off the runtime and the database lock.
-    let stored = user.password_hash.clone();
-    let valid = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-        .await
-        .unwrap_or(false);
-    if !valid {
-        tracing::info!(%username, "authentication failed");
-        return Err(ApiError::BadCredentials);
+    let stored = user.as_ref().map(|user| user.password_hash.clone());
+    let logins = Arc::clone(&state.logins);
+    let valid = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        auth::verify_login(stored.as_deref(), &password, &logins.dummy_hash)
+    })
+    .await
+    .unwrap_or(false);
+    match user {
+        Some(user) if valid => issue_session(&state, user).await,
+        _ => {
+            tracing::info!(%username, "authentication failed");
+            Err(ApiError::BadCredentials)
+        }
     }
-    issue_session(&state, user).await
 }
 
 /// `POST /authenticate/refresh`: the body (text/plain) is a valid session
@@ -172,8 +190,12 @@ pub async fn refresh(
     issue_session(&state, user).await
 }
 
-/// `POST /api/v1/resources/tokens` `{"name", "profiles", "expiresAt"?}`:
-/// a long-lived token; the secret is in the answer only.
+/// The token property (*ours*) naming the one K8s cluster a worker token
+/// serves; without it, the cluster of the token's first claim.
+const CLUSTER_BINDING: &str = "k8sClusterName";
+
+/// `POST /api/v1/resources/tokens` `{"name", "profiles", "expiresAt"?,
+/// "k8sClusterName"?}`: a long-lived token; the secret is in the answer only.
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -228,6 +250,10 @@ pub async fn create_token(
             ));
         }
     };
+    let k8s_cluster = match body.get(CLUSTER_BINDING) {
+        None | Some(Value::Null) => None,
+        value => Some(check_identifier(CLUSTER_BINDING, value)?),
+    };
     let token = new_token();
     let hash = token_hash(&token);
     let answer_profiles = profiles.clone();
@@ -251,22 +277,41 @@ pub async fn create_token(
                 }
                 normalized.push(known.to_owned());
             }
+            if let Some(cluster) = &k8s_cluster {
+                if !normalized.iter().any(|profile| profile == WORKER_PROFILE) {
+                    return Err(ApiError::invalid(
+                        CLUSTER_BINDING,
+                        format!("binds a worker token to its cluster; the profiles have no {WORKER_PROFILE}"),
+                    ));
+                }
+                if resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?.is_none() {
+                    return Err(ApiError::invalid(
+                        CLUSTER_BINDING,
+                        format!("{cluster} is not a K8s cluster of namespace {}", caller.namespace),
+                    ));
+                }
+            }
             let record = TokenRecord {
                 name: Some(name.clone()),
                 namespace: caller.namespace.clone(),
                 username: caller.username.clone(),
                 profiles: normalized,
                 expires_at,
+                k8s_cluster: k8s_cluster.clone(),
             };
             identity::insert_token(tx, &hash, &record)?;
-            Ok(Json(json!({
+            let mut answer = json!({
                 "name": name,
                 "accessToken": token,
                 "profiles": answer_profiles,
                 "expiresAt": expires_at.map(iso),
                 "ars_namespace": namespace,
                 "ars_createdBy": caller.username,
-            })))
+            });
+            if let Some(cluster) = k8s_cluster {
+                answer[CLUSTER_BINDING] = json!(cluster);
+            }
+            Ok(Json(answer))
         })
         .await
 }

@@ -183,7 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{R}/documents/select"), post(select::<Documents>))
         .route(
             &format!("{R}/documents/{{*name}}"),
-            get(get_one::<Documents>).delete(delete_one::<Documents>),
+            get(get_one::<Documents>).delete(documents::delete),
         )
         .route("/docs/{*name}", get(documents::download))
         .route(

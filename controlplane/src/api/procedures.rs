@@ -34,7 +34,7 @@ use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::resources::{self, DocTable};
-use crate::store::{StoreError, sealing, workitems};
+use crate::store::{StoreError, identity, sealing, workitems};
 
 /// The procedure's named parameters.
 struct Params(Map<String, Value>);
@@ -175,6 +175,25 @@ fn lease_or_default(seconds: Option<f64>, state: &AppState) -> Duration {
         .map_or(state.config.default_lease, Duration::from_secs_f64)
 }
 
+/// Refuses a call about workitem `request_id` from a worker token bound to
+/// another cluster than the workitem's, before anything is changed.
+fn check_cluster(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<(), ApiError> {
+    let Some(bound) = &caller.k8s_cluster else {
+        return Ok(());
+    };
+    match workitems::cluster_of(tx, &caller.namespace, request_id)? {
+        Some(cluster) if cluster != *bound => Err(ApiError::WorkerClusterDenied {
+            bound: bound.clone(),
+            requested: cluster,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A store answer as the protocol's type `T`. The store writes the
 /// protocol's JSON; one that does not read is a server bug, logged.
 fn answer<T: DeserializeOwned>(procedure: &str, value: Value) -> Result<T, ApiError> {
@@ -254,17 +273,29 @@ async fn claim(
     let namespace = caller.namespace.clone();
     {
         let (namespace, name) = (namespace.clone(), cluster.clone());
-        let exists = state
+        let token = caller.token_hash.clone();
+        let bound = caller.k8s_cluster.clone();
+        state
             .store
             .transaction(move |tx| {
-                Ok::<_, ApiError>(
-                    resources::get_doc(tx, DocTable::Clusters, &namespace, &name)?.is_some(),
-                )
+                if resources::get_doc(tx, DocTable::Clusters, &namespace, &name)?.is_none() {
+                    return Err(ApiError::not_found("k8sclusters", "name", name));
+                }
+                // A worker token serves one cluster: the one it names, or
+                // the one it first claims from.
+                let bound = match bound {
+                    Some(bound) => Some(bound),
+                    None => identity::bind_token_cluster(tx, &token, &name)?,
+                };
+                match bound {
+                    Some(bound) if bound != name => Err(ApiError::WorkerClusterDenied {
+                        bound,
+                        requested: name,
+                    }),
+                    _ => Ok(()),
+                }
             })
             .await?;
-        if !exists {
-            return Err(ApiError::not_found("k8sclusters", "name", cluster));
-        }
     }
     let span =
         tracing::info_span!("workitem.claim", %namespace, cluster = %cluster, worker = %owner);
@@ -323,20 +354,31 @@ async fn renew(
         lease_seconds,
     } = params.renew(&state.config)?;
     let lease = lease_or_default(lease_seconds, state);
-    let namespace = caller.namespace.clone();
+    let caller = caller.clone();
     let renewed = state
         .store
         .transaction(move |tx| {
-            workitems::renew(
+            check_cluster(tx, &caller, &request_id)?;
+            Ok::<_, ApiError>(workitems::renew(
                 tx,
-                &namespace,
+                &caller.namespace,
                 &request_id,
                 &lease_id,
                 lease.as_millis() as i64,
-            )
+            )?)
         })
         .await?;
-    answer(protocol::RENEW_WORKITEM_LEASE, renewed)
+    if renewed.cancelled {
+        // Answered after the extension committed: a worker whose apply is
+        // running keeps its lease to report the outcome.
+        return Err(ApiError::WorkitemCancelled {
+            request_id: renewed.body["requestId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    answer(protocol::RENEW_WORKITEM_LEASE, renewed.body)
 }
 
 async fn complete(
@@ -353,11 +395,19 @@ async fn complete(
     let report = installation.to_map();
     let verify = state.config.verify_interval;
     let verify_ms = (!verify.is_zero()).then_some(verify.as_millis() as i64);
-    let namespace = caller.namespace.clone();
+    let caller = caller.clone();
     let result = state
         .store
         .transaction(move |tx| {
-            workitems::complete(tx, &namespace, &request_id, &lease_id, &report, verify_ms)
+            check_cluster(tx, &caller, &request_id)?;
+            Ok::<_, ApiError>(workitems::complete(
+                tx,
+                &caller.namespace,
+                &request_id,
+                &lease_id,
+                &report,
+                verify_ms,
+            )?)
         })
         .await?;
     let completion: Completion = answer(protocol::COMPLETE_WORKITEM, result)?;
@@ -373,13 +423,14 @@ async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sW
         status,
         message,
     } = params.fail()?;
-    let namespace = caller.namespace.clone();
+    let caller = caller.clone();
     let result = state
         .store
         .transaction(move |tx| {
-            workitems::fail(
+            check_cluster(tx, &caller, &request_id)?;
+            Ok::<_, ApiError>(workitems::fail(
                 tx,
-                &namespace,
+                &caller.namespace,
                 &request_id,
                 &lease_id,
                 match status {
@@ -387,7 +438,7 @@ async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sW
                     FailStatus::Invalid => Status::Invalid,
                 },
                 &message,
-            )
+            )?)
         })
         .await?;
     let failed: K8sWorkitem = answer(protocol::FAIL_WORKITEM, result)?;
@@ -405,10 +456,18 @@ async fn release(
         request_id,
         lease_id,
     } = params.release()?;
-    let namespace = caller.namespace.clone();
+    let caller = caller.clone();
     let row = state
         .store
-        .transaction(move |tx| workitems::release(tx, &namespace, &request_id, &lease_id))
+        .transaction(move |tx| {
+            check_cluster(tx, &caller, &request_id)?;
+            Ok::<_, ApiError>(workitems::release(
+                tx,
+                &caller.namespace,
+                &request_id,
+                &lease_id,
+            )?)
+        })
         .await?;
     state.wakeups.wake(&row.namespace, &row.cluster);
     answer(protocol::RELEASE_WORKITEM, row.to_doc())

@@ -70,7 +70,11 @@ pub async fn list<R: Readable>(
         .store
         .transaction(move |tx| R::list(tx, &namespace))
         .await?;
-    Ok(selected(&select, documents))
+    // Matching (regexes included) is CPU work: off the async threads, and
+    // outside the storage lock so other requests go on meanwhile.
+    tokio::task::spawn_blocking(move || selected(&select, documents))
+        .await
+        .map_err(ApiError::Task)
 }
 
 /// `POST <type>/select`: [`list`] with the body as the where clause.

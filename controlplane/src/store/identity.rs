@@ -23,6 +23,9 @@ pub struct TokenRecord {
     pub profiles: Vec<String>,
     /// When it expires, epoch milliseconds; `None`: never.
     pub expires_at: Option<i64>,
+    /// The one K8s cluster a worker token serves (*ours*): named when the
+    /// token is created, or else the cluster of its first claim.
+    pub k8s_cluster: Option<String>,
 }
 
 /// A stored user.
@@ -252,8 +255,8 @@ pub fn insert_token(
         }
     }
     tx.execute(
-        "INSERT INTO tokens (token_hash, namespace, name, username, profiles, expires_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO tokens (token_hash, namespace, name, username, profiles, expires_at, created_at, k8s_cluster)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             hash,
             record.namespace,
@@ -261,7 +264,8 @@ pub fn insert_token(
             record.username,
             serde_json::to_string(&record.profiles)?,
             record.expires_at,
-            now_ms()
+            now_ms(),
+            record.k8s_cluster,
         ],
     )?;
     Ok(())
@@ -271,7 +275,7 @@ pub fn insert_token(
 pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
     let row = tx
         .query_row(
-            "SELECT namespace, username, profiles, expires_at, name FROM tokens WHERE token_hash = ?1",
+            "SELECT namespace, username, profiles, expires_at, name, k8s_cluster FROM tokens WHERE token_hash = ?1",
             [hash],
             |row| {
                 Ok((
@@ -280,11 +284,12 @@ pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord
                     row.get::<_, String>(2)?,
                     row.get::<_, Option<i64>>(3)?,
                     row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
                 ))
             },
         )
         .optional()?;
-    let Some((namespace, username, profiles, expires_at, name)) = row else {
+    let Some((namespace, username, profiles, expires_at, name, k8s_cluster)) = row else {
         return Ok(None);
     };
     Ok(Some(TokenRecord {
@@ -293,7 +298,29 @@ pub fn find_token(tx: &Transaction<'_>, hash: &str) -> Result<Option<TokenRecord
         username,
         profiles: serde_json::from_str(&profiles)?,
         expires_at,
+        k8s_cluster,
     }))
+}
+
+/// Binds the token `hash` to `cluster` unless it is bound already; answers
+/// the cluster it is bound to afterwards.
+pub fn bind_token_cluster(
+    tx: &Transaction<'_>,
+    hash: &str,
+    cluster: &str,
+) -> Result<Option<String>, StoreError> {
+    tx.execute(
+        "UPDATE tokens SET k8s_cluster = ?2 WHERE token_hash = ?1 AND k8s_cluster IS NULL",
+        params![hash, cluster],
+    )?;
+    Ok(tx
+        .query_row(
+            "SELECT k8s_cluster FROM tokens WHERE token_hash = ?1",
+            [hash],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
 }
 
 /// Revokes a token by its hash (refresh revokes the old session token).
@@ -305,19 +332,23 @@ pub fn delete_token_by_hash(tx: &Transaction<'_>, hash: &str) -> Result<bool, St
 pub fn list_tokens(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
     Ok(tx
         .prepare(
-            "SELECT name, username, profiles, expires_at, created_at FROM tokens
+            "SELECT name, username, profiles, expires_at, created_at, k8s_cluster FROM tokens
              WHERE namespace = ?1 AND name IS NOT NULL ORDER BY name",
         )?
         .query_map([namespace], |row| {
             let profiles: String = row.get(2)?;
-            Ok(json!({
+            let mut doc = json!({
                 "name": row.get::<_, String>(0)?,
                 "ars_createdBy": row.get::<_, String>(1)?,
                 "profiles": serde_json::from_str::<Value>(&profiles).unwrap_or(Value::Null),
                 "expiresAt": row.get::<_, Option<i64>>(3)?.map(iso),
                 "ars_createdAt": iso(row.get::<_, i64>(4)?),
                 "ars_namespace": namespace,
-            }))
+            });
+            if let Some(cluster) = row.get::<_, Option<String>>(5)? {
+                doc["k8sClusterName"] = json!(cluster);
+            }
+            Ok(doc)
         })?
         .collect::<Result<_, _>>()?)
 }

@@ -251,6 +251,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, installation)
     );
     "#,
+    // 2: a worker token serves one K8s cluster.
+    r#"
+    ALTER TABLE tokens ADD COLUMN k8s_cluster TEXT;
+    "#,
 ];
 
 /// The database handle; cheap to clone.

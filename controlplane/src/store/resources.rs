@@ -128,7 +128,7 @@ pub fn cluster_usage(
     )?;
     let workitems: i64 = tx.query_row(
         "SELECT COUNT(*) FROM k8sworkitems WHERE namespace = ?1 AND cluster_name = ?2
-         AND status IN ('REQUESTED', 'PENDING')",
+         AND status IN ('REQUESTED', 'PENDING', 'CANCELLED')",
         params![namespace, name],
         |row| row.get(0),
     )?;
@@ -272,6 +272,59 @@ pub fn get_document_content(
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?)
+}
+
+/// The number and content bytes of a namespace's documents other than
+/// `except` (the one an upload would replace).
+pub fn document_usage(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    except: &str,
+) -> Result<(u64, u64), StoreError> {
+    let (count, bytes): (i64, i64) = tx.query_row(
+        "SELECT count(*), COALESCE(sum(length(content)), 0) FROM documents
+         WHERE namespace = ?1 AND name <> ?2",
+        params![namespace, except],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok((count.max(0) as u64, bytes.max(0) as u64))
+}
+
+/// The installation whose deploy mounts document `name`, if any: an
+/// installation record's `configSpec`, or the request of a deploy still
+/// queued or running.
+pub fn document_mounted_by(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    for record in list_docs(tx, DocTable::Installations, namespace)? {
+        if let Some(config) = record.get("configSpec")
+            && crate::lifecycle::mounts_document(config, name)
+        {
+            return Ok(record
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned));
+        }
+    }
+    let mut statement = tx.prepare(
+        "SELECT installation, request FROM k8sworkitems
+         WHERE namespace = ?1 AND operation = 'deploy' AND status IN ('REQUESTED', 'PENDING', 'CANCELLED')",
+    )?;
+    let rows = statement.query_map([namespace], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (installation, request) = row?;
+        let request: Value = serde_json::from_str(&request)?;
+        if let Some(config) = request.get("config")
+            && crate::lifecycle::mounts_document(config, name)
+        {
+            return Ok(Some(installation));
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes a document; `false` when there is none.

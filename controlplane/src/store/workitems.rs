@@ -163,6 +163,20 @@ pub fn get(
         .transpose()
 }
 
+/// The cluster of one workitem of a namespace.
+pub fn cluster_of(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    request_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT cluster_name FROM k8sworkitems WHERE namespace = ?1 AND request_id = ?2",
+        )?
+        .query_row(params![namespace, request_id], |row| row.get(0))
+        .optional()?)
+}
+
 /// Every workitem of a namespace, oldest first.
 pub fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Workitem>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM k8sworkitems WHERE namespace = ?1 ORDER BY seq");
@@ -175,18 +189,33 @@ pub fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Workitem>, Stor
     Ok(out)
 }
 
-/// Cancels (deletes) a workitem; `false` when there is none.
+/// Cancels a workitem; `false` when there is none. A leased (`PENDING`)
+/// one becomes `CANCELLED` under its lease, so its worker learns it at its
+/// next renewal and reports what it did; any other is deleted at once.
 pub fn delete(tx: &Transaction<'_>, namespace: &str, request_id: &str) -> Result<bool, StoreError> {
     let Some(item) = get(tx, namespace, request_id)? else {
         return Ok(false);
     };
-    lifecycle::transition(item.status, Event::Cancel)?;
+    match lifecycle::transition(item.status, Event::Cancel)? {
+        Next::Status(status) => {
+            tx.execute(
+                "UPDATE k8sworkitems SET status = ?2, updated_at = ?3 WHERE request_id = ?1",
+                params![request_id, status.as_str(), now_ms()],
+            )?;
+        }
+        Next::Deleted => drop_item(tx, &item)?,
+    }
+    Ok(true)
+}
+
+/// Deletes a workitem, and the `self` charge of an installation that will
+/// now never exist.
+fn drop_item(tx: &Transaction<'_>, item: &Workitem) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM k8sworkitems WHERE request_id = ?1",
-        [request_id],
+        [&item.request_id],
     )?;
-    release_orphan_charge(tx, namespace, &item.installation)?;
-    Ok(true)
+    release_orphan_charge(tx, &item.namespace, &item.installation)
 }
 
 /// Returns every expired lease to `REQUESTED` ([`Event::Expire`]); the
@@ -210,6 +239,18 @@ pub fn expire_leases(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, Stri
         let (namespace, cluster, request_id) = row?;
         tracing::warn!(%namespace, %cluster, %request_id, "workitem lease expired; back to REQUESTED");
         clusters.push((namespace, cluster));
+    }
+    // A cancelled item whose worker went away: the cancellation is done.
+    let dropped: Vec<(String, String, String)> = tx
+        .prepare_cached(
+            "DELETE FROM k8sworkitems WHERE status = 'CANCELLED' AND lease_expires_at < ?1
+             RETURNING namespace, installation, request_id",
+        )?
+        .query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (namespace, installation, request_id) in dropped {
+        tracing::info!(%namespace, %request_id, "cancelled workitem's lease expired; dropped");
+        release_orphan_charge(tx, &namespace, &installation)?;
     }
     clusters.sort();
     clusters.dedup();
@@ -265,7 +306,7 @@ pub fn claim(
         "SELECT {COLUMNS} FROM k8sworkitems w
          WHERE w.namespace = ?1 AND w.cluster_name = ?2 AND w.status = 'REQUESTED'
            AND NOT EXISTS (SELECT 1 FROM k8sworkitems p WHERE p.namespace = w.namespace
-                           AND p.installation = w.installation AND p.status = 'PENDING')
+                           AND p.installation = w.installation AND p.status IN ('PENDING', 'CANCELLED'))
          ORDER BY w.seq LIMIT 1"
     );
     loop {
@@ -348,30 +389,48 @@ fn leased(
     Ok(item)
 }
 
-/// Extends a held lease to `lease_ms` from now; answers the new expiry.
+/// A renewed lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewal {
+    /// The renewal's answer: `requestId`, `leaseId`, `leaseExpiresAt`,
+    /// `leaseSeconds`.
+    pub body: Value,
+    /// The workitem was cancelled: the lease was extended all the same (an
+    /// operation in flight must be able to report), but the worker must not
+    /// start one.
+    pub cancelled: bool,
+}
+
+/// Extends a held lease to `lease_ms` from now; answers the new expiry and
+/// whether the workitem was cancelled.
 pub fn renew(
     tx: &Transaction<'_>,
     namespace: &str,
     request_id: &str,
     lease_id: &str,
     lease_ms: i64,
-) -> Result<Value, StoreError> {
-    leased(tx, namespace, request_id, lease_id)?;
+) -> Result<Renewal, StoreError> {
+    let item = leased(tx, namespace, request_id, lease_id)?;
     let now = now_ms();
     let expires = now + lease_ms;
     tx.execute(
         "UPDATE k8sworkitems SET lease_expires_at = ?2, updated_at = ?3 WHERE request_id = ?1",
         params![request_id, expires, now],
     )?;
-    Ok(json!({
-        "requestId": request_id,
-        "leaseId": lease_id,
-        "leaseExpiresAt": iso(expires),
-        "leaseSeconds": lease_ms / 1000,
-    }))
+    Ok(Renewal {
+        body: json!({
+            "requestId": request_id,
+            "leaseId": lease_id,
+            "leaseExpiresAt": iso(expires),
+            "leaseSeconds": lease_ms / 1000,
+        }),
+        cancelled: item.status == Status::Cancelled,
+    })
 }
 
-/// Gives a held workitem back to the queue (a worker shutting down).
+/// Gives a held workitem back to the queue (a worker shutting down); a
+/// cancelled one is dropped instead (its worker did not start it). Answers
+/// the item as it now is (for a dropped one: as it was, `CANCELLED`).
 pub fn release(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -379,6 +438,10 @@ pub fn release(
     lease_id: &str,
 ) -> Result<Workitem, StoreError> {
     let item = leased(tx, namespace, request_id, lease_id)?;
+    if lifecycle::transition(item.status, Event::Release)? == Next::Deleted {
+        drop_item(tx, &item)?;
+        return Ok(item);
+    }
     tx.execute(
         "UPDATE k8sworkitems SET status = ?2, lease_id = NULL, lease_owner = NULL,
            lease_expires_at = NULL, updated_at = ?3 WHERE request_id = ?1",
@@ -513,7 +576,7 @@ pub fn schedule_verifies(
              WHERE i.next_verify_at IS NOT NULL AND i.next_verify_at <= ?1
                AND json_extract(i.doc, '$.installationStatus') IN ('RUNNING', 'STOPPED', 'DAMAGED')
                AND NOT EXISTS (SELECT 1 FROM k8sworkitems w WHERE w.namespace = i.namespace
-                               AND w.installation = i.name AND w.status IN ('REQUESTED', 'PENDING'))",
+                               AND w.installation = i.name AND w.status IN ('REQUESTED', 'PENDING', 'CANCELLED'))",
         )?
         .query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
         .collect::<Result<_, _>>()?;
@@ -542,7 +605,8 @@ pub fn schedule_verifies(
     Ok(clusters)
 }
 
-/// Whether an installation has a `REQUESTED` or `PENDING` workitem.
+/// Whether an installation has a `REQUESTED`, `PENDING` or `CANCELLED`
+/// (still leased) workitem.
 pub fn has_outstanding(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -551,7 +615,7 @@ pub fn has_outstanding(
     Ok(tx
         .query_row(
             "SELECT 1 FROM k8sworkitems WHERE namespace = ?1 AND installation = ?2
-             AND status IN ('REQUESTED', 'PENDING') LIMIT 1",
+             AND status IN ('REQUESTED', 'PENDING', 'CANCELLED') LIMIT 1",
             params![namespace, installation],
             |_| Ok(()),
         )

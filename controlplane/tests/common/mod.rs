@@ -108,6 +108,25 @@ impl TestServer {
         Client::login(&self.base, &name, "user-password").await
     }
 
+    /// A read-only connection to the server's database file, to check
+    /// what a request wrote (or did not).
+    pub fn database(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.dir.0.join("controlplane.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
+    /// `SELECT count(*) FROM <table>` on the server's database.
+    pub fn rows(&self, table: &str) -> i64 {
+        self.database()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.unwrap();

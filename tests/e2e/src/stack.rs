@@ -177,6 +177,7 @@ pub struct RunningPlanner {
     pub addr: SocketAddr,
     /// Every Execute call it served, in order.
     pub log: ExecuteLog,
+    health: tonic_health::server::HealthReporter,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -222,6 +223,7 @@ impl RunningPlanner {
         RunningPlanner {
             addr,
             log,
+            health,
             stop: Some(stop),
             task,
         }
@@ -230,6 +232,20 @@ impl RunningPlanner {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the planner's gRPC health check answers: `SERVING` or
+    /// `NOT_SERVING` (a planner starting or draining; gateways wait).
+    pub async fn set_serving(&self, serving: bool) {
+        if serving {
+            self.health
+                .set_serving::<PlannerServer<RecordingPlanner>>()
+                .await;
+        } else {
+            self.health
+                .set_not_serving::<PlannerServer<RecordingPlanner>>()
+                .await;
+        }
     }
 }
 

@@ -805,3 +805,115 @@ async fn an_operation_the_executor_cannot_do_fails_with_its_message() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_pending_workitem_cancelled_before_execute_is_never_applied() {
+    with_temp_ns("e2e-cancel", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let vantiq = &stack.admin;
+        // A planner that says NOT_SERVING (starting, draining): the gateway
+        // claims, then waits before Execute, renewing its lease.
+        stack.planner.set_serving(false).await;
+        let gateway = stack.gateway();
+        let item = vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
+            .await;
+        let id = item["requestId"].as_str().unwrap().to_owned();
+        vantiq
+            .wait_workitem(&id, WAIT, |item| {
+                item.is_some_and(|i| i["status"] == "PENDING")
+            })
+            .await
+            .unwrap();
+        let (status, body) = vantiq
+            .delete(&format!("/api/v1/resources/k8sworkitems/{id}"))
+            .await;
+        assert_eq!(status, 204, "{body}");
+
+        // The gateway learns it at its next renewal (every ≤ 2 s) and stops.
+        let cancelled_at = std::time::Instant::now();
+        eventually("the gateway to report the cancellation", WAIT, || {
+            let events = gateway.events();
+            let id = id.clone();
+            async move {
+                events
+                    .iter()
+                    .any(|event| {
+                        matches!(event, k8sworker_gateway::Event::Reported {
+                            request_id,
+                            report: k8sworker_gateway::Report::Cancelled { .. },
+                            ..
+                        } if *request_id == id)
+                    })
+                    .then_some(())
+            }
+        })
+        .await;
+        let learned = cancelled_at.elapsed();
+        assert!(
+            learned < Duration::from_secs(5),
+            "learned after {learned:?}"
+        );
+        // Never executed, nothing in the cluster, no record, no workitem.
+        assert!(stack.planner.log.calls().is_empty());
+        assert_eq!(objects(&admin, &ns, "web").await, Vec::<String>::new());
+        assert_eq!(vantiq.installation("web").await, None);
+        assert_eq!(vantiq.workitem(&id).await, None);
+
+        // The gateway goes on with the next workitem once the planner serves.
+        stack.planner.set_serving(true).await;
+        vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
+            .await;
+        vantiq.wait_status("web", "RUNNING", WAIT).await;
+        let summary = gateway.stop().await;
+        assert_eq!((summary.cancelled, summary.completed), (1, 1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_workitem_cancelled_while_it_executes_finishes_and_records_its_outcome() {
+    with_temp_ns("e2e-cancel-late", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let vantiq = &stack.admin;
+        let gateway = stack.gateway();
+        // The Execute takes 3 s before it starts: the cancellation arrives
+        // while the planner holds it, after the gateway's last word.
+        stack.planner.log.hold_next(Duration::from_secs(3));
+        let item = vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
+            .await;
+        let id = item["requestId"].as_str().unwrap().to_owned();
+        eventually("the planner to be executing", WAIT, || {
+            let calls = stack.planner.log.calls();
+            async move { (!calls.is_empty()).then_some(()) }
+        })
+        .await;
+        let (status, body) = vantiq
+            .delete(&format!("/api/v1/resources/k8sworkitems/{id}"))
+            .await;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            vantiq
+                .workitem(&id)
+                .await
+                .map(|item| item["status"].clone()),
+            Some(json!("CANCELLED"))
+        );
+        // The operation finished; its outcome is recorded against the
+        // cancelled workitem: the record says what the cluster has.
+        let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
+        let sts = statefulset(&admin, &ns, "web").await.unwrap();
+        assert_eq!(
+            record["k8sInstallationIdentifier"],
+            sts.uid().unwrap().as_str()
+        );
+        vantiq.wait_workitem(&id, WAIT, |item| item.is_none()).await;
+        assert_eq!(gateway.completed(), vec![id]);
+        gateway.stop().await;
+    })
+    .await;
+}
