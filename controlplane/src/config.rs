@@ -33,6 +33,13 @@ pub struct Config {
     )]
     pub database: PathBuf,
 
+    /// File of the keys that encrypt secret values at rest; created on first
+    /// start with one random key and mode 0600. Default: the database path
+    /// with `.key` appended. Keep a copy apart from the database backups:
+    /// without it the stored secrets cannot be read.
+    #[arg(long, env = "K8SWORKER_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// SQLite `synchronous` mode; the database always runs in WAL mode.
     #[arg(
         long,
@@ -132,6 +139,28 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands that run instead of the server (`k8sworker-controlplane
+/// [flags] <command>`); docs/controlplane.md describes backup, restore and
+/// key rotation.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Copy the database into FILE (a new file, mode 0600) with SQLite's
+    /// online backup, safe while the server runs. The copy's secrets stay
+    /// encrypted: keep the key file too.
+    Backup {
+        /// The backup file to create.
+        file: PathBuf,
+    },
+    /// Put a new key first in the key file and re-encrypt every stored
+    /// secret with it; the old keys stay in the file, retired. Stop the
+    /// server first.
+    RotateKey,
 }
 
 /// The number of CPUs, at least 1: PBKDF2 is CPU-bound, so more at once
@@ -162,6 +191,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The key file: `--key-file`, else the database path with `.key`
+    /// appended.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.key", self.database.display())))
+    }
+
     /// Checks the relations clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [

@@ -13,13 +13,15 @@
 //! Layers, each importing only those below it:
 //!
 //! ```text
-//!   server                      wiring: store, router, sweep, shutdown
+//!   server  offline             wiring: store, router, sweep, shutdown /
+//!                                 backup and key rotation
 //!   api          maintenance    the HTTP edge (ApiError lives here) / the sweep
 //!   state                       what handlers share (AppState)
 //!   operations                  commands: checked, charged, enqueued
 //!   store                       SQL; answers StoreError
 //!   lifecycle  quota  query     pure decisions: workitem state machine,
-//!   auth  audit  trace_context    self-cluster quota, selects, identity
+//!   auth  audit  trace_context    self-cluster quota, selects, identity,
+//!   secret_config  keyring        secret slots of a config / sealing
 //! ```
 //!
 //! Each layer has its own error type ([`store::StoreError`],
@@ -33,11 +35,14 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod keyring;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod offline;
 pub mod operations;
 pub mod query;
 pub mod quota;
+pub mod secret_config;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -36,6 +36,7 @@ use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
 use serde_json::{Map, Value, json};
 
 use crate::audit::iso;
+use crate::secret_config;
 
 /// Installation properties a worker may report on completion: the worker
 /// protocol's own list (`docs/worker-protocol.md`).
@@ -248,7 +249,9 @@ pub struct Workitem {
 }
 
 impl Workitem {
-    /// The Vantiq view of the workitem (without `ancillaries`).
+    /// The Vantiq view of the workitem (without `ancillaries`), its
+    /// request's secret values redacted ([`crate::secret_config`]): only a
+    /// claim shows them, opened.
     pub fn to_doc(&self) -> Value {
         let mut doc = json!({
             "_id": self.request_id,
@@ -257,7 +260,7 @@ impl Workitem {
             "operation": self.operation.as_str(),
             "timestamp": iso(self.updated_at),
             "status": self.status.as_str(),
-            "request": self.request,
+            "request": secret_config::redacted_request(&self.request),
             "requestedBy": self.requested_by,
             "installationName": self.installation,
             "createdAt": iso(self.created_at),

@@ -6,14 +6,18 @@
 //! [`k8sworker_core::validate::parse_and_validate`], so the control plane
 //! and the planner can never disagree on what a valid request is.
 
+use std::sync::Arc;
+
 use k8sworker_core::model::InstallationRequest;
 use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
+use crate::keyring::Keyring;
 use crate::lifecycle::{self, Operation, Reference, Workitem};
 use crate::query::json_kind;
 use crate::quota::{self, QuotaError};
+use crate::secret_config;
 use crate::store::StoreError;
 use crate::store::identity;
 use crate::store::resources::{self, DocTable};
@@ -110,6 +114,8 @@ pub enum OperationError {
 pub struct Rules {
     /// The Kubernetes namespace every `self` deploy must use.
     pub self_k8s_namespace: String,
+    /// The keys that seal a deploy's secret values before it is stored.
+    pub keyring: Arc<Keyring>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> OperationError {
@@ -303,7 +309,8 @@ fn deploy_request(
             format!("names another cluster than {cluster}"),
         ));
     }
-    let data = Value::Object(data);
+    let mut data = Value::Object(data);
+    keep_stored_secrets(tx, namespace, &mut data, &rules.keyring)?;
     let parsed = validate_deploy(&data)?;
 
     if cluster == SELF_CLUSTER {
@@ -342,7 +349,51 @@ fn deploy_request(
             });
         }
     }
+    if let Some(config) = data.get_mut("config") {
+        secret_config::for_each_slot(config, |_, value| {
+            *value = rules.keyring.seal(value);
+            Ok::<_, OperationError>(())
+        })?;
+    }
     Ok(data)
+}
+
+/// Puts the stored value (opened) in place of every redaction marker among
+/// the secret values of a deploy's `config`, from the installation's
+/// recorded `configSpec` (same entry: variable name, or file path and
+/// name), so a client can resubmit what it read. A marker with no stored
+/// value to stand for is refused.
+fn keep_stored_secrets(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    data: &mut Value,
+    keyring: &Keyring,
+) -> Result<(), OperationError> {
+    let Some(config) = data.get_mut("config") else {
+        return Ok(());
+    };
+    let mut markers = false;
+    secret_config::for_each_slot(config, |_, value| {
+        markers |= value == secret_config::REDACTED;
+        Ok::<_, OperationError>(())
+    })?;
+    if !markers {
+        return Ok(());
+    }
+    let name = data.get("name").and_then(Value::as_str).unwrap_or_default();
+    let recorded = resources::get_doc(tx, DocTable::Installations, namespace, name)?;
+    let previous = recorded
+        .as_ref()
+        .and_then(|record| record.get("configSpec"));
+    let config = data.get_mut("config").expect("checked above");
+    let kept = secret_config::keep_redacted(config, previous)
+        .map_err(|error| invalid(&format!("data.config[{}]", error.index), error.to_string()))?;
+    secret_config::for_each_slot(config, |index, value| {
+        if kept.contains(&index) {
+            *value = keyring.reveal(value).map_err(StoreError::from)?;
+        }
+        Ok::<_, OperationError>(())
+    })
 }
 
 /// A `configRef` names a document whose content is the `config` list (or an

@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{self, hash_password};
 use crate::config::{Config, ConfigError};
+use crate::keyring::{Keyring, KeyringError};
 use crate::state::{AppState, Wakeups};
 use crate::store::identity::{self, UserRecord};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, sealing};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum ServerError {
     /// The database could not be opened or migrated.
     #[error("storage could not be opened")]
     Store(#[from] StoreError),
+    /// The key file could not be read or created.
+    #[error("the keys of the secrets at rest could not be loaded")]
+    Keys(#[from] KeyringError),
     /// First start: the bootstrap namespace or its admin could not be written.
     #[error("the first namespace could not be created")]
     Bootstrap(#[source] StoreError),
@@ -61,10 +65,11 @@ impl Server {
     /// Opens storage, bootstraps on first start, binds and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let store = {
+        let (store, keyring) = {
             let path = config.database.clone();
+            let key_file = config.key_file();
             let synchronous = config.sqlite_synchronous;
-            tokio::task::spawn_blocking(move || Store::open(&path, synchronous))
+            tokio::task::spawn_blocking(move || open_sealed(&path, &key_file, synchronous))
                 .await
                 .map_err(ServerError::Task)??
         };
@@ -89,6 +94,7 @@ impl Server {
         ));
         let state = AppState {
             store,
+            keyring: Arc::new(keyring),
             config: Arc::new(config),
             wakeups: Arc::new(Wakeups::default()),
             shutdown: shutdown_rx.clone(),
@@ -131,6 +137,50 @@ impl Server {
         let _ = self.maintenance.await;
         served.map_err(ServerError::Serve)
     }
+}
+
+/// Opens the store and the key file, and seals every stored secret value
+/// that is not sealed with the current key. Without a key file a new key is
+/// made, and its file (mode 0600) written only once every stored value has
+/// been sealed with it: a database holding values under a key it lacks (a
+/// restore without its key file) fails with the key's id and leaves no
+/// new key file behind.
+pub fn open_sealed(
+    database: &std::path::Path,
+    key_file: &std::path::Path,
+    synchronous: crate::config::Synchronous,
+) -> Result<(Store, Keyring), ServerError> {
+    let loaded = Keyring::load_if_present(key_file)?;
+    let created = loaded.is_none();
+    let keyring = loaded.unwrap_or_else(Keyring::generate);
+    let store = Store::open(database, synchronous)?;
+    let resealed = store.run_blocking(|connection| {
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = sealing::reseal_all(&tx, &keyring)?;
+        if created {
+            keyring.write_new(key_file)?;
+        }
+        tx.commit()?;
+        if changed > 0 {
+            sealing::compact(connection)?;
+        }
+        Ok::<_, StoreError>(changed)
+    })?;
+    if created {
+        tracing::info!(
+            key_file = %key_file.display(),
+            key_id = %keyring.current_id(),
+            "key file created; keep a copy apart from the database backups"
+        );
+    }
+    if resealed > 0 {
+        tracing::info!(
+            rows = resealed,
+            key_id = %keyring.current_id(),
+            "stored secrets sealed with the current key"
+        );
+    }
+    Ok((store, keyring))
 }
 
 /// First start: the bootstrap namespace and its admin. Returns the admin's

@@ -15,6 +15,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::Config;
+use crate::keyring::Keyring;
 use crate::store::Store;
 
 /// Wake-ups for long-polling claims, one per (namespace, cluster).
@@ -130,6 +131,9 @@ impl LoginLimits {
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// The keys that seal secret values before they are stored and open
+    /// them for a worker's claim.
+    pub keyring: Arc<Keyring>,
     /// The server's configuration.
     pub config: Arc<Config>,
     /// Wake-ups for claimers waiting on a cluster's queue.

@@ -810,17 +810,11 @@ async fn workitems_can_be_selected_and_cancelled() {
 async fn documents_upload_download_and_delete() {
     let t = TestServer::start().await;
     let a = &t.admin;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"hello \x00 world".to_vec())
-            .file_name("cluster/inst/web-0-2026.txt")
-            .mime_str("text/plain")
-            .unwrap(),
-    );
-    let (status, _, body) = a
-        .send(
-            a.request(Method::POST, "/api/v1/resources/documents")
-                .multipart(form),
+    let (status, body) = a
+        .upload(
+            "cluster/inst/web-0-2026.txt",
+            "text/plain",
+            b"hello \x00 world",
         )
         .await;
     assert_eq!(status, 200, "{body}");

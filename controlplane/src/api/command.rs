@@ -51,6 +51,7 @@ pub async fn run<R: Commandable>(
     let traceparent = crate::trace_context::for_request(&headers);
     let rules = Rules {
         self_k8s_namespace: state.config.self_k8s_namespace.clone(),
+        keyring: state.keyring.clone(),
     };
     let item = state
         .store

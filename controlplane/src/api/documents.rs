@@ -161,6 +161,56 @@ pub async fn upload(
     Ok(Json(doc))
 }
 
+/// Content types served as uploaded: ones a browser shows without running
+/// anything (no HTML, SVG, XML or script). Anything else is served as
+/// `application/octet-stream` for download, so an uploaded page cannot run
+/// in the control plane's origin.
+const SERVED_AS_UPLOADED: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "application/octet-stream",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "video/mp4",
+    "video/webm",
+];
+
+/// The headers a download is served with: the uploaded content type when it
+/// is in [`SERVED_AS_UPLOADED`] (parameters such as `charset` kept), else
+/// `application/octet-stream` with `Content-Disposition: attachment`; always
+/// `X-Content-Type-Options: nosniff` and a sandboxing
+/// `Content-Security-Policy`.
+fn download_headers(file_type: &str) -> Vec<(header::HeaderName, String)> {
+    let essence = file_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let safe = SERVED_AS_UPLOADED.contains(&essence.as_str())
+        && http::HeaderValue::from_str(file_type).is_ok();
+    let mut headers = vec![
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox".to_owned(),
+        ),
+    ];
+    if safe {
+        headers.push((header::CONTENT_TYPE, file_type.to_owned()));
+    } else {
+        headers.push((header::CONTENT_TYPE, "application/octet-stream".to_owned()));
+        headers.push((header::CONTENT_DISPOSITION, "attachment".to_owned()));
+    }
+    headers
+}
+
 /// Documents a deploy mounts are changed only by admins: what a `user` or
 /// a worker token writes never reaches an installation's pods without an
 /// admin (who may deploy anyway) having done it.
@@ -198,7 +248,8 @@ pub async fn delete(
         .await
 }
 
-/// `GET /docs/<name>`: the document's bytes.
+/// `GET /docs/<name>`: the document's bytes, served with
+/// [`download_headers`].
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,5 +263,63 @@ pub async fn download(
                 .ok_or_else(|| Documents::not_found(name))
         })
         .await?;
-    Ok(([(header::CONTENT_TYPE, file_type)], content).into_response())
+    let mut response = content.into_response();
+    for (name, value) in download_headers(&file_type) {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_of(
+        headers: &[(header::HeaderName, String)],
+        name: header::HeaderName,
+    ) -> Option<&str> {
+        headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[test]
+    fn active_content_is_served_for_download_only() {
+        for uploaded in [
+            "text/html",
+            "image/svg+xml",
+            "application/javascript",
+            "text/xml",
+            "TEXT/HTML; charset=utf-8",
+            "bad\nvalue",
+        ] {
+            let headers = download_headers(uploaded);
+            assert_eq!(
+                header_of(&headers, header::CONTENT_TYPE),
+                Some("application/octet-stream"),
+                "{uploaded}"
+            );
+            assert_eq!(
+                header_of(&headers, header::CONTENT_DISPOSITION),
+                Some("attachment")
+            );
+            assert_eq!(
+                header_of(&headers, header::X_CONTENT_TYPE_OPTIONS),
+                Some("nosniff")
+            );
+        }
+        let headers = download_headers("text/plain; charset=utf-8");
+        assert_eq!(
+            header_of(&headers, header::CONTENT_TYPE),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(header_of(&headers, header::CONTENT_DISPOSITION), None);
+        assert_eq!(
+            header_of(&headers, header::X_CONTENT_TYPE_OPTIONS),
+            Some("nosniff")
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `k8sinstallations`: read through the shared handlers of
 //! [`super::resource`]; written only by the worker protocol, so every direct
-//! write is refused.
+//! write is refused. Reads show `configSpec` with its secret values
+//! redacted.
 
 use rusqlite::Transaction;
 use serde_json::Value;
@@ -8,6 +9,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::resource::{Readable, Resource};
 use crate::auth::Action;
+use crate::secret_config;
 use crate::store::StoreError;
 use crate::store::resources::{self, DocTable};
 
@@ -23,12 +25,22 @@ impl Resource for Installations {
 impl Readable for Installations {
     const READ: Action = Action::ReadInstallations;
 
+    /// Records with their `configSpec` secret values redacted (also before
+    /// a `where` clause sees them, so a select cannot probe a value).
     fn list(tx: &Transaction<'_>, namespace: &str) -> Result<Vec<Value>, StoreError> {
-        resources::list_docs(tx, DocTable::Installations, namespace)
+        let mut records = resources::list_docs(tx, DocTable::Installations, namespace)?;
+        records
+            .iter_mut()
+            .for_each(secret_config::redact_installation);
+        Ok(records)
     }
 
     fn get(tx: &Transaction<'_>, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        resources::get_doc(tx, DocTable::Installations, namespace, key)
+        let mut record = resources::get_doc(tx, DocTable::Installations, namespace, key)?;
+        record
+            .iter_mut()
+            .for_each(secret_config::redact_installation);
+        Ok(record)
     }
 }
 

@@ -203,9 +203,38 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::map_response(vantiq_error_shape))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .layer(k8sworker_telemetry::ServerTraceLayer::new("http.request"))
         .with_state(state)
+}
+
+/// The access log's span of a request: method, version and the URI with
+/// every query value redacted, since `?token=` (Vantiq documents it) may
+/// carry an access token. Nothing else in the server records a URI.
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %redacted_uri(request.uri()),
+        version = ?request.version(),
+    )
+}
+
+/// `uri`'s path and query with every query value replaced by
+/// [`crate::secret_config::REDACTED`] (the names stay, for the log reader).
+pub fn redacted_uri(uri: &http::Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}={}", crate::secret_config::REDACTED),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", redacted.join("&"))
 }
 
 /// Unknown paths: an unknown resource type under `/api/v1/resources`,
@@ -245,6 +274,20 @@ async fn vantiq_error_shape(response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_redacted_before_a_uri_is_recorded() {
+        let uri: http::Uri = "/api/v1/resources/k8sclusters?token=abc.def&where=%7B%7D&count"
+            .parse()
+            .unwrap();
+        let recorded = redacted_uri(&uri);
+        assert_eq!(
+            recorded,
+            "/api/v1/resources/k8sclusters?token=<redacted>&where=<redacted>&count"
+        );
+        assert!(!recorded.contains("abc.def"));
+        assert_eq!(redacted_uri(&"/healthz".parse().unwrap()), "/healthz");
+    }
 
     #[test]
     fn a_handler_panic_is_a_vantiq_500() {

@@ -34,7 +34,7 @@ use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
 use crate::store::resources::{self, DocTable};
-use crate::store::{StoreError, identity, workitems};
+use crate::store::{StoreError, identity, sealing, workitems};
 
 /// The procedure's named parameters.
 struct Params(Map<String, Value>);
@@ -325,7 +325,8 @@ async fn claim(
                     installation = %claim.row.installation,
                     "workitem claimed"
                 );
-                return answer(protocol::CLAIM_WORKITEM, claim.body).map(Some);
+                let body = sealing::open_claim(claim, &state.keyring)?;
+                return answer(protocol::CLAIM_WORKITEM, body).map(Some);
             }
             if *shutdown.borrow() {
                 return Ok(None);

@@ -1,5 +1,6 @@
-//! `secrets`: admin-written values, never read back (only a worker's claim
-//! sees them, in the workitem's `ancillaries`). Insert and update here;
+//! `secrets`: admin-written values, stored sealed ([`crate::keyring`]) and
+//! never read back (only a worker's claim sees them, opened, in the
+//! workitem's `ancillaries`). Insert and update here;
 //! list, get (metadata only) and delete through the shared handlers of
 //! [`super::resource`].
 
@@ -13,6 +14,7 @@ use super::extract::{JsonBody, RawQuery, is_upsert, object};
 use super::resource::{Readable, Removable, Resource};
 use crate::auth::{Action, Caller};
 use crate::query::json_kind;
+use crate::secret_config::REDACTED;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::resources::{self, WriteMode};
@@ -135,6 +137,11 @@ async fn write(
     description: Option<String>,
     mode: WriteMode,
 ) -> Result<Json<Value>, ApiError> {
+    // Sealed before it is stored; the redaction marker sent back keeps the
+    // stored value, as in a redeploy.
+    let sealed = secret
+        .filter(|secret| secret != REDACTED)
+        .map(|secret| state.keyring.seal(&secret));
     let written = state
         .store
         .transaction(move |tx| {
@@ -142,7 +149,7 @@ async fn write(
                 tx,
                 &caller.namespace,
                 &name,
-                secret.as_deref(),
+                sealed.as_deref(),
                 description.as_deref(),
                 &caller.username,
                 mode,

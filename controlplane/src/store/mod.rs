@@ -24,6 +24,7 @@
 
 pub mod identity;
 pub mod resources;
+pub mod sealing;
 pub mod workitems;
 
 use std::panic::AssertUnwindSafe;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::config::Synchronous;
+use crate::keyring::{self, KeyringError};
 use crate::lifecycle::TransitionError;
 
 /// Why a store operation failed: a fact about the stored data (not found,
@@ -113,6 +115,20 @@ pub enum StoreError {
     /// connection is usable again. The message is the panic's, for the log.
     #[error("the database work panicked: {0}")]
     Panicked(String),
+    /// A secret value could not be opened (its key is missing, or it was
+    /// changed) or a file could not be made private.
+    #[error("a stored secret could not be read")]
+    Sealed(#[from] KeyringError),
+    /// The database file's permissions could not be narrowed, or the backup
+    /// file could not be created.
+    #[error("file {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<TransitionError> for StoreError {
@@ -248,12 +264,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and brings its schema up to
+    /// date. The database file and its `-wal` and `-shm` files are readable
+    /// and writable by their owner only (mode 0600): a new file is created
+    /// so, an existing one narrowed (SQLite gives the WAL files the
+    /// database file's mode).
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
         };
+        make_database_private(path)?;
         let mut connection = Connection::open(path).map_err(open_error)?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
@@ -310,6 +331,19 @@ impl Store {
         .map_err(StoreError::Task)?
     }
 
+    /// Runs `work` on the connection on the calling thread (start-up and
+    /// offline commands, before anything serves).
+    pub fn run_blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E>,
+    {
+        let mut guard = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        work(&mut guard)
+    }
+
     /// Runs `work` in one IMMEDIATE transaction, committed when it returns
     /// `Ok` and rolled back when it returns `Err` or panics.
     pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
@@ -349,6 +383,90 @@ impl Store {
         })
         .await
     }
+}
+
+/// The files SQLite keeps for the database at `path`: itself, its WAL and
+/// its shared-memory index.
+pub fn database_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Creates the database file with mode 0600 when there is none, and
+/// narrows the mode of the database files that exist.
+fn make_database_private(path: &Path) -> Result<(), StoreError> {
+    let file_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::File { path, source }
+    };
+    match keyring::private_file(path, true) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(file_error(path)(error)),
+    }
+    for file in database_files(path) {
+        if file.exists() {
+            keyring::make_private(&file).map_err(file_error(&file))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the database at `database` into a new file `destination` (mode
+/// 0600) with SQLite's online backup API: one read transaction over the
+/// whole database, so the copy is consistent while a server keeps writing
+/// (WAL mode lets writers go on). Refuses to overwrite an existing file.
+/// The copy's secrets stay sealed: restoring it needs the key file too.
+pub fn backup(database: &Path, destination: &Path) -> Result<(), StoreError> {
+    let open_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::Open { path, source }
+    };
+    if !database.exists() {
+        return Err(StoreError::File {
+            path: database.display().to_string(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let source = Connection::open_with_flags(
+        database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_error(database))?;
+    source
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(open_error(database))?;
+    keyring::private_file(destination, true).map_err(|source| StoreError::File {
+        path: destination.display().to_string(),
+        source,
+    })?;
+    let mut copy = Connection::open(destination).map_err(open_error(destination))?;
+    {
+        let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+        // -1: every page in one step, under one read transaction; a busy
+        // source (a checkpoint holding its lock) is tried again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match backup.step(-1)? {
+                rusqlite::backup::StepResult::Done => break,
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(StoreError::Corrupt(
+                        "the database stayed busy for 60 s; the backup gave up".into(),
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    let check: String = copy.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if check != "ok" {
+        return Err(StoreError::Corrupt(format!(
+            "the backup does not check: {check}"
+        )));
+    }
+    // A self-contained file: no WAL beside it.
+    copy.pragma_update(None, "journal_mode", "DELETE")?;
+    Ok(())
 }
 
 /// Rolls back a transaction a panicking caller left open, so the next

@@ -506,10 +506,12 @@ pub fn complete(
         "DELETE FROM k8sworkitems WHERE request_id = ?1",
         [request_id],
     )?;
+    let mut installation = change.answer();
+    crate::secret_config::redact_installation(&mut installation);
     Ok(json!({
         "requestId": request_id,
         "operation": item.operation.as_str(),
-        "installation": change.answer(),
+        "installation": installation,
     }))
 }
 

@@ -245,6 +245,25 @@ impl Client {
         body
     }
 
+    /// Uploads a document (multipart part `file`, its file name the
+    /// document's name) with content type `mime`.
+    pub async fn upload(&self, name: &str, mime: &str, content: &[u8]) -> (StatusCode, Value) {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(content.to_vec())
+                .file_name(name.to_owned())
+                .mime_str(mime)
+                .unwrap(),
+        );
+        let (status, _, body) = self
+            .send(
+                self.request(Method::POST, "/api/v1/resources/documents")
+                    .multipart(form),
+            )
+            .await;
+        (status, body)
+    }
+
     pub async fn claim(&self, cluster: &str, wait: f64) -> Value {
         let (status, body) = self
             .procedure(

@@ -11,27 +11,13 @@ use std::time::Duration;
 use k8sworker_e2e::{CLUSTER, Stack, sample_deploy};
 use k8sworker_testsupport::{TestCluster, eventually, jaeger, with_temp_ns};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 async fn export_to_jaeger() -> SdkTracerProvider {
-    let cluster = TestCluster::get().await;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(cluster.otlp_endpoint())
-        .build()
-        .expect("OTLP exporter");
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name("k8sworker-e2e")
-                .build(),
-        )
-        .build();
+    let provider = jaeger::exporting_provider("k8sworker-e2e").await;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("k8sworker-e2e"))
         .with_filter(EnvFilter::new("info"));

@@ -1,9 +1,33 @@
-//! Reading traces back from Jaeger's query API.
+//! Exporting spans to the test cluster's Jaeger, and reading traces back
+//! from its query API.
 //!
 //! A plain HTTP/1.0 GET over loopback is all the API needs, so no HTTP client
 //! library is pulled in for it.
 
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::TestCluster;
+
+/// A tracer provider exporting over OTLP (batched) to the test cluster's
+/// Jaeger, its spans under the service name `service`.
+pub async fn exporting_provider(service: &str) -> SdkTracerProvider {
+    let cluster = TestCluster::get().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(cluster.otlp_endpoint())
+        .build()
+        .expect("OTLP exporter");
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .build()
+}
 
 /// GETs `http://host:port/path`; returns the status code and body.
 pub async fn get(url: &str) -> std::io::Result<(u16, Vec<u8>)> {

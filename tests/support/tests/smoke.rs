@@ -194,21 +194,8 @@ async fn a_namespace_scoped_token_is_forbidden_elsewhere() {
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn a_span_sent_over_otlp_is_returned_by_jaeger() {
     use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
-    use opentelemetry_otlp::WithExportConfig as _;
     let cluster = TestCluster::get().await;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(cluster.otlp_endpoint())
-        .build()
-        .expect("OTLP exporter");
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name("k8sworker-smoke")
-                .build(),
-        )
-        .build();
+    let provider = k8sworker_testsupport::jaeger::exporting_provider("k8sworker-smoke").await;
     let tracer = provider.tracer("smoke");
     let trace_id = tracer.in_span("smoke-span", |context| {
         context
