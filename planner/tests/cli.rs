@@ -222,29 +222,22 @@ fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
     const PLAIN: &str = "s3cr3t-t0ken";
     const BASE64: &str = "czNjcjN0LXQwa2Vu";
     let camel = fixture("camel.json");
-    let previews: [&[&str]; 4] = [
+    let render_json: &[&str] = &["render", "--file", &camel, "--output", "json"];
+    let plan_table: &[&str] = &[
+        "plan",
+        "--file",
+        &camel,
+        "--op",
+        "deploy",
+        "--tenant",
+        "acme/prod",
+    ];
+    let plan_json = [plan_table, &["--output", "json"]].concat();
+    let previews = [
         &["render", "--file", &camel],
-        &["render", "--file", &camel, "--output", "json"],
-        &[
-            "plan",
-            "--file",
-            &camel,
-            "--op",
-            "deploy",
-            "--tenant",
-            "acme/prod",
-        ],
-        &[
-            "plan",
-            "--file",
-            &camel,
-            "--op",
-            "deploy",
-            "--tenant",
-            "acme/prod",
-            "--output",
-            "json",
-        ],
+        render_json,
+        plan_table,
+        &plan_json,
     ];
     for args in previews {
         let out = planner(args);
@@ -260,8 +253,8 @@ fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
     }
 
     // The Secret is still there, its value replaced by its size.
-    let json = planner(&["render", "--file", &camel, "--output", "json"]);
-    let objects: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let objects: Vec<serde_json::Value> =
+        serde_json::from_slice(&planner(render_json).stdout).unwrap();
     let secret = objects
         .iter()
         .find(|o| o["kind"] == "Secret")
@@ -274,18 +267,7 @@ fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
         secret["metadata"]["annotations"]["k8sworker.io/spec-hash"],
         "<masked>"
     );
-    let plan = planner(&[
-        "plan",
-        "--file",
-        &camel,
-        "--op",
-        "deploy",
-        "--tenant",
-        "acme/prod",
-        "--output",
-        "json",
-    ]);
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&planner(&plan_json).stdout).unwrap();
     let step = plan["steps"]
         .as_array()
         .unwrap()
@@ -312,16 +294,7 @@ fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
         assert!(!text(&out.stdout).contains("<masked"));
     }
     // Only render has the flag.
-    let out = planner(&[
-        "plan",
-        "--file",
-        &camel,
-        "--op",
-        "deploy",
-        "--tenant",
-        "acme/prod",
-        "--show-secrets",
-    ]);
+    let out = planner(&[plan_table, &["--show-secrets"]].concat());
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
