@@ -37,6 +37,11 @@ pub const FAIL_WORKITEM: &str = "K8sManager.failWorkitem";
 /// `K8sManager.releaseWorkitem`.
 pub const RELEASE_WORKITEM: &str = "K8sManager.releaseWorkitem";
 
+/// The longest string parameter of a worker-protocol call (`failWorkitem`'s
+/// `message` included) the control plane accepts, in bytes; a longer one is
+/// refused with HTTP 400. A worker cuts a longer message to fit.
+pub const MAX_PARAM_BYTES: usize = 1024;
+
 /// The version of the worker protocol this crate speaks, as
 /// [`ServerVersion::worker_protocol`] reports it.
 pub const WORKER_PROTOCOL_VERSION: u32 = 1;

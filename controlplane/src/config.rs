@@ -116,6 +116,14 @@ pub struct Config {
     #[arg(long, env = "K8SWORKER_MAX_CLAIM_WAIT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub max_claim_wait: Duration,
 
+    /// Claims a workitem gets: one claimed this many times without an
+    /// outcome (each lease expired or was released: a worker that crashes on
+    /// it or cannot report it) is failed for good, with how its last attempt
+    /// ended, instead of being claimed again. The gateway's own
+    /// `--max-attempts` (also 10) fails it first when its errors are passing.
+    #[arg(long, env = "K8SWORKER_MAX_WORKITEM_ATTEMPTS", default_value_t = 10)]
+    pub max_workitem_attempts: u32,
+
     /// A workitem still REQUESTED after this long is flagged `delayed`.
     #[arg(long, env = "K8SWORKER_DELAYED_AFTER", value_parser = humantime::parse_duration, default_value = "5m")]
     pub delayed_after: Duration,
@@ -218,6 +226,7 @@ impl Config {
             ("password-hash-iterations", self.password_hash_iterations),
             ("auth-attempts-per-minute", self.auth_attempts_per_minute),
             ("auth-concurrency", self.auth_concurrency),
+            ("max-workitem-attempts", self.max_workitem_attempts),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -137,6 +137,10 @@ pub enum Event {
     Claim,
     /// Its secrets or documents no longer exist; it cannot be processed.
     Reject,
+    /// It was claimed as many times as allowed and no claim ended with an
+    /// outcome (each lease expired or was released): a poison item, failed
+    /// for good instead of being claimed again.
+    GiveUp,
     /// The lease ran out.
     Expire,
     /// The worker gives it back.
@@ -197,6 +201,7 @@ pub fn transition(from: Status, event: Event) -> Result<Next, TransitionError> {
         (Cancelled, Event::Fail(status @ (Failed | Invalid))) => Ok(Next::Status(status)),
         (Requested, Event::Claim) => Ok(Next::Status(Pending)),
         (Requested, Event::Reject) => Ok(Next::Status(Invalid)),
+        (Requested, Event::GiveUp) => Ok(Next::Status(Failed)),
         (Pending, Event::Expire | Event::Release) => Ok(Next::Status(Requested)),
         (Pending, Event::Complete) => Ok(Next::Deleted),
         (Pending, Event::Fail(status @ (Failed | Invalid))) => Ok(Next::Status(status)),
@@ -240,7 +245,8 @@ pub struct Workitem {
     pub lease_expires_at: Option<i64>,
     /// How many times it was claimed.
     pub attempts: i64,
-    /// Why it failed, for `FAILED` and `INVALID`.
+    /// Why it failed, for `FAILED` and `INVALID`; while queued again, how
+    /// its last attempt ended (the lease expired, or it was released).
     pub message: Option<String>,
     /// The W3C `traceparent` of the request that created it.
     pub traceparent: Option<String>,
@@ -268,7 +274,11 @@ impl Workitem {
             "delayed": self.delayed,
             "ars_namespace": self.namespace,
         });
-        if let Some(message) = &self.message {
+        // A queued item keeps how its last attempt ended (for giving up on
+        // it); the message is shown once it failed.
+        if let Some(message) = &self.message
+            && matches!(self.status, Status::Failed | Status::Invalid)
+        {
             doc["message"] = json!(message);
         }
         if let Some(traceparent) = &self.traceparent {
@@ -416,13 +426,55 @@ pub fn fail(
     let Next::Status(next) = transition(item.status, Event::Fail(status))? else {
         unreachable!("a failure keeps the workitem");
     };
+    Ok((next, failure_record(item, status, message, existing, stamp)))
+}
+
+/// Whether `item` has used up its claims: it was claimed `max_attempts`
+/// times (`--max-workitem-attempts`) and is queued again, so no claim ended
+/// with an outcome.
+pub fn exhausted(item: &Workitem, max_attempts: u32) -> bool {
+    item.status == Status::Requested && item.attempts >= i64::from(max_attempts)
+}
+
+/// Gives up on an [exhausted](exhausted) workitem: it goes `FAILED` with a
+/// message naming the attempts and how the last one ended (the item's
+/// `message`, set when its lease expired or was released), and the
+/// installation record is marked as for any failure ([`fail`]). Answers the
+/// status, the message and the record to write, if any.
+pub fn give_up(
+    item: &Workitem,
+    max_attempts: u32,
+    existing: Option<Value>,
+    stamp: &Stamp,
+) -> Result<(Status, String, Option<Value>), TransitionError> {
+    let Next::Status(next) = transition(item.status, Event::GiveUp)? else {
+        unreachable!("giving up keeps the workitem");
+    };
+    let message = format!(
+        "gave up after {} attempts (the limit is {max_attempts}), none of which reported an outcome; the last: {}",
+        item.attempts,
+        item.message.as_deref().unwrap_or("no reason was recorded"),
+    );
+    let record = failure_record(item, Status::Failed, &message, existing, stamp);
+    Ok((next, message, record))
+}
+
+/// The installation record a failure of `item` with `status` and `message`
+/// leaves, if any (see [`fail`]).
+fn failure_record(
+    item: &Workitem,
+    status: Status,
+    message: &str,
+    existing: Option<Value>,
+    stamp: &Stamp,
+) -> Option<Value> {
     if !failure_marks_installation(item.operation) {
-        return Ok((next, None));
+        return None;
     }
     let deploy = item.operation == Operation::Deploy;
     let create = deploy && status == Status::Failed;
     if existing.is_none() && !create {
-        return Ok((next, None));
+        return None;
     }
     let fresh = existing.is_none();
     let mut doc = base_record(item, existing, stamp);
@@ -431,7 +483,7 @@ pub fn fail(
     }
     doc.insert("installationStatus".into(), json!("FAILED"));
     doc.insert("k8sState".into(), json!(message));
-    Ok((next, Some(Value::Object(doc))))
+    Some(Value::Object(doc))
 }
 
 /// The record to change: the existing one, or a new one with its identity
@@ -714,6 +766,7 @@ mod tests {
         let allowed = [
             (Requested, Claim, Next::Status(Pending)),
             (Requested, Reject, Next::Status(Invalid)),
+            (Requested, GiveUp, Next::Status(Failed)),
             (Pending, Expire, Next::Status(Requested)),
             (Pending, Release, Next::Status(Requested)),
             (Pending, Complete, Next::Deleted),
@@ -739,7 +792,7 @@ mod tests {
         for (from, event, next) in cancelled {
             assert_eq!(transition(from, event), Ok(next), "{from} {event:?}");
         }
-        for event in [Claim, Reject] {
+        for event in [Claim, Reject, GiveUp] {
             assert!(transition(Cancelled, event).is_err(), "{event:?}");
         }
         let refused = [
@@ -753,6 +806,8 @@ mod tests {
             (Invalid, Release),
             (Requested, Fail(Failed)),
             (Pending, Reject),
+            (Pending, GiveUp),
+            (Failed, GiveUp),
         ];
         for (from, event) in refused {
             assert_eq!(
@@ -913,6 +968,36 @@ mod tests {
                 reason: "GREAT is not one of RUNNING, STOPPED, DAMAGED, FAILED".into(),
             })
         );
+    }
+
+    #[test]
+    fn an_exhausted_workitem_is_given_up_with_its_last_error() {
+        let mut deploy = mk_item(Operation::Deploy, Status::Requested);
+        deploy.attempts = 4;
+        assert!(!exhausted(&deploy, 5));
+        deploy.attempts = 5;
+        deploy.message = Some("attempt 5: the lease of w1 expired".into());
+        assert!(exhausted(&deploy, 5));
+        assert!(!exhausted(
+            &Workitem {
+                status: Status::Pending,
+                ..deploy.clone()
+            },
+            5
+        ));
+        let (next, message, doc) = give_up(&deploy, 5, Some(record("RUNNING")), &stamp()).unwrap();
+        assert_eq!(next, Status::Failed);
+        assert_eq!(
+            message,
+            "gave up after 5 attempts (the limit is 5), none of which reported an outcome; \
+             the last: attempt 5: the lease of w1 expired"
+        );
+        let doc = doc.expect("the record is marked");
+        assert_eq!(doc["installationStatus"], "FAILED");
+        assert_eq!(doc["k8sState"], message.as_str());
+        // Only a queued item is given up.
+        let pending = mk_item(Operation::Deploy, Status::Pending);
+        assert!(give_up(&pending, 5, None, &stamp()).is_err());
     }
 
     #[test]

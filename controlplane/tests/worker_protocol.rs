@@ -212,6 +212,131 @@ async fn expired_leases_return_to_requested_and_renewal_keeps_them() {
     t.stop().await;
 }
 
+/// Issue 12, case 10: a workitem that never reaches an outcome (its lease
+/// expires or it is released, again and again) is failed for good after
+/// `--max-workitem-attempts` claims, with how its last attempt ended; its
+/// installation is marked FAILED, the workitem queued behind it runs, and
+/// nothing else changes.
+#[tokio::test]
+async fn a_workitem_without_an_outcome_fails_after_the_attempt_bound() {
+    let t = TestServer::start_with(|config| config.max_workitem_attempts = 3).await;
+    let a = &t.admin;
+    let worker = t.worker().await;
+    a.create_cluster("c1").await;
+    for name in ["web", "api"] {
+        a.deploy("c1", name).await;
+        let claimed = worker.claim("c1", 0.0).await;
+        assert_eq!(worker.complete(&claimed, json!({})).await.0, 200);
+    }
+    let (_, api_before) = a.get("/api/v1/resources/k8sinstallations/api").await;
+    let poison = a.deploy("c1", "web").await;
+    let (status, undeploy) = a.command("c1", "undeploy", json!({"name": "web"})).await;
+    assert_eq!(status, 200, "{undeploy}");
+    let claim = |lease: f64| {
+        worker.procedure(
+            "claimWorkitem",
+            json!({"clusterName": "c1", "workerId": "gw-1", "leaseSeconds": lease}),
+        )
+    };
+
+    for attempt in 1..=3 {
+        let (status, claimed) = claim(0.3).await;
+        assert_eq!(status, 200, "{claimed}");
+        assert_eq!(
+            claimed["requestId"], poison["requestId"],
+            "attempt {attempt}"
+        );
+        assert_eq!(claimed["attempts"], attempt);
+        if attempt == 2 {
+            let (status, _) = worker
+                .procedure(
+                    "releaseWorkitem",
+                    json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"]}),
+                )
+                .await;
+            assert_eq!(status, 200);
+        } else {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let (_, listed) = a
+            .get(&format!(
+                "/api/v1/resources/k8sworkitems/{}",
+                poison["requestId"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(listed["status"], "REQUESTED", "attempt {attempt}: {listed}");
+        let (_, web) = a.get("/api/v1/resources/k8sinstallations/web").await;
+        assert_eq!(web["installationStatus"], "RUNNING", "not yet given up");
+    }
+
+    // The next claim gives up on it and hands out the undeploy behind it.
+    let (status, next) = claim(30.0).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["requestId"], undeploy["requestId"]);
+    assert_eq!(next["operation"], "undeploy");
+    let (_, failed) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            poison["requestId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["attempts"], 3);
+    let message = failed["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "gave up after 3 attempts (the limit is 3), none of which reported an outcome; \
+         the last: attempt 3: the lease of gw-1 expired before an outcome was reported"
+    );
+    let (_, web) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    assert_eq!(web["installationStatus"], "FAILED");
+    assert_eq!(web["k8sState"], message);
+    // Nothing else changed: the other installation, and no other workitem.
+    let (_, api_after) = a.get("/api/v1/resources/k8sinstallations/api").await;
+    assert_eq!(api_after, api_before);
+    let (_, items) = a.get("/api/v1/resources/k8sworkitems").await;
+    assert_eq!(items.as_array().unwrap().len(), 2, "{items}");
+
+    // The undeploy runs to its end; the failed item is never claimed again.
+    assert_eq!(worker.complete(&next, json!({})).await.0, 200);
+    let (status, _) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    assert_eq!(status, 404);
+    assert_eq!(worker.claim("c1", 0.0).await, Value::Null);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_refused_saying_so() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    let worker = t.worker().await;
+    a.create_cluster("c1").await;
+    a.deploy("c1", "web").await;
+    let claimed = worker.claim("c1", 0.0).await;
+    let params = |message: String| json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"], "message": message});
+    let (status, body) = worker
+        .procedure("failWorkitem", params("x".repeat(1025)))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+    assert!(
+        body.to_string()
+            .contains("must be at most 1024 bytes, got 1025 bytes"),
+        "{body}"
+    );
+    let (status, body) = worker
+        .procedure("failWorkitem", params(String::new()))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+    assert!(body.to_string().contains("non-empty"), "{body}");
+    let (_, listed) = a.get("/api/v1/resources/k8sworkitems").await;
+    assert_eq!(listed[0]["status"], "PENDING", "nothing written");
+    let (status, body) = worker
+        .procedure("failWorkitem", params("x".repeat(1024)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn operations_on_one_installation_run_one_at_a_time_in_order() {
     let t = TestServer::start().await;

@@ -109,6 +109,42 @@ impl Object {
         value.expect("Kubernetes objects always serialize")
     }
 
+    /// The object as Kubernetes JSON for a preview (a rendering or a plan
+    /// shown to a person, or logged): a Secret's `data` and `stringData`
+    /// values are replaced by [`masked`] (their size only), and so is its
+    /// spec-hash annotation (a hash over the values, with everything else
+    /// known from the preview, would let candidates be tried), so a preview
+    /// never carries a secret, plain, base64 or hashed. Every other kind is as
+    /// [`Object::to_json`]. The result is not applicable: a masked value is
+    /// not base64.
+    pub fn to_preview_json(&self) -> serde_json::Value {
+        let mut value = self.to_json();
+        if let Object::Secret(secret) = self {
+            let sizes = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(key, bytes)| ("data", key, bytes.0.len()))
+                .chain(
+                    secret
+                        .string_data
+                        .iter()
+                        .flatten()
+                        .map(|(key, text)| ("stringData", key, text.len())),
+                );
+            for (field, key, size) in sizes {
+                value[field][key.as_str()] = serde_json::Value::String(masked(size));
+            }
+            if let Some(hash) = value
+                .pointer_mut("/metadata/annotations")
+                .and_then(|annotations| annotations.get_mut(crate::labels::SPEC_HASH))
+            {
+                *hash = serde_json::Value::String(MASKED.into());
+            }
+        }
+        value
+    }
+
     /// The object as Kubernetes JSON bytes.
     pub fn to_json_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(1024);
@@ -149,6 +185,16 @@ impl Object {
     }
 }
 
+/// What a preview shows instead of a Secret's spec hash.
+pub const MASKED: &str = "<masked>";
+
+/// What a preview shows instead of a secret value of `size` bytes:
+/// `<masked: N bytes>`. The size only, no hash: a hash of a short value (a
+/// password) can be reversed by trying candidates.
+pub fn masked(size: usize) -> String {
+    format!("<masked: {size} bytes>")
+}
+
 /// A rendered object with its spec hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Component {
@@ -162,5 +208,47 @@ impl Component {
     /// The object's kind and name.
     pub fn id(&self) -> ComponentId {
         self.object.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn a_preview_masks_secret_values_with_their_size() {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                annotations: Some(
+                    [(crate::labels::SPEC_HASH.to_string(), "ab12".to_string())].into(),
+                ),
+                ..Default::default()
+            },
+            data: Some([("token".to_string(), ByteString(b"hunter22".to_vec()))].into()),
+            string_data: Some([("plain".to_string(), "p4ss".to_string())].into()),
+            ..Default::default()
+        };
+        let preview = Object::Secret(secret).to_preview_json();
+        assert_eq!(preview["data"]["token"], "<masked: 8 bytes>");
+        assert_eq!(preview["stringData"]["plain"], "<masked: 4 bytes>");
+        assert_eq!(preview["metadata"]["name"], "s");
+        assert_eq!(
+            preview["metadata"]["annotations"][crate::labels::SPEC_HASH],
+            MASKED
+        );
+        let text = preview.to_string();
+        assert!(!text.contains("hunter22") && !text.contains("aHVudGVyMjI="));
+        assert!(!text.contains("p4ss"));
+    }
+
+    #[test]
+    fn a_preview_of_another_kind_is_its_json() {
+        let config_map = Object::ConfigMap(ConfigMap {
+            data: Some([("k".to_string(), "v".to_string())].into()),
+            ..Default::default()
+        });
+        assert_eq!(config_map.to_preview_json(), config_map.to_json());
     }
 }

@@ -1,11 +1,15 @@
-//! The Acks of recently applied plans, so a plan id is applied at most once.
+//! The Acks of recently completed plans, so a plan id is applied at most once.
 //!
 //! A resent plan (the planner retried after losing the stream, or a
 //! duplicate delivery) gets the Ack of the first application back without
-//! a single API call. The cache is bounded: the least recently used entry
-//! goes first. It lives in memory only; after a restart a resent plan is
-//! checked again, and its preconditions (now stale, because the first run
-//! wrote) refuse it, so the planner re-plans instead of writing twice.
+//! a single API call. Only the Ack of a plan that completed (no error) is
+//! remembered: a failure is not an answer to replay, because its cause (a
+//! 5xx, a webhook timeout, a ResourceQuota, an unhealthy rollout) may be gone
+//! by the retry, which carries the same plan id when nothing was written. A
+//! resent failed plan is checked again; where its first run wrote, its
+//! preconditions (now stale) refuse it and the planner re-plans. The cache is
+//! bounded: the least recently used entry goes first. It lives in memory
+//! only; after a restart a resent plan is checked again the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -74,9 +78,14 @@ impl AckCache {
         }
     }
 
-    /// Remembers `ack` for `plan_id` with `digest`, replacing what was there
-    /// and evicting the least recently used id beyond the capacity.
-    pub fn insert(&self, plan_id: &str, digest: &str, ack: Ack) {
+    /// Remembers `ack` for `plan_id` with `digest` when the plan completed
+    /// (the Ack has no error), replacing what was there and evicting the
+    /// least recently used id beyond the capacity; true when remembered. A
+    /// failed Ack is not remembered, so a retry of the plan is applied again.
+    pub fn insert(&self, plan_id: &str, digest: &str, ack: Ack) -> bool {
+        if ack.error.is_some() {
+            return false;
+        }
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         let lru = &mut *lru;
         lru.clock += 1;
@@ -96,6 +105,7 @@ impl AckCache {
             };
             lru.entries.remove(&oldest);
         }
+        true
     }
 
     /// Plan ids remembered.
@@ -131,6 +141,23 @@ mod tests {
         cache.insert("p1", "d1", mk_ack("p1"));
         assert_eq!(cache.get("p1", "d1"), Cached::Ack(mk_ack("p1")));
         assert_eq!(cache.get("p1", "d2"), Cached::OtherDigest("d1".into()));
+    }
+
+    #[test]
+    fn a_failed_ack_is_not_remembered() {
+        let cache = AckCache::new(4);
+        let failed = Ack {
+            error: Some(k8sworker_proto::v1::Error {
+                message: "exceeded quota".into(),
+                ..Default::default()
+            }),
+            ..mk_ack("p1")
+        };
+        assert!(!cache.insert("p1", "d1", failed));
+        assert_eq!(cache.get("p1", "d1"), Cached::Unknown);
+        assert!(cache.is_empty());
+        assert!(cache.insert("p1", "d1", mk_ack("p1")));
+        assert_eq!(cache.get("p1", "d1"), Cached::Ack(mk_ack("p1")));
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub enum Error {
     ShuttingDown,
 
     /// A Kubernetes API call failed (a 409 conflict counts as a stale plan).
-    #[error("Kubernetes API call to {action} {target} failed: {source}")]
+    /// The message carries the API server's own words once ([`api_reason`]).
+    #[error("Kubernetes API call to {action} {target} failed: {}", api_reason(.source))]
     Kube {
         /// What the call was for, e.g. `apply`, `delete`.
         action: &'static str,
@@ -223,6 +224,22 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let details = error.to_proto().encode_to_vec();
         tonic::Status::with_details(error.grpc_code(), error.to_string(), details.into())
+    }
+}
+
+/// kube's error for a person: when the API server answered, its message
+/// with the HTTP status and reason (`… is invalid: spec: Forbidden: … (HTTP
+/// 422 Invalid)`); kube's own Display repeats the whole status as Debug,
+/// which doubles a refusal's length and buries it. Otherwise kube's message.
+pub(crate) fn api_reason(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!(
+                "{} (HTTP {} {})",
+                status.message, status.code, status.reason
+            )
+        }
+        other => other.to_string(),
     }
 }
 
@@ -336,6 +353,22 @@ mod tests {
             assert_eq!(details.code, code as i32);
             assert_eq!(details.message, status.message());
         }
+    }
+
+    #[test]
+    fn an_api_refusal_says_the_servers_reason_once() {
+        let refusal = kube::Error::Api(Box::new(kube::core::Status {
+            code: 422,
+            message: "StatefulSet.apps \"web\" is invalid: spec: Forbidden: updates to statefulset spec are forbidden".into(),
+            reason: "Invalid".into(),
+            ..Default::default()
+        }));
+        let message = Error::kube("update", "StatefulSet ns-a/web", refusal).to_string();
+        assert_eq!(
+            message,
+            "Kubernetes API call to update StatefulSet ns-a/web failed: StatefulSet.apps \"web\" \
+             is invalid: spec: Forbidden: updates to statefulset spec are forbidden (HTTP 422 Invalid)"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! first write (wrong namespace, invalid, against the policy, stale, not
 //! owned) are gRPC errors;
 //! once writing started, the stream carries one event per step and ends with
-//! the Ack, which is cached by plan id so a resent plan writes nothing.
+//! the Ack; the Ack of a completed plan is cached by plan id so a resent plan
+//! writes nothing, and a failed one is not, so its retry is applied again.
 //! The writes run in their own task: a caller that hangs up does not stop a
 //! plan half-way, and shutdown waits (bounded) for running plans.
 

@@ -785,7 +785,10 @@ impl Gateway {
     }
 
     /// Delivers the outcome, retrying while the control plane is away
-    /// (bounded by the shutdown grace, or five minutes).
+    /// (bounded by the shutdown grace, or five minutes). A failure's message
+    /// is cut to what the control plane accepts; a failure report it still
+    /// refuses is sent again once in a short form, and a refused completion
+    /// becomes a failure, so an outcome is not dropped for its wording.
     async fn report(
         &self,
         item: &Workitem,
@@ -800,6 +803,7 @@ impl Gateway {
             ..Schedule::default()
         });
         let mut outcome = outcome;
+        let mut shortened = false;
         loop {
             if !shutdown_seen && *stopping.borrow() {
                 shutdown_seen = true;
@@ -819,6 +823,7 @@ impl Gateway {
                         .map(|_| Report::Completed)
                 }
                 Outcome::Fail { status, message } => {
+                    let message = outcome::reportable(message, outcome::MAX_PARAM_BYTES);
                     let params = FailWorkitem {
                         request_id,
                         lease_id,
@@ -877,6 +882,18 @@ impl Gateway {
                 Err(error) => {
                     // A report the server refuses (e.g. a property it does
                     // not accept) still must not leave the workitem hanging.
+                    if let (Outcome::Fail { message, .. }, ControlPlaneError::Rejected { .. }) =
+                        (&outcome, &error)
+                        && !shortened
+                    {
+                        error!(%error, "the control plane refused the failure report; sending it in a short form");
+                        shortened = true;
+                        outcome = Outcome::Fail {
+                            status: FailStatus::Failed,
+                            message: outcome::fallback_message(message),
+                        };
+                        continue;
+                    }
                     if let (
                         Outcome::Complete(_),
                         ControlPlaneError::Rejected { .. } | ControlPlaneError::NotFound { .. },

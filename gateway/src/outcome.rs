@@ -87,9 +87,9 @@ pub fn decide(
         Err(error) => return decide_error(operation, error, attempts, max_attempts),
     };
     if let Some(ack) = &response.ack
-        && let Some(error) = &ack.error
+        && ack.error.is_some()
     {
-        return fail(failure_message(error, ack.health.as_ref()));
+        return fail(failure_message(ack));
     }
     match operation {
         Operation::Deploy | Operation::Restart | Operation::Shutdown => {
@@ -102,12 +102,55 @@ pub fn decide(
     }
 }
 
+/// `FAILED` with `message`, never empty: the control plane refuses an
+/// empty one, and a failure nobody can read is not reported.
 fn fail(message: String) -> Outcome {
     Outcome::Fail {
         status: FailStatus::Failed,
-        message,
+        message: if message.trim().is_empty() {
+            "the operation failed and no step said why".to_owned()
+        } else {
+            message
+        },
     }
 }
+
+/// The longest failure message the control plane accepts, in bytes
+/// (`failWorkitem`'s `message`, like every string parameter of the worker
+/// protocol).
+pub use k8sworker_client::protocol::MAX_PARAM_BYTES;
+
+/// `message` as `failWorkitem` accepts it: non-empty, and cut at a
+/// character boundary to at most `limit` bytes, ending in `…` when cut (the
+/// start of an API server's refusal names the object and the reason).
+pub fn reportable(message: &str, limit: usize) -> String {
+    const MARK: &str = "…";
+    let message = message.trim();
+    if message.is_empty() {
+        return "the operation failed and no step said why".to_owned();
+    }
+    if message.len() <= limit {
+        return message.to_owned();
+    }
+    let mut end = limit.saturating_sub(MARK.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &message[..end])
+}
+
+/// The short failure message sent when the control plane refused the full
+/// one (a server with a lower limit than [`MAX_PARAM_BYTES`]): what
+/// happened, and the start of the original message.
+pub fn fallback_message(message: &str) -> String {
+    reportable(
+        &format!("the operation failed (its full report was refused): {message}"),
+        FALLBACK_BYTES,
+    )
+}
+
+/// Length of [`fallback_message`], in bytes.
+const FALLBACK_BYTES: usize = 256;
 
 fn decide_error(
     operation: Operation,
@@ -131,14 +174,46 @@ fn decide_error(
             "gave up after {attempts} attempts; the last failed with {code:?}: {}",
             error.message
         )),
+        code if error.message.trim().is_empty() => {
+            fail(format!("the planner failed with {code:?} and no message"))
+        }
         _ => fail(error.message.clone()),
     }
 }
 
-/// The executor's error, with every unhealthy pod and its reason.
-fn failure_message(error: &pb::Error, health: Option<&pb::Health>) -> String {
-    let mut message = error.message.clone();
-    let problems = health.map(|h| h.problems.as_slice()).unwrap_or_default();
+/// The executor's error, with the message of the step that failed (when
+/// the error does not already say it) and every unhealthy pod and its
+/// reason; never empty.
+fn failure_message(ack: &pb::Ack) -> String {
+    let mut message = ack
+        .error
+        .as_ref()
+        .map(|e| e.message.trim().to_owned())
+        .unwrap_or_default();
+    let failed = ack
+        .steps
+        .iter()
+        .filter(|s| s.outcome == pb::Outcome::Failed as i32)
+        .map(|s| s.message.trim())
+        .find(|m| !m.is_empty() && !message.contains(m));
+    if let Some(step) = failed {
+        message = if message.is_empty() {
+            step.to_owned()
+        } else {
+            format!("{message}: {step}")
+        };
+    }
+    if message.is_empty() {
+        message = format!(
+            "plan {} failed and the executor gave no reason",
+            ack.plan_id
+        );
+    }
+    let problems = ack
+        .health
+        .as_ref()
+        .map(|h| h.problems.as_slice())
+        .unwrap_or_default();
     let unnamed: Vec<String> = problems
         .iter()
         .filter(|p| !message.contains(&p.pod) || !message.contains(&p.reason))
@@ -467,6 +542,76 @@ mod tests {
                         .into()
             }
         );
+    }
+
+    /// Issue 12, case 10: a failure always reaches the report with the
+    /// message of the step that failed, within the control plane's limit.
+    #[test]
+    fn a_failure_message_is_never_empty_and_names_the_failed_step() {
+        let refused = "Kubernetes API call to apply StatefulSet team-a/redis failed: \
+                       StatefulSet.apps \"redis\" is invalid: spec: Forbidden: updates to \
+                       statefulset spec for fields other than 'replicas' are forbidden";
+        let mut response = mk_response(pb::HealthState::Ready, 1, 1);
+        let ack = response.ack.as_mut().unwrap();
+        ack.steps[1].outcome = pb::Outcome::Failed as i32;
+        ack.steps[1].message = refused.into();
+        // The error without a message: the step's message is the report.
+        ack.error = Some(pb::Error {
+            code: pb::ErrorCode::KubernetesApi as i32,
+            message: String::new(),
+            components: Vec::new(),
+        });
+        let message =
+            |response: &pb::ExecuteResponse| match decide(Operation::Deploy, Ok(response), 1, 5) {
+                Outcome::Fail { status, message } => {
+                    assert_eq!(status, FailStatus::Failed);
+                    message
+                }
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(message(&response), refused);
+        // The error saying it already: not twice.
+        let ack = response.ack.as_mut().unwrap();
+        ack.error.as_mut().unwrap().message = refused.into();
+        assert_eq!(message(&response), refused);
+        // Nobody saying anything: still a message.
+        let ack = response.ack.as_mut().unwrap();
+        ack.error.as_mut().unwrap().message = " ".into();
+        ack.steps[1].message.clear();
+        assert_eq!(
+            message(&response),
+            "plan plan-1 failed and the executor gave no reason"
+        );
+        // A planner error without a message.
+        let Outcome::Fail { message, .. } = decide(
+            Operation::Deploy,
+            Err(&PlannerError {
+                code: Code::Internal,
+                message: String::new(),
+            }),
+            1,
+            5,
+        ) else {
+            panic!("fails")
+        };
+        assert_eq!(message, "the planner failed with Internal and no message");
+    }
+
+    #[test]
+    fn a_report_is_cut_to_the_limit_and_never_empty() {
+        let long = format!("StatefulSet redis refused: {}", "é".repeat(2000));
+        let cut = reportable(&long, MAX_PARAM_BYTES);
+        assert!(cut.len() <= MAX_PARAM_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("StatefulSet redis refused: é"));
+        assert!(cut.ends_with('…'));
+        assert_eq!(reportable("short", MAX_PARAM_BYTES), "short");
+        assert_eq!(
+            reportable("  ", MAX_PARAM_BYTES),
+            "the operation failed and no step said why"
+        );
+        let fallback = fallback_message(&long);
+        assert!(fallback.len() <= 256 && !fallback.is_empty(), "{fallback}");
+        assert!(fallback.contains("StatefulSet redis refused"), "{fallback}");
     }
 
     #[test]

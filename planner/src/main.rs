@@ -45,6 +45,11 @@ enum Command {
         tenant: Option<Tenant>,
         #[arg(long, value_enum, default_value_t = RenderOutput::Yaml)]
         output: RenderOutput,
+        /// Print Secrets' values as they would be applied (base64 `data`).
+        /// Without it, each value is shown as its size only, so output that
+        /// ends up in a CI log carries no secret.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Print the plan an operation would apply, given what exists.
     Plan {
@@ -136,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ingress_default_node,
             tenant,
             output,
+            show_secrets,
         } => {
             let Some(request) = read_request(&file)? else {
                 return Ok(ExitCode::FAILURE);
@@ -152,8 +158,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let objects: Vec<serde_json::Value> =
-                components.iter().map(|c| c.object.to_json()).collect();
+            let objects: Vec<serde_json::Value> = components
+                .iter()
+                .map(|c| {
+                    if show_secrets {
+                        c.object.to_json()
+                    } else {
+                        c.object.to_preview_json()
+                    }
+                })
+                .collect();
             let mut out = std::io::stdout().lock();
             match output {
                 RenderOutput::Json => {
@@ -422,6 +436,8 @@ fn print_table(out: &mut impl std::io::Write, plan: &Plan) -> std::io::Result<()
     writeln!(out, "{} step(s), {writes} write(s)", plan.steps.len())
 }
 
+/// The plan for `plan --output json`; a Secret's values are masked, as in
+/// every preview.
 fn plan_json(plan: &Plan) -> serde_json::Value {
     serde_json::json!({
         "id": plan.id,
@@ -441,7 +457,7 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
                     serde_json::json!({"uid": uid, "resourceVersion": resource_version}),
             },
             "replicas": s.replicas,
-            "object": s.object.as_ref().map(|o| o.to_json()),
+            "object": s.object.as_ref().map(|o| o.to_preview_json()),
         })).collect::<Vec<_>>(),
     })
 }

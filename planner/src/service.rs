@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8sworker_core::component::{Kind, MASKED, Object};
 use k8sworker_core::diff::PlanError;
 use k8sworker_core::operation::Work;
 use k8sworker_core::owner::Tenant;
@@ -228,6 +229,12 @@ impl Inputs {
     }
 }
 
+/// An object as a preview shows it: a Secret's values masked
+/// ([`Object::to_preview_json`]).
+fn preview_bytes(object: &Object) -> Vec<u8> {
+    serde_json::to_vec(&object.to_preview_json()).expect("JSON values always serialize")
+}
+
 #[tonic::async_trait]
 impl pb::planner_server::Planner for PlannerService {
     async fn render(
@@ -253,7 +260,14 @@ impl pb::planner_server::Planner for PlannerService {
         Ok(Response::new(pb::RenderResponse {
             components: components
                 .iter()
-                .map(|c| convert::desired_to_pb(c, namespace))
+                .map(|c| {
+                    let mut preview = convert::desired_to_pb(c, namespace);
+                    preview.object_json = preview_bytes(&c.object);
+                    if c.object.kind() == Kind::Secret {
+                        MASKED.clone_into(&mut preview.spec_hash);
+                    }
+                    preview
+                })
                 .collect(),
         }))
     }
@@ -286,8 +300,14 @@ impl pb::planner_server::Planner for PlannerService {
             .work(operation)?
             .plan(&observed)
             .map_err(plan_status)?;
+        let mut preview = convert::plan_to_pb(&plan);
+        for (step, planned) in preview.steps.iter_mut().zip(&plan.steps) {
+            if let Some(object) = &planned.object {
+                step.object_json = preview_bytes(object);
+            }
+        }
         Ok(Response::new(pb::PlanResponse {
-            plan: Some(convert::plan_to_pb(&plan)),
+            plan: Some(preview),
         }))
     }
 

@@ -308,3 +308,87 @@ fn serve_refuses_a_certificate_of_another_component() {
         text(&out.stderr)
     );
 }
+
+/// Issue 12, case 7: a preview prints no secret. `camel.json` puts the
+/// token `s3cr3t-t0ken` into a generated Secret.
+#[test]
+fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
+    const PLAIN: &str = "s3cr3t-t0ken";
+    const BASE64: &str = "czNjcjN0LXQwa2Vu";
+    let camel = fixture("camel.json");
+    let render_json: &[&str] = &["render", "--file", &camel, "--output", "json"];
+    let plan_table: &[&str] = &[
+        "plan",
+        "--file",
+        &camel,
+        "--op",
+        "deploy",
+        "--tenant",
+        "acme/prod",
+    ];
+    let plan_json = [plan_table, &["--output", "json"]].concat();
+    let previews = [
+        &["render", "--file", &camel],
+        render_json,
+        plan_table,
+        &plan_json,
+    ];
+    for args in previews {
+        let out = planner(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        let printed = text(&all);
+        for secret in [PLAIN, BASE64] {
+            assert!(
+                !printed.contains(secret),
+                "{args:?} printed {secret}: {printed}"
+            );
+        }
+    }
+
+    // The Secret is still there, its value replaced by its size.
+    let objects: Vec<serde_json::Value> =
+        serde_json::from_slice(&planner(render_json).stdout).unwrap();
+    let secret = objects
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .expect("a generated Secret");
+    assert_eq!(
+        secret["data"]["CONNECTOR_AUTH_TOKEN"], "<masked: 12 bytes>",
+        "{secret}"
+    );
+    assert_eq!(
+        secret["metadata"]["annotations"]["k8sworker.io/spec-hash"],
+        "<masked>"
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&planner(&plan_json).stdout).unwrap();
+    let step = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Secret")
+        .expect("a Secret step");
+    assert_eq!(
+        step["object"]["data"]["CONNECTOR_AUTH_TOKEN"],
+        "<masked: 12 bytes>"
+    );
+
+    // Asked for, render prints the value as it would be applied.
+    for output in ["yaml", "json"] {
+        let out = planner(&[
+            "render",
+            "--file",
+            &camel,
+            "--output",
+            output,
+            "--show-secrets",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(BASE64), "{}", text(&out.stdout));
+        assert!(!text(&out.stdout).contains("<masked"));
+    }
+    // Only render has the flag.
+    let out = planner(&[plan_table, &["--show-secrets"]].concat());
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}

@@ -582,3 +582,71 @@ async fn a_gateway_acts_only_for_the_tenant_its_certificate_names() {
         );
     }
 }
+
+/// Issue 12, case 7: the Render and Plan previews carry no secret value.
+#[tokio::test]
+async fn render_and_plan_previews_mask_secret_values() {
+    const VALUE: &str = "s3cr3t-t0ken";
+    const BASE64: &str = "czNjcjN0LXQwa2Vu";
+    let mut client = start(no_executors()).await;
+    let request = parse_and_validate(&json!({"name": "app", "k8sNamespace": "team-a", "config": [
+        {"type": "image", "name": "nginx", "replicaCount": 1},
+        {"type": "environmentVariable", "name": "TOKEN", "value": VALUE, "asSecret": true},
+    ]}))
+    .unwrap();
+    let installation = installation_to_pb(&request);
+    let rendered = client
+        .render(pb::RenderRequest {
+            installation: Some(installation.clone()),
+            cluster: cluster(),
+            tenant: tenant(),
+            ancillaries: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let planned = client
+        .plan(pb::PlanRequest {
+            installation: Some(installation),
+            cluster: cluster(),
+            tenant: tenant(),
+            ancillaries: None,
+            operation: pb::Operation::Deploy.into(),
+            observed: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let objects = rendered
+        .components
+        .iter()
+        .map(|c| {
+            (
+                c.r#ref.clone().unwrap().kind,
+                &c.object_json,
+                c.spec_hash.as_str(),
+            )
+        })
+        .chain(
+            planned
+                .steps
+                .iter()
+                .map(|s| (s.component.clone().unwrap().kind, &s.object_json, "")),
+        );
+    let mut secrets = 0;
+    for (kind, json, spec_hash) in objects {
+        let text = String::from_utf8_lossy(json);
+        assert!(!text.contains(VALUE) && !text.contains(BASE64), "{text}");
+        if kind == "Secret" {
+            secrets += 1;
+            let object: serde_json::Value = serde_json::from_slice(json).unwrap();
+            assert_eq!(object["data"]["TOKEN"], "<masked: 12 bytes>", "{object}");
+            if !spec_hash.is_empty() {
+                assert_eq!(spec_hash, "<masked>");
+            }
+        }
+    }
+    assert_eq!(secrets, 2, "the Secret in the rendering and in the plan");
+}

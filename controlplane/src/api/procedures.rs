@@ -19,7 +19,7 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use k8sworker_client::protocol::{
     self as protocol, ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, Completion, FailStatus,
-    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, ReleaseWorkitem,
+    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, MAX_PARAM_BYTES, ReleaseWorkitem,
     RenewWorkitemLease,
 };
 use serde::Serialize;
@@ -42,7 +42,16 @@ struct Params(Map<String, Value>);
 impl Params {
     fn string(&self, key: &str) -> Result<String, ApiError> {
         match self.0.get(key) {
-            Some(Value::String(text)) if !text.is_empty() && text.len() <= 1024 => Ok(text.clone()),
+            Some(Value::String(text)) if !text.is_empty() && text.len() <= MAX_PARAM_BYTES => {
+                Ok(text.clone())
+            }
+            Some(Value::String(text)) if !text.is_empty() => Err(ApiError::invalid(
+                key,
+                format!(
+                    "must be at most {MAX_PARAM_BYTES} bytes, got {} bytes",
+                    text.len()
+                ),
+            )),
             Some(other) if !other.is_string() => Err(ApiError::invalid(
                 key,
                 format!("must be a string, got {}", json_kind(other)),
@@ -311,10 +320,11 @@ async fn claim(
                 let (namespace, cluster, owner) =
                     (namespace.clone(), cluster.clone(), owner.clone());
                 let lease_ms = lease.as_millis() as i64;
+                let max_attempts = state.config.max_workitem_attempts;
                 state
                     .store
                     .transaction(move |tx| {
-                        workitems::claim(tx, &namespace, &cluster, &owner, lease_ms)
+                        workitems::claim(tx, &namespace, &cluster, &owner, lease_ms, max_attempts)
                     })
                     .await?
             };

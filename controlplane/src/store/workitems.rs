@@ -223,7 +223,9 @@ fn drop_item(tx: &Transaction<'_>, item: &Workitem) -> Result<(), StoreError> {
 pub fn expire_leases(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, String)>, StoreError> {
     let mut statement = tx.prepare(
         "UPDATE k8sworkitems SET status = 'REQUESTED', lease_id = NULL, lease_owner = NULL,
-           lease_expires_at = NULL, updated_at = ?1
+           lease_expires_at = NULL, updated_at = ?1,
+           message = 'attempt ' || attempts || ': the lease of ' || COALESCE(lease_owner, 'its worker')
+                     || ' expired before an outcome was reported'
          WHERE status = 'PENDING' AND lease_expires_at < ?1
          RETURNING namespace, cluster_name, request_id",
     )?;
@@ -293,12 +295,17 @@ impl AncillarySource for NamespaceContent<'_, '_> {
 ///
 /// A workitem whose secrets or documents no longer exist cannot be processed:
 /// it is marked `INVALID` (naming what is missing) and the next one is tried.
+/// A workitem already claimed `max_attempts` times without an outcome (a
+/// poison item: every lease expired or was released) is marked `FAILED`
+/// with how its last attempt ended, its installation record as for any
+/// failure ([`lifecycle::give_up`]), and the next one is tried.
 pub fn claim(
     tx: &Transaction<'_>,
     namespace: &str,
     cluster: &str,
     owner: &str,
     lease_ms: i64,
+    max_attempts: u32,
 ) -> Result<Option<Claim>, StoreError> {
     let now = now_ms();
     expire_leases(tx, now)?;
@@ -320,6 +327,10 @@ pub fn claim(
         };
         let installation =
             resources::get_doc(tx, DocTable::Installations, namespace, &row.installation)?;
+        if lifecycle::exhausted(&row, max_attempts) {
+            give_up(tx, &row, max_attempts, installation, now)?;
+            continue;
+        }
         let mut content = NamespaceContent { tx, namespace };
         let ancillaries = match lifecycle::resolve_ancillaries(
             &row,
@@ -375,6 +386,38 @@ pub fn claim(
         });
         return Ok(Some(Claim { row, body }));
     }
+}
+
+/// Fails an exhausted workitem for good ([`lifecycle::give_up`]).
+fn give_up(
+    tx: &Transaction<'_>,
+    row: &Workitem,
+    max_attempts: u32,
+    installation: Option<Value>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let stamp = Stamp {
+        now,
+        new_id: crate::auth::random_id(12),
+    };
+    let (next, message, record) = lifecycle::give_up(row, max_attempts, installation, &stamp)?;
+    tracing::warn!(namespace = %row.namespace, request_id = %row.request_id, attempts = row.attempts, %message, "workitem failed for good");
+    if let Some(doc) = record {
+        resources::put_installation(
+            tx,
+            &row.namespace,
+            &row.installation,
+            &row.cluster,
+            &doc,
+            None,
+        )?;
+    }
+    tx.execute(
+        "UPDATE k8sworkitems SET status = ?2, message = ?3, updated_at = ?4 WHERE request_id = ?1",
+        params![row.request_id, next.as_str(), message, now],
+    )?;
+    release_orphan_charge(tx, &row.namespace, &row.installation)?;
+    Ok(())
 }
 
 /// The workitem `request_id`, if `lease_id` still holds it.
@@ -442,13 +485,19 @@ pub fn release(
         drop_item(tx, &item)?;
         return Ok(item);
     }
+    let message = format!(
+        "attempt {}: released by {} before an outcome was reported",
+        item.attempts,
+        item.lease_owner.as_deref().unwrap_or("its worker")
+    );
     tx.execute(
         "UPDATE k8sworkitems SET status = ?2, lease_id = NULL, lease_owner = NULL,
-           lease_expires_at = NULL, updated_at = ?3 WHERE request_id = ?1",
+           lease_expires_at = NULL, updated_at = ?3, message = ?4 WHERE request_id = ?1",
         params![
             request_id,
             next_status(&item, Event::Release)?.as_str(),
-            now_ms()
+            now_ms(),
+            message
         ],
     )?;
     get(tx, namespace, request_id)?.ok_or_else(|| not_found(request_id))

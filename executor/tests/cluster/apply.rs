@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, ResourceQuota, Secret,
+};
 use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1::{Action, HealthState, Outcome};
 use k8sworker_testsupport::{eventually, identity, plans, with_temp_ns};
@@ -87,6 +89,94 @@ async fn the_same_plan_id_returns_the_same_ack_without_api_calls() {
         changed.digest = "0".repeat(64);
         let status = f.apply(&changed, false).await.expect_err("reused id");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    })
+    .await;
+}
+
+/// Issue 12, case 8: a failure is not remembered as if it were a success. A
+/// plan refused by the API server (here a ResourceQuota) writes nothing, so
+/// its retry carries the same plan id; once the cause is gone the retry is
+/// applied for real, not answered with the cached failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_failed_plan_is_applied_again_when_retried_with_the_same_id() {
+    with_temp_ns("exec-retry", |admin, ns| async move {
+        let mut f = Fixture::new(admin, ns.clone()).await;
+        let quotas: Api<ResourceQuota> = Api::namespaced(f.admin.clone(), &ns);
+        let quota: ResourceQuota = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "no-room"},
+            "spec": {"hard": {
+                "configmaps": "0", "secrets": "0", "services": "0",
+                "count/statefulsets.apps": "0"
+            }}
+        }))
+        .unwrap();
+        quotas
+            .create(&kube::api::PostParams::default(), &quota)
+            .await
+            .unwrap();
+        let request = plans::deploy_request("app", &ns, 1, &[]);
+        let plan = f.plan(&request, Operation::Deploy).await;
+
+        let failed = f.apply(&plan, true).await.expect("writing began");
+        let error = failed.ack.error.as_ref().expect("refused by the quota");
+        assert!(error.message.contains("quota"), "{error:?}");
+        assert!(
+            !outcomes(&failed).contains(&Outcome::Applied),
+            "{:?}",
+            failed.ack.steps
+        );
+        assert!(f.owned("app").await.is_empty(), "nothing written");
+
+        // The same plan again while the quota stands: refused again, by the
+        // API server (a write was attempted), not from memory.
+        let before = f.calls();
+        let again = f.apply(&plan, true).await.expect("writing began");
+        let calls = Calls::between(&before, &f.calls());
+        calls.report("failed plan retried");
+        assert!(again.ack.error.is_some(), "{:?}", again.ack);
+        assert!(
+            calls.writes() > 0,
+            "the retry reached the API server: {calls:?}"
+        );
+        assert!(f.owned("app").await.is_empty(), "nothing written");
+
+        // The cause removed, the same plan id is applied. The quota
+        // admission may see the deleted quota for a moment (its lookup
+        // cache), so the retry is repeated, each time reaching the API server.
+        quotas.delete("no-room", &Default::default()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let applied = loop {
+            let before = f.calls();
+            let retried = f.apply(&plan, true).await.expect("writing began");
+            let calls = Calls::between(&before, &f.calls());
+            assert!(
+                calls.writes() > 0,
+                "a failed plan is not replayed: {calls:?}"
+            );
+            if retried.ack.error.is_none() {
+                calls.report("failed plan retried after its cause was removed");
+                break retried;
+            }
+            assert!(f.owned("app").await.is_empty(), "nothing written");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still refused: {:?}",
+                retried.ack.error
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(outcomes(&applied), [Outcome::Applied].into());
+        assert_eq!(health_state(&applied), HealthState::Ready);
+        assert_eq!(f.owned("app").await.len(), plan.steps.len());
+
+        // Now it completed, and a resend is answered from memory.
+        let before = f.calls();
+        let replayed = f.apply(&plan, true).await.expect("replayed");
+        let calls = Calls::between(&before, &f.calls());
+        assert_eq!(calls.total(), 0, "{calls:?}");
+        assert_eq!(replayed.ack, applied.ack);
     })
     .await;
 }

@@ -806,6 +806,68 @@ async fn an_operation_the_executor_cannot_do_fails_with_its_message() {
     .await;
 }
 
+/// Issue 12, case 10: the API server refuses a write (a StatefulSet's
+/// selector is immutable; a routing label changes it). The refusal's
+/// message, longer than the control plane takes for a parameter, reaches the
+/// workitem's failure record and the installation's, on the first attempt:
+/// no endless re-claiming, and the undeploy queued behind it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_refused_write_reaches_the_failure_record_with_its_message() {
+    with_temp_ns("e2e-refused", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let gateway = stack.gateway();
+        let vantiq = &stack.admin;
+        vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "x"))
+            .await;
+        vantiq.wait_status("web", "RUNNING", WAIT).await;
+
+        let mut relabelled = sample_deploy("web", &ns, 1, "x");
+        relabelled["config"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "label", "name": "app", "value": "web", "controlsRouting": true}));
+        let item = vantiq.command(CLUSTER, "deploy", relabelled).await;
+        let request_id = item["requestId"].as_str().unwrap();
+        let failed = vantiq
+            .wait_workitem(request_id, WAIT, |item| {
+                item.is_some_and(|i| i["status"] == "FAILED")
+            })
+            .await
+            .expect("kept as FAILED");
+        let message = failed["message"].as_str().unwrap();
+        eprintln!("failure message ({} bytes): {message}", message.len());
+        assert!(message.contains("StatefulSet"), "{message}");
+        assert!(
+            message.contains("updates to statefulset spec for fields other than"),
+            "the API server's reason: {message}"
+        );
+        assert!(
+            message.len() <= k8sworker_client::protocol::MAX_PARAM_BYTES,
+            "{}",
+            message.len()
+        );
+        assert_eq!(failed["attempts"], 1, "reported on the first attempt");
+        let record = vantiq.installation("web").await.unwrap();
+        assert_eq!(record["installationStatus"], "FAILED");
+        assert_eq!(record["k8sState"], message);
+
+        // The installation is not stuck: an undeploy behind it runs.
+        vantiq
+            .installation_command("web", "undeploy", json!({}))
+            .await;
+        vantiq
+            .wait_installation("web", WAIT, |record| record.is_none())
+            .await;
+        assert_eq!(objects(&admin, &ns, "web").await, Vec::<String>::new());
+        let summary = gateway.stop().await;
+        assert_eq!(summary.failed, 1, "{summary:?}");
+        assert_eq!(summary.released + summary.abandoned, 0, "{summary:?}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn a_pending_workitem_cancelled_before_execute_is_never_applied() {
