@@ -1,0 +1,191 @@
+//! Issue 12, case 1: edits of other field managers. Fields k8sworker does
+//! not set (`kubectl rollout restart`'s annotation, `kubectl label`) are not
+//! drift: an unchanged redeploy writes nothing and verify is clean. Another
+//! value in a field it sets is drift, named with the field and the manager,
+//! and a deploy repairs it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::ConfigMap};
+use k8sworker_core::plan::Operation;
+use k8sworker_planner::execute::Executor as _;
+use k8sworker_proto::v1::Action;
+use k8sworker_testsupport::{eventually, plans, with_temp_ns};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use crate::support::{Fixture, actions};
+
+/// Patches `name` as field manager `manager` (an update, as kubectl does).
+async fn patch_as<K>(api: &Api<K>, name: &str, manager: &str, patch: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(manager.to_owned()),
+            ..Default::default()
+        },
+        &Patch::Merge(patch),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
+}
+
+/// Verify's drift messages for `request`, as the planner computes them.
+async fn drift(f: &mut Fixture, request: &Value) -> Vec<String> {
+    let work = plans::work(request, Operation::Verify);
+    let observed = f
+        .planner_side
+        .observe(
+            work.namespace(),
+            work.name(),
+            &work.names(),
+            &work.references,
+        )
+        .await
+        .unwrap();
+    work.verify(&observed.components, Vec::new())
+        .drift
+        .into_iter()
+        .map(|d| d.message)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn another_managers_harmless_edit_is_not_drift_and_a_changed_field_of_ours_is() {
+    with_temp_ns("exec-managers", |admin, ns| async move {
+        let mut f = Fixture::new(admin.clone(), ns.clone()).await;
+        let request = plans::deploy_request("app", &ns, 2, &[]);
+        f.run(&request, Operation::Deploy).await;
+
+        let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+        let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+        patch_as(
+            &statefulsets,
+            "app",
+            "kubectl-rollout",
+            json!({"spec": {"template": {"metadata": {"annotations": {
+                "kubectl.kubernetes.io/restartedAt": "2026-12-01T00:00:00Z"}}}}}),
+        )
+        .await;
+        patch_as(
+            &statefulsets,
+            "app",
+            "kubectl-label",
+            json!({"metadata": {"labels": {"team": "a"}}}),
+        )
+        .await;
+        patch_as(
+            &config_maps,
+            "vantiq-app-configmap-0",
+            "kubectl-label",
+            json!({"metadata": {"labels": {"team": "a"}}}),
+        )
+        .await;
+
+        // The restart rolls the pods; once it is done (the controller stops
+        // writing status, which would make plans stale), an unchanged
+        // redeploy: every step a NOOP, nothing written, verify clean.
+        eventually(
+            "the restart to roll out",
+            Duration::from_secs(60),
+            || async {
+                let status = statefulsets.get("app").await.ok()?.status?;
+                (status.update_revision.is_some()
+                    && status.current_revision == status.update_revision
+                    && status.ready_replicas == Some(2))
+                .then_some(())
+            },
+        )
+        .await;
+        let again = f.plan(&request, Operation::Deploy).await;
+        assert!(
+            actions(&again).iter().all(|(a, _)| *a == Action::Noop),
+            "{:?}",
+            actions(&again)
+        );
+        let (_, calls) = f.run(&request, Operation::Deploy).await;
+        calls.report("unchanged redeploy after kubectl rollout restart and kubectl label");
+        assert_eq!(calls.writes(), 0, "{calls:?}");
+        assert_eq!(drift(&mut f, &request).await, Vec::<String>::new());
+        let sts = f.statefulset("app").await.unwrap();
+        assert_eq!(
+            sts.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()["kubectl.kubernetes.io/restartedAt"],
+            "2026-12-01T00:00:00Z",
+            "another manager's field is left alone"
+        );
+
+        // Another manager changes a field we set: drift naming it; a deploy
+        // repairs it, and the next deploy writes nothing.
+        let container = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.example.com/k8sworker/app:evil"}]}}}});
+        api_strategic(&statefulsets, "app", "kubectl-edit", container).await;
+        let expected =
+            "field `spec.template.spec.containers[name=app].image` changed by kubectl-edit";
+        assert_eq!(
+            drift(&mut f, &request).await,
+            [format!(
+                "StatefulSet/app was altered outside k8sworker: {expected}"
+            )]
+        );
+        let repair = f.plan(&request, Operation::Deploy).await;
+        let step = repair
+            .steps
+            .iter()
+            .find(|s| {
+                s.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == "StatefulSet")
+            })
+            .unwrap();
+        assert_eq!(step.action, Action::Update as i32);
+        assert_eq!(step.reason, expected);
+        f.run(&request, Operation::Deploy).await;
+        let image = f
+            .statefulset("app")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .image
+            .clone();
+        assert_eq!(
+            image.as_deref(),
+            Some("registry.example.com/k8sworker/app:1.0")
+        );
+        let (_, calls) = f.run(&request, Operation::Deploy).await;
+        assert_eq!(calls.writes(), 0, "{calls:?}");
+        assert_eq!(drift(&mut f, &request).await, Vec::<String>::new());
+    })
+    .await;
+}
+
+/// A strategic merge patch as `manager` (lists of containers merge by name).
+async fn api_strategic(api: &Api<StatefulSet>, name: &str, manager: &str, patch: Value) {
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(manager.to_owned()),
+            ..Default::default()
+        },
+        &Patch::Strategic(patch),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
+}
