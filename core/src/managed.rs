@@ -10,10 +10,13 @@
 //! Fields k8sworker does not render are not its to judge (`kubectl rollout
 //! restart`'s `restartedAt` annotation, `kubectl label`); a field it renders
 //! with another value than the one found, owned by another manager, is drift
-//! ([`edits`]), named with the field and the manager.
+//! ([`edits`]), named with the field and the manager. A field another
+//! manager owns inside a subtree k8sworker no longer renders is taken over
+//! before the write that removes the subtree ([`handover`]).
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::Value;
 
 /// A field another field manager owns on an observed object.
@@ -133,6 +136,123 @@ pub fn edits(desired: &Value, foreign: &[ForeignField]) -> Vec<(String, String)>
         .collect()
 }
 
+/// Another manager's fields a write of `desired` would leave behind: each
+/// leaf another manager owns under a node `manager` owns (in its `Apply`
+/// entry) and `desired` no longer has. Server-side apply removes only what
+/// the applier alone owns, so such a leaf would keep a half subtree alive (a
+/// liveness probe with a `timeoutSeconds` and no handler, which the API
+/// server refuses).
+///
+/// Returns `managedFields` with those leaves moved from their managers'
+/// entries into `manager`'s, so that the apply that follows removes the
+/// whole subtree, and the moved fields for a person ([`Handover`]);
+/// `None` when nothing would be left behind (or `manager` has no `Apply`
+/// entry).
+pub fn handover(
+    entries: &[ManagedFieldsEntry],
+    desired: &Value,
+    manager: &str,
+) -> Option<Handover> {
+    let is_ours = |entry: &ManagedFieldsEntry| {
+        entry.manager.as_deref() == Some(manager)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.subresource.is_none()
+    };
+    let ours_at = entries.iter().position(is_ours)?;
+    let ours = entries[ours_at].fields_v1.as_ref()?.0.clone();
+    let mut entries = entries.to_vec();
+    let mut moved = Vec::new();
+    let mut taken = Vec::new();
+    for entry in entries.iter_mut() {
+        if is_ours(entry)
+            || entry.manager.as_deref() == Some(manager)
+            || matches!(entry.subresource.as_deref(), Some("status") | Some("scale"))
+        {
+            continue;
+        }
+        let Some(fields) = entry.fields_v1.as_mut() else {
+            continue;
+        };
+        for path in leaves(&fields.0) {
+            let dangling = (1..path.len()).any(|depth| {
+                node(&ours, &path[..depth]).is_some() && value_at(desired, &path[..depth]).is_none()
+            });
+            if dangling {
+                remove(&mut fields.0, &path);
+                moved.push((
+                    Display(&path).to_string(),
+                    entry.manager.clone().unwrap_or_default(),
+                ));
+                taken.push(path);
+            }
+        }
+    }
+    if taken.is_empty() {
+        return None;
+    }
+    if let Some(fields) = entries[ours_at].fields_v1.as_mut() {
+        for path in &taken {
+            insert(&mut fields.0, path);
+        }
+    }
+    entries.retain(|entry| {
+        entry
+            .fields_v1
+            .as_ref()
+            .is_some_and(|f| f.0.as_object().is_some_and(|map| !map.is_empty()))
+    });
+    Some(Handover { entries, moved })
+}
+
+/// What [`handover`] found: the `managedFields` to write before the apply,
+/// and the fields moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    /// The object's `managedFields`, the moved fields now `manager`'s.
+    pub entries: Vec<ManagedFieldsEntry>,
+    /// Each moved field and the manager it was taken from, for a person.
+    pub moved: Vec<(String, String)>,
+}
+
+/// The node at `path` in a FieldsV1 set.
+fn node<'a>(fields: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(fields, |node, element| node.as_object()?.get(element))
+}
+
+/// Removes the leaf at `path` and the parents it leaves empty.
+fn remove(fields: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(map) = fields.as_object_mut() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.remove(first);
+        return;
+    }
+    if let Some(child) = map.get_mut(first) {
+        remove(child, rest);
+        if child.as_object().is_some_and(serde_json::Map::is_empty) {
+            map.remove(first);
+        }
+    }
+}
+
+/// Adds the leaf at `path`.
+fn insert(fields: &mut Value, path: &[String]) {
+    let mut node = fields;
+    for element in path {
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        node = map
+            .entry(element.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +260,63 @@ mod tests {
 
     fn path(elements: &[&str]) -> Vec<String> {
         elements.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// Issue 12, case 2: another manager's `timeoutSeconds` inside the
+    /// probe we no longer render moves to us; its labels stay theirs.
+    #[test]
+    fn a_field_inside_a_removed_subtree_is_handed_over() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+        let probe = json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"gateway\"}": {"f:livenessProbe": {"f:timeoutSeconds": {}}}}}}}});
+        let ours_fields = json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"gateway\"}": {".": {}, "f:name": {}, "f:image": {},
+                "f:livenessProbe": {"f:httpGet": {"f:path": {}, "f:port": {}}}}}}}}});
+        let entry = |manager: &str, operation: &str, fields: Value| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        };
+        let mut label = json!({"f:metadata": {"f:labels": {"f:team": {}}}});
+        let entries = vec![
+            entry("k8sworker", "Apply", ours_fields),
+            entry("kubectl-patch", "Update", probe),
+            entry("kubectl-label", "Update", label.clone()),
+        ];
+        let with_probe = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "gateway", "image": "g:1", "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}}}]}}}});
+        assert_eq!(handover(&entries, &with_probe, "k8sworker"), None);
+        let without = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "gateway", "image": "g:1"}]}}}});
+        let Handover {
+            entries: handed,
+            moved,
+        } = handover(&entries, &without, "k8sworker").unwrap();
+        assert_eq!(
+            moved,
+            [(
+                "spec.template.spec.containers[name=gateway].livenessProbe.timeoutSeconds"
+                    .to_owned(),
+                "kubectl-patch".to_owned()
+            )]
+        );
+        let managers: Vec<&str> = handed.iter().filter_map(|e| e.manager.as_deref()).collect();
+        assert_eq!(
+            managers,
+            ["k8sworker", "kubectl-label"],
+            "the emptied entry is gone"
+        );
+        let ours = &handed[0].fields_v1.as_ref().unwrap().0;
+        assert!(
+            ours.pointer("/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"gateway\"}/f:livenessProbe/f:timeoutSeconds")
+                .is_some(),
+            "{ours}"
+        );
+        assert_eq!(
+            handed[1].fields_v1.as_ref().unwrap().0,
+            std::mem::take(&mut label)
+        );
     }
 
     #[test]

@@ -22,9 +22,11 @@
 use std::collections::BTreeMap;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8sworker_core::component::{ComponentId, Object};
 use k8sworker_core::immutable;
 use k8sworker_core::labels;
+use k8sworker_core::managed;
 use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_proto::v1::Action;
 use kube::{
@@ -189,9 +191,11 @@ pub fn verdict(
 
 /// Reads every checked step's object and refuses the plan when any
 /// precondition fails; not-owned objects are reported ahead of stale ones.
+/// An UPDATE that would leave another manager's fields behind in a subtree
+/// it removes gets its [`CheckedStep::handover`].
 pub async fn check_all(
     client: &Client,
-    steps: &[CheckedStep],
+    steps: &mut [CheckedStep],
     tenant: &Tenant,
     installation: &str,
 ) -> Result<(), Error> {
@@ -214,31 +218,56 @@ pub async fn check_all(
                 let failed = |source| Error::kube("read", target, source);
                 if !whole {
                     let found = api.get_metadata_opt(&name).await.map_err(failed)?;
-                    return Ok::<_, Error>((index, found.as_ref().map(Found::from_meta), None));
+                    let managed = found
+                        .as_ref()
+                        .and_then(|m| m.metadata.managed_fields.clone());
+                    return Ok::<_, Error>((
+                        index,
+                        found.as_ref().map(Found::from_meta),
+                        None,
+                        managed,
+                    ));
                 }
                 let found = api.get_opt(&name).await.map_err(failed)?;
                 let fields = found.as_ref().and_then(|object| {
                     typed(kind, &serde_json::to_value(object).ok()?)
                         .map(|typed| immutable::fields(&typed))
                 });
+                let managed = found
+                    .as_ref()
+                    .and_then(|o| o.metadata.managed_fields.clone());
                 Ok((
                     index,
                     found.map(|object| Found::from_object_meta(&object.metadata)),
                     fields,
+                    managed,
                 ))
             }
         })
         .collect();
-    let found: Vec<(usize, Option<Found>, Option<immutable::Fields>)> =
-        futures::stream::iter(reads)
-            .buffered(4)
-            .try_collect()
-            .await?;
+    /// What one read found: the step's index, the object, its immutable
+    /// fields (whole reads only) and its managedFields.
+    type Read = (
+        usize,
+        Option<Found>,
+        Option<immutable::Fields>,
+        Option<Vec<ManagedFieldsEntry>>,
+    );
+    let found: Vec<Read> = futures::stream::iter(reads)
+        .buffered(4)
+        .try_collect()
+        .await?;
 
     let mut stale = Vec::new();
     let mut not_owned = Vec::new();
     let mut fixed = Vec::new();
-    for (index, found, fields) in found {
+    for (index, found, fields, managed) in found {
+        let step = &mut steps[index];
+        if let (Action::Update, Some(object), Some(managed)) =
+            (step.action, step.object.as_ref(), managed.as_ref())
+        {
+            step.handover = managed::handover(managed, object, labels::MANAGER);
+        }
         let step = &steps[index];
         let id = ComponentId::new(step.kind, step.component.name.clone());
         let expected = Expected::new(tenant, installation, id.clone());

@@ -189,3 +189,63 @@ async fn api_strategic(api: &Api<StatefulSet>, name: &str, manager: &str, patch:
     .await
     .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
 }
+
+/// Issue 12, case 2: another manager patches the liveness probe's
+/// `timeoutSeconds`; a deploy without the probe removes it whole (the
+/// executor takes the patched field over first, then applies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_probe_another_manager_patched_can_be_removed() {
+    with_temp_ns("exec-coowned", |admin, ns| async move {
+        let mut f = Fixture::new(admin.clone(), ns.clone()).await;
+        let gateway = |probe: bool| {
+            let mut config = vec![
+                json!({"type": "image", "name": "registry.example.com/k8sworker/gateway:1.0", "replicaCount": 1}),
+                json!({"type": "inboundPort", "port": 8080, "protocol": "TCP", "portName": "http"}),
+            ];
+            if probe {
+                config.push(json!({"type": "probe", "probeType": "liveness", "requestType": "http", "port": "http", "path": "/health"}));
+            }
+            json!({"name": "gateway", "k8sNamespace": ns, "config": config})
+        };
+        f.run(&gateway(true), Operation::Deploy).await;
+
+        let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+        api_strategic(
+            &statefulsets,
+            "gateway",
+            "kubectl-patch",
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "gateway", "livenessProbe": {"timeoutSeconds": 7}}]}}}}),
+        )
+        .await;
+        let probe = |sts: StatefulSet| {
+            sts.spec.unwrap().template.spec.unwrap().containers[0]
+                .liveness_probe
+                .clone()
+        };
+        let patched = probe(f.statefulset("gateway").await.unwrap()).unwrap();
+        assert_eq!(patched.timeout_seconds, Some(7));
+
+        let (applied, calls) = f.run(&gateway(false), Operation::Deploy).await;
+        calls.report("deploy removing a probe another manager patched");
+        assert_eq!(
+            calls.writes(),
+            3,
+            "the StatefulSet's two writes (hand-over, apply) and the Event: {calls:?}"
+        );
+        let sts_step = applied
+            .steps
+            .iter()
+            .find(|s| s.component.as_ref().is_some_and(|c| c.kind == "StatefulSet"))
+            .unwrap();
+        assert_eq!(
+            sts_step.message,
+            "updated; took over `spec.template.spec.containers[name=gateway].livenessProbe.timeoutSeconds` from kubectl-patch to remove it"
+        );
+        assert_eq!(probe(f.statefulset("gateway").await.unwrap()), None);
+        let (_, calls) = f.run(&gateway(false), Operation::Deploy).await;
+        assert_eq!(calls.writes(), 0, "converged: {calls:?}");
+    })
+    .await;
+}
