@@ -2,7 +2,7 @@
 //! and the Ack.
 //!
 //! Steps run strictly in the plan's order, one API write each (none for a
-//! NOOP), and each finished step is streamed at once. Every write repeats
+//! NOOP, two for an UPDATE that takes fields over, below), and each finished step is streamed at once. Every write repeats
 //! its precondition on the server, so a change that slipped in after the
 //! check fails that step with a conflict instead of being overwritten:
 //!
