@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Service;
 use k8sworker_core::diff::PlanError;
 use k8sworker_core::plan::Operation;
-use k8sworker_planner::execute::{ExecuteError, Executor as _};
+use k8sworker_planner::execute::ExecuteError;
 use k8sworker_proto::convert;
 use k8sworker_proto::v1::ErrorCode;
 use k8sworker_testsupport::{plans, with_temp_ns};
@@ -102,11 +102,7 @@ async fn a_new_routing_label_is_refused_before_any_write_naming_the_field() {
         // A plan made without the observed immutable fields (an older
         // planner) is refused by the executor, before any write.
         let work = plans::work(&relabelled, Operation::Deploy);
-        let mut observed = f
-            .planner_side
-            .observe(work.namespace(), work.name(), &work.names(), &work.references)
-            .await
-            .unwrap();
+        let mut observed = plans::observation(&mut f.planner_side, &work).await;
         for component in &mut observed.components {
             component.immutable.clear();
         }

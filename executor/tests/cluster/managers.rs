@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::ConfigMap};
 use k8sworker_core::plan::Operation;
-use k8sworker_planner::execute::Executor as _;
 use k8sworker_proto::v1::Action;
 use k8sworker_testsupport::{eventually, plans, with_temp_ns};
 use kube::{
@@ -19,8 +18,9 @@ use serde_json::{Value, json};
 
 use crate::support::{Fixture, actions};
 
-/// Patches `name` as field manager `manager` (an update, as kubectl does).
-async fn patch_as<K>(api: &Api<K>, name: &str, manager: &str, patch: Value)
+/// Patches `name` as field manager `manager` (an update, as kubectl does;
+/// a strategic merge patch merges lists of containers by name).
+async fn patch_as<K>(api: &Api<K>, name: &str, manager: &str, patch: Patch<Value>)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -30,7 +30,7 @@ where
             field_manager: Some(manager.to_owned()),
             ..Default::default()
         },
-        &Patch::Merge(patch),
+        &patch,
     )
     .await
     .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
@@ -39,16 +39,7 @@ where
 /// Verify's drift messages for `request`, as the planner computes them.
 async fn drift(f: &mut Fixture, request: &Value) -> Vec<String> {
     let work = plans::work(request, Operation::Verify);
-    let observed = f
-        .planner_side
-        .observe(
-            work.namespace(),
-            work.name(),
-            &work.names(),
-            &work.references,
-        )
-        .await
-        .unwrap();
+    let observed = plans::observation(&mut f.planner_side, &work).await;
     work.verify(&observed.components, Vec::new())
         .drift
         .into_iter()
@@ -70,22 +61,22 @@ async fn another_managers_harmless_edit_is_not_drift_and_a_changed_field_of_ours
             &statefulsets,
             "app",
             "kubectl-rollout",
-            json!({"spec": {"template": {"metadata": {"annotations": {
-                "kubectl.kubernetes.io/restartedAt": "2026-12-01T00:00:00Z"}}}}}),
+            Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "kubectl.kubernetes.io/restartedAt": "2026-12-01T00:00:00Z"}}}}})),
         )
         .await;
         patch_as(
             &statefulsets,
             "app",
             "kubectl-label",
-            json!({"metadata": {"labels": {"team": "a"}}}),
+            Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
         )
         .await;
         patch_as(
             &config_maps,
             "vantiq-app-configmap-0",
             "kubectl-label",
-            json!({"metadata": {"labels": {"team": "a"}}}),
+            Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
         )
         .await;
 
@@ -131,7 +122,13 @@ async fn another_managers_harmless_edit_is_not_drift_and_a_changed_field_of_ours
         // repairs it, and the next deploy writes nothing.
         let container = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "app", "image": "registry.example.com/k8sworker/app:evil"}]}}}});
-        api_strategic(&statefulsets, "app", "kubectl-edit", container).await;
+        patch_as(
+            &statefulsets,
+            "app",
+            "kubectl-edit",
+            Patch::Strategic(container),
+        )
+        .await;
         let expected =
             "field `spec.template.spec.containers[name=app].image` changed by kubectl-edit";
         assert_eq!(
@@ -176,20 +173,6 @@ async fn another_managers_harmless_edit_is_not_drift_and_a_changed_field_of_ours
     .await;
 }
 
-/// A strategic merge patch as `manager` (lists of containers merge by name).
-async fn api_strategic(api: &Api<StatefulSet>, name: &str, manager: &str, patch: Value) {
-    api.patch(
-        name,
-        &PatchParams {
-            field_manager: Some(manager.to_owned()),
-            ..Default::default()
-        },
-        &Patch::Strategic(patch),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
-}
-
 /// Issue 12, case 2: another manager patches the liveness probe's
 /// `timeoutSeconds`; a deploy without the probe removes it whole (the
 /// executor takes the patched field over first, then applies).
@@ -211,12 +194,12 @@ async fn a_probe_another_manager_patched_can_be_removed() {
         f.run(&gateway(true), Operation::Deploy).await;
 
         let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
-        api_strategic(
+        patch_as(
             &statefulsets,
             "gateway",
             "kubectl-patch",
-            json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "gateway", "livenessProbe": {"timeoutSeconds": 7}}]}}}}),
+            Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "gateway", "livenessProbe": {"timeoutSeconds": 7}}]}}}})),
         )
         .await;
         let probe = |sts: StatefulSet| {
