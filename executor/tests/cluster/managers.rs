@@ -36,6 +36,24 @@ where
     .unwrap_or_else(|e| panic!("{manager} patch of {name}: {e}"));
 }
 
+/// Waits until the StatefulSet controller is done with `name`'s rollout
+/// (its status writes would make a plan stale): the current generation
+/// observed, every replica updated, ready and available.
+async fn settled(api: &Api<StatefulSet>, name: &str, replicas: i32) {
+    eventually("the rollout to settle", Duration::from_secs(60), || async {
+        let sts = api.get(name).await.ok()?;
+        let status = sts.status?;
+        (status.observed_generation == sts.metadata.generation
+            && status.update_revision.is_some()
+            && status.current_revision == status.update_revision
+            && status.updated_replicas == Some(replicas)
+            && status.ready_replicas == Some(replicas)
+            && status.available_replicas == Some(replicas))
+        .then_some(())
+    })
+    .await;
+}
+
 /// Verify's drift messages for `request`, as the planner computes them.
 async fn drift(f: &mut Fixture, request: &Value) -> Vec<String> {
     let work = plans::work(request, Operation::Verify);
@@ -83,18 +101,7 @@ async fn another_managers_harmless_edit_is_not_drift_and_a_changed_field_of_ours
         // The restart rolls the pods; once it is done (the controller stops
         // writing status, which would make plans stale), an unchanged
         // redeploy: every step a NOOP, nothing written, verify clean.
-        eventually(
-            "the restart to roll out",
-            Duration::from_secs(60),
-            || async {
-                let status = statefulsets.get("app").await.ok()?.status?;
-                (status.update_revision.is_some()
-                    && status.current_revision == status.update_revision
-                    && status.ready_replicas == Some(2))
-                .then_some(())
-            },
-        )
-        .await;
+        settled(&statefulsets, "app", 2).await;
         let again = f.plan(&request, Operation::Deploy).await;
         assert!(
             actions(&again).iter().all(|(a, _)| *a == Action::Noop),
@@ -202,6 +209,7 @@ async fn a_probe_another_manager_patched_can_be_removed() {
                 {"name": "gateway", "livenessProbe": {"timeoutSeconds": 7}}]}}}})),
         )
         .await;
+        settled(&statefulsets, "gateway", 1).await;
         let probe = |sts: StatefulSet| {
             sts.spec.unwrap().template.spec.unwrap().containers[0]
                 .liveness_probe
