@@ -85,10 +85,11 @@ pub enum TlsError {
     IdentityChanged {
         /// The certificate file.
         path: PathBuf,
-        /// Whom the new certificate names.
-        found: Identity,
+        /// Whom the new certificate names (boxed, as is the next: the
+        /// error stays small).
+        found: Box<Identity>,
         /// Whom the current one names.
-        expected: Identity,
+        expected: Box<Identity>,
     },
     /// rustls refused the material (a key not matching the certificate, …).
     #[error("TLS configuration: {0}")]
@@ -248,8 +249,8 @@ impl Tls {
         if material.identity != current {
             return Err(TlsError::IdentityChanged {
                 path: files.cert.clone(),
-                found: material.identity,
-                expected: current,
+                found: Box::new(material.identity),
+                expected: Box::new(current),
             });
         }
         *self
