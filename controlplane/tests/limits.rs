@@ -349,6 +349,31 @@ async fn more_inbound_ports_than_an_installation_may_take_are_refused() {
     assert_eq!(cluster["lifecycleOperationCount"], 0);
 }
 
+/// Renew, complete, fail and release of `lease` by `worker` are each
+/// refused 403 `io.vantiq.resources.k8s.worker.cluster.denied` with
+/// `params` (the token's cluster, the workitem's).
+async fn assert_lease_calls_denied(worker: &Client, lease: &Value, params: Value) {
+    for (procedure, extra) in [
+        ("renewWorkitemLease", json!({})),
+        ("completeWorkitem", json!({})),
+        ("failWorkitem", json!({"message": "no"})),
+        ("releaseWorkitem", json!({})),
+    ] {
+        let mut call = lease.clone();
+        call.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = worker.procedure(procedure, call).await;
+        assert_error(
+            status,
+            &body,
+            403,
+            "io.vantiq.resources.k8s.worker.cluster.denied",
+        );
+        assert_eq!(body[0]["params"], params, "{procedure}");
+    }
+}
+
 /// The `k8sClusterName` that `GET /tokens` shows for the token `name`.
 async fn token_cluster(admin: &Client, name: &str) -> Value {
     let (_, tokens) = admin.get("/api/v1/resources/tokens").await;
@@ -404,26 +429,7 @@ async fn a_worker_token_that_never_claimed_is_bound_by_the_first_workitem_it_act
             web["requestId"].as_str().unwrap()
         ))
         .await;
-    for (procedure, extra) in [
-        ("renewWorkitemLease", json!({})),
-        ("completeWorkitem", json!({})),
-        ("failWorkitem", json!({"message": "no"})),
-        ("releaseWorkitem", json!({})),
-    ] {
-        let mut params = lease(&web);
-        params
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, body) = fresh.procedure(procedure, params).await;
-        assert_error(
-            status,
-            &body,
-            403,
-            "io.vantiq.resources.k8s.worker.cluster.denied",
-        );
-        assert_eq!(body[0]["params"], json!(["c2", "c1"]));
-    }
+    assert_lease_calls_denied(&fresh, &lease(&web), json!(["c2", "c1"])).await;
     let (_, after) = a
         .get(&format!(
             "/api/v1/resources/k8sworkitems/{}",
@@ -513,25 +519,7 @@ async fn a_worker_token_serves_only_its_cluster() {
     let c2_worker = t.worker().await;
     let api = c2_worker.claim("c2", 0.0).await;
     let lease = json!({"requestId": api["requestId"], "leaseId": api["leaseId"]});
-    for (procedure, extra) in [
-        ("renewWorkitemLease", json!({})),
-        ("completeWorkitem", json!({})),
-        ("failWorkitem", json!({"message": "no"})),
-        ("releaseWorkitem", json!({})),
-    ] {
-        let mut params = lease.clone();
-        params
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, body) = bound.procedure(procedure, params).await;
-        assert_error(
-            status,
-            &body,
-            403,
-            "io.vantiq.resources.k8s.worker.cluster.denied",
-        );
-    }
+    assert_lease_calls_denied(&bound, &lease, json!(["c1", "c2"])).await;
     let (_, item) = a
         .get(&format!(
             "/api/v1/resources/k8sworkitems/{}",
