@@ -62,6 +62,31 @@ pub enum KeyringError {
     /// The key file holds no key.
     #[error("key file {0} holds no key")]
     Empty(String),
+    /// Two lines of the key file have the same key id, so which key opens
+    /// a value sealed under it would be a guess.
+    #[error("key file {path}, line {line}: key id {id} is already on an earlier line")]
+    DuplicateId {
+        /// The key file.
+        path: String,
+        /// The line number of the second one, from 1.
+        line: usize,
+        /// The key id.
+        id: String,
+    },
+    /// The key file may be read by others than its owner and its mode could
+    /// not be narrowed to 0600.
+    #[error(
+        "key file {path} may be read by others (mode {mode:o}) and cannot be narrowed to 0600; make it readable by its owner only"
+    )]
+    Exposed {
+        /// The key file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// Why narrowing failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored value was sealed with a key the key file does not hold.
     #[error("a stored secret needs key {0}, which the key file does not hold")]
     UnknownKey(String),
@@ -125,18 +150,25 @@ impl Keyring {
         }
     }
 
-    /// Reads the key file at `path`; `None` when there is none.
+    /// Reads the key file at `path`; `None` when there is none. A file
+    /// others may read is narrowed to mode 0600 first, as the database
+    /// files are ([`KeyringError::Exposed`] when that fails).
     pub fn load_if_present(path: &Path) -> Result<Option<Keyring>, KeyringError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Some(Keyring::parse(path, &text)?)),
+            Ok(text) => {
+                keep_private(path)?;
+                Ok(Some(Keyring::parse(path, &text)?))
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error(path)(error)),
         }
     }
 
-    /// Reads the key file at `path`; it must exist.
+    /// Reads the key file at `path`; it must exist. Narrowed as in
+    /// [`Keyring::load_if_present`].
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
         let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        keep_private(path)?;
         Keyring::parse(path, &text)
     }
 
@@ -157,6 +189,13 @@ impl Keyring {
             };
             if id.contains(':') {
                 return Err(malformed());
+            }
+            if lines.iter().any(|(seen, _)| seen == id) {
+                return Err(KeyringError::DuplicateId {
+                    path: path.display().to_string(),
+                    line: index + 1,
+                    id: id.to_owned(),
+                });
             }
             let key: [u8; KEY_BYTES] = base64::engine::general_purpose::STANDARD
                 .decode(key)
@@ -323,6 +362,37 @@ pub fn private_file(path: &Path, create_new: bool) -> std::io::Result<std::fs::F
     options.open(path)
 }
 
+/// Narrows the existing key file at `path` to mode 0600 when group or
+/// others have any permission on it (a copy restored under the default
+/// umask); a file already private is left as it is, so a read-only one
+/// (a mounted Secret of mode 0400) is fine.
+fn keep_private(path: &Path) -> Result<(), KeyringError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(io_error(path))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            make_private(path).map_err(|source| KeyringError::Exposed {
+                path: path.display().to_string(),
+                mode,
+                source,
+            })?;
+            tracing::warn!(
+                key_file = %path.display(),
+                was = format!("{mode:o}"),
+                "the key file could be read by others; narrowed to mode 0600"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Narrows an existing file to owner read and write (mode 0600); nothing
 /// off Unix.
 pub fn make_private(path: &Path) -> std::io::Result<()> {
@@ -410,6 +480,46 @@ mod tests {
             Keyring::load(&path),
             Err(KeyringError::Malformed { line: 1, .. })
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    #[test]
+    fn a_key_file_others_may_read_is_narrowed_and_a_repeated_key_id_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("k8sworker-keyring-{}", crate::auth::random_id(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("controlplane.db.key");
+        let created = Keyring::generate();
+        created.write_new(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            let set = |bits: u32| {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
+            };
+            // A copy restored under the default umask.
+            set(0o644);
+            let loaded = Keyring::load_if_present(&path).unwrap().unwrap();
+            assert_eq!(loaded.ids(), created.ids());
+            assert_eq!(mode(&path), 0o600);
+            set(0o640);
+            Keyring::load(&path).unwrap();
+            assert_eq!(mode(&path), 0o600);
+            // Private already (a mounted read-only Secret): left alone.
+            set(0o400);
+            Keyring::load(&path).unwrap();
+            assert_eq!(mode(&path), 0o400);
+            set(0o600);
+        }
+
+        // The same id twice, with two keys: which one opens is no guess.
+        let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; KEY_BYTES]);
+        std::fs::write(&path, format!("# keys\nk1 {}\nk1 {}\n", key(1), key(2))).unwrap();
+        let refused = Keyring::load(&path).unwrap_err();
+        assert!(
+            matches!(&refused, KeyringError::DuplicateId { line: 3, id, .. } if id == "k1"),
+            "{refused:?}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -349,6 +349,98 @@ async fn more_inbound_ports_than_an_installation_may_take_are_refused() {
     assert_eq!(cluster["lifecycleOperationCount"], 0);
 }
 
+/// Renew, complete, fail and release of `lease` by `worker` are each
+/// refused 403 `io.vantiq.resources.k8s.worker.cluster.denied` with
+/// `params` (the token's cluster, the workitem's).
+async fn assert_lease_calls_denied(worker: &Client, lease: &Value, params: Value) {
+    for (procedure, extra) in [
+        ("renewWorkitemLease", json!({})),
+        ("completeWorkitem", json!({})),
+        ("failWorkitem", json!({"message": "no"})),
+        ("releaseWorkitem", json!({})),
+    ] {
+        let mut call = lease.clone();
+        call.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = worker.procedure(procedure, call).await;
+        assert_error(
+            status,
+            &body,
+            403,
+            "io.vantiq.resources.k8s.worker.cluster.denied",
+        );
+        assert_eq!(body[0]["params"], params, "{procedure}");
+    }
+}
+
+/// The `k8sClusterName` that `GET /tokens` shows for the token `name`.
+async fn token_cluster(admin: &Client, name: &str) -> Value {
+    let (_, tokens) = admin.get("/api/v1/resources/tokens").await;
+    tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|token| token["name"] == name)
+        .map(|token| token["k8sClusterName"].clone())
+        .unwrap_or_else(|| panic!("no token {name} in {tokens}"))
+}
+
+#[tokio::test]
+async fn a_worker_token_that_never_claimed_is_bound_by_the_first_workitem_it_acts_on() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    a.create_cluster("c2").await;
+    a.deploy("c1", "web").await;
+    a.deploy("c2", "api").await;
+    let web = t.worker().await.claim("c1", 0.0).await;
+    let api = t.worker().await.claim("c2", 0.0).await;
+    let lease = |item: &Value| json!({"requestId": item["requestId"], "leaseId": item["leaseId"]});
+
+    // A token that has not claimed anything yet.
+    let fresh = t.token(a, "fresh", &["k8sWorker__system"]).await;
+    assert_eq!(token_cluster(a, "fresh").await, Value::Null);
+
+    // A call that fails binds nothing.
+    let (status, body) = fresh
+        .procedure(
+            "renewWorkitemLease",
+            json!({"requestId": api["requestId"], "leaseId": "not-the-lease"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        409,
+        "io.vantiq.resources.k8s.workitem.lease.lost",
+    );
+    assert_eq!(token_cluster(a, "fresh").await, Value::Null);
+
+    // Renewing c2's workitem binds it to c2 ...
+    let (status, body) = fresh.procedure("renewWorkitemLease", lease(&api)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(token_cluster(a, "fresh").await, "c2");
+
+    // ... so c1's workitem is refused to it, and left as it was.
+    let (_, before) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            web["requestId"].as_str().unwrap()
+        ))
+        .await;
+    assert_lease_calls_denied(&fresh, &lease(&web), json!(["c2", "c1"])).await;
+    let (_, after) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            web["requestId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(after, before);
+    assert_eq!(after["status"], "PENDING");
+    assert_eq!(t.rows("k8sinstallations"), 0);
+}
+
 #[tokio::test]
 async fn a_worker_token_serves_only_its_cluster() {
     let t = TestServer::start().await;
@@ -427,25 +519,7 @@ async fn a_worker_token_serves_only_its_cluster() {
     let c2_worker = t.worker().await;
     let api = c2_worker.claim("c2", 0.0).await;
     let lease = json!({"requestId": api["requestId"], "leaseId": api["leaseId"]});
-    for (procedure, extra) in [
-        ("renewWorkitemLease", json!({})),
-        ("completeWorkitem", json!({})),
-        ("failWorkitem", json!({"message": "no"})),
-        ("releaseWorkitem", json!({})),
-    ] {
-        let mut params = lease.clone();
-        params
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, body) = bound.procedure(procedure, params).await;
-        assert_error(
-            status,
-            &body,
-            403,
-            "io.vantiq.resources.k8s.worker.cluster.denied",
-        );
-    }
+    assert_lease_calls_denied(&bound, &lease, json!(["c1", "c2"])).await;
     let (_, item) = a
         .get(&format!(
             "/api/v1/resources/k8sworkitems/{}",

@@ -156,8 +156,8 @@ async fn main() -> anyhow::Result<()> {
         .load(&Identity::executor(namespace.clone()))
         .context("TLS")?;
     if tls.is_none() {
-        k8sworker_tls::plaintext_listen(args.listen)?;
-        k8sworker_tls::plaintext_listen(args.health_listen)?;
+        k8sworker_tls::plaintext_listen(args.listen).context("--listen")?;
+        k8sworker_tls::plaintext_listen(args.health_listen).context("--health-listen")?;
         config.authentication = Authentication::Off;
         tracing::warn!("--insecure-plaintext: no TLS, every caller accepted (loopback only)");
     }

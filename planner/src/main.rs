@@ -254,10 +254,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let reload = tls.reload_interval();
             let tls = tls.load(&Identity::Planner).context("TLS")?;
             if tls.is_none() {
-                k8sworker_tls::plaintext_listen(listen)?;
-                k8sworker_tls::plaintext_listen(health_listen)?;
-                for url in directory.explicit.values() {
-                    k8sworker_tls::plaintext_url(url)?;
+                k8sworker_tls::plaintext_listen(listen).context("--listen")?;
+                k8sworker_tls::plaintext_listen(health_listen).context("--health-listen")?;
+                for (namespace, url) in &directory.explicit {
+                    k8sworker_tls::plaintext_url(url)
+                        .with_context(|| format!("--executor {namespace}={url}"))?;
                 }
                 if let Some(template) = &directory.template {
                     k8sworker_tls::plaintext_url(&template.replace("{namespace}", "namespace"))

@@ -240,11 +240,11 @@ fn serve_refuses_to_start_without_tls_or_with_plaintext_off_loopback() {
     for (args, refused) in [
         (
             ["--listen", "0.0.0.0:0", "--health-listen", "127.0.0.1:0"],
-            "0.0.0.0:0 is not a loopback address",
+            "--listen: --insecure-plaintext is allowed only on loopback, but 0.0.0.0:0 is not a loopback address",
         ),
         (
             ["--listen", "127.0.0.1:0", "--health-listen", "0.0.0.0:0"],
-            "0.0.0.0:0 is not a loopback address",
+            "--health-listen: --insecure-plaintext is allowed only on loopback, but 0.0.0.0:0 is not a loopback address",
         ),
         (
             [
@@ -253,7 +253,7 @@ fn serve_refuses_to_start_without_tls_or_with_plaintext_off_loopback() {
                 "--executor",
                 "team-a=http://k8sworker-executor.team-a.svc:50052",
             ],
-            "k8sworker-executor.team-a.svc:50052 is not a loopback address",
+            "--executor team-a=http://k8sworker-executor.team-a.svc:50052: --insecure-plaintext is allowed only on loopback, but http://k8sworker-executor.team-a.svc:50052 is not a loopback address",
         ),
     ] {
         let mut args = args.to_vec();

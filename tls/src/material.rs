@@ -77,6 +77,20 @@ pub enum TlsError {
         #[source]
         source: PeerError,
     },
+    /// A reloaded certificate names another identity than the one the
+    /// component started with.
+    #[error(
+        "{path} now names {found}, but this component is {expected}; keeping the current certificate"
+    )]
+    IdentityChanged {
+        /// The certificate file.
+        path: PathBuf,
+        /// Whom the new certificate names (boxed, as is the next: the
+        /// error stays small).
+        found: Box<Identity>,
+        /// Whom the current one names.
+        expected: Box<Identity>,
+    },
     /// rustls refused the material (a key not matching the certificate, …).
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
@@ -219,7 +233,10 @@ impl Tls {
     /// replaces the current material. Returns whether it did.
     ///
     /// # Errors
-    /// The new content is unusable; the current material stays.
+    /// The new content is unusable, or its certificate names another
+    /// identity than the current one ([`TlsError::IdentityChanged`]: a
+    /// component never changes who it is while running); the current
+    /// material stays.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let files = &self.inner.files;
         let content = [read(&files.cert)?, read(&files.key)?, read(&files.ca)?];
@@ -228,6 +245,14 @@ impl Tls {
             return Ok(false);
         }
         let material = Material::parse(files, &content)?;
+        let current = self.identity();
+        if material.identity != current {
+            return Err(TlsError::IdentityChanged {
+                path: files.cert.clone(),
+                found: Box::new(material.identity),
+                expected: Box::new(current),
+            });
+        }
         *self
             .inner
             .current

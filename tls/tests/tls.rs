@@ -200,6 +200,25 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     std::fs::write(dir.path().join("planner/tls.crt"), "not a certificate").unwrap();
     assert!(planner.reload().is_err());
     assert_eq!(served_cert(address, &gateway).await, expected);
+
+    // Nor is a valid certificate of another component: the planner stays
+    // the planner.
+    ca.issue(&Identity::gateway(tenant()), CERT_VALIDITY)
+        .unwrap()
+        .write(&dir.path().join("planner"))
+        .unwrap();
+    let refused = planner.reload().unwrap_err();
+    assert!(
+        refused.to_string().contains(
+            "now names spiffe://k8sworker/gateway/acme/prod, but this component is spiffe://k8sworker/planner"
+        ),
+        "{refused}"
+    );
+    assert_eq!(planner.identity(), Identity::Planner);
+    assert_eq!(served_cert(address, &gateway).await, expected);
+    check(address, Some(&gateway), Identity::Planner)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -61,6 +61,15 @@ pub fn certs(args: &CertsArgs) -> anyhow::Result<Pki> {
             "--executor-namespace `{namespace}` is not a namespace name"
         );
     }
+    // Checked before anything is written: a URI SAN is an IA5String, so a
+    // tenant outside ASCII fails only when its certificate is made, after
+    // the CA and the planner's were already on disk.
+    for tenant in &args.gateways {
+        anyhow::ensure!(
+            Identity::gateway(tenant.clone()).uri().is_ascii(),
+            "--gateway `{tenant}`: a certificate's URI holds ASCII characters only"
+        );
+    }
     let ca_dir = args.out.join("ca");
     let (cert, key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
     let ca = if cert.exists() && key.exists() {
@@ -138,4 +147,31 @@ pub(crate) fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
         .open(path)?;
     file.write_all(content.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_no_certificate_can_name_is_refused_before_anything_is_written() {
+        let out = std::env::temp_dir().join(format!("xtask-certs-{}", uuid::Uuid::new_v4()));
+        let args = CertsArgs {
+            out: out.clone(),
+            executor_namespaces: vec!["team-a".into()],
+            gateways: vec![
+                Tenant::new("acme", "prod").unwrap(),
+                Tenant::new("\u{e4}rger", "prod").unwrap(),
+            ],
+            preview: false,
+            system_namespace: "k8sworker".into(),
+            valid_days: 1,
+        };
+        let refused = certs(&args).unwrap_err().to_string();
+        assert!(
+            refused.contains("--gateway `\u{e4}rger/prod`: a certificate's URI holds ASCII"),
+            "{refused}"
+        );
+        assert!(!out.exists(), "nothing is written");
+    }
 }

@@ -185,18 +185,26 @@ fn lease_or_default(seconds: Option<f64>, state: &AppState) -> Duration {
 }
 
 /// Refuses a call about workitem `request_id` from a worker token bound to
-/// another cluster than the workitem's, before anything is changed.
+/// another cluster than the workitem's, before anything is changed. A token
+/// not bound yet is bound to the workitem's cluster, as a first claim binds
+/// it (in the caller's transaction, so a call that then fails binds
+/// nothing): otherwise a token that never claimed could renew, complete,
+/// fail or release any cluster's workitem whose lease it knows.
 fn check_cluster(
     tx: &rusqlite::Transaction<'_>,
     caller: &Caller,
     request_id: &str,
 ) -> Result<(), ApiError> {
-    let Some(bound) = &caller.k8s_cluster else {
+    let Some(cluster) = workitems::cluster_of(tx, &caller.namespace, request_id)? else {
         return Ok(());
     };
-    match workitems::cluster_of(tx, &caller.namespace, request_id)? {
-        Some(cluster) if cluster != *bound => Err(ApiError::WorkerClusterDenied {
-            bound: bound.clone(),
+    let bound = match &caller.k8s_cluster {
+        Some(bound) => Some(bound.clone()),
+        None => identity::bind_token_cluster(tx, &caller.token_hash, &cluster)?,
+    };
+    match bound {
+        Some(bound) if bound != cluster => Err(ApiError::WorkerClusterDenied {
+            bound,
             requested: cluster,
         }),
         _ => Ok(()),
