@@ -82,6 +82,20 @@ pub enum OperationError {
         /// The cluster the command named.
         requested: String,
     },
+    /// The installation lives in another Kubernetes namespace than the
+    /// deploy names (its record, or its outstanding first deploy).
+    #[error(
+        "installation {installation} is in Kubernetes namespace {actual}, not {requested}; \
+         undeploy it first to move it"
+    )]
+    InstallationInOtherNamespace {
+        /// The installation.
+        installation: String,
+        /// Its Kubernetes namespace.
+        actual: String,
+        /// The Kubernetes namespace the deploy named.
+        requested: String,
+    },
     /// Only namespace administrators deploy to the `self` cluster.
     #[error("only admins deploy to the self cluster")]
     SelfClusterAdminOnly,
@@ -227,7 +241,16 @@ pub fn request(
     }
 
     let request = if operation == Operation::Deploy {
-        deploy_request(tx, caller, &cluster, &data, rules)?
+        let request = deploy_request(tx, caller, &cluster, &data, rules)?;
+        same_place(
+            tx,
+            namespace,
+            &installation_name,
+            existing.as_ref(),
+            &cluster,
+            &request,
+        )?;
+        request
     } else {
         let Some(existing) = &existing else {
             return Err(OperationError::NotFound {
@@ -276,6 +299,50 @@ pub fn request(
         resources::put_installation(tx, namespace, &installation_name, &cluster, &existing, None)?;
     }
     Ok(item)
+}
+
+/// An installation lives in one place, one Kubernetes namespace of one
+/// cluster: a deploy that would move it, or a second first deploy elsewhere
+/// while the first is still outstanding, is refused. Carried out, either
+/// would leave the old place's objects running with no record naming them
+/// (issue 12, case 9); to move an installation, undeploy it, then deploy it.
+fn same_place(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    installation: &str,
+    existing: Option<&Value>,
+    cluster: &str,
+    request: &Value,
+) -> Result<(), OperationError> {
+    let k8s_namespace = |doc: &Value| {
+        doc.get("k8sNamespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (actual_cluster, actual_namespace) = match existing {
+        Some(existing) => (cluster.to_owned(), k8s_namespace(existing)),
+        None => match workitems::outstanding_deploy_target(tx, namespace, installation)? {
+            Some(place) => place,
+            None => return Ok(()),
+        },
+    };
+    if actual_cluster != cluster {
+        return Err(OperationError::InstallationOnOtherCluster {
+            installation: installation.to_owned(),
+            actual: actual_cluster,
+            requested: cluster.to_owned(),
+        });
+    }
+    let requested = k8s_namespace(request);
+    if actual_namespace != requested {
+        return Err(OperationError::InstallationInOtherNamespace {
+            installation: installation.to_owned(),
+            actual: actual_namespace,
+            requested,
+        });
+    }
+    Ok(())
 }
 
 /// Resolves `configRef`, validates, applies the `self` rules and checks the

@@ -1349,3 +1349,79 @@ fn body_id(items: &Value, installation: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Issue 12, case 9: an installation lives in one Kubernetes namespace of
+/// one cluster. A redeploy elsewhere, or a second first deploy elsewhere
+/// while the first is outstanding, is refused with nothing written; moving
+/// takes an undeploy first.
+#[tokio::test]
+async fn an_installation_is_never_moved_or_duplicated_by_a_deploy() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    a.create_cluster("c2").await;
+    let elsewhere = |name: &str| {
+        let mut data = deploy_data(name);
+        data["k8sNamespace"] = json!("other");
+        data
+    };
+    let refused = |status, body: &Value, code: &str, t: &TestServer, workitems: i64| {
+        assert_error(status, body, 400, code);
+        assert_eq!(
+            t.rows("k8sworkitems"),
+            workitems,
+            "nothing enqueued: {body}"
+        );
+    };
+
+    // The first deploy is outstanding: there is no record yet.
+    a.deploy("c1", "web").await;
+    let (status, body) = a.command("c2", "deploy", deploy_data("web")).await;
+    refused(
+        status,
+        &body,
+        "io.vantiq.resources.k8s.installation.other.cluster",
+        &t,
+        1,
+    );
+    let (status, body) = a.command("c1", "deploy", elsewhere("web")).await;
+    refused(
+        status,
+        &body,
+        "io.vantiq.resources.k8s.installation.other.namespace",
+        &t,
+        1,
+    );
+    assert_eq!(body[0]["params"], json!(["web", "apps", "other"]), "{body}");
+
+    // Completed: the record names the place, and a deploy elsewhere is
+    // still refused, the record unchanged.
+    let worker = t.worker().await;
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(worker.complete(&claimed, json!({})).await.0, 200);
+    let (status, body) = a.command("c1", "deploy", elsewhere("web")).await;
+    refused(
+        status,
+        &body,
+        "io.vantiq.resources.k8s.installation.other.namespace",
+        &t,
+        0,
+    );
+    let (_, record) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    assert_eq!(record["k8sNamespace"], "apps", "{record}");
+    assert_eq!(record["clusterName"], "c1", "{record}");
+
+    // The same place redeploys; undeployed, it may go elsewhere.
+    let (status, body) = a.command("c1", "deploy", deploy_data("web")).await;
+    assert_eq!(status, 200, "{body}");
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(worker.complete(&claimed, json!({})).await.0, 200);
+    a.command("c1", "undeploy", json!({"name": "web"})).await;
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(claimed["operation"], "undeploy");
+    assert_eq!(worker.complete(&claimed, json!({})).await.0, 200);
+    let (status, body) = a.command("c1", "deploy", elsewhere("web")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["request"]["k8sNamespace"], "other", "{body}");
+    t.stop().await;
+}

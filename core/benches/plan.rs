@@ -56,6 +56,8 @@ fn bench(c: &mut Criterion) {
             replicas: None,
             ready_replicas: None,
             foreign_managers: Vec::new(),
+            immutable: Default::default(),
+            foreign_fields: Vec::new(),
         })
         .collect();
 

@@ -14,12 +14,17 @@
 //!   labels of this installation, no record) only at a name the installation
 //!   generates, with an update that writes the record; an object whose
 //!   record names another object (copied) is never touched;
+//! - an update that would change an immutable field of the observed object
+//!   ([`crate::immutable`]: a StatefulSet's selector, serviceName, …) fails
+//!   the plan before any write, naming the object and field, and saying to
+//!   undeploy, then deploy;
 //! - a plan that deletes everything is refused unless the operation is undeploy.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::component::{Component, ComponentId, Kind};
+use crate::immutable::{self, Change};
 use crate::owner::{Ownership, Tenant, ownership};
 use crate::plan::{Action, Operation, Plan, Precondition, Step};
 
@@ -72,6 +77,10 @@ pub enum PlanError {
     /// with its owner.
     #[error("{} in the way and not managed by this installation of this tenant; k8sworker never adopts, changes or deletes them: rename the installation or remove them: {}", if .0.len() == 1 { "an object is" } else { "objects are" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     NotOwned(Vec<Unowned>),
+    /// Updates would change fields the API server never lets an update
+    /// change ([`crate::immutable`]); each named with the object and field.
+    #[error("the plan would change immutable fields: {}; {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "), immutable::ADVICE)]
+    Immutable(Vec<Change>),
     /// Every step would delete (the installation's name); only undeploy may.
     #[error("the plan would delete every component of `{0}`; only undeploy may do that")]
     DeleteAllRefused(String),
@@ -98,6 +107,7 @@ pub enum PlanError {
 ///
 /// # Errors
 /// [`PlanError::NotOwned`] when objects in the way are not ours,
+/// [`PlanError::Immutable`] when an update would change an immutable field,
 /// [`PlanError::DeleteAllRefused`] when every step would delete outside
 /// undeploy, [`PlanError::NotFound`] when shutdown or restart finds no
 /// StatefulSet, and [`PlanError::NoPlan`] for fetchLogs.
@@ -148,6 +158,7 @@ fn deploy_steps(
     let by_id: BTreeMap<&ComponentId, &Observed> = observed.iter().map(|o| (&o.id, o)).collect();
     let mut steps = Vec::with_capacity(desired.len());
     let mut unowned = Vec::new();
+    let mut fixed = Vec::new();
     for component in desired {
         let id = component.id();
         let step = |action, precondition, reason: String| Step {
@@ -161,25 +172,40 @@ fn deploy_steps(
             replicas: None,
             reason,
         };
-        match by_id.get(&id) {
-            None => steps.push(step(
+        let current = by_id.get(&id).copied();
+        let next = match current {
+            None => step(
                 Action::Create,
                 Precondition::MustNotExist,
                 "does not exist".into(),
-            )),
+            ),
             Some(current) => match ownership(current, tenant, installation) {
-                Ownership::Ours => steps.push(ours_step(component, current, step)),
-                Ownership::Legacy => steps.push(step(
+                Ownership::Ours => ours_step(component, current, step),
+                Ownership::Legacy => step(
                     Action::Update,
                     expected(current),
                     "adopted: created before owner records; records its owner".into(),
-                )),
-                other => unowned.push(Unowned::new(&id, other)),
+                ),
+                other => {
+                    unowned.push(Unowned::new(&id, other));
+                    continue;
+                }
             },
+        };
+        if let (Action::Update, Some(current)) = (next.action, current) {
+            fixed.extend(immutable::changes(
+                &id,
+                &component.object,
+                &current.immutable,
+            ));
         }
+        steps.push(next);
     }
     if !unowned.is_empty() {
         return Err(PlanError::NotOwned(unowned));
+    }
+    if !fixed.is_empty() {
+        return Err(PlanError::Immutable(fixed));
     }
     let wanted: std::collections::BTreeSet<ComponentId> =
         desired.iter().map(Component::id).collect();
@@ -204,9 +230,8 @@ fn ours_step(
     step: impl Fn(Action, Precondition, String) -> Step,
 ) -> Step {
     let id = component.id();
-    if current.spec_hash.as_deref() == Some(component.spec_hash.as_str())
-        && current.foreign_managers.is_empty()
-    {
+    let edits = edits(component, current);
+    if current.spec_hash.as_deref() == Some(component.spec_hash.as_str()) && edits.is_empty() {
         let want = desired_replicas(component);
         if id.kind == Kind::StatefulSet && want.is_some() && current.replicas != want {
             let mut scale = step(
@@ -227,8 +252,8 @@ fn ours_step(
         step(
             Action::Update,
             expected(current),
-            if !current.foreign_managers.is_empty() {
-                format!("edited by {}", current.foreign_managers.join(", "))
+            if !edits.is_empty() {
+                edits.join("; ")
             } else if current.spec_hash.is_some() {
                 "changed".into()
             } else {
@@ -236,6 +261,38 @@ fn ours_step(
             },
         )
     }
+}
+
+/// Edits of another field manager a deploy would undo, for a person: each
+/// field k8sworker renders that another manager holds with another value
+/// (``field `spec.template.spec.containers[name=web].image` changed by
+/// kubectl-edit``). Fields k8sworker does not set are not its to judge. A
+/// manager reported without its fields (an older executor) is judged whole
+/// (`edited by kubectl-edit`).
+fn edits(component: &Component, current: &Observed) -> Vec<String> {
+    let mut found: Vec<String> = if current.foreign_fields.is_empty() {
+        Vec::new()
+    } else {
+        crate::managed::edits(&component.object.to_json(), &current.foreign_fields)
+            .into_iter()
+            .map(|(field, manager)| format!("field `{field}` changed by {manager}"))
+            .collect()
+    };
+    let judged: std::collections::BTreeSet<&str> = current
+        .foreign_fields
+        .iter()
+        .map(|field| field.manager.as_str())
+        .collect();
+    let whole: Vec<&str> = current
+        .foreign_managers
+        .iter()
+        .map(String::as_str)
+        .filter(|manager| !judged.contains(manager))
+        .collect();
+    if !whole.is_empty() {
+        found.push(format!("edited by {}", whole.join(", ")));
+    }
+    found
 }
 
 fn desired_replicas(component: &Component) -> Option<i32> {
@@ -343,8 +400,9 @@ pub struct Drift {
 pub enum DriftKind {
     /// Desired but absent: a deploy would create it.
     Missing,
-    /// Changed outside k8sworker (another spec hash, or other field managers):
-    /// a deploy would update it.
+    /// Changed outside k8sworker (another spec hash, or another field
+    /// manager holding a field k8sworker sets with another value): a deploy
+    /// would update it.
     Altered,
     /// At one of the installation's names but not ours: a deploy would fail.
     Unowned,
@@ -385,6 +443,16 @@ pub fn verify(
                 kind: DriftKind::Unowned,
             })
             .collect(),
+        Err(PlanError::Immutable(changes)) => changes
+            .into_iter()
+            .map(|change| Drift {
+                message: format!(
+                    "{change} (it was altered outside k8sworker, or the request changed it)"
+                ),
+                component: change.id,
+                kind: DriftKind::Altered,
+            })
+            .collect(),
         Err(_) => Vec::new(),
         Ok(steps) => steps
             .into_iter()
@@ -408,6 +476,13 @@ pub fn verify(
                     Action::Create => {
                         (DriftKind::Missing, format!("{} is missing", step.component))
                     }
+                    Action::Update if step.reason.starts_with("field `") => (
+                        DriftKind::Altered,
+                        format!(
+                            "{} was altered outside k8sworker: {}",
+                            step.component, step.reason
+                        ),
+                    ),
                     Action::Update => (
                         DriftKind::Altered,
                         format!("{} was altered outside k8sworker", step.component),

@@ -10,6 +10,9 @@
 //! give a [`plan::Plan`]: an ordered list of steps, each bound to the state it
 //! was computed from. [`operation`] ties these together for each operation
 //! (what to observe, what a deploy refuses, what verify reports).
+//! [`immutable`] names the fields an update may not change, so a plan
+//! changing one is refused before any write.
+//! [`managed`] tells another field manager's harmless edit from drift.
 //! [`owner`] decides which observed objects are a tenant's installation's.
 //! [`policy`] is what an executor lets into its namespace (Pod Security
 //! Standards baseline and k8sworker's own rules); render never breaks it.
@@ -18,9 +21,11 @@
 
 pub mod component;
 pub mod diff;
+pub mod immutable;
 pub mod invalid;
 pub mod kind;
 pub mod labels;
+pub mod managed;
 pub mod model;
 pub mod names;
 pub mod observed;

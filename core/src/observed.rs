@@ -1,7 +1,10 @@
 //! What an executor reports of one object it found: identity, version, the
-//! marks of ownership, and for StatefulSets the replicas.
+//! marks of ownership, the fields an update may not change, and for
+//! StatefulSets the replicas.
 
 use crate::component::ComponentId;
+use crate::immutable::Fields;
+use crate::managed::ForeignField;
 
 /// An object as an executor found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,4 +30,12 @@ pub struct Observed {
     pub ready_replicas: Option<i32>,
     /// Field managers other than k8sworker that changed the object.
     pub foreign_managers: Vec<String>,
+    /// The object's immutable fields as found ([`crate::immutable::fields`]);
+    /// empty when the executor does not report them (ConfigMaps, Secrets,
+    /// Ingresses, or an older executor).
+    pub immutable: Fields,
+    /// Each field another field manager owns, with the value found
+    /// ([`crate::managed`]); empty from an executor that does not report
+    /// them, whose `foreign_managers` are then judged whole.
+    pub foreign_fields: Vec<ForeignField>,
 }

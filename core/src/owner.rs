@@ -240,6 +240,8 @@ mod tests {
             replicas: None,
             ready_replicas: None,
             foreign_managers: Vec::new(),
+            immutable: Default::default(),
+            foreign_fields: Vec::new(),
         }
     }
 

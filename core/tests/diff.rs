@@ -51,6 +51,8 @@ impl Cluster {
                 replicas: (kind == Kind::StatefulSet).then_some(1),
                 ready_replicas: None,
                 foreign_managers: Vec::new(),
+                immutable: Default::default(),
+                foreign_fields: Vec::new(),
             },
         );
     }
@@ -116,6 +118,8 @@ impl Cluster {
                             replicas,
                             ready_replicas: None,
                             foreign_managers: Vec::new(),
+                            immutable: k8sworker_core::immutable::fields(object),
+                            foreign_fields: Vec::new(),
                         },
                     );
                 }
@@ -354,6 +358,53 @@ fn a_changed_file_updates_its_configmap_and_the_statefulset() {
     assert_eq!(plan.writes().count(), 2);
 }
 
+/// Issue 12, case 3: a routing label changes the pods' selector, which a
+/// StatefulSet never lets an update change. The plan is refused as a whole,
+/// before any write (the Services' selectors, which may change, are not
+/// switched first), naming the object and field and what to do.
+#[test]
+fn a_change_of_an_immutable_field_refuses_the_whole_plan() {
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let mut relabelled = simple();
+    relabelled["config"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "label", "name": "app", "value": "app", "controlsRouting": true}));
+    let refused = plan(Operation::Deploy, &relabelled, &cluster).unwrap_err();
+    let PlanError::Immutable(changes) = &refused else {
+        panic!("{refused:?}")
+    };
+    let named: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{} {}", c.id, c.field))
+        .collect();
+    assert_eq!(named, ["StatefulSet/app spec.selector"]);
+    let message = refused.to_string();
+    assert!(
+        message.contains("StatefulSet/app field `spec.selector` would change from"),
+        "{message}"
+    );
+    assert!(
+        message.contains("undeploy the installation, then deploy it again"),
+        "{message}"
+    );
+    // Verify reports the same as drift of the StatefulSet.
+    let drift = verify(
+        &tenant(),
+        "app",
+        &mk_desired(&relabelled).0,
+        &cluster.observed(),
+        false,
+    );
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0].kind, DriftKind::Altered);
+    assert!(drift[0].message.contains("spec.selector"), "{drift:?}");
+    // The unchanged request still plans nothing.
+    let again = plan(Operation::Deploy, &simple(), &cluster).unwrap();
+    assert!(again.is_noop(), "{:?}", actions(&again));
+}
+
 #[test]
 fn removing_an_entry_deletes_its_objects_in_reverse_order() {
     let mut cluster = Cluster::default();
@@ -505,6 +556,84 @@ fn verify_names_missing_and_altered_components() {
         [
             "ConfigMap/vantiq-app-configmap-0 is missing",
             "Service/vantiq-app-service-0 was altered outside k8sworker"
+        ]
+    );
+}
+
+/// Issue 12, case 1: another manager's fields that k8sworker does not set
+/// (`kubectl rollout restart`'s annotation, `kubectl label`) are not drift;
+/// another value in a field it sets is, named with the field and manager.
+#[test]
+fn only_another_managers_change_to_a_field_we_set_is_drift() {
+    use k8sworker_core::managed::ForeignField;
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    let sts = ComponentId::new(Kind::StatefulSet, "app");
+    let field = |manager: &str, path: &[&str], value: &str| ForeignField {
+        manager: manager.into(),
+        path: path.iter().map(|e| e.to_string()).collect(),
+        value: Some(value.into()),
+    };
+    let restarted = field(
+        "kubectl-rollout",
+        &[
+            "f:spec",
+            "f:template",
+            "f:metadata",
+            "f:annotations",
+            "f:kubectl.kubernetes.io/restartedAt",
+        ],
+        "\"2026-12-01T00:00:00Z\"",
+    );
+    let labelled = field(
+        "kubectl-label",
+        &["f:metadata", "f:labels", "f:team"],
+        "\"a\"",
+    );
+    {
+        let observed = cluster.objects.get_mut(&sts).unwrap();
+        observed.foreign_managers = vec!["kubectl-label".into(), "kubectl-rollout".into()];
+        observed.foreign_fields = vec![restarted.clone(), labelled.clone()];
+    }
+    let again = plan(Operation::Deploy, &simple(), &cluster).unwrap();
+    assert!(again.is_noop(), "{:?}", actions(&again));
+    let desired = mk_desired(&simple()).0;
+    assert_eq!(
+        verify(&tenant(), "app", &desired, &cluster.observed(), false),
+        []
+    );
+
+    let edited = field(
+        "kubectl-edit",
+        &[
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"app\"}",
+            "f:image",
+        ],
+        "\"nginx:evil\"",
+    );
+    {
+        let observed = cluster.objects.get_mut(&sts).unwrap();
+        observed.foreign_managers.push("kubectl-edit".into());
+        observed.foreign_fields.push(edited);
+    }
+    let repair = plan(Operation::Deploy, &simple(), &cluster).unwrap();
+    let step = repair.steps.iter().find(|s| s.component == sts).unwrap();
+    assert_eq!(step.action, Action::Update);
+    assert_eq!(
+        step.reason,
+        "field `spec.template.spec.containers[name=app].image` changed by kubectl-edit"
+    );
+    assert_eq!(repair.writes().count(), 1, "{:?}", actions(&repair));
+    let drift = verify(&tenant(), "app", &desired, &cluster.observed(), false);
+    let described: Vec<&str> = drift.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        described,
+        [
+            "StatefulSet/app was altered outside k8sworker: field `spec.template.spec.containers[name=app].image` changed by kubectl-edit"
         ]
     );
 }

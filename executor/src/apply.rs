@@ -2,12 +2,19 @@
 //! and the Ack.
 //!
 //! Steps run strictly in the plan's order, one API write each (none for a
-//! NOOP), and each finished step is streamed at once. Every write repeats
+//! NOOP, two for an UPDATE that takes fields over, below), and each finished step is streamed at once. Every write repeats
 //! its precondition on the server, so a change that slipped in after the
 //! check fails that step with a conflict instead of being overwritten:
 //!
 //! - CREATE and UPDATE are server-side apply (field manager `k8sworker`,
-//!   forced); an UPDATE carries the expected `resourceVersion`.
+//!   forced); an UPDATE carries the expected `resourceVersion`. An UPDATE
+//!   that removes a subtree in which another manager owns a field (a probe
+//!   whose `timeoutSeconds` someone patched) is the one step with two
+//!   writes: first a merge patch of `managedFields`, bound to the expected
+//!   `resourceVersion`, moves those fields to `k8sworker`; then the apply,
+//!   bound to the version that patch produced, removes the subtree whole.
+//!   Server-side apply removes only fields the applier alone owns, and an
+//!   apply may not set `managedFields`, so no single write can do both.
 //! - DELETE carries `Preconditions{uid, resourceVersion}`. A StatefulSet is
 //!   deleted with foreground propagation: it stays (with a deletion
 //!   timestamp) until its pods are gone, so an absent StatefulSet in the
@@ -27,9 +34,10 @@ use k8s_openapi::{
         apps::v1::StatefulSet,
         core::v1::{Event, EventSource, ObjectReference},
     },
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time},
 };
 use k8sworker_core::labels;
+use k8sworker_core::managed::Handover;
 use k8sworker_proto::v1::{
     Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event,
 };
@@ -40,7 +48,7 @@ use kube::{
         PropagationPolicy,
     },
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -190,6 +198,40 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
     result
 }
 
+/// Writes `entries` as the object's `managedFields` (a merge patch bound to
+/// the expected resourceVersion: a changed object is a 409, a stale plan),
+/// so that the apply that follows owns, and removes, the fields other
+/// managers held inside subtrees it no longer renders. Returns the new
+/// resourceVersion, which the apply then expects.
+async fn hand_over(
+    api: &Api<DynamicObject>,
+    step: &CheckedStep,
+    entries: &[ManagedFieldsEntry],
+) -> Result<String, Error> {
+    let Expectation::Version {
+        resource_version, ..
+    } = &step.expectation
+    else {
+        return Err(Error::invalid_component(
+            &step.component,
+            "UPDATE without expected version",
+        ));
+    };
+    let patch = json!({"metadata": {
+        "resourceVersion": resource_version,
+        "managedFields": entries,
+    }});
+    let params = PatchParams {
+        field_manager: Some(labels::MANAGER.to_owned()),
+        ..Default::default()
+    };
+    let patched = api
+        .patch(&step.component.name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::kube("take over fields of", describe(&step.component), source))?;
+    Ok(patched.metadata.resource_version.unwrap_or_default())
+}
+
 async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
     let component = &step.component;
     let done =
@@ -223,9 +265,21 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                 .object
                 .as_ref()
                 .ok_or_else(|| Error::invalid_component(component, "no object to apply"))?;
+            let handed = match &step.handover {
+                Some(handover) => Some(hand_over(&api, step, &handover.entries).await?),
+                None => None,
+            };
+            let object = match &handed {
+                Some(resource_version) => {
+                    let mut object = object.clone();
+                    object["metadata"]["resourceVersion"] = Value::from(resource_version.clone());
+                    std::borrow::Cow::Owned(object)
+                }
+                None => std::borrow::Cow::Borrowed(object),
+            };
             let params = PatchParams::apply(labels::MANAGER).force();
             let applied = api
-                .patch(&component.name, &params, &Patch::Apply(object))
+                .patch(&component.name, &params, &Patch::Apply(object.as_ref()))
                 .await
                 .map_err(|source| {
                     let verb = if step.action == Action::Create {
@@ -235,14 +289,22 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                     };
                     Error::kube(verb, describe(component), source)
                 })?;
-            let verb = if step.action == Action::Create {
-                "created"
-            } else {
-                "updated"
+            let verb = match (&step.handover, step.action) {
+                (_, Action::Create) => "created".to_owned(),
+                (Some(Handover { moved, .. }), _) => format!(
+                    "updated; took over {} to remove {}",
+                    moved
+                        .iter()
+                        .map(|(field, manager)| format!("`{field}` from {manager}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if moved.len() == 1 { "it" } else { "them" }
+                ),
+                _ => "updated".to_owned(),
             };
             Ok(done(
                 Outcome::Applied,
-                verb.into(),
+                verb,
                 applied.metadata.uid,
                 applied.metadata.resource_version,
             ))

@@ -77,6 +77,16 @@ pub enum Error {
     )]
     Forbidden(Vec<Problem>),
 
+    /// Updates would change fields the API server never lets an update
+    /// change ([`k8sworker_core::immutable`]); each problem names the object
+    /// and field. Refused before any write.
+    #[error(
+        "plan would change immutable fields, nothing written: {}; {}",
+        describe_all(.0),
+        k8sworker_core::immutable::ADVICE
+    )]
+    Immutable(Vec<Problem>),
+
     /// The plan's tenant is not one the operator allows in this namespace
     /// (`--allowed-tenant`), or the plan names none. Refused before any API
     /// call.
@@ -165,6 +175,7 @@ impl Error {
             Error::Stale(_) => ErrorCode::StalePlan,
             Error::NotOwned(_) => ErrorCode::NotOwned,
             Error::Forbidden(_) => ErrorCode::PolicyViolation,
+            Error::Immutable(_) => ErrorCode::ImmutableField,
             Error::TenantNotAllowed { .. } => ErrorCode::TenantNotAllowed,
             Error::Unhealthy { .. } => ErrorCode::Unhealthy,
             Error::Timeout { .. } => ErrorCode::Timeout,
@@ -177,9 +188,10 @@ impl Error {
     /// The components the error is about.
     pub fn components(&self) -> Vec<ComponentRef> {
         match self {
-            Error::Stale(problems) | Error::NotOwned(problems) | Error::Forbidden(problems) => {
-                problems.iter().map(|p| p.component.clone()).collect()
-            }
+            Error::Stale(problems)
+            | Error::NotOwned(problems)
+            | Error::Forbidden(problems)
+            | Error::Immutable(problems) => problems.iter().map(|p| p.component.clone()).collect(),
             Error::Invalid {
                 component: Some(component),
                 ..
@@ -203,9 +215,10 @@ impl Error {
                 tonic::Code::PermissionDenied
             }
             Error::Invalid { .. } | Error::PlanIdReused { .. } => tonic::Code::InvalidArgument,
-            Error::Stale(_) | Error::NotOwned(_) | Error::Unhealthy { .. } => {
-                tonic::Code::FailedPrecondition
-            }
+            Error::Stale(_)
+            | Error::NotOwned(_)
+            | Error::Immutable(_)
+            | Error::Unhealthy { .. } => tonic::Code::FailedPrecondition,
             Error::Timeout { .. } => tonic::Code::DeadlineExceeded,
             Error::ShuttingDown => tonic::Code::Unavailable,
             Error::Kube { source, .. } => match api_status(source) {

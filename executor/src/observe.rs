@@ -1,21 +1,32 @@
 //! What an installation has in the executor's namespace right now.
 //!
 //! One list per managed kind with the installation's label selector (metadata
-//! only, except StatefulSets whose replica counts are reported), then one
+//! only, except StatefulSets and Services, read whole: their replica counts
+//! and the fields an update may not change are reported, see
+//! [`k8sworker_core::immutable`]), then one
 //! metadata read for each requested name the lists did not return (an
 //! object in the way, possibly not ours), and one for each referenced
-//! ConfigMap, Secret or claim. Secret data never leaves the API server.
+//! ConfigMap, Secret or claim. Each object carries the fields other field
+//! managers own, with the values found where they were read
+//! ([`k8sworker_core::managed`]). Secret data never leaves the API server.
 
 use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8sworker_core::component::Object;
+use k8sworker_core::immutable;
 use k8sworker_core::labels;
-use k8sworker_proto::v1::{ComponentRef, ObserveRequest, ObserveResponse, ObservedComponent};
+use k8sworker_core::managed;
+use k8sworker_proto::v1::{
+    ComponentRef, ForeignField, ObserveRequest, ObserveResponse, ObservedComponent,
+};
 use kube::{
     Api, Client, Resource as _,
     api::{DynamicObject, ListParams, ObjectMeta},
 };
+use serde_json::{Value, json};
 
 use crate::{
     Error,
@@ -119,6 +130,11 @@ async fn list(
         let list = api.list(&params).await.map_err(failed)?;
         return Ok(list.items.iter().map(from_statefulset).collect());
     }
+    if kind == Kind::Service {
+        let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let list = api.list(&params).await.map_err(failed)?;
+        return Ok(list.items.iter().map(from_service).collect());
+    }
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &kinds::api_resource(kind));
     let list = api.list_metadata(&params).await.map_err(failed)?;
@@ -139,6 +155,11 @@ async fn get(
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &component.namespace);
         let found = api.get_opt(&component.name).await.map_err(failed)?;
         return Ok(found.as_ref().map(from_statefulset));
+    }
+    if kind == Kind::Service {
+        let api: Api<Service> = Api::namespaced(client.clone(), &component.namespace);
+        let found = api.get_opt(&component.name).await.map_err(failed)?;
+        return Ok(found.as_ref().map(from_service));
     }
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -178,6 +199,62 @@ fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
         replicas: None,
         ready_replicas: None,
         foreign_managers: foreign_managers(metadata),
+        immutable_fields: Default::default(),
+        foreign_fields: foreign_fields(metadata, None),
+    }
+}
+
+/// Each leaf field another manager owns (entries as in [`foreign_managers`]),
+/// with the value found: read from `object` (the whole object's JSON) when
+/// given, else only for fields under `metadata`.
+fn foreign_fields(metadata: &ObjectMeta, object: Option<&Value>) -> Vec<ForeignField> {
+    let meta_only;
+    let (source, whole) = match object {
+        Some(object) => (object, true),
+        None => {
+            meta_only = json!({ "metadata": metadata });
+            (&meta_only, false)
+        }
+    };
+    foreign_entries(metadata)
+        .flat_map(|(manager, fields)| {
+            managed::leaves(fields).into_iter().map(move |path| {
+                let readable = whole || path.first().map(String::as_str) == Some("f:metadata");
+                ForeignField {
+                    manager: manager.to_owned(),
+                    value_json: readable
+                        .then(|| managed::value_at(source, &path).map(Value::to_string))
+                        .flatten(),
+                    path,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The managedFields entries of managers other than k8sworker on the object
+/// itself (not its status or scale): manager and FieldsV1 set.
+fn foreign_entries(metadata: &ObjectMeta) -> impl Iterator<Item = (&str, &Value)> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| !matches!(entry.subresource.as_deref(), Some("status") | Some("scale")))
+        .filter_map(|entry| Some((entry.manager.as_deref()?, &entry.fields_v1.as_ref()?.0)))
+        .filter(|(manager, _)| *manager != labels::MANAGER)
+}
+
+/// A Service with its immutable fields (`spec.clusterIP`).
+fn from_service(service: &Service) -> ObservedComponent {
+    ObservedComponent {
+        immutable_fields: immutable::fields(&Object::Service(service.clone()))
+            .into_iter()
+            .collect(),
+        foreign_fields: foreign_fields(
+            &service.metadata,
+            serde_json::to_value(service).ok().as_ref(),
+        ),
+        ..from_meta(Kind::Service, &service.metadata)
     }
 }
 
@@ -210,6 +287,13 @@ fn from_statefulset(statefulset: &StatefulSet) -> ObservedComponent {
                 .as_ref()
                 .and_then(|status| status.ready_replicas)
                 .unwrap_or(0),
+        ),
+        immutable_fields: immutable::fields(&Object::StatefulSet(Box::new(statefulset.clone())))
+            .into_iter()
+            .collect(),
+        foreign_fields: foreign_fields(
+            statefulset.meta(),
+            serde_json::to_value(statefulset).ok().as_ref(),
         ),
         ..from_meta(Kind::StatefulSet, statefulset.meta())
     }
@@ -277,6 +361,49 @@ mod tests {
     }
 
     #[test]
+    fn foreign_fields_carry_their_values_where_read() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let entry = |manager: &str, fields: Value| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        };
+        let mut meta = mk_meta(&[("team", "a")]);
+        meta.managed_fields = Some(vec![
+            entry(
+                labels::MANAGER,
+                json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+            ),
+            entry(
+                "kubectl-label",
+                json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+            ),
+            entry("kubectl-edit", json!({"f:data": {"f:key": {}}})),
+        ]);
+        let found = foreign_fields(&meta, None);
+        let described: Vec<(String, Vec<String>, Option<String>)> = found
+            .into_iter()
+            .map(|f| (f.manager, f.path, f.value_json))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                (
+                    "kubectl-label".to_owned(),
+                    vec!["f:metadata".to_owned(), "f:labels".into(), "f:team".into()],
+                    Some("\"a\"".to_owned())
+                ),
+                (
+                    "kubectl-edit".to_owned(),
+                    vec!["f:data".to_owned(), "f:key".into()],
+                    None
+                ),
+            ],
+            "a value outside metadata of an object read by metadata is never read"
+        );
+    }
+
+    #[test]
     fn statefulsets_report_replicas() {
         let sts = StatefulSet {
             metadata: mk_meta(&[]),
@@ -293,6 +420,12 @@ mod tests {
         assert_eq!(
             (observed.replicas, observed.ready_replicas),
             (Some(3), Some(2))
+        );
+        assert_eq!(
+            observed.immutable_fields.get("spec.podManagementPolicy"),
+            Some(&"\"OrderedReady\"".to_owned()),
+            "{:?}",
+            observed.immutable_fields
         );
     }
 

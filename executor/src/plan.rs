@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use k8sworker_core::component::ComponentId;
 use k8sworker_core::labels;
+use k8sworker_core::managed::Handover;
 use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_core::policy::{self, Policy};
 use k8sworker_proto::v1::{Action, ComponentRef, Plan, Step, precondition};
@@ -60,6 +61,12 @@ pub struct CheckedStep {
     pub object: Option<Value>,
     /// SCALE: the replica count.
     pub replicas: Option<i32>,
+    /// UPDATE: the object's `managedFields` with other managers' fields
+    /// inside subtrees the object no longer has moved to k8sworker
+    /// ([`k8sworker_core::managed::handover`]), set by the precondition
+    /// check; the write sends it first so that the apply removes those
+    /// subtrees whole.
+    pub handover: Option<Handover>,
 }
 
 /// Validates `plan` for an executor serving `own_namespace` under `policy`.
@@ -289,6 +296,7 @@ fn validate_step(
         expectation,
         object,
         replicas,
+        handover: None,
     })
 }
 

@@ -12,23 +12,33 @@
 //! check atomically on the server (resourceVersion in the applied object,
 //! delete preconditions), so the read here is what makes a refused plan cost
 //! nothing, and the server-side check is what makes a race harmless.
+//!
+//! An update of a StatefulSet or Service reads the whole object instead, and
+//! is refused when it would change a field the API server never lets an
+//! update change ([`k8sworker_core::immutable`]): the planner refuses such a
+//! plan already; this second line keeps a plan from another planner from
+//! stopping half-way at the API server's refusal.
 
 use std::collections::BTreeMap;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8sworker_core::component::ComponentId;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8sworker_core::component::{ComponentId, Object};
+use k8sworker_core::immutable;
 use k8sworker_core::labels;
+use k8sworker_core::managed;
 use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_proto::v1::Action;
 use kube::{
     Api, Client,
-    api::{DynamicObject, PartialObjectMeta},
+    api::{DynamicObject, ObjectMeta, PartialObjectMeta},
 };
+use serde_json::Value;
 
 use crate::{
     Error,
     error::Problem,
-    kinds,
+    kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
 };
 
@@ -50,17 +60,20 @@ pub struct Found {
 
 impl Found {
     fn from_meta(meta: &PartialObjectMeta<DynamicObject>) -> Self {
+        Found::from_object_meta(&meta.metadata)
+    }
+
+    fn from_object_meta(metadata: &ObjectMeta) -> Self {
         Found {
-            uid: meta.metadata.uid.clone().unwrap_or_default(),
-            resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
-            labels: meta.metadata.labels.clone().unwrap_or_default(),
-            owner_record: meta
-                .metadata
+            uid: metadata.uid.clone().unwrap_or_default(),
+            resource_version: metadata.resource_version.clone().unwrap_or_default(),
+            labels: metadata.labels.clone().unwrap_or_default(),
+            owner_record: metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(labels::OWNER))
                 .cloned(),
-            deleting: meta.metadata.deletion_timestamp.is_some(),
+            deleting: metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -178,9 +191,11 @@ pub fn verdict(
 
 /// Reads every checked step's object and refuses the plan when any
 /// precondition fails; not-owned objects are reported ahead of stale ones.
+/// An UPDATE that would leave another manager's fields behind in a subtree
+/// it removes gets its [`CheckedStep::handover`].
 pub async fn check_all(
     client: &Client,
-    steps: &[CheckedStep],
+    steps: &mut [CheckedStep],
     tenant: &Tenant,
     installation: &str,
 ) -> Result<(), Error> {
@@ -196,31 +211,84 @@ pub async fn check_all(
             );
             let name = step.component.name.clone();
             let target = crate::error::describe(&step.component);
+            let kind = step.kind;
+            let whole = step.action == Action::Update
+                && matches!(step.kind, Kind::StatefulSet | Kind::Service);
             async move {
-                let found = api
-                    .get_metadata_opt(&name)
-                    .await
-                    .map_err(|source| Error::kube("read", target, source))?;
-                Ok::<_, Error>((index, found.as_ref().map(Found::from_meta)))
+                let failed = |source| Error::kube("read", target, source);
+                if !whole {
+                    let found = api.get_metadata_opt(&name).await.map_err(failed)?;
+                    let managed = found
+                        .as_ref()
+                        .and_then(|m| m.metadata.managed_fields.clone());
+                    return Ok::<_, Error>((
+                        index,
+                        found.as_ref().map(Found::from_meta),
+                        None,
+                        managed,
+                    ));
+                }
+                let found = api.get_opt(&name).await.map_err(failed)?;
+                let fields = found.as_ref().and_then(|object| {
+                    typed(kind, &serde_json::to_value(object).ok()?)
+                        .map(|typed| immutable::fields(&typed))
+                });
+                let managed = found
+                    .as_ref()
+                    .and_then(|o| o.metadata.managed_fields.clone());
+                Ok((
+                    index,
+                    found.map(|object| Found::from_object_meta(&object.metadata)),
+                    fields,
+                    managed,
+                ))
             }
         })
         .collect();
-    let found: Vec<(usize, Option<Found>)> = futures::stream::iter(reads)
+    /// What one read found: the step's index, the object, its immutable
+    /// fields (whole reads only) and its managedFields.
+    type Read = (
+        usize,
+        Option<Found>,
+        Option<immutable::Fields>,
+        Option<Vec<ManagedFieldsEntry>>,
+    );
+    let found: Vec<Read> = futures::stream::iter(reads)
         .buffered(4)
         .try_collect()
         .await?;
 
     let mut stale = Vec::new();
     let mut not_owned = Vec::new();
-    for (index, found) in found {
+    let mut fixed = Vec::new();
+    for (index, found, fields, managed) in found {
+        let step = &mut steps[index];
+        if let (Action::Update, Some(object), Some(managed)) =
+            (step.action, step.object.as_ref(), managed.as_ref())
+        {
+            step.handover = managed::handover(managed, object, labels::MANAGER);
+        }
         let step = &steps[index];
-        let expected = Expected::new(
-            tenant,
-            installation,
-            ComponentId::new(step.kind, step.component.name.clone()),
-        );
+        let id = ComponentId::new(step.kind, step.component.name.clone());
+        let expected = Expected::new(tenant, installation, id.clone());
         match verdict(step.action, &step.expectation, found.as_ref(), &expected) {
-            Ok(()) => {}
+            Ok(()) => {
+                let desired = step
+                    .object
+                    .as_ref()
+                    .and_then(|object| typed(step.kind, object));
+                if let (Some(desired), Some(fields)) = (desired, fields) {
+                    fixed.extend(immutable::changes(&id, &desired, &fields).into_iter().map(
+                        |change| Problem {
+                            component: step.component.clone(),
+                            detail: format!(
+                                "field `{}` would change from {} to {}",
+                                change.field, change.observed, change.desired
+                            ),
+                        },
+                    ));
+                }
+            }
             Err(Refusal::Stale(detail)) => stale.push(Problem {
                 component: step.component.clone(),
                 detail,
@@ -235,8 +303,24 @@ pub async fn check_all(
         Err(Error::NotOwned(not_owned))
     } else if !stale.is_empty() {
         Err(Error::Stale(stale))
+    } else if !fixed.is_empty() {
+        Err(Error::Immutable(fixed))
     } else {
         Ok(())
+    }
+}
+
+/// A StatefulSet or Service as a typed object, for comparing immutable
+/// fields; `None` for other kinds or JSON that does not read as the kind.
+fn typed(kind: Kind, object: &Value) -> Option<Object> {
+    match kind {
+        Kind::StatefulSet => serde_json::from_value(object.clone())
+            .ok()
+            .map(|sts| Object::StatefulSet(Box::new(sts))),
+        Kind::Service => serde_json::from_value(object.clone())
+            .ok()
+            .map(Object::Service),
+        _ => None,
     }
 }
 

@@ -279,7 +279,7 @@ impl Shared {
             .plan
             .ok_or_else(|| Error::invalid("apply request without a plan"))?;
         let tenant = plan::admit(&plan, &self.config.namespace, &self.config.allowed_tenants)?;
-        let steps = plan::validate(&plan, &self.config.namespace, &self.config.policy)?;
+        let mut steps = plan::validate(&plan, &self.config.namespace, &self.config.policy)?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
@@ -308,7 +308,7 @@ impl Shared {
         let calls = ApiCalls::default();
         let client = self.clients.for_operation(&calls);
         if let Err(refusal) =
-            precondition::check_all(&client, &steps, &tenant, &plan.installation).await
+            precondition::check_all(&client, &mut steps, &tenant, &plan.installation).await
         {
             tracing::info!(calls = %calls.summary(), "preconditions checked");
             return Err(refusal);

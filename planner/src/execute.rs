@@ -469,6 +469,8 @@ mod tests {
                     replicas: Some(1),
                     ready_replicas: Some(1),
                     foreign_managers: Vec::new(),
+                    immutable: Default::default(),
+                    foreign_fields: Vec::new(),
                 }],
                 existing_references: Vec::new(),
             },

@@ -390,6 +390,8 @@ fn read_observed(path: &Path) -> anyhow::Result<Vec<Observed>> {
                 replicas: item["spec"]["replicas"].as_i64().map(|r| r as i32),
                 ready_replicas: item["status"]["readyReplicas"].as_i64().map(|r| r as i32),
                 foreign_managers: Vec::new(),
+                immutable: Default::default(),
+                foreign_fields: Vec::new(),
             })
         })
         .collect()

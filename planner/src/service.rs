@@ -183,13 +183,13 @@ pub fn render_status(error: RenderError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
-/// Maps a plan error to a gRPC status: objects in the way and a refused
-/// delete-all are FAILED_PRECONDITION, a missing installation NOT_FOUND.
+/// Maps a plan error to a gRPC status: objects in the way, a refused
+/// delete-all and a change of an immutable field are FAILED_PRECONDITION, a missing installation NOT_FOUND.
 pub fn plan_status(error: PlanError) -> Status {
     match error {
         PlanError::NotFound { .. } => Status::not_found(error.to_string()),
         PlanError::NoPlan(_) => Status::invalid_argument(error.to_string()),
-        PlanError::NotOwned(_) | PlanError::DeleteAllRefused(_) => {
+        PlanError::NotOwned(_) | PlanError::DeleteAllRefused(_) | PlanError::Immutable(_) => {
             Status::failed_precondition(error.to_string())
         }
     }

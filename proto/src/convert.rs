@@ -6,6 +6,7 @@ use crate::v1 as pb;
 
 use k8sworker_core::component::{Component, ComponentId, Kind};
 use k8sworker_core::diff::{Drift, Observed};
+use k8sworker_core::managed::ForeignField;
 use k8sworker_core::model::{
     AnnotationEntry, ConfigEntry, EnvironmentVariableEntry, FileEntry, HardAffinityEntry,
     HostAliasEntry, ImageEntry, InboundPortEntry, InstallationRequest, LabelEntry,
@@ -392,6 +393,16 @@ pub fn observed_from_pb(observed: pb::ObservedComponent) -> Result<Observed, Con
         replicas: observed.replicas,
         ready_replicas: observed.ready_replicas,
         foreign_managers: observed.foreign_managers,
+        immutable: observed.immutable_fields.into_iter().collect(),
+        foreign_fields: observed
+            .foreign_fields
+            .into_iter()
+            .map(|field| ForeignField {
+                manager: field.manager,
+                path: field.path,
+                value: field.value_json,
+            })
+            .collect(),
     })
 }
 
@@ -473,6 +484,16 @@ pub fn observed_to_pb(observed: &Observed, namespace: &str) -> pb::ObservedCompo
         replicas: observed.replicas,
         ready_replicas: observed.ready_replicas,
         foreign_managers: observed.foreign_managers.clone(),
+        immutable_fields: observed.immutable.clone().into_iter().collect(),
+        foreign_fields: observed
+            .foreign_fields
+            .iter()
+            .map(|field| pb::ForeignField {
+                manager: field.manager.clone(),
+                path: field.path.clone(),
+                value_json: field.value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -520,7 +541,13 @@ mod tests {
             owner_record: Some("acme/prod/web/ConfigMap/cm".into()),
             replicas: None,
             ready_replicas: None,
-            foreign_managers: Vec::new(),
+            foreign_managers: vec!["kubectl-label".into()],
+            immutable: [("spec.serviceName".to_owned(), "\"cm\"".to_owned())].into(),
+            foreign_fields: vec![ForeignField {
+                manager: "kubectl-label".into(),
+                path: vec!["f:metadata".into(), "f:labels".into(), "f:team".into()],
+                value: Some("\"a\"".into()),
+            }],
         };
         assert_eq!(
             observed_from_pb(observed_to_pb(&observed, "ns")),

@@ -158,6 +158,19 @@ pub enum ApiError {
         /// The cluster the command named.
         requested: String,
     },
+    /// 400: a deploy names another K8s namespace than the installation's
+    /// (its record, or its outstanding first deploy).
+    #[error(
+        "Installation {installation} is in K8s namespace {actual}, not {requested}; undeploy it before deploying it elsewhere."
+    )]
+    InstallationInOtherNamespace {
+        /// The installation.
+        installation: String,
+        /// Its K8s namespace.
+        actual: String,
+        /// The K8s namespace the deploy named.
+        requested: String,
+    },
     /// 403: a non-admin deploys to the `self` cluster.
     #[error("Only organization administrators may deploy to the self cluster.")]
     SelfClusterAdminOnly,
@@ -317,6 +330,7 @@ impl ApiError {
             | ValidationFailed(_)
             | ClusterInUse { .. }
             | InstallationOnOtherCluster { .. }
+            | InstallationInOtherNamespace { .. }
             | SelfClusterWrongNamespace { .. }
             | SelfClusterResourcesRequired
             | SelfClusterDimensionsRequired(_)
@@ -358,6 +372,9 @@ impl ApiError {
             ClusterInUse { .. } => "io.vantiq.resources.k8s.cluster.in.use",
             InstallationOnOtherCluster { .. } => {
                 "io.vantiq.resources.k8s.installation.other.cluster"
+            }
+            InstallationInOtherNamespace { .. } => {
+                "io.vantiq.resources.k8s.installation.other.namespace"
             }
             SelfClusterAdminOnly => "io.vantiq.resources.k8s.self.cluster.admin.only",
             SelfClusterWrongNamespace { .. } => {
@@ -417,6 +434,11 @@ impl ApiError {
                 actual,
                 ..
             } => vec![json!(installation), json!(actual)],
+            InstallationInOtherNamespace {
+                installation,
+                actual,
+                requested,
+            } => vec![json!(installation), json!(actual), json!(requested)],
             SelfClusterWrongNamespace { expected, given } => vec![json!(given), json!(expected)],
             QuotaExceeded {
                 resource,
@@ -559,6 +581,15 @@ impl From<OperationError> for ApiError {
                 actual,
                 requested,
             } => ApiError::InstallationOnOtherCluster {
+                installation,
+                actual,
+                requested,
+            },
+            OperationError::InstallationInOtherNamespace {
+                installation,
+                actual,
+                requested,
+            } => ApiError::InstallationInOtherNamespace {
                 installation,
                 actual,
                 requested,

@@ -672,6 +672,38 @@ pub fn has_outstanding(
         .is_some())
 }
 
+/// Where an outstanding (`REQUESTED`, `PENDING` or `CANCELLED`) deploy of an
+/// installation goes: its cluster and the `k8sNamespace` of its request, the
+/// most recent first. `None` when no deploy is outstanding.
+///
+/// Before an installation's first deploy completes there is no record to
+/// name its place, so this is what a second first deploy is compared with.
+pub fn outstanding_deploy_target(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    installation: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    let row: Option<(String, String)> = tx
+        .query_row(
+            "SELECT cluster_name, request FROM k8sworkitems WHERE namespace = ?1 AND installation = ?2
+             AND operation = 'deploy' AND status IN ('REQUESTED', 'PENDING', 'CANCELLED')
+             ORDER BY created_at DESC LIMIT 1",
+            params![namespace, installation],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((cluster, request)) = row else {
+        return Ok(None);
+    };
+    let request: Value = serde_json::from_str(&request)?;
+    let k8s_namespace = request
+        .get("k8sNamespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Some((cluster, k8s_namespace)))
+}
+
 /// Releases the `self`-cluster charge of an installation that will never
 /// exist: no record and no outstanding workitem (a first deploy that was
 /// refused, failed as `INVALID` or cancelled).

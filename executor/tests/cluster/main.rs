@@ -6,6 +6,8 @@
 mod apply;
 mod crash;
 mod health;
+mod immutable;
+mod managers;
 mod observe_logs;
 mod policy;
 mod process;

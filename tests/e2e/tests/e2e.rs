@@ -806,9 +806,9 @@ async fn an_operation_the_executor_cannot_do_fails_with_its_message() {
     .await;
 }
 
-/// Issue 12, case 10: the API server refuses a write (a StatefulSet's
-/// selector is immutable; a routing label changes it). The refusal's
-/// message, longer than the control plane takes for a parameter, reaches the
+/// Issue 12, case 10: a deploy is refused (a routing label changes a
+/// StatefulSet's selector, which is immutable: the planner refuses the plan
+/// before any write, issue 12 case 3). The refusal's message reaches the
 /// workitem's failure record and the installation's, on the first attempt:
 /// no endless re-claiming, and the undeploy queued behind it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,6 +823,26 @@ async fn a_refused_write_reaches_the_failure_record_with_its_message() {
             .await;
         vantiq.wait_status("web", "RUNNING", WAIT).await;
 
+        let versions = || async {
+            let params = ListParams::default().labels(&k8sworker_core::labels::selector("web"));
+            let mut versions = Vec::new();
+            for service in Api::<Service>::namespaced(admin.clone(), &ns)
+                .list_metadata(&params)
+                .await
+                .unwrap()
+            {
+                versions.push((service.name_any(), service.resource_version()));
+            }
+            for sts in Api::<StatefulSet>::namespaced(admin.clone(), &ns)
+                .list_metadata(&params)
+                .await
+                .unwrap()
+            {
+                versions.push((sts.name_any(), sts.resource_version()));
+            }
+            versions
+        };
+        let before = versions().await;
         let mut relabelled = sample_deploy("web", &ns, 1, "x");
         relabelled["config"]
             .as_array_mut()
@@ -838,10 +858,13 @@ async fn a_refused_write_reaches_the_failure_record_with_its_message() {
             .expect("kept as FAILED");
         let message = failed["message"].as_str().unwrap();
         eprintln!("failure message ({} bytes): {message}", message.len());
-        assert!(message.contains("StatefulSet"), "{message}");
         assert!(
-            message.contains("updates to statefulset spec for fields other than"),
-            "the API server's reason: {message}"
+            message.contains("StatefulSet/web field `spec.selector` would change"),
+            "names the object and field: {message}"
+        );
+        assert!(
+            message.contains("undeploy the installation, then deploy it again"),
+            "says what to do: {message}"
         );
         assert!(
             message.len() <= k8sworker_client::protocol::MAX_PARAM_BYTES,
@@ -849,6 +872,7 @@ async fn a_refused_write_reaches_the_failure_record_with_its_message() {
             message.len()
         );
         assert_eq!(failed["attempts"], 1, "reported on the first attempt");
+        assert_eq!(versions().await, before, "refused before any write");
         let record = vantiq.installation("web").await.unwrap();
         assert_eq!(record["installationStatus"], "FAILED");
         assert_eq!(record["k8sState"], message);

@@ -66,7 +66,17 @@ pub fn work_of(tenant: &Tenant, request: &Value, operation: Operation) -> Work {
 /// planner would send for `operation`.
 pub async fn plan(executor: &mut GrpcExecutor, request: &Value, operation: Operation) -> Plan {
     let work = work(request, operation);
-    let observed = executor
+    let observed = observation(executor, &work).await;
+    let plan = work
+        .plan(&observed.components)
+        .unwrap_or_else(|e| panic!("diff: {e}"));
+    convert::plan_to_pb(&plan)
+}
+
+/// What the executor observes of `work`'s installation, as the planner
+/// reads it; panics when the observe fails.
+pub async fn observation(executor: &mut GrpcExecutor, work: &Work) -> execute::Observation {
+    executor
         .observe(
             work.namespace(),
             work.name(),
@@ -74,11 +84,7 @@ pub async fn plan(executor: &mut GrpcExecutor, request: &Value, operation: Opera
             &work.references,
         )
         .await
-        .unwrap_or_else(|e| panic!("observe: {e}"));
-    let plan = work
-        .plan(&observed.components)
-        .unwrap_or_else(|e| panic!("diff: {e}"));
-    convert::plan_to_pb(&plan)
+        .unwrap_or_else(|e| panic!("observe: {e}"))
 }
 
 /// Observes the installation (with `names` and its references) through
