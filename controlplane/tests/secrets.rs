@@ -302,6 +302,37 @@ async fn the_redaction_marker_keeps_the_stored_value() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn the_marker_in_a_slot_that_is_no_longer_secret_is_refused() {
+    let t = TestServer::start().await;
+    deployed(&t).await;
+    let a = &t.admin;
+    let (_, before) = a.get("/api/v1/resources/k8sworkitems").await;
+    let (_, record_before) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    let config = record_before["configSpec"].clone();
+    let mut plain_env = config.clone();
+    plain_env[1]["asSecret"] = json!(false);
+    let mut config_map_file = config.clone();
+    config_map_file[4]["dataSource"] = json!("configMap");
+    for (config, entry) in [
+        (plain_env, "config[1].value"),
+        (config_map_file, "config[4].content"),
+    ] {
+        let data = json!({"name": "web", "k8sNamespace": "apps", "config": config});
+        let (status, body) = a.command("c1", "deploy", data).await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert!(
+            body[0]["message"].as_str().unwrap().contains(entry),
+            "{body}"
+        );
+    }
+    let (_, after) = a.get("/api/v1/resources/k8sworkitems").await;
+    assert_eq!(after, before);
+    let (_, record_after) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    assert_eq!(record_after, record_before);
+    t.stop().await;
+}
+
 /// Everything this test binary logs, at debug level.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
