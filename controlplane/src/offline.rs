@@ -1,7 +1,7 @@
 //! The commands that run instead of the server: `backup FILE` (SQLite's
 //! online backup, safe while a server runs on the same database) and
 //! `rotate-key` (a new current key, every stored secret sealed with it;
-//! the server must be stopped). docs/controlplane.md gives the procedures,
+//! refused while a server runs on the database). docs/controlplane.md gives the procedures,
 //! restore included.
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::config::Config;
 use crate::keyring::Keyring;
 use crate::server::{ServerError, open_sealed};
+use crate::store::lock::{DatabaseLock, Holder};
 use crate::store::{self, StoreError, sealing};
 
 /// What `backup` did, for the operator.
@@ -49,8 +50,11 @@ pub struct Rotation {
 /// transaction, then compacts the database so no page keeps an old
 /// ciphertext. Interrupted before the transaction commits, the file holds
 /// both keys and the database the old ciphertexts, which still open: run it
-/// again.
+/// again. Refused ([`crate::store::lock::LockError::ServerRunning`]), before anything is read
+/// or written, while a server runs on the database: it would keep the old
+/// keys ([`crate::store::lock`]).
 pub fn rotate_key(config: &Config) -> Result<Rotation, ServerError> {
+    let _lock = DatabaseLock::acquire(&config.database, Holder::RotateKey)?;
     let key_file = config.key_file();
     let old = Keyring::load(&key_file)?;
     // Everything stored must open with the old keys before anything changes.

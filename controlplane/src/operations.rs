@@ -429,7 +429,8 @@ fn deploy_request(
 /// the secret values of a deploy's `config`, from the installation's
 /// recorded `configSpec` (same entry: variable name, or file path and
 /// name), so a client can resubmit what it read. A marker with no stored
-/// value to stand for is refused.
+/// value to stand for is refused, and so is a marker in a value that is not
+/// secret (it would be deployed as the literal text).
 fn keep_stored_secrets(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -439,6 +440,12 @@ fn keep_stored_secrets(
     let Some(config) = data.get_mut("config") else {
         return Ok(());
     };
+    secret_config::refuse_marker_outside_slots(config).map_err(|error| {
+        invalid(
+            &format!("data.config[{}].{}", error.index, error.key),
+            error.to_string(),
+        )
+    })?;
     let mut markers = false;
     secret_config::for_each_slot(config, |_, value| {
         markers |= value == secret_config::REDACTED;

@@ -102,6 +102,47 @@ pub struct NothingToKeep {
     pub marker: &'static str,
 }
 
+/// A [`REDACTED`] marker in a value that is not a secret slot (an
+/// environment variable that is not `asSecret`, file content whose
+/// `dataSource` is not `secret`): there it would be deployed as the literal
+/// text, since the marker only stands for a stored *secret* value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "config[{index}].{key}: {marker} stands for a stored secret value, but this entry's {key} is not secret"
+)]
+pub struct MarkerOutsideSlot {
+    /// The entry's index in `config`.
+    pub index: usize,
+    /// The entry's field holding the marker: `value` or `content`.
+    pub key: &'static str,
+    /// The marker, for the message.
+    pub marker: &'static str,
+}
+
+/// Refuses a [`REDACTED`] marker as the `value` of an environment variable
+/// or the `content` of a file entry that has no secret slot
+/// ([`MarkerOutsideSlot`]); the first such entry is named.
+pub fn refuse_marker_outside_slots(config: &Value) -> Result<(), MarkerOutsideSlot> {
+    let Some(entries) = config.as_array() else {
+        return Ok(());
+    };
+    for (index, entry) in entries.iter().enumerate() {
+        let key = match entry.get("type").and_then(Value::as_str) {
+            Some("environmentVariable" | "environmentVariables") => "value",
+            Some("file") => "content",
+            _ => continue,
+        };
+        if entry.get(key).and_then(Value::as_str) == Some(REDACTED) && slot_key(entry).is_none() {
+            return Err(MarkerOutsideSlot {
+                index,
+                key,
+                marker: REDACTED,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Puts the `previous` config's stored value in every secret slot of
 /// `config` that holds [`REDACTED`] (same entry: environment variable name,
 /// or file path and name); answers the indices of the entries it filled.
@@ -191,5 +232,38 @@ mod tests {
             })
         );
         assert!(keep_redacted(&mut new_entry, None).is_err());
+    }
+
+    #[test]
+    fn the_marker_outside_a_secret_slot_is_refused() {
+        let mut redacted = config();
+        redact(&mut redacted);
+        assert_eq!(refuse_marker_outside_slots(&redacted), Ok(()));
+        for (index, key, unsecret) in [
+            (2, "value", json!(false)),
+            (6, "content", json!("configMap")),
+        ] {
+            let mut config = redacted.clone();
+            let field = if key == "value" {
+                "asSecret"
+            } else {
+                "dataSource"
+            };
+            config[index][field] = unsecret;
+            assert_eq!(
+                refuse_marker_outside_slots(&config),
+                Err(MarkerOutsideSlot {
+                    index,
+                    key,
+                    marker: REDACTED
+                })
+            );
+        }
+        let mut external = redacted.clone();
+        external[4]["value"] = json!(REDACTED);
+        assert_eq!(
+            refuse_marker_outside_slots(&external).map_err(|error| error.index),
+            Err(4)
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::keyring::{Keyring, KeyringError};
 use crate::state::{AppState, Wakeups};
 use crate::store::identity::{self, UserRecord};
+use crate::store::lock::{DatabaseLock, Holder, LockError};
 use crate::store::{Store, StoreError, sealing};
 
 /// Why the server could not start or stopped abnormally.
@@ -45,6 +46,9 @@ pub enum ServerError {
     /// Serving HTTP failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// `rotate-key` holds the database's lock (or it could not be taken).
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// A server task panicked.
     #[error("the HTTP server task panicked")]
     Task(#[source] tokio::task::JoinError),
@@ -62,16 +66,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens storage, bootstraps on first start, binds and starts serving.
+    /// Takes the database's lock (shared: refused while `rotate-key`
+    /// runs, [`crate::store::lock`]), opens storage, bootstraps on first
+    /// start, binds and starts serving; the lock is held until serving and
+    /// the sweep have stopped.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let (store, keyring) = {
+        let (lock, store, keyring) = {
             let path = config.database.clone();
             let key_file = config.key_file();
             let synchronous = config.sqlite_synchronous;
-            tokio::task::spawn_blocking(move || open_sealed(&path, &key_file, synchronous))
-                .await
-                .map_err(ServerError::Task)??
+            tokio::task::spawn_blocking(move || {
+                let lock = DatabaseLock::acquire(&path, Holder::Server)?;
+                let (store, keyring) = open_sealed(&path, &key_file, synchronous)?;
+                Ok::<_, ServerError>((lock, store, keyring))
+            })
+            .await
+            .map_err(ServerError::Task)??
         };
         let generated_admin_password = bootstrap(&store, &config)
             .await
@@ -99,6 +110,7 @@ impl Server {
             wakeups: Arc::new(Wakeups::default()),
             shutdown: shutdown_rx.clone(),
             logins,
+            database_lock: Arc::new(lock),
         };
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
         let router = crate::api::router(state);

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use crate::config::Config;
 use crate::keyring::Keyring;
 use crate::store::Store;
+use crate::store::lock::DatabaseLock;
 
 /// Wake-ups for long-polling claims, one per (namespace, cluster).
 #[derive(Debug, Default)]
@@ -142,4 +143,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The limits on password logins.
     pub logins: Arc<LoginLimits>,
+    /// The database's lock, shared, held as long as anything serving holds
+    /// the state: `rotate-key` is refused meanwhile
+    /// ([`crate::store::lock`]).
+    pub database_lock: Arc<DatabaseLock>,
 }

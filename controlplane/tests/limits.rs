@@ -145,6 +145,62 @@ async fn where_clauses_beyond_their_limits_are_refused_naming_the_limit() {
     assert_eq!(body.as_array().unwrap().len(), 1);
 }
 
+/// Eight `$regex` terms, each compiling to a program just under its size
+/// limit (`\w{20}` is Unicode-wide; `\w{21}` is over it): the clause is
+/// parsed off the async threads and answered like any other.
+#[tokio::test]
+async fn where_clauses_with_large_patterns_are_answered() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    for name in ["c1", "c2", "other"] {
+        a.create_cluster(name).await;
+    }
+    let clause = |size: usize| {
+        let regexes: Vec<Value> = (1..=8)
+            .map(|n| json!({"name": {"$regex": format!("^c{n}$|\\w{{{size}}}x")}}))
+            .collect();
+        json!({"$or": regexes})
+    };
+    let path = "/api/v1/resources/k8sclusters";
+    let names = |body: &Value| -> Vec<String> {
+        let mut names: Vec<String> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cluster| cluster["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let text = clause(20).to_string();
+    let (status, _, body) = a
+        .send(a.request(Method::GET, path).query(&[("where", &text)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["c1", "c2"]);
+    let (status, body) = a.post(&format!("{path}/select"), clause(20)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["c1", "c2"]);
+    // One size over: refused as before, through every route, nothing deleted.
+    let over = clause(21).to_string();
+    let (status, _, body) = a
+        .send(a.request(Method::GET, path).query(&[("where", &over)]))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    let (status, body) = a.post(&format!("{path}/select"), clause(21)).await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    let (status, _, body) = a
+        .send(a.request(Method::DELETE, path).query(&[("where", &over)]))
+        .await;
+    assert_error(status, &body, 400, "io.vantiq.query.invalid");
+    assert_eq!(t.rows("k8sclusters"), 3);
+    let (status, _, body) = a
+        .send(a.request(Method::DELETE, path).query(&[("where", &text)]))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(t.rows("k8sclusters"), 1);
+}
+
 async fn upload(client: &Client, name: &str, content: &[u8]) -> (StatusCode, Value) {
     let form = reqwest::multipart::Form::new().part(
         "file",

@@ -302,6 +302,37 @@ async fn the_redaction_marker_keeps_the_stored_value() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn the_marker_in_a_slot_that_is_no_longer_secret_is_refused() {
+    let t = TestServer::start().await;
+    deployed(&t).await;
+    let a = &t.admin;
+    let (_, before) = a.get("/api/v1/resources/k8sworkitems").await;
+    let (_, record_before) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    let config = record_before["configSpec"].clone();
+    let mut plain_env = config.clone();
+    plain_env[1]["asSecret"] = json!(false);
+    let mut config_map_file = config.clone();
+    config_map_file[4]["dataSource"] = json!("configMap");
+    for (config, entry) in [
+        (plain_env, "config[1].value"),
+        (config_map_file, "config[4].content"),
+    ] {
+        let data = json!({"name": "web", "k8sNamespace": "apps", "config": config});
+        let (status, body) = a.command("c1", "deploy", data).await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert!(
+            body[0]["message"].as_str().unwrap().contains(entry),
+            "{body}"
+        );
+    }
+    let (_, after) = a.get("/api/v1/resources/k8sworkitems").await;
+    assert_eq!(after, before);
+    let (_, record_after) = a.get("/api/v1/resources/k8sinstallations/web").await;
+    assert_eq!(record_after, record_before);
+    t.stop().await;
+}
+
 /// Everything this test binary logs, at debug level.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -525,6 +556,75 @@ async fn rotating_the_key_reseals_every_secret() {
     assert!(key_file.contains(&rotation.new_key_id));
     assert!(key_file.contains(&rotation.retired_key_ids[0]));
 
+    let server = Server::start(config).await.unwrap();
+    claim_the_waiting_deploy(server).await;
+}
+
+/// Every stored sealed value: the secrets, the records' `configSpec`, the
+/// workitems' requests.
+fn sealed_rows(t: &TestServer) -> Vec<String> {
+    let database = t.database();
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT value FROM secrets ORDER BY name",
+        "SELECT doc FROM k8sinstallations ORDER BY name",
+        "SELECT request FROM k8sworkitems ORDER BY request_id",
+    ] {
+        let mut statement = database.prepare(query).unwrap();
+        let values = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap();
+        rows.extend(values.map(Result::unwrap));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn rotating_the_key_is_refused_while_a_server_runs() {
+    let mut t = TestServer::start().await;
+    let worker = deployed(&t).await;
+    let config = test_config(&t.dir);
+    let key_file = std::fs::read(config.key_file()).unwrap();
+    let rows = sealed_rows(&t);
+    let error = offline::rotate_key(&config).unwrap_err();
+    let message = anyhow_chain(&error).join(": ");
+    assert!(
+        message.contains("a server is running on the database")
+            && message.contains("stop it before running rotate-key"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(config.key_file()).unwrap(), key_file);
+    assert_eq!(sealed_rows(&t), rows);
+    // The running server still opens every secret.
+    let (status, body) = t.admin.command("c1", "deploy", secret_deploy("api")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_claim_opens_every_secret(&worker.claim("c1", 0.0).await);
+
+    t.server.take().unwrap().shutdown().await.unwrap();
+    let rotation = offline::rotate_key(&config).unwrap();
+    let rotated = std::fs::read(config.key_file()).unwrap();
+    assert_ne!(rotated, key_file);
+    assert!(contains(&rotated, &rotation.new_key_id));
+    assert_ne!(sealed_rows(&t), rows);
+}
+
+#[tokio::test]
+async fn a_server_does_not_start_while_rotate_key_runs() {
+    let t = stopped_with_a_waiting_deploy().await;
+    let config = test_config(&t.dir);
+    let key_file = std::fs::read(config.key_file()).unwrap();
+    let rows = sealed_rows(&t);
+    let rotation = k8sworker_controlplane::store::lock::DatabaseLock::acquire(
+        &config.database,
+        k8sworker_controlplane::store::lock::Holder::RotateKey,
+    )
+    .unwrap();
+    let error = Server::start(config.clone()).await.unwrap_err();
+    let message = anyhow_chain(&error).join(": ");
+    assert!(message.contains("rotate-key is running"), "{message}");
+    assert_eq!(std::fs::read(config.key_file()).unwrap(), key_file);
+    assert_eq!(sealed_rows(&t), rows);
+    drop(rotation);
     let server = Server::start(config).await.unwrap();
     claim_the_waiting_deploy(server).await;
 }

@@ -193,12 +193,17 @@ impl Issued {
     /// The `kubernetes.io/tls` Secret (with `ca.crt`) carrying this
     /// certificate, named [`secret_name`], in `namespace`, as YAML.
     pub fn secret_manifest(&self, namespace: &str) -> String {
+        self.secret_manifest_named(secret_name(&self.identity), namespace)
+    }
+
+    /// [`Issued::secret_manifest`] under another Secret name (`name`, a
+    /// DNS-1123 subdomain): several gateways' Secrets in one namespace.
+    pub fn secret_manifest_named(&self, name: &str, namespace: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  \
              annotations:\n    k8sworker.io/identity: {uri}\ntype: kubernetes.io/tls\ndata:\n  \
              tls.crt: {cert}\n  tls.key: {key}\n  ca.crt: {ca}\n",
-            name = secret_name(&self.identity),
             uri = self.identity.uri(),
             cert = b64(&self.cert_pem),
             key = b64(&self.key_pem),
@@ -222,6 +227,26 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     file.write_all(content.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&partial, path)
+}
+
+/// The name of `identity`'s directory (and of `xtask certs`' Secret
+/// manifest file): its URI path with `/` as `-`, a gateway's tenant parts
+/// with `%` written `%25` and `-` written `%2D` first, so that no two
+/// tenants share one (`a-b/c` is `gateway-a%2Db-c`, `a/b-c` is
+/// `gateway-a-b%2Dc`). Tenant parts hold no `/`, so the name is one path
+/// component.
+pub fn dir_name(identity: &Identity) -> String {
+    let escape = |part: &str| part.replace('%', "%25").replace('-', "%2D");
+    match identity {
+        Identity::Gateway(tenant) => format!(
+            "gateway-{}-{}",
+            escape(&tenant.vantiq_namespace),
+            escape(&tenant.cluster)
+        ),
+        Identity::Planner => "planner".into(),
+        Identity::Executor { namespace } => format!("executor-{namespace}"),
+        Identity::Preview => "preview".into(),
+    }
 }
 
 /// A CA and the certificates it issued, each in its own directory under
@@ -254,12 +279,10 @@ impl Pki {
         &self.ca
     }
 
-    /// The directory of `identity`'s files: its URI path, `/` as `-`
-    /// (`planner`, `executor-team-a`, `gateway-acme-prod`).
+    /// The directory of `identity`'s files (`planner`, `preview`,
+    /// `executor-team-a`, `gateway-acme-prod`): see [`dir_name`].
     pub fn dir_of(&self, identity: &Identity) -> std::path::PathBuf {
-        let uri = identity.uri();
-        let path = uri.strip_prefix(crate::identity::PREFIX).unwrap_or(&uri);
-        self.dir.join(path.replace('/', "-"))
+        self.dir.join(dir_name(identity))
     }
 
     /// Issues a certificate for `identity` into [`Pki::dir_of`] (replacing

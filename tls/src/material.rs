@@ -48,17 +48,18 @@ impl TlsFiles {
     }
 }
 
-/// Why TLS material could not be used.
+/// Why TLS material could not be used. The message holds the underlying
+/// error's, so it is not also the error's `source` (a report of the chain
+/// would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file holds no usable PEM of the expected kind.
     #[error("{path}: {what}")]
@@ -69,13 +70,12 @@ pub enum TlsError {
         what: String,
     },
     /// The component's own certificate names no k8sworker identity.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Identity {
         /// The certificate file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: PeerError,
+        error: PeerError,
     },
     /// A reloaded certificate names another identity than the one the
     /// component started with.
@@ -119,9 +119,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -137,9 +137,9 @@ impl Material {
         if chain.is_empty() {
             return Err(pem(&files.cert, "no CERTIFICATE in it".into()));
         }
-        let identity = identity_of(&chain[0]).map_err(|source| TlsError::Identity {
+        let identity = identity_of(&chain[0]).map_err(|error| TlsError::Identity {
             path: files.cert.clone(),
-            source,
+            error,
         })?;
         let key = PrivateKeyDer::from_pem_slice(&content[1])
             .map_err(|e| pem(&files.key, format!("no private key: {e}")))?;

@@ -247,3 +247,27 @@ async fn the_health_port_serves_health_in_plaintext_and_nothing_else() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
 }
+
+/// A missing directory is reported once: the message holds the OS error,
+/// and no error further down the chain repeats it.
+#[test]
+fn a_missing_file_reports_its_os_error_once() {
+    let missing = std::path::Path::new("/nonexistent-k8sworker-tls-dir");
+    let error = Tls::load(k8sworker_tls::TlsFiles::in_dir(missing)).unwrap_err();
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(next) = source {
+        chain.push(next.to_string());
+        source = next.source();
+    }
+    let report = chain.join(": ");
+    assert!(
+        report.contains("/nonexistent-k8sworker-tls-dir/tls.crt"),
+        "{report}"
+    );
+    assert_eq!(
+        report.matches("No such file or directory").count(),
+        1,
+        "{report}"
+    );
+}

@@ -10,6 +10,13 @@
 //! <out>/secrets/executor-<ns>.yaml                   an executor's, in its namespace
 //! ```
 //!
+//! In a gateway's names, `-` and `%` of its tenant's parts are written
+//! `%2D` and `%25` ([`k8sworker_tls::generate::dir_name`]), so two tenants
+//! never share a directory. One gateway's Secret is `k8sworker-gateway-tls`
+//! (what `deploy/` mounts); with several `--gateway`, each is
+//! `k8sworker-gateway-<16 hex digits of the SHA-256 of its identity URI>-tls`
+//! ([`gateway_secret_name`]), so applying them keeps every one.
+//!
 //! Running it again with the same CA issues fresh certificates (a rotation:
 //! apply the Secrets, the components read the new files without a restart).
 
@@ -22,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use k8sworker_core::owner::Tenant;
 use k8sworker_tls::Identity;
-use k8sworker_tls::generate::{Ca, Issued, Pki};
+use k8sworker_tls::generate::{Ca, Issued, Pki, dir_name};
 
 /// What `xtask certs` creates.
 #[derive(Debug, clap::Args)]
@@ -70,6 +77,14 @@ pub fn certs(args: &CertsArgs) -> anyhow::Result<Pki> {
             "--gateway `{tenant}`: a certificate's URI holds ASCII characters only"
         );
     }
+    let mut names = std::collections::HashSet::new();
+    for tenant in &args.gateways {
+        let identity = Identity::gateway(tenant.clone());
+        anyhow::ensure!(
+            names.insert(gateway_secret_name(&identity)) && names.insert(dir_name(&identity)),
+            "--gateway `{tenant}` is given twice"
+        );
+    }
     let ca_dir = args.out.join("ca");
     let (cert, key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
     let ca = if cert.exists() && key.exists() {
@@ -106,12 +121,14 @@ pub fn certs(args: &CertsArgs) -> anyhow::Result<Pki> {
     }
     write_private(&secrets.join("k8sworker.yaml"), &system)?;
     for tenant in &args.gateways {
-        let manifest =
-            issue(&Identity::gateway(tenant.clone()))?.secret_manifest(&args.system_namespace);
-        let file = format!(
-            "gateway-{}-{}.yaml",
-            tenant.vantiq_namespace, tenant.cluster
-        );
+        let identity = Identity::gateway(tenant.clone());
+        let issued = issue(&identity)?;
+        let manifest = if args.gateways.len() == 1 {
+            issued.secret_manifest(&args.system_namespace)
+        } else {
+            issued.secret_manifest_named(&gateway_secret_name(&identity), &args.system_namespace)
+        };
+        let file = format!("{}.yaml", dir_name(&identity));
         write_private(&secrets.join(file), &manifest)?;
     }
     for namespace in &args.executor_namespaces {
@@ -127,6 +144,21 @@ pub fn certs(args: &CertsArgs) -> anyhow::Result<Pki> {
         secrets.display()
     );
     Ok(pki)
+}
+
+/// The Secret name of one of several gateways: `k8sworker-gateway-<h>-tls`,
+/// `<h>` the first 16 hex digits (64 bits) of the SHA-256 of its identity
+/// URI. A DNS-1123 name whatever the tenant's characters (they may be
+/// uppercase, `_`, `.`); the Secret's `k8sworker.io/identity` annotation
+/// names the tenant.
+pub fn gateway_secret_name(identity: &Identity) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(identity.uri().as_bytes());
+    let hex: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("k8sworker-gateway-{hex}-tls")
 }
 
 /// Writes a file readable by its owner only, creating its directory.
@@ -170,6 +202,81 @@ mod tests {
         let refused = certs(&args).unwrap_err().to_string();
         assert!(
             refused.contains("--gateway `\u{e4}rger/prod`: a certificate's URI holds ASCII"),
+            "{refused}"
+        );
+        assert!(!out.exists(), "nothing is written");
+    }
+
+    fn args(out: &Path, gateways: &[&str]) -> CertsArgs {
+        CertsArgs {
+            out: out.to_owned(),
+            executor_namespaces: Vec::new(),
+            gateways: gateways.iter().map(|g| Tenant::parse(g).unwrap()).collect(),
+            preview: false,
+            system_namespace: "k8sworker".into(),
+            valid_days: 1,
+        }
+    }
+
+    /// The `metadata.name` of a Secret manifest.
+    fn secret_name_of(manifest: &str) -> String {
+        let line = manifest
+            .lines()
+            .find(|line| line.starts_with("  name: "))
+            .unwrap();
+        line["  name: ".len()..].to_owned()
+    }
+
+    #[test]
+    fn several_gateways_get_their_own_secret_and_directory() {
+        let out = std::env::temp_dir().join(format!("xtask-certs-{}", uuid::Uuid::new_v4()));
+        certs(&args(&out, &["a-b/c", "a/b-c", "A/b", "a%2Db/c"])).unwrap();
+        let mut secret_names = std::collections::HashSet::new();
+        for (tenant, dir) in [
+            ("a-b/c", "gateway-a%2Db-c"),
+            ("a/b-c", "gateway-a-b%2Dc"),
+            ("A/b", "gateway-A-b"),
+            ("a%2Db/c", "gateway-a%252Db-c"),
+        ] {
+            let cert = fs::read_to_string(out.join(dir).join("tls.crt")).unwrap();
+            assert!(cert.contains("BEGIN CERTIFICATE"), "{dir}");
+            let manifest =
+                fs::read_to_string(out.join("secrets").join(format!("{dir}.yaml"))).unwrap();
+            assert!(
+                manifest.contains(&format!(
+                    "k8sworker.io/identity: spiffe://k8sworker/gateway/{tenant}\n"
+                )),
+                "{manifest}"
+            );
+            let name = secret_name_of(&manifest);
+            assert!(k8sworker_core::names::is_dns1123_label(&name), "{name}");
+            assert!(
+                secret_names.insert(name),
+                "{tenant}: a Secret name is shared"
+            );
+        }
+        let _ = fs::remove_dir_all(&out);
+
+        // One gateway: the Secret deploy/ mounts.
+        let out = std::env::temp_dir().join(format!("xtask-certs-{}", uuid::Uuid::new_v4()));
+        certs(&args(&out, &["my-ns/my-cluster"])).unwrap();
+        let manifest = fs::read_to_string(
+            out.join("secrets")
+                .join("gateway-my%2Dns-my%2Dcluster.yaml"),
+        )
+        .unwrap();
+        assert_eq!(secret_name_of(&manifest), "k8sworker-gateway-tls");
+        let _ = fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_gateway_given_twice_is_refused_before_anything_is_written() {
+        let out = std::env::temp_dir().join(format!("xtask-certs-{}", uuid::Uuid::new_v4()));
+        let refused = certs(&args(&out, &["acme/prod", "acme/prod"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--gateway `acme/prod` is given twice"),
             "{refused}"
         );
         assert!(!out.exists(), "nothing is written");

@@ -125,7 +125,10 @@ pub fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// The select parameters of a GET (`where`, `props`, `sort`, `limit`,
-/// `page`, `count`).
+/// `page`, `count`). Parsing compiles the `where` clause's `$regex` terms
+/// (up to [`crate::query::MAX_WHERE_REGEXES`] programs, each up to its size
+/// limit: milliseconds of CPU), so it runs on a blocking thread, never on
+/// the async ones; the errors are those of [`Select::from_params`].
 #[derive(Debug)]
 pub struct SelectParams(pub Select);
 
@@ -134,22 +137,31 @@ impl<S: Send + Sync> FromRequestParts<S> for SelectParams {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = query_map(parts);
-        let get = |key: &str| query.get(key).map(String::as_str);
-        Ok(SelectParams(Select::from_params(
-            get("where"),
-            get("props"),
-            get("sort"),
-            get("limit"),
-            get("page"),
-            get("count"),
-        )?))
+        let select = tokio::task::spawn_blocking(move || {
+            let get = |key: &str| query.get(key).map(String::as_str);
+            Select::from_params(
+                get("where"),
+                get("props"),
+                get("sort"),
+                get("limit"),
+                get("page"),
+                get("count"),
+            )
+        })
+        .await
+        .map_err(ApiError::Task)??;
+        Ok(SelectParams(select))
     }
 }
 
 impl SelectParams {
-    /// For `POST <resource>/select`: the body is the where clause.
-    pub fn with_where(mut self, body: &Value) -> Result<Self, ApiError> {
-        self.0.filter = Filter::parse(body)?;
+    /// For `POST <resource>/select`: the body is the where clause, parsed
+    /// (and its regexes compiled) on a blocking thread like the query
+    /// string's.
+    pub async fn with_where(mut self, body: Value) -> Result<Self, ApiError> {
+        self.0.filter = tokio::task::spawn_blocking(move || Filter::parse(&body))
+            .await
+            .map_err(ApiError::Task)??;
         Ok(self)
     }
 }

@@ -84,7 +84,7 @@ pub async fn select<R: Readable>(
     params: SelectParams,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let params = params.with_where(&body)?;
+    let params = params.with_where(body).await?;
     list::<R>(state, caller, params).await
 }
 

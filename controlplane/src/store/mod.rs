@@ -23,6 +23,7 @@
 //! decisions are [`crate::lifecycle`]'s; the store reads, asks and writes.
 
 pub mod identity;
+pub mod lock;
 pub mod resources;
 pub mod sealing;
 pub mod workitems;
