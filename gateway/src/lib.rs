@@ -24,7 +24,8 @@ pub mod config;
 pub mod gateway;
 pub mod logs;
 pub mod outcome;
+pub mod rest;
 pub mod workitem;
 
-pub use config::{AccessToken, ClaimMode, Config};
+pub use config::{AccessToken, ClaimMode, Config, Protocol};
 pub use gateway::{Event, Gateway, GatewayError, Report, ServerInfo, Summary};
