@@ -1099,6 +1099,9 @@ impl Gateway {
                 }
             }
         }
+        let mut workitem = workitem;
+        // Listed before it was marked PENDING, which counted this attempt.
+        workitem.attempts = workitem.attempts.map(|attempts| attempts + 1);
         let claimed = ClaimedWorkitem {
             workitem,
             // Never sent: REST mode has no lease.
