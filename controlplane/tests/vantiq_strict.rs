@@ -16,6 +16,11 @@ async fn strict() -> TestServer {
     TestServer::start_with(|config| config.vantiq_strict = true).await
 }
 
+/// A worker's `PUT k8sworkitems/<id>` with `body`.
+async fn put_item(worker: &common::Client, id: &str, body: Value) -> (reqwest::StatusCode, Value) {
+    worker.put(&format!("{ITEMS}/{id}"), body).await
+}
+
 fn status_of(t: &TestServer, id: &str) -> String {
     t.database()
         .query_row(
@@ -68,15 +73,11 @@ async fn a_worker_marks_pending_once_fails_with_a_message_and_deletes_when_done(
         second["requestId"].as_str().unwrap().to_owned(),
     );
 
-    let (status, body) = worker
-        .put(&format!("{ITEMS}/{first}"), json!({"status": "PENDING"}))
-        .await;
+    let (status, body) = put_item(&worker, &first, json!({"status": "PENDING"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "PENDING");
     // Taken already: a second mark is a conflict, so two workers never both work on it.
-    let (status, body) = worker
-        .put(&format!("{ITEMS}/{first}"), json!({"status": "PENDING"}))
-        .await;
+    let (status, body) = put_item(&worker, &first, json!({"status": "PENDING"})).await;
     assert_error(
         status,
         &body,
@@ -84,29 +85,27 @@ async fn a_worker_marks_pending_once_fails_with_a_message_and_deletes_when_done(
         "io.vantiq.resources.k8s.workitem.status.conflict",
     );
     // Only status and message change.
-    let (status, body) = worker
-        .put(
-            &format!("{ITEMS}/{first}"),
-            json!({"status": "FAILED", "requestedBy": "mallory"}),
-        )
-        .await;
+    let (status, body) = put_item(
+        &worker,
+        &first,
+        json!({"status": "FAILED", "requestedBy": "mallory"}),
+    )
+    .await;
     assert_error(status, &body, 400, "io.vantiq.argument.invalid");
     assert_eq!(status_of(&t, &first), "PENDING");
 
-    let (status, body) = worker
-        .put(
-            &format!("{ITEMS}/{first}"),
-            json!({"status": "FAILED", "message": "pod web-0: ImagePullBackOff"}),
-        )
-        .await;
+    let (status, body) = put_item(
+        &worker,
+        &first,
+        json!({"status": "FAILED", "message": "pod web-0: ImagePullBackOff"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "FAILED");
     assert_eq!(body["message"], "pod web-0: ImagePullBackOff");
 
     // Done: the worker's delete removes it at once.
-    worker
-        .put(&format!("{ITEMS}/{second}"), json!({"status": "PENDING"}))
-        .await;
+    put_item(&worker, &second, json!({"status": "PENDING"})).await;
     let (status, body) = worker.delete(&format!("{ITEMS}/{second}")).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(t.rows("k8sworkitems"), 1);
@@ -121,9 +120,7 @@ async fn a_worker_writes_its_clusters_records_and_nothing_else() {
     let item = t.admin.deploy("c1", "web").await;
     let id = item["requestId"].as_str().unwrap();
     // Binds the token to c1.
-    worker
-        .put(&format!("{ITEMS}/{id}"), json!({"status": "PENDING"}))
-        .await;
+    put_item(&worker, id, json!({"status": "PENDING"})).await;
 
     let record = json!({
         "name": "web", "clusterName": "c1", "k8sNamespace": "apps",
@@ -177,8 +174,8 @@ async fn a_worker_writes_its_clusters_records_and_nothing_else() {
     assert_eq!(t.admin.get(&format!("{RECORDS}/web")).await.1, before);
     assert_eq!(t.rows("k8sinstallations"), 1);
 
-    // Beyond the worker's surface: clusters, commands, tokens, secrets,
-    // another cluster's workitems.
+    // Beyond the worker's surface: clusters, commands, another cluster's
+    // workitems (tokens, secrets and the rest: tests/api.rs).
     let other = t.admin.deploy("c2", "api").await;
     let other = other["requestId"].as_str().unwrap();
     let refusals = [
@@ -194,21 +191,7 @@ async fn a_worker_writes_its_clusters_records_and_nothing_else() {
         worker
             .command("c1", "undeploy", json!({"name": "web"}))
             .await,
-        worker
-            .post(
-                "/api/v1/resources/tokens",
-                json!({"name": "t", "profiles": ["admin"]}),
-            )
-            .await,
-        worker
-            .post(
-                "/api/v1/resources/secrets",
-                json!({"name": "s", "secret": "v"}),
-            )
-            .await,
-        worker
-            .put(&format!("{ITEMS}/{other}"), json!({"status": "PENDING"}))
-            .await,
+        put_item(&worker, other, json!({"status": "PENDING"})).await,
         worker.delete(&format!("{ITEMS}/{other}")).await,
     ];
     for (status, body) in refusals {
@@ -235,27 +218,22 @@ async fn without_the_flag_the_resources_stay_read_only() {
     t.admin.create_cluster("c1").await;
     let item = t.admin.deploy("c1", "web").await;
     let id = item["requestId"].as_str().unwrap();
-    let (status, body) = worker
-        .put(&format!("{ITEMS}/{id}"), json!({"status": "PENDING"}))
-        .await;
-    assert_error(
-        status,
-        &body,
-        405,
-        "io.vantiq.resource.operation.not.allowed",
-    );
-    let (status, body) = worker
-        .post(
-            &format!("{RECORDS}?upsert=true"),
-            json!({"name": "web", "clusterName": "c1"}),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
-        405,
-        "io.vantiq.resource.operation.not.allowed",
-    );
+    for (status, body) in [
+        put_item(&worker, id, json!({"status": "PENDING"})).await,
+        worker
+            .post(
+                &format!("{RECORDS}?upsert=true"),
+                json!({"name": "web", "clusterName": "c1"}),
+            )
+            .await,
+    ] {
+        assert_error(
+            status,
+            &body,
+            405,
+            "io.vantiq.resource.operation.not.allowed",
+        );
+    }
     assert_eq!(status_of(&t, id), "REQUESTED");
     assert_eq!(t.rows("k8sinstallations"), 0);
 }

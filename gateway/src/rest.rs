@@ -185,6 +185,18 @@ fn iso(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// What a deploy records of its request: the K8s namespace, the config and
+/// who asked.
+fn record_request(doc: &mut Map<String, Value>, done: &Done<'_>) {
+    let request = |key: &str| done.request.get(key).cloned();
+    doc.insert(
+        "k8sNamespace".into(),
+        request("k8sNamespace").unwrap_or(Value::Null),
+    );
+    doc.insert("configSpec".into(), request("config").unwrap_or(json!([])));
+    doc.insert("installedBy".into(), json!(done.requested_by));
+}
+
 fn base(done: &Done<'_>) -> Map<String, Value> {
     let mut doc = Map::new();
     doc.insert("name".into(), json!(done.installation));
@@ -211,19 +223,8 @@ pub fn record_after_success(
     }
     let mut doc = base(done);
     if done.operation == Operation::Deploy {
-        doc.insert(
-            "k8sNamespace".into(),
-            done.request
-                .get("k8sNamespace")
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
-        doc.insert(
-            "configSpec".into(),
-            done.request.get("config").cloned().unwrap_or(json!([])),
-        );
+        record_request(&mut doc, done);
         doc.insert("installationDate".into(), json!(iso(now)));
-        doc.insert("installedBy".into(), json!(done.requested_by));
     }
     if let Ok(Value::Object(reported)) = serde_json::to_value(report) {
         doc.extend(reported);
@@ -261,18 +262,7 @@ pub fn record_after_failure(done: &Done<'_>, status: FailStatus, message: &str) 
     }
     let mut doc = base(done);
     if !done.recorded {
-        doc.insert(
-            "k8sNamespace".into(),
-            done.request
-                .get("k8sNamespace")
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
-        doc.insert(
-            "configSpec".into(),
-            done.request.get("config").cloned().unwrap_or(json!([])),
-        );
-        doc.insert("installedBy".into(), json!(done.requested_by));
+        record_request(&mut doc, done);
     }
     doc.insert("installationStatus".into(), json!("FAILED"));
     doc.insert("k8sState".into(), json!(message));

@@ -116,9 +116,7 @@ pub async fn update(
         .transaction(move |tx| {
             check_cluster(tx, &caller, &id)?;
             match workitems::set_status(tx, &caller.namespace, &id, to, message.as_deref())? {
-                StatusChange::Changed(item) => {
-                    Ok(item.map(|item| item.to_doc()).unwrap_or(Value::Null))
-                }
+                StatusChange::Changed(item) => Ok(item.unwrap_or(Value::Null)),
                 StatusChange::Conflict(from) => Err(ApiError::StatusConflict {
                     request_id: id,
                     from: from.as_str(),

@@ -212,9 +212,9 @@ pub fn delete(tx: &Transaction<'_>, namespace: &str, request_id: &str) -> Result
 /// (`--vantiq-strict`), and what stands in its way.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatusChange {
-    /// Done: the workitem as it now is (`None`: it was dropped, a cancelled
-    /// one given back).
-    Changed(Option<Workitem>),
+    /// Done: the workitem's view as it now is ([`Workitem::to_doc`];
+    /// `None`: it was dropped, a cancelled one given back).
+    Changed(Option<Value>),
     /// The change does not follow the workitem's life from its status now.
     Conflict(Status),
 }
@@ -267,7 +267,9 @@ pub fn set_status(
     if matches!(to, Status::Failed | Status::Invalid) {
         release_orphan_charge(tx, namespace, &item.installation)?;
     }
-    Ok(StatusChange::Changed(get(tx, namespace, request_id)?))
+    Ok(StatusChange::Changed(
+        get(tx, namespace, request_id)?.map(|item| item.to_doc()),
+    ))
 }
 
 /// A worker's `DELETE k8sworkitems/<id>` (`--vantiq-strict`): the work is

@@ -114,6 +114,19 @@ fn deploy_for(protocol: Protocol, name: &str, ns: &str, replicas: i64, greeting:
     deploy
 }
 
+/// Asks for a deploy of [`deploy_for`]; the workitem.
+async fn request_deploy(
+    vantiq: &Vantiq,
+    protocol: Protocol,
+    name: &str,
+    ns: &str,
+    replicas: i64,
+    greeting: &str,
+) -> Value {
+    let deploy = deploy_for(protocol, name, ns, replicas, greeting);
+    vantiq.command(CLUSTER, "deploy", deploy).await
+}
+
 /// A stack for `protocol`: strict control plane and REST gateway, or the
 /// default control plane and the claim protocol.
 async fn stack_for(protocol: Protocol, admin: &Client, ns: &str) -> Stack {
@@ -145,13 +158,7 @@ async fn lifecycle(protocol: Protocol) {
         let vantiq = &stack.admin;
 
         // deploy → RUNNING, with every generated object listed.
-        vantiq
-            .command(
-                CLUSTER,
-                "deploy",
-                deploy_for(protocol, "web", &ns, 2, "hello"),
-            )
-            .await;
+        request_deploy(vantiq, protocol, "web", &ns, 2, "hello").await;
         let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
         assert_eq!(record["replicaCount"], 2);
         assert_eq!(record["k8sNamespace"], ns.as_str());
@@ -203,13 +210,7 @@ async fn lifecycle(protocol: Protocol) {
         assert_eq!(ready_pods(&admin, &ns, "web").await, 2);
 
         // update: new content and three replicas.
-        vantiq
-            .command(
-                CLUSTER,
-                "deploy",
-                deploy_for(protocol, "web", &ns, 3, "bonjour"),
-            )
-            .await;
+        request_deploy(vantiq, protocol, "web", &ns, 3, "bonjour").await;
         let record = vantiq
             .wait_installation("web", WAIT, |r| {
                 r.is_some_and(|r| r["installationStatus"] == "RUNNING" && r["replicaCount"] == 3)
@@ -1122,13 +1123,7 @@ async fn the_cronjob_form_processes_the_queued_workitem_and_exits() {
         with_temp_ns("e2e-once", |admin, ns| async move {
             let stack = stack_for(protocol, &admin, &ns).await;
             let vantiq = &stack.admin;
-            vantiq
-                .command(
-                    CLUSTER,
-                    "deploy",
-                    deploy_for(protocol, "cron", &ns, 1, "tick"),
-                )
-                .await;
+            request_deploy(vantiq, protocol, "cron", &ns, 1, "tick").await;
             let mut config = stack.gateway_config();
             config.once = true;
             config.protocol = protocol;
