@@ -16,7 +16,9 @@
 //!
 //! One workitem at a time: the control plane serialises the operations of
 //! an installation anyway, and more throughput is more gateways (claims are
-//! atomic, so any number can serve one cluster).
+//! atomic, so any number can serve one cluster). In REST mode
+//! ([`crate::rest`]) the claim is `rest_next` and the report `rest_deliver`;
+//! there is no lease to renew, and one gateway serves a cluster.
 
 use std::collections::HashSet;
 use std::future::Future;

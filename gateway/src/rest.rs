@@ -69,17 +69,15 @@ pub fn installation_of(item: &K8sWorkitem) -> String {
         .unwrap_or_default()
 }
 
-/// The workitem to work on next out of a listing, skipping `skipped`: the
-/// first whose installation has no older workitem in the listing. So the
-/// operations of one installation run in the order they were asked for,
-/// even when a requeue moved one's `timestamp`.
+/// The workitem to work on next out of a listing: the first, not in
+/// `skipped`, whose installation has no older workitem in the listing. So
+/// the operations of one installation run in the order they were asked
+/// for, even when a requeue moved one's `timestamp`; an installation whose
+/// oldest workitem was skipped (it could not be marked) waits for the next
+/// run.
 pub fn next<'a>(listing: &'a [K8sWorkitem], skipped: &HashSet<String>) -> Option<&'a K8sWorkitem> {
-    let candidates: Vec<&K8sWorkitem> = listing
-        .iter()
-        .filter(|item| !skipped.contains(&item.request_id))
-        .collect();
     let mut oldest: BTreeMap<String, &str> = BTreeMap::new();
-    for item in &candidates {
+    for item in listing {
         let at = asked_at(item);
         oldest
             .entry(installation_of(item))
@@ -90,9 +88,10 @@ pub fn next<'a>(listing: &'a [K8sWorkitem], skipped: &HashSet<String>) -> Option
             })
             .or_insert(at);
     }
-    candidates
-        .into_iter()
-        .find(|item| oldest.get(&installation_of(item)).copied() == Some(asked_at(item)))
+    listing.iter().find(|item| {
+        !skipped.contains(&item.request_id)
+            && oldest.get(&installation_of(item)).copied() == Some(asked_at(item))
+    })
 }
 
 /// Why a deploy cannot be done over the documented REST surface: it carries
@@ -291,7 +290,7 @@ mod tests {
 
     #[test]
     fn an_installations_workitems_run_in_the_order_they_were_asked_for() {
-        // `a-2` was requeued (its timestamp moved) but was asked for first.
+        // `a-0` was requeued (its timestamp moved) but was asked for first.
         let listing = [
             item(
                 "a-1",
@@ -316,10 +315,13 @@ mod tests {
         assert_eq!(next(&listing, &none).unwrap().request_id, "b-1");
         let skipped = HashSet::from(["b-1".to_owned()]);
         assert_eq!(next(&listing, &skipped).unwrap().request_id, "a-0");
-        let skipped = HashSet::from(["b-1".to_owned(), "a-0".to_owned()]);
-        assert_eq!(next(&listing, &skipped).unwrap().request_id, "a-1");
-        let all = HashSet::from(["b-1".into(), "a-0".into(), "a-1".into()]);
-        assert!(next(&listing, &all).is_none());
+        // Done (no longer listed): the next of its installation.
+        assert_eq!(next(&listing[..2], &skipped).unwrap().request_id, "a-1");
+        // `a-0` could not be marked: `a-1` waits behind it.
+        let skipped = HashSet::from(["a-0".to_owned()]);
+        assert_eq!(next(&listing, &skipped).unwrap().request_id, "b-1");
+        let skipped = HashSet::from(["a-0".to_owned(), "b-1".to_owned()]);
+        assert!(next(&listing, &skipped).is_none());
     }
 
     #[test]
