@@ -290,10 +290,36 @@ mod tests {
         ])
         .unwrap();
         assert!(config.once);
+        assert_eq!(config.protocol, Protocol::Auto);
         assert_eq!(config.lease, Duration::from_secs(90));
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.access_token.expose(), "abc");
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_protocol_is_chosen_by_flag_or_variable() {
+        let base = [
+            "k8sworker-gateway",
+            "--cluster-name",
+            "c1",
+            "--vantiq-namespace",
+            "acme",
+            "--vantiq-url",
+            "https://vantiq.example.com",
+            "--access-token",
+            "abc",
+        ];
+        for (flag, protocol) in [
+            ("rest", Protocol::Rest),
+            ("claim", Protocol::Claim),
+            ("auto", Protocol::Auto),
+        ] {
+            let args = base.iter().copied().chain(["--protocol", flag]);
+            assert_eq!(Config::try_parse_from(args).unwrap().protocol, protocol);
+        }
+        let args = base.iter().copied().chain(["--protocol", "procedures"]);
+        assert!(Config::try_parse_from(args).is_err());
     }
 
     #[test]
