@@ -382,11 +382,13 @@ impl Gateway {
                     if summary.processed() == 0 {
                         info!("no workitem available; exiting");
                     } else {
-                        info!(
-                            processed = summary.processed(),
-                            "{} workitems processed; exiting",
-                            summary.processed()
-                        );
+                        let processed = summary.processed();
+                        let noun = if processed == 1 {
+                            "workitem"
+                        } else {
+                            "workitems"
+                        };
+                        info!(processed, "{processed} {noun} processed; exiting");
                     }
                     break;
                 }
