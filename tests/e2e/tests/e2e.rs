@@ -1143,3 +1143,50 @@ async fn the_cronjob_form_processes_the_queued_workitem_and_exits() {
         .await;
     }
 }
+
+/// REST mode keeps an installation's operations in the order they were
+/// asked for (two deploys queued before the gateway runs: the later one
+/// wins), and leaves alone a workitem another worker has marked `PENDING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_keeps_an_installations_order_and_leaves_a_taken_workitem_alone() {
+    with_temp_ns("e2e-rest-order", |admin, ns| async move {
+        let stack = stack_for(Protocol::Rest, &admin, &ns).await;
+        let vantiq = &stack.admin;
+        request_deploy(vantiq, Protocol::Rest, "ordered", &ns, 1, "first").await;
+        request_deploy(vantiq, Protocol::Rest, "ordered", &ns, 2, "second").await;
+        let taken = request_deploy(vantiq, Protocol::Rest, "taken", &ns, 1, "x").await;
+        let taken = taken["requestId"].as_str().unwrap();
+        // Another worker took it.
+        let other = k8sworker_client::Client::builder(&stack.control_plane.url())
+            .token(stack.worker_token.clone())
+            .build()
+            .unwrap();
+        other
+            .update("k8sworkitems", taken, &json!({"status": "PENDING"}))
+            .await
+            .unwrap();
+
+        let mut config = stack.gateway_config();
+        config.once = true;
+        config.protocol = Protocol::Rest;
+        let summary = RunningGateway::start(config).finished().await.unwrap();
+        assert_eq!(summary.completed, 2, "{summary:?}");
+        assert_eq!(summary.processed(), 2, "{summary:?}");
+        let record = vantiq.installation("ordered").await.unwrap();
+        assert_eq!(record["replicaCount"], 2, "the later deploy last: {record}");
+        assert_eq!(record["configSpec"][1]["content"], "greeting=second\n");
+        let content = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+            .get("vantiq-ordered-configmap-0")
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        assert_eq!(content["app.properties"], "greeting=second\n");
+        let left = vantiq.workitem(taken).await.unwrap();
+        assert_eq!(left["status"], "PENDING", "{left}");
+        assert_eq!(vantiq.installation("taken").await, None);
+        assert_eq!(objects(&admin, &ns, "taken").await, Vec::<String>::new());
+    })
+    .await;
+}
