@@ -272,23 +272,23 @@ mod tests {
         assert!(debug.contains("<redacted>"));
     }
 
+    /// The binary's name and the settings without a default.
+    const REQUIRED: [&str; 9] = [
+        "k8sworker-gateway",
+        "--cluster-name",
+        "c1",
+        "--vantiq-namespace",
+        "acme",
+        "--vantiq-url",
+        "https://vantiq.example.com/",
+        "--access-token",
+        "abc",
+    ];
+
     #[test]
     fn flags_parse_with_defaults() {
-        let config = Config::try_parse_from([
-            "k8sworker-gateway",
-            "--cluster-name",
-            "c1",
-            "--vantiq-namespace",
-            "acme",
-            "--vantiq-url",
-            "https://vantiq.example.com/",
-            "--access-token",
-            "abc",
-            "--once",
-            "--lease",
-            "90s",
-        ])
-        .unwrap();
+        let args = REQUIRED.into_iter().chain(["--once", "--lease", "90s"]);
+        let config = Config::try_parse_from(args).unwrap();
         assert!(config.once);
         assert_eq!(config.protocol, Protocol::Auto);
         assert_eq!(config.lease, Duration::from_secs(90));
@@ -298,27 +298,16 @@ mod tests {
     }
 
     #[test]
-    fn the_protocol_is_chosen_by_flag_or_variable() {
-        let base = [
-            "k8sworker-gateway",
-            "--cluster-name",
-            "c1",
-            "--vantiq-namespace",
-            "acme",
-            "--vantiq-url",
-            "https://vantiq.example.com",
-            "--access-token",
-            "abc",
-        ];
+    fn the_protocol_is_one_of_rest_claim_auto() {
         for (flag, protocol) in [
             ("rest", Protocol::Rest),
             ("claim", Protocol::Claim),
             ("auto", Protocol::Auto),
         ] {
-            let args = base.iter().copied().chain(["--protocol", flag]);
+            let args = REQUIRED.into_iter().chain(["--protocol", flag]);
             assert_eq!(Config::try_parse_from(args).unwrap().protocol, protocol);
         }
-        let args = base.iter().copied().chain(["--protocol", "procedures"]);
+        let args = REQUIRED.into_iter().chain(["--protocol", "procedures"]);
         assert!(Config::try_parse_from(args).is_err());
     }
 
