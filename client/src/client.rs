@@ -342,6 +342,70 @@ impl Client {
         self.get_json("/api/v1/version").await
     }
 
+    /// `GET /api/v1/resources/<resource>?where=&sort=&limit=` (Vantiq's
+    /// select parameters, each JSON-encoded and URL-escaped,
+    /// `vantiq-api.md` §5.2): the matching instances, in the sort's order.
+    pub async fn select(
+        &self,
+        resource: &str,
+        filter: &Value,
+        sort: &Value,
+        limit: u32,
+    ) -> Result<Vec<Value>, Error> {
+        let path = format!("/api/v1/resources/{resource}");
+        let url = self.url(&path);
+        let query = [
+            ("where", filter.to_string()),
+            ("sort", sort.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        let request = self.http.get(&url).query(&query).timeout(self.timeout);
+        let (status, body) = self.exchange(request, &url, true).await?;
+        success(&path, status, &body, None)
+    }
+
+    /// `PUT /api/v1/resources/<resource>/<id>` with `changes` (Vantiq's
+    /// update: only the properties given change); the answer's body.
+    pub async fn update(&self, resource: &str, id: &str, changes: &Value) -> Result<Value, Error> {
+        let path = format!("/api/v1/resources/{resource}/{id}");
+        let (status, body) = self
+            .send(Method::PUT, &path, Some(changes), self.timeout)
+            .await?;
+        success(&path, status, &body, None)
+    }
+
+    /// `POST /api/v1/resources/<resource>?upsert=true` with `instance`
+    /// (created, or merged into the instance with its key).
+    pub async fn upsert(&self, resource: &str, instance: &Value) -> Result<Value, Error> {
+        let path = format!("/api/v1/resources/{resource}?upsert=true");
+        let (status, body) = self
+            .send(Method::POST, &path, Some(instance), self.timeout)
+            .await?;
+        success(&path, status, &body, None)
+    }
+
+    /// `DELETE /api/v1/resources/<resource>/<id>`; [`Error::NotFound`]
+    /// when there is none.
+    pub async fn delete_one(&self, resource: &str, id: &str) -> Result<(), Error> {
+        let path = format!("/api/v1/resources/{resource}/{id}");
+        let (status, body) = self
+            .send(Method::DELETE, &path, None::<&Value>, self.timeout)
+            .await?;
+        success::<Value>(&path, status, &body, None).map(drop)
+    }
+
+    /// `GET /api/v1/resources/<resource>/<id>`; `None` on 404.
+    pub async fn find(&self, resource: &str, id: &str) -> Result<Option<Value>, Error> {
+        match self
+            .get_json(&format!("/api/v1/resources/{resource}/{id}"))
+            .await
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `GET /healthz` (no token needed): `Ok` when the server says it is live.
     pub async fn health(&self) -> Result<(), Error> {
         self.get_json::<Value>("/healthz").await.map(drop)

@@ -58,6 +58,10 @@ pub enum Action {
     ManageProfiles,
     /// Claim, renew, complete, fail and release workitems.
     WorkerProtocol,
+    /// `--vantiq-strict`: report work through the documented resources
+    /// (update its cluster's workitems' status, delete them when done,
+    /// upsert and delete its cluster's installation records).
+    ReportWork,
 }
 
 impl Action {
@@ -78,6 +82,7 @@ impl Action {
             Action::ManageNamespaces => "managing namespaces",
             Action::ManageProfiles => "managing profiles",
             Action::WorkerProtocol => "the K8s worker protocol",
+            Action::ReportWork => "reporting K8s work through k8sworkitems and k8sinstallations",
         }
     }
 }
@@ -128,6 +133,7 @@ impl Grants {
                 | ReadDocuments
                 | WriteDocuments
                 | WorkerProtocol
+                | ReportWork
         );
         (self.admin && admin) || (self.user && user) || (self.worker && worker)
     }
@@ -337,6 +343,7 @@ mod tests {
         assert!(!user.allows(Action::ReadClusters));
         let admin = Grants::from_profiles(&["admin"]);
         assert!(!admin.allows(Action::WorkerProtocol));
+        assert!(!admin.allows(Action::ReportWork));
     }
 
     #[test]

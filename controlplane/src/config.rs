@@ -144,6 +144,15 @@ pub struct Config {
     )]
     pub self_k8s_namespace: String,
 
+    /// Serve only Vantiq's documented surface: no `K8sManager` worker
+    /// procedures (claim, renew, complete, fail, release) and no
+    /// `/api/v1/version`; a worker token may instead update the status of its
+    /// cluster's workitems, delete them when done, and upsert and delete its
+    /// cluster's installation records (what `vantiq-api.md` §6.2 infers a
+    /// Vantiq worker does). For proving a worker needs nothing else.
+    #[arg(long, env = "K8SWORKER_VANTIQ_STRICT")]
+    pub vantiq_strict: bool,
+
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,

@@ -20,6 +20,20 @@ pub enum ClaimMode {
     Poll,
 }
 
+/// Which worker protocol the gateway speaks with the server
+/// (`docs/worker-protocol.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `claim` when the server answers `GET /api/v1/version`, else `rest`.
+    Auto,
+    /// The `K8sManager` claim procedures: leases, long-poll, secrets.
+    Claim,
+    /// Only Vantiq's documented resources (`k8sworkitems`,
+    /// `k8sinstallations`, `documents`): no lease, so one gateway per
+    /// cluster; no secret values.
+    Rest,
+}
+
 /// Configuration of `k8sworker-gateway`.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "k8sworker-gateway", version, about)]
@@ -64,6 +78,11 @@ pub struct Config {
     /// Process the workitems queued now, then exit (the CronJob form).
     #[arg(long)]
     pub once: bool,
+
+    /// The worker protocol: `claim`, `rest` (Vantiq's documented resources
+    /// only), or `auto` (`rest` when the server has no version endpoint).
+    #[arg(long, env = "K8SWORKER_PROTOCOL", value_enum, default_value_t = Protocol::Auto)]
+    pub protocol: Protocol,
 
     /// How claims wait for work.
     #[arg(long, env = "K8SWORKER_CLAIM_MODE", value_enum, default_value_t = ClaimMode::Auto)]
@@ -159,6 +178,7 @@ impl Config {
             planner_url: planner_url.into(),
             tls: k8sworker_tls::TlsArgs::default(),
             once: false,
+            protocol: Protocol::Auto,
             claim_mode: ClaimMode::Auto,
             long_poll_wait: Duration::from_secs(20),
             poll_interval: Duration::from_secs(1),
@@ -252,28 +272,43 @@ mod tests {
         assert!(debug.contains("<redacted>"));
     }
 
+    /// The binary's name and the settings without a default.
+    const REQUIRED: [&str; 9] = [
+        "k8sworker-gateway",
+        "--cluster-name",
+        "c1",
+        "--vantiq-namespace",
+        "acme",
+        "--vantiq-url",
+        "https://vantiq.example.com/",
+        "--access-token",
+        "abc",
+    ];
+
     #[test]
     fn flags_parse_with_defaults() {
-        let config = Config::try_parse_from([
-            "k8sworker-gateway",
-            "--cluster-name",
-            "c1",
-            "--vantiq-namespace",
-            "acme",
-            "--vantiq-url",
-            "https://vantiq.example.com/",
-            "--access-token",
-            "abc",
-            "--once",
-            "--lease",
-            "90s",
-        ])
-        .unwrap();
+        let args = REQUIRED.into_iter().chain(["--once", "--lease", "90s"]);
+        let config = Config::try_parse_from(args).unwrap();
         assert!(config.once);
+        assert_eq!(config.protocol, Protocol::Auto);
         assert_eq!(config.lease, Duration::from_secs(90));
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.access_token.expose(), "abc");
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_protocol_is_one_of_rest_claim_auto() {
+        for (flag, protocol) in [
+            ("rest", Protocol::Rest),
+            ("claim", Protocol::Claim),
+            ("auto", Protocol::Auto),
+        ] {
+            let args = REQUIRED.into_iter().chain(["--protocol", flag]);
+            assert_eq!(Config::try_parse_from(args).unwrap().protocol, protocol);
+        }
+        let args = REQUIRED.into_iter().chain(["--protocol", "procedures"]);
+        assert!(Config::try_parse_from(args).is_err());
     }
 
     #[test]

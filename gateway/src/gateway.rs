@@ -16,15 +16,18 @@
 //!
 //! One workitem at a time: the control plane serialises the operations of
 //! an installation anyway, and more throughput is more gateways (claims are
-//! atomic, so any number can serve one cluster).
+//! atomic, so any number can serve one cluster). In REST mode
+//! ([`crate::rest`]) the claim is `rest_next` and the report `rest_deliver`;
+//! there is no lease to renew, and one gateway serves a cluster.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8sworker_client::protocol::{
-    ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, FailWorkitem, ReleaseWorkitem,
-    RenewWorkitemLease,
+    Ancillaries, ClaimWorkitem, ClaimedWorkitem, ClusterContext, CompleteWorkitem, FailWorkitem,
+    K8sWorkitem, ReleaseWorkitem, RenewWorkitemLease,
 };
 use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
@@ -38,9 +41,10 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, Poll, Schedule};
-use crate::config::{ClaimMode, Config, ConfigError};
+use crate::config::{ClaimMode, Config, ConfigError, Protocol};
 use crate::logs;
 use crate::outcome::{self, FailStatus, Outcome, PlannerError};
+use crate::rest::{self, RecordWrite};
 use crate::workitem::Workitem;
 
 type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
@@ -89,6 +93,9 @@ pub struct ServerInfo {
     /// Whether the server says its claims can wait (long-poll); `None` when
     /// it does not say.
     pub long_poll: Option<bool>,
+    /// Whether the server has the version endpoint the claim protocol
+    /// comes with; `None` when asking failed for another reason.
+    pub version_endpoint: Option<bool>,
 }
 
 /// Something the gateway did, for observers (tests, the load driver).
@@ -193,6 +200,25 @@ pub struct Gateway {
     tls: Option<k8sworker_tls::Tls>,
     worker_id: String,
     events: Option<mpsc::UnboundedSender<Event>>,
+    /// The protocol chosen at start.
+    worker: OnceLock<Worker>,
+}
+
+/// The worker protocol a running gateway speaks (`--protocol`, resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worker {
+    /// `K8sManager` claims under a lease.
+    Claim,
+    /// Vantiq's documented resources only ([`crate::rest`]).
+    Rest,
+}
+
+/// A REST run's state: the workitems it could not mark `PENDING` (left to
+/// the next run) and the cluster's context.
+#[derive(Debug, Default)]
+struct RestQueue {
+    skipped: HashSet<String>,
+    cluster: Option<ClusterContext>,
 }
 
 /// Whether claims wait on the server.
@@ -233,6 +259,7 @@ impl Gateway {
             tls,
             worker_id,
             events: None,
+            worker: OnceLock::new(),
         })
     }
 
@@ -292,10 +319,18 @@ impl Gateway {
             return Ok(Summary::default());
         };
         self.check_planner().await;
+        let worker = match (config.protocol, server.version_endpoint) {
+            (Protocol::Rest, _) | (Protocol::Auto, Some(false)) => Worker::Rest,
+            _ => Worker::Claim,
+        };
+        let _ = self.worker.set(worker);
+        info!(protocol = ?worker, "worker protocol chosen");
         let mut waiting = match (config.claim_mode, server.long_poll) {
+            _ if worker == Worker::Rest => Waiting::Poll,
             (ClaimMode::Poll, _) | (ClaimMode::Auto, Some(false)) => Waiting::Poll,
             _ => Waiting::LongPoll,
         };
+        let mut queue = RestQueue::default();
         if config.once {
             info!("processing the queued workitems, then exiting");
         } else {
@@ -324,25 +359,37 @@ impl Gateway {
                 lease_seconds: Some(config.lease.as_secs().max(1) as f64),
                 wait_seconds: Some(wait.as_secs_f64()),
             };
-            let claim = tokio::select! {
-                claim = self.control_plane.call(&params) => claim,
-                // A claim cut short may have been granted: its lease expires
-                // and the workitem returns to the queue.
-                () = signalled(&mut stopping) => break,
+            let claim = match worker {
+                // A workitem marked PENDING has no lease to expire: the
+                // listing is not cut short.
+                Worker::Rest => self.rest_next(&mut queue).await,
+                Worker::Claim => tokio::select! {
+                    claim = self.control_plane.call(&params) => claim.map(|c| c.map(|c| (c, None))),
+                    // A claim cut short may have been granted: its lease expires
+                    // and the workitem returns to the queue.
+                    () = signalled(&mut stopping) => break,
+                },
             };
             match claim {
-                Ok(Some(claimed)) => {
+                Ok(Some((claimed, refusal))) => {
                     backoff.record(Poll::Work);
                     quick_empty = 0;
-                    let report = self.process(&claimed, &stopping).await;
+                    let report = self.process(&claimed, refusal, &stopping).await;
                     summary.count(&report);
                     continue;
                 }
                 Ok(None) if config.once => {
-                    info!(
-                        processed = summary.processed(),
-                        "no workitem available; exiting"
-                    );
+                    if summary.processed() == 0 {
+                        info!("no workitem available; exiting");
+                    } else {
+                        let processed = summary.processed();
+                        let noun = if processed == 1 {
+                            "workitem"
+                        } else {
+                            "workitems"
+                        };
+                        info!(processed, "{processed} {noun} processed; exiting");
+                    }
                     break;
                 }
                 Ok(None) => {
@@ -449,13 +496,18 @@ impl Gateway {
         }
         // A server without the endpoint (or with another answer) says
         // nothing; the claim mode then decides alone.
-        let version = self.control_plane.version().await.unwrap_or_default();
+        let (version, version_endpoint) = match self.control_plane.version().await {
+            Ok(version) => (version, Some(true)),
+            Err(ControlPlaneError::NotFound { .. }) => (Default::default(), Some(false)),
+            Err(_) => (Default::default(), None),
+        };
         Ok(ServerInfo {
             version: version.version.map(|v| match version.name {
                 Some(name) => format!("{name} {v}"),
                 None => v,
             }),
             long_poll: version.long_poll,
+            version_endpoint,
         })
     }
 
@@ -484,7 +536,12 @@ impl Gateway {
     }
 
     /// Processes one claimed workitem inside its `workitem.process` span.
-    async fn process(&self, claimed: &ClaimedWorkitem, stopping: &watch::Receiver<bool>) -> Report {
+    async fn process(
+        &self,
+        claimed: &ClaimedWorkitem,
+        refusal: Option<String>,
+        stopping: &watch::Receiver<bool>,
+    ) -> Report {
         let item = match Workitem::from_claim(claimed) {
             Ok(item) => item,
             Err(error) => {
@@ -517,12 +574,23 @@ impl Gateway {
                 k8sworker_telemetry::context_from_traceparent(traceparent),
             );
         }
-        self.process_item(item, stopping.clone())
+        self.process_item(item, refusal, stopping.clone())
             .instrument(span)
             .await
     }
 
-    async fn process_item(&self, item: Workitem, stopping: watch::Receiver<bool>) -> Report {
+    fn worker(&self) -> Worker {
+        self.worker.get().copied().unwrap_or(Worker::Claim)
+    }
+
+    /// `refusal`: why the workitem is `INVALID` before anything is asked
+    /// (REST mode: secret values, a missing document).
+    async fn process_item(
+        &self,
+        item: Workitem,
+        refusal: Option<String>,
+        stopping: watch::Receiver<bool>,
+    ) -> Report {
         self.emit(Event::Claimed {
             request_id: item.request_id.clone(),
             operation: item.operation.clone(),
@@ -531,6 +599,13 @@ impl Gateway {
             at: SystemTime::now(),
         });
         info!("workitem claimed");
+        if let Some(message) = refusal {
+            let outcome = Outcome::Fail {
+                status: FailStatus::Invalid,
+                message,
+            };
+            return self.report(&item, outcome, &stopping).await;
+        }
         let task = match item.task() {
             Ok(mut task) => {
                 // The tenant is the gateway's own, never the workitem's.
@@ -551,24 +626,27 @@ impl Gateway {
         };
         let lease = item.lease.unwrap_or(self.config.lease);
         let (lease_tx, mut lease_state) = watch::channel(LeaseState::Held);
-        let renewer = tokio::spawn(
-            renew(
-                self.control_plane.clone(),
-                item.request_id.clone(),
-                item.lease_id.clone(),
-                self.config.lease,
-                lease,
-                lease_tx,
-            )
-            .instrument(tracing::Span::current()),
-        );
-        let _renewer = AbortOnDrop(renewer);
+        // REST mode has no lease to renew or ask about.
+        let _renewer = (self.worker() == Worker::Claim).then(|| {
+            AbortOnDrop(tokio::spawn(
+                renew(
+                    self.control_plane.clone(),
+                    item.request_id.clone(),
+                    item.lease_id.clone(),
+                    self.config.lease,
+                    lease,
+                    lease_tx,
+                )
+                .instrument(tracing::Span::current()),
+            ))
+        });
 
         // Nothing is applied until the planner's Execute: ask first, so a
         // workitem cancelled since the claim is never started.
-        if let Some(report) = self
-            .before_execute(&item, lease, &mut lease_state, &stopping)
-            .await
+        if self.worker() == Worker::Claim
+            && let Some(report) = self
+                .before_execute(&item, lease, &mut lease_state, &stopping)
+                .await
         {
             return report;
         }
@@ -811,6 +889,7 @@ impl Gateway {
             }
             let (request_id, lease_id) = (item.request_id.clone(), item.lease_id.clone());
             let delivered = match &outcome {
+                _ if self.worker() == Worker::Rest => self.rest_deliver(item, &outcome).await,
                 Outcome::Complete(report) => {
                     let params = CompleteWorkitem {
                         request_id,
@@ -918,6 +997,218 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// REST mode's claim: lists the cluster's `REQUESTED` workitems, marks
+    /// the next one ([`rest::next`]) `PENDING` and gathers what the claim
+    /// protocol would hand over (the installation record, the cluster, the
+    /// mounted documents). A workitem the server refuses to mark is skipped
+    /// for the rest of this run. The second value is why the workitem is
+    /// `INVALID` before anything is asked of the cluster.
+    async fn rest_next(
+        &self,
+        queue: &mut RestQueue,
+    ) -> Result<Option<(ClaimedWorkitem, Option<String>)>, ControlPlaneError> {
+        let cluster_name = &self.config.cluster_name;
+        loop {
+            let (filter, sort) = rest::queued(cluster_name);
+            let listing: Vec<K8sWorkitem> = self
+                .control_plane
+                .select(rest::WORKITEMS, &filter, &sort, rest::PAGE)
+                .await?
+                .into_iter()
+                .filter_map(|item| serde_json::from_value(item).ok())
+                .collect();
+            let Some(item) = rest::next(&listing, &queue.skipped).cloned() else {
+                return Ok(None);
+            };
+            let pending = serde_json::json!({"status": "PENDING"});
+            match self
+                .control_plane
+                .update(rest::WORKITEMS, &item.request_id, &pending)
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    warn!(%error, request_id = %item.request_id, "the workitem could not be marked PENDING; skipping it");
+                    queue.skipped.insert(item.request_id.clone());
+                    continue;
+                }
+            }
+            match self.rest_gather(item.clone(), queue).await {
+                Ok(found) => return Ok(Some(found)),
+                Err(error) => {
+                    // Back to the queue, for this run's next listing or the next run.
+                    let requested = serde_json::json!({"status": "REQUESTED"});
+                    let _ = self
+                        .control_plane
+                        .update(rest::WORKITEMS, &item.request_id, &requested)
+                        .await;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// The claim-shaped view of a workitem marked `PENDING` in REST mode.
+    async fn rest_gather(
+        &self,
+        workitem: K8sWorkitem,
+        queue: &mut RestQueue,
+    ) -> Result<(ClaimedWorkitem, Option<String>), ControlPlaneError> {
+        let cluster = match &queue.cluster {
+            Some(cluster) => cluster.clone(),
+            None => {
+                let found = self
+                    .control_plane
+                    .cluster(&self.config.cluster_name)
+                    .await?;
+                let cluster = ClusterContext {
+                    name: self.config.cluster_name.clone(),
+                    ingress_default_node: found
+                        .get("ingressDefaultNode")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                };
+                queue.cluster = Some(cluster.clone());
+                cluster
+            }
+        };
+        let installation = self
+            .control_plane
+            .find(rest::INSTALLATIONS, &rest::installation_of(&workitem))
+            .await?;
+        let mut refusal = rest::needs_claim_protocol(&workitem.operation, &workitem.request);
+        let mut ancillaries = Ancillaries::default();
+        if refusal.is_none() {
+            for name in rest::documents(&workitem.request) {
+                let content = match self.control_plane.document(&name).await {
+                    Ok(_) => self.control_plane.download_document(&name).await,
+                    Err(error) => Err(error),
+                };
+                match content {
+                    Ok(content) => {
+                        ancillaries
+                            .documents
+                            .insert(name, Ancillaries::encode_document(&content));
+                    }
+                    Err(ControlPlaneError::NotFound { .. }) => {
+                        refusal = Some(format!(
+                            "the document `{name}` a file entry mounts does not exist"
+                        ));
+                        break;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let mut workitem = workitem;
+        // Listed before it was marked PENDING, which counted this attempt.
+        workitem.attempts = workitem.attempts.map(|attempts| attempts + 1);
+        let claimed = ClaimedWorkitem {
+            workitem,
+            // Never sent: REST mode has no lease.
+            lease_id: "-".into(),
+            lease_seconds: None,
+            cluster,
+            installation,
+            ancillaries,
+        };
+        Ok((claimed, refusal))
+    }
+
+    /// REST mode's report: the installation record as the outcome leaves it
+    /// ([`rest::record_after_success`], [`rest::record_after_failure`]),
+    /// then the workitem deleted (success), marked `FAILED`/`INVALID` with
+    /// the message, or put back to `REQUESTED` (retry).
+    async fn rest_deliver(
+        &self,
+        item: &Workitem,
+        outcome: &Outcome,
+    ) -> Result<Report, ControlPlaneError> {
+        let request_id = &item.request_id;
+        let Some(operation) = Operation::parse(&item.operation) else {
+            let (status, message) = match outcome {
+                Outcome::Fail { status, message } => (*status, message.clone()),
+                _ => (
+                    FailStatus::Invalid,
+                    format!("unknown operation `{}`", item.operation),
+                ),
+            };
+            return self.rest_fail(request_id, status, &message).await;
+        };
+        let done = rest::Done {
+            operation,
+            installation: &item.installation,
+            cluster: &item.cluster.cluster_name,
+            request: &item.request,
+            requested_by: item.requested_by.as_deref().unwrap_or_default(),
+            recorded: item.record.is_some(),
+        };
+        let write = match outcome {
+            Outcome::Complete(report) => {
+                rest::record_after_success(&done, report, SystemTime::now())
+            }
+            Outcome::Fail { status, message } => {
+                rest::record_after_failure(&done, *status, message)
+            }
+            Outcome::Retry { .. } => RecordWrite::Keep,
+        };
+        match write {
+            RecordWrite::Upsert(record) => {
+                self.control_plane
+                    .upsert(rest::INSTALLATIONS, &record)
+                    .await?;
+            }
+            RecordWrite::Delete => match self
+                .control_plane
+                .delete_one(rest::INSTALLATIONS, &item.installation)
+                .await
+            {
+                Ok(()) | Err(ControlPlaneError::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            },
+            RecordWrite::Keep => {}
+        }
+        match outcome {
+            Outcome::Complete(_) => match self
+                .control_plane
+                .delete_one(rest::WORKITEMS, request_id)
+                .await
+            {
+                // A retry whose first attempt went through.
+                Ok(()) | Err(ControlPlaneError::NotFound { .. }) => Ok(Report::Completed),
+                Err(error) => Err(error),
+            },
+            Outcome::Fail { status, message } => self.rest_fail(request_id, *status, message).await,
+            Outcome::Retry { message } => {
+                let requested = serde_json::json!({"status": "REQUESTED"});
+                self.control_plane
+                    .update(rest::WORKITEMS, request_id, &requested)
+                    .await
+                    .map(|_| Report::Released {
+                        reason: message.clone(),
+                    })
+            }
+        }
+    }
+
+    async fn rest_fail(
+        &self,
+        request_id: &str,
+        status: FailStatus,
+        message: &str,
+    ) -> Result<Report, ControlPlaneError> {
+        let message = outcome::reportable(message, outcome::MAX_PARAM_BYTES);
+        let changes = serde_json::json!({"status": status.as_str(), "message": message});
+        self.control_plane
+            .update(rest::WORKITEMS, request_id, &changes)
+            .await
+            .map(|_| Report::Failed {
+                status: status.as_str().to_owned(),
+                message,
+            })
     }
 
     fn reported(&self, item: &Workitem, report: Report) -> Report {

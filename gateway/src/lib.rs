@@ -7,8 +7,15 @@
 //!       └────────── complete (installation record) | fail | release ◀─────────────┘
 //! ```
 //!
+//! Against a server without the claim protocol (`--protocol rest`, or
+//! `auto` without a version endpoint) the claim is a listing of
+//! `k8sworkitems` and a `PENDING` mark, and the report is the installation
+//! record's upsert and the workitem's delete or status ([`rest`]); the
+//! processing between is the same.
+//!
 //! [`config`] is the command line; [`workitem`] reads a claim and builds
 //! the planner request; [`outcome`] maps the planner's answer to the report;
+//! [`rest`] is the documented-REST protocol's queries and records;
 //! [`logs`] names fetchLogs documents; [`backoff`] is the polling schedule.
 //! Those are pure. The HTTP edge is `k8sworker-client` (the worker
 //! protocol's types and its client); [`gateway`] is the loop that wires
@@ -24,7 +31,8 @@ pub mod config;
 pub mod gateway;
 pub mod logs;
 pub mod outcome;
+pub mod rest;
 pub mod workitem;
 
-pub use config::{AccessToken, ClaimMode, Config};
+pub use config::{AccessToken, ClaimMode, Config, Protocol};
 pub use gateway::{Event, Gateway, GatewayError, Report, ServerInfo, Summary};

@@ -76,6 +76,8 @@ pub struct Workitem {
     pub attempts: u32,
     /// When the workitem was created, per the server.
     pub created_at: Option<SystemTime>,
+    /// The Vantiq user who asked for it.
+    pub requested_by: Option<String>,
 }
 
 /// What the planner is asked to do for a workitem.
@@ -142,6 +144,7 @@ impl Workitem {
                 .created_at
                 .as_deref()
                 .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+            requested_by: workitem.requested_by.clone(),
         })
     }
 

@@ -268,6 +268,18 @@ pub enum ApiError {
         /// The workitem's `requestId`.
         request_id: String,
     },
+    /// 409: a worker's status update does not follow the workitem's life
+    /// (`--vantiq-strict`: `REQUESTED` → `PENDING` → `FAILED`/`INVALID`,
+    /// or back to `REQUESTED`); another worker took it, or it was cancelled.
+    #[error("Workitem {request_id} is {from}; it cannot become {to}.")]
+    StatusConflict {
+        /// The workitem's `requestId`.
+        request_id: String,
+        /// Its status now.
+        from: &'static str,
+        /// The status asked for.
+        to: String,
+    },
     /// 404: no procedure has this name.
     #[error("Unknown procedure {0}.")]
     UnknownProcedure(String),
@@ -336,7 +348,7 @@ impl ApiError {
             | SelfClusterDimensionsRequired(_)
             | MissingReference { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Duplicate { .. } | LeaseLost { .. } => StatusCode::CONFLICT,
+            Duplicate { .. } | LeaseLost { .. } | StatusConflict { .. } => StatusCode::CONFLICT,
             WorkitemCancelled { .. } => StatusCode::GONE,
             QuotaExceeded { .. }
             | DocumentQuotaExceeded { .. }
@@ -388,6 +400,7 @@ impl ApiError {
             DocumentQuotaExceeded { .. } => "io.vantiq.resources.documents.quota.exceeded",
             DocumentMounted { .. } => "io.vantiq.resources.documents.mounted.admin.only",
             LeaseLost { .. } => vantiq::LEASE_LOST,
+            StatusConflict { .. } => "io.vantiq.resources.k8s.workitem.status.conflict",
             WorkitemCancelled { .. } => vantiq::WORKITEM_CANCELLED,
             WorkerClusterDenied { .. } => "io.vantiq.resources.k8s.worker.cluster.denied",
             UnknownProcedure(_) => vantiq::UNKNOWN_PROCEDURE,
@@ -406,6 +419,11 @@ impl ApiError {
                 vec![json!(resource), json!(format!("{{{key}={id}}}"))]
             }
             UnknownResource(name) | NoRoute(name) | UnknownProcedure(name) => vec![json!(name)],
+            StatusConflict {
+                request_id,
+                from,
+                to,
+            } => vec![json!(request_id), json!(from), json!(to)],
             Forbidden { action, namespace } => vec![json!(action), json!(namespace)],
             WrongNamespace { token, target } => vec![json!(token), json!(target)],
             BodyTooLarge(limit) => vec![json!(limit)],

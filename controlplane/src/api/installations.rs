@@ -2,15 +2,28 @@
 //! [`super::resource`]; written only by the worker protocol, so every direct
 //! write is refused. Reads show `configSpec` with its secret values
 //! redacted.
+//!
+//! With `--vantiq-strict` a worker token writes its cluster's records
+//! itself, as `vantiq-api.md` §6.2 infers a Vantiq worker does:
+//! `POST k8sinstallations?upsert=true` ([`upsert`]) and
+//! `DELETE k8sinstallations/<name>` ([`remove`]).
 
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use rusqlite::Transaction;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::extract::{JsonBody, object};
 use super::resource::{Readable, Resource};
-use crate::auth::Action;
+use crate::audit::{iso, now_ms};
+use crate::auth::{Action, Caller};
+use crate::lifecycle::{REPORTABLE_INSTALLATION_STATUSES, REPORTED_PROPERTIES};
 use crate::secret_config;
+use crate::state::AppState;
 use crate::store::StoreError;
+use crate::store::identity;
 use crate::store::resources::{self, DocTable};
 
 /// The `k8sinstallations` resource type.
@@ -51,4 +64,168 @@ pub async fn read_only() -> ApiError {
         operation: "direct writes",
         reason: "installations change only through the command operations (deploy, undeploy, shutdown, restart)",
     }
+}
+
+/// What a worker's upsert may set besides [`REPORTED_PROPERTIES`]: what a
+/// deploy records (§2.1) and the verify time.
+const WORKER_PROPERTIES: &[&str] = &[
+    "name",
+    "clusterName",
+    "k8sNamespace",
+    "configSpec",
+    "installationDate",
+    "installedBy",
+    "installationStatus",
+    "k8sInstallationType",
+    "lastVerifiedAt",
+];
+
+/// The cluster a worker token serves: the one it is bound to, else
+/// `cluster`, to which it is bound now (in the caller's transaction). 403
+/// for another cluster; 404 when the cluster does not exist.
+fn worker_cluster(tx: &Transaction<'_>, caller: &Caller, cluster: &str) -> Result<(), ApiError> {
+    if resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?.is_none() {
+        return Err(ApiError::not_found("k8sclusters", "name", cluster));
+    }
+    let bound = match &caller.k8s_cluster {
+        Some(bound) => Some(bound.clone()),
+        None => identity::bind_token_cluster(tx, &caller.token_hash, cluster)?,
+    };
+    match bound {
+        Some(bound) if bound != cluster => Err(ApiError::WorkerClusterDenied {
+            bound,
+            requested: cluster.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `POST k8sinstallations?upsert=true` by a worker token
+/// (`--vantiq-strict`): creates the record named `name`, or merges the
+/// given properties into it. Only [`WORKER_PROPERTIES`] and
+/// [`REPORTED_PROPERTIES`]; `clusterName` must be the token's cluster and
+/// the record's; `installationStatus` one of RUNNING, STOPPED, DAMAGED,
+/// FAILED. Secret slots of `configSpec` are sealed at rest. Answers the
+/// record, its secret values redacted.
+pub async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::ReportWork)?;
+    let mut body = object(body)?;
+    if let Some(other) = body.keys().find(|key| {
+        !WORKER_PROPERTIES.contains(&key.as_str()) && !REPORTED_PROPERTIES.contains(&key.as_str())
+    }) {
+        return Err(ApiError::invalid(
+            other,
+            "a worker records only what it deployed and what the cluster reports",
+        ));
+    }
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::invalid(key, "required, a non-empty string"))
+    };
+    let name = text("name")?;
+    let cluster = text("clusterName")?;
+    if let Some(status) = body.get("installationStatus")
+        && !status
+            .as_str()
+            .is_some_and(|status| REPORTABLE_INSTALLATION_STATUSES.contains(&status))
+    {
+        return Err(ApiError::invalid(
+            "installationStatus",
+            format!(
+                "must be one of {}",
+                REPORTABLE_INSTALLATION_STATUSES.join(", ")
+            ),
+        ));
+    }
+    if let Some(config) = body.get_mut("configSpec") {
+        let keyring = state.keyring.clone();
+        secret_config::for_each_slot(config, |_, value| {
+            *value = keyring.seal(value);
+            Ok::<_, ApiError>(())
+        })?;
+    }
+    let verify = state.config.verify_interval;
+    state
+        .store
+        .transaction(move |tx| {
+            worker_cluster(tx, &caller, &cluster)?;
+            let namespace = &caller.namespace;
+            let existing = resources::get_doc(tx, DocTable::Installations, namespace, &name)?;
+            let now = now_ms();
+            let mut doc = match existing {
+                Some(Value::Object(doc)) => {
+                    let recorded = doc.get("clusterName").and_then(Value::as_str);
+                    if let Some(recorded) = recorded
+                        && recorded != cluster
+                    {
+                        return Err(ApiError::InstallationOnOtherCluster {
+                            installation: name,
+                            actual: recorded.to_owned(),
+                            requested: cluster,
+                        });
+                    }
+                    doc
+                }
+                _ => {
+                    let mut doc = serde_json::Map::new();
+                    doc.insert("_id".into(), json!(crate::auth::random_id(12)));
+                    doc.insert("ars_namespace".into(), json!(namespace));
+                    doc.insert("ars_createdAt".into(), json!(iso(now)));
+                    doc.insert("ars_createdBy".into(), json!(caller.username));
+                    doc
+                }
+            };
+            doc.extend(body);
+            doc.insert("ars_modifiedAt".into(), json!(iso(now)));
+            doc.insert("ars_modifiedBy".into(), json!(caller.username));
+            let settled = doc
+                .get("installationStatus")
+                .and_then(Value::as_str)
+                .is_some_and(|status| matches!(status, "RUNNING" | "STOPPED" | "DAMAGED"));
+            let next_verify_at =
+                (settled && !verify.is_zero()).then(|| now + verify.as_millis() as i64);
+            let mut doc = Value::Object(doc);
+            resources::put_installation(tx, namespace, &name, &cluster, &doc, next_verify_at)?;
+            secret_config::redact_installation(&mut doc);
+            Ok(doc)
+        })
+        .await
+        .map(Json)
+}
+
+/// `DELETE k8sinstallations/<name>` with `--vantiq-strict`: a worker
+/// token removes its cluster's record (an undeploy) and its `self` quota
+/// charge; 404 when there is none. Anyone else: refused as without the flag.
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !caller.grants.allows(Action::ReportWork) {
+        return Err(read_only().await);
+    }
+    state
+        .store
+        .transaction(move |tx| {
+            let namespace = &caller.namespace;
+            let Some(existing) = resources::get_doc(tx, DocTable::Installations, namespace, &name)?
+            else {
+                return Err(Installations::not_found(name));
+            };
+            let cluster = existing
+                .get("clusterName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            worker_cluster(tx, &caller, cluster)?;
+            resources::delete_installation(tx, namespace, &name)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }

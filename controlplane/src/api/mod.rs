@@ -93,12 +93,49 @@ fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response 
 }
 
 /// The application's routes.
+///
+/// With `--vantiq-strict` only Vantiq's documented surface: no
+/// `/api/v1/version` (so a gateway on `--protocol auto` speaks the REST
+/// protocol), no worker procedures ([`procedures`]), and the worker
+/// token's writes of `k8sworkitems` status and `k8sinstallations` records
+/// (`docs/worker-protocol.md`, "The documented-REST protocol").
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let strict = state.config.vantiq_strict;
+    let installations = if strict {
+        get(list::<Installations>)
+            .post(installations::upsert)
+            .delete(installations::read_only)
+    } else {
+        get(list::<Installations>)
+            .post(installations::read_only)
+            .delete(installations::read_only)
+    };
+    let installation = get(get_one::<Installations>)
+        .put(installations::read_only)
+        .patch(installations::read_only);
+    let installation = if strict {
+        installation.delete(installations::remove)
+    } else {
+        installation.delete(installations::read_only)
+    };
+    let workitem = get(get_one::<Workitems>).patch(workitems::read_only);
+    let workitem = if strict {
+        workitem.put(workitems::update).delete(workitems::remove)
+    } else {
+        workitem
+            .put(workitems::read_only)
+            .delete(delete_one::<Workitems>)
+    };
+    let router = Router::new()
         .route("/healthz", get(health))
-        .route("/readyz", get(health))
-        .route("/api/v1/version", get(version))
+        .route("/readyz", get(health));
+    let router = if strict {
+        router
+    } else {
+        router.route("/api/v1/version", get(version))
+    };
+    router
         .route("/authenticate", get(identity::authenticate))
         .route("/authenticate/refresh", post(identity::refresh))
         .route(
@@ -138,23 +175,12 @@ pub fn router(state: AppState) -> Router {
             &format!("{R}/k8sclusters/{{name}}/command"),
             post(command::run::<Clusters>),
         )
-        .route(
-            &format!("{R}/k8sinstallations"),
-            get(list::<Installations>)
-                .post(installations::read_only)
-                .delete(installations::read_only),
-        )
+        .route(&format!("{R}/k8sinstallations"), installations)
         .route(
             &format!("{R}/k8sinstallations/select"),
             post(select::<Installations>),
         )
-        .route(
-            &format!("{R}/k8sinstallations/{{name}}"),
-            get(get_one::<Installations>)
-                .put(installations::read_only)
-                .patch(installations::read_only)
-                .delete(installations::read_only),
-        )
+        .route(&format!("{R}/k8sinstallations/{{name}}"), installation)
         .route(
             &format!("{R}/k8sinstallations/{{name}}/command"),
             post(command::run::<Installations>),
@@ -169,13 +195,7 @@ pub fn router(state: AppState) -> Router {
             &format!("{R}/k8sworkitems/select"),
             post(select::<Workitems>),
         )
-        .route(
-            &format!("{R}/k8sworkitems/{{id}}"),
-            get(get_one::<Workitems>)
-                .delete(delete_one::<Workitems>)
-                .put(workitems::read_only)
-                .patch(workitems::read_only),
-        )
+        .route(&format!("{R}/k8sworkitems/{{id}}"), workitem)
         .route(
             &format!("{R}/documents"),
             get(list::<Documents>).post(documents::upload),

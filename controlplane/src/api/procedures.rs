@@ -190,7 +190,7 @@ fn lease_or_default(seconds: Option<f64>, state: &AppState) -> Duration {
 /// it (in the caller's transaction, so a call that then fails binds
 /// nothing): otherwise a token that never claimed could renew, complete,
 /// fail or release any cluster's workitem whose lease it knows.
-fn check_cluster(
+pub(super) fn check_cluster(
     tx: &rusqlite::Transaction<'_>,
     caller: &Caller,
     request_id: &str,
@@ -253,6 +253,18 @@ pub async fn call(
         }
     };
     let params = Params(params);
+    // The documented surface has no worker procedures.
+    let worker_procedure = [
+        protocol::CLAIM_WORKITEM,
+        protocol::RENEW_WORKITEM_LEASE,
+        protocol::COMPLETE_WORKITEM,
+        protocol::FAIL_WORKITEM,
+        protocol::RELEASE_WORKITEM,
+    ]
+    .contains(&name.as_str());
+    if state.config.vantiq_strict && worker_procedure {
+        return Err(ApiError::UnknownProcedure(name));
+    }
     Ok(match name.as_str() {
         "K8sManager.addK8sWorkerProfile" => {
             respond(&super::identity::add_worker_profile(&state, &caller).await?)

@@ -208,6 +208,88 @@ pub fn delete(tx: &Transaction<'_>, namespace: &str, request_id: &str) -> Result
     Ok(true)
 }
 
+/// A status change a worker asks for through `PUT k8sworkitems/<id>`
+/// (`--vantiq-strict`), and what stands in its way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusChange {
+    /// Done: the workitem's view as it now is ([`Workitem::to_doc`];
+    /// `None`: it was dropped, a cancelled one given back).
+    Changed(Option<Value>),
+    /// The change does not follow the workitem's life from its status now.
+    Conflict(Status),
+}
+
+/// A worker's status change without a lease (Vantiq's documented surface,
+/// `vantiq-api.md` §6.2): `REQUESTED` → `PENDING` (it takes the item;
+/// refused when taken already, so two workers never both do),
+/// `PENDING`/`CANCELLED` → `FAILED`/`INVALID` with `message`, and
+/// `PENDING` → `REQUESTED` (given back; a `CANCELLED` one is dropped). A
+/// workitem held under a claim lease is not this worker's: refused. The
+/// installation record is the worker's to write.
+pub fn set_status(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    request_id: &str,
+    to: Status,
+    message: Option<&str>,
+) -> Result<StatusChange, StoreError> {
+    let item = get(tx, namespace, request_id)?.ok_or_else(|| not_found(request_id))?;
+    let event = match to {
+        Status::Pending => Event::Claim,
+        Status::Failed | Status::Invalid => Event::Fail(to),
+        Status::Requested => Event::Release,
+        Status::Cancelled => return Ok(StatusChange::Conflict(item.status)),
+    };
+    if item.lease_id.is_some() {
+        return Ok(StatusChange::Conflict(item.status));
+    }
+    let next = match lifecycle::transition(item.status, event) {
+        Ok(next) => next,
+        Err(_) => return Ok(StatusChange::Conflict(item.status)),
+    };
+    let now = now_ms();
+    match next {
+        Next::Deleted => {
+            drop_item(tx, &item)?;
+            return Ok(StatusChange::Changed(None));
+        }
+        Next::Status(Status::Pending) => tx.execute(
+            "UPDATE k8sworkitems SET status = ?2, updated_at = ?3, attempts = attempts + 1,
+               delayed = 0 WHERE request_id = ?1",
+            params![request_id, Status::Pending.as_str(), now],
+        )?,
+        Next::Status(status) => tx.execute(
+            "UPDATE k8sworkitems SET status = ?2, updated_at = ?3,
+               message = COALESCE(?4, message) WHERE request_id = ?1",
+            params![request_id, status.as_str(), now, message],
+        )?,
+    };
+    if matches!(to, Status::Failed | Status::Invalid) {
+        release_orphan_charge(tx, namespace, &item.installation)?;
+    }
+    Ok(StatusChange::Changed(
+        get(tx, namespace, request_id)?.map(|item| item.to_doc()),
+    ))
+}
+
+/// A worker's `DELETE k8sworkitems/<id>` (`--vantiq-strict`): the work is
+/// done, the item goes at once whatever its status (a cancelled one too);
+/// `false` when there is none. Held under a claim lease: refused.
+pub fn finish(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    request_id: &str,
+) -> Result<Result<bool, Status>, StoreError> {
+    let Some(item) = get(tx, namespace, request_id)? else {
+        return Ok(Ok(false));
+    };
+    if item.lease_id.is_some() {
+        return Ok(Err(item.status));
+    }
+    drop_item(tx, &item)?;
+    Ok(Ok(true))
+}
+
 /// Deletes a workitem, and the `self` charge of an installation that will
 /// now never exist.
 fn drop_item(tx: &Transaction<'_>, item: &Workitem) -> Result<(), StoreError> {

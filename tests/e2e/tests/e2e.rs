@@ -16,7 +16,7 @@ use k8sworker_controlplane::store::workitems::{self, NewWorkitem};
 use k8sworker_core::owner::Tenant;
 use k8sworker_e2e::stack::gateway_config;
 use k8sworker_e2e::{CLUSTER, RunningGateway, RunningPlanner, Stack, Vantiq, sample_deploy};
-use k8sworker_gateway::ClaimMode;
+use k8sworker_gateway::{ClaimMode, Protocol};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
 use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, eventually, with_temp_ns};
 use kube::api::{DeleteParams, ListParams};
@@ -88,23 +88,91 @@ async fn ready_pods(admin: &Client, ns: &str, installation: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn deploy_update_shutdown_restart_fetch_logs_undeploy() {
+    lifecycle(Protocol::Claim).await;
+}
+
+/// The same scenario with the gateway on `--protocol auto` against a
+/// control plane that serves only Vantiq's documented surface: the gateway
+/// finds no version endpoint, speaks the REST protocol, and any request
+/// outside what the strict worker profile allows would be refused (and
+/// fail the scenario).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_against_a_strict_control_plane_deploy_update_shutdown_restart_fetch_logs_undeploy()
+ {
+    lifecycle(Protocol::Rest).await;
+}
+
+/// A deploy the REST protocol can carry: the sample without its `asSecret`
+/// value (secret values need the claim protocol).
+fn deploy_for(protocol: Protocol, name: &str, ns: &str, replicas: i64, greeting: &str) -> Value {
+    let mut deploy = sample_deploy(name, ns, replicas, greeting);
+    if protocol == Protocol::Rest {
+        let config = deploy["config"].as_array_mut().unwrap();
+        config.retain(|entry| entry["asSecret"] != json!(true));
+    }
+    deploy
+}
+
+/// Asks for a deploy of [`deploy_for`]; the workitem.
+async fn request_deploy(
+    vantiq: &Vantiq,
+    protocol: Protocol,
+    name: &str,
+    ns: &str,
+    replicas: i64,
+    greeting: &str,
+) -> Value {
+    let deploy = deploy_for(protocol, name, ns, replicas, greeting);
+    vantiq.command(CLUSTER, "deploy", deploy).await
+}
+
+/// A stack for `protocol`: strict control plane and REST gateway, or the
+/// default control plane and the claim protocol.
+async fn stack_for(protocol: Protocol, admin: &Client, ns: &str) -> Stack {
+    Stack::start(admin, ns, |config| {
+        config.vantiq_strict = protocol == Protocol::Rest;
+    })
+    .await
+}
+
+async fn lifecycle(protocol: Protocol) {
+    let rest = protocol == Protocol::Rest;
     with_temp_ns("e2e-lifecycle", |admin, ns| async move {
-        let stack = Stack::start(&admin, &ns, |_| {}).await;
+        let stack = stack_for(protocol, &admin, &ns).await;
+        if rest {
+            // The strict server has no version endpoint and no claim procedures.
+            let (status, _) = stack.admin.get("/api/v1/version").await;
+            assert_eq!(status, 404);
+            let (status, body) = stack
+                .admin
+                .post(
+                    "/api/v1/resources/procedures/K8sManager.claimWorkitem",
+                    json!({"clusterName": CLUSTER}),
+                )
+                .await;
+            assert_eq!(status, 404, "{body}");
+        }
+        // `auto`: the server decides.
         let gateway = stack.gateway();
         let vantiq = &stack.admin;
 
         // deploy → RUNNING, with every generated object listed.
-        vantiq
-            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 2, "hello"))
-            .await;
+        request_deploy(vantiq, protocol, "web", &ns, 2, "hello").await;
         let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
         assert_eq!(record["replicaCount"], 2);
         assert_eq!(record["k8sNamespace"], ns.as_str());
         assert_eq!(record["k8sInstallationType"], "STATEFUL_SET");
         assert!(record["installationDate"].is_string(), "{record}");
+        assert_eq!(
+            record["installedBy"],
+            stack.control_plane.config.admin_username.as_str()
+        );
         // Every read shows the `asSecret` value redacted; only the claim opens it.
-        let mut config = sample_deploy("web", &ns, 2, "hello")["config"].clone();
-        config[3]["value"] = json!("<redacted>");
+        let mut config = deploy_for(protocol, "web", &ns, 2, "hello")["config"].clone();
+        if !rest {
+            config[3]["value"] = json!("<redacted>");
+        }
         assert_eq!(record["configSpec"], config);
         assert_eq!(
             names(&record["k8sAssociatedServices"]),
@@ -118,21 +186,20 @@ async fn deploy_update_shutdown_restart_fetch_logs_undeploy() {
             names(&record["k8sAssociatedConfigMaps"]),
             ["vantiq-web-configmap-0"]
         );
-        assert_eq!(
-            names(&record["k8sAssociatedSecrets"]),
-            ["vantiq-web-envsecret"]
-        );
-        assert_eq!(
-            objects(&admin, &ns, "web").await,
-            [
-                "ConfigMap/vantiq-web-configmap-0",
-                "Ingress/vantiq-web-ingress-0",
-                "Secret/vantiq-web-envsecret",
-                "Service/vantiq-web-service-0",
-                "Service/web",
-                "StatefulSet/web",
-            ]
-        );
+        let secrets: &[&str] = if rest { &[] } else { &["vantiq-web-envsecret"] };
+        assert_eq!(names(&record["k8sAssociatedSecrets"]), secrets);
+        let mut expected = vec![
+            "ConfigMap/vantiq-web-configmap-0",
+            "Ingress/vantiq-web-ingress-0",
+            "Secret/vantiq-web-envsecret",
+            "Service/vantiq-web-service-0",
+            "Service/web",
+            "StatefulSet/web",
+        ];
+        if rest {
+            expected.retain(|object| !object.starts_with("Secret/"));
+        }
+        assert_eq!(objects(&admin, &ns, "web").await, expected);
         let sts = statefulset(&admin, &ns, "web")
             .await
             .expect("StatefulSet web");
@@ -143,9 +210,7 @@ async fn deploy_update_shutdown_restart_fetch_logs_undeploy() {
         assert_eq!(ready_pods(&admin, &ns, "web").await, 2);
 
         // update: new content and three replicas.
-        vantiq
-            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 3, "bonjour"))
-            .await;
+        request_deploy(vantiq, protocol, "web", &ns, 3, "bonjour").await;
         let record = vantiq
             .wait_installation("web", WAIT, |r| {
                 r.is_some_and(|r| r["installationStatus"] == "RUNNING" && r["replicaCount"] == 3)
@@ -1000,6 +1065,128 @@ async fn a_workitem_cancelled_while_it_executes_finishes_and_records_its_outcome
         vantiq.wait_workitem(&id, WAIT, |item| item.is_none()).await;
         assert_eq!(gateway.completed(), vec![id]);
         gateway.stop().await;
+    })
+    .await;
+}
+
+/// REST mode cannot read secret values: a deploy with `@secrets(...)`
+/// fails as `INVALID`, saying the claim protocol is needed, and nothing
+/// reaches the cluster or the installation records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_refuses_a_deploy_with_secrets_as_invalid_and_writes_nothing() {
+    with_temp_ns("e2e-rest-secrets", |admin, ns| async move {
+        let stack = stack_for(Protocol::Rest, &admin, &ns).await;
+        let vantiq = &stack.admin;
+        let (status, body) = vantiq
+            .post(
+                "/api/v1/resources/secrets",
+                json!({"name": "db-pass", "secret": "hunter2"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut config = stack.gateway_config();
+        config.protocol = Protocol::Rest;
+        let gateway = RunningGateway::start(config);
+        let mut deploy = deploy_for(Protocol::Rest, "vault", &ns, 1, "hi");
+        deploy["config"].as_array_mut().unwrap().push(
+            json!({"type": "environmentVariable", "name": "DB_PASS", "value": "@secrets(db-pass)"}),
+        );
+        let item = vantiq.command(CLUSTER, "deploy", deploy).await;
+        let id = item["requestId"].as_str().unwrap().to_owned();
+        let failed = vantiq
+            .wait_workitem(&id, WAIT, |item| {
+                item.is_some_and(|item| item["status"] == "INVALID")
+            })
+            .await
+            .unwrap();
+        let message = failed["message"].as_str().unwrap_or_default();
+        assert!(message.contains("@secrets(db-pass)"), "{failed}");
+        assert!(message.contains("--protocol claim"), "{failed}");
+        assert!(!message.contains("hunter2"), "{failed}");
+        assert_eq!(vantiq.installation("vault").await, None);
+        assert_eq!(objects(&admin, &ns, "vault").await, Vec::<String>::new());
+        let summary = gateway.stop().await;
+        assert_eq!(summary.failed, 1, "{summary:?}");
+        assert_eq!(summary.completed, 0, "{summary:?}");
+    })
+    .await;
+}
+
+/// The CronJob form: a gateway with `--once` takes the queued workitem,
+/// completes it and exits, in REST mode against a strict control plane and
+/// in claim mode; a second run finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn the_cronjob_form_processes_the_queued_workitem_and_exits() {
+    for protocol in [Protocol::Rest, Protocol::Claim] {
+        with_temp_ns("e2e-once", |admin, ns| async move {
+            let stack = stack_for(protocol, &admin, &ns).await;
+            let vantiq = &stack.admin;
+            request_deploy(vantiq, protocol, "cron", &ns, 1, "tick").await;
+            let mut config = stack.gateway_config();
+            config.once = true;
+            config.protocol = protocol;
+            let summary = RunningGateway::start(config.clone())
+                .finished()
+                .await
+                .unwrap();
+            assert_eq!(summary.completed, 1, "{protocol:?}: {summary:?}");
+            assert_eq!(summary.processed(), 1, "{protocol:?}: {summary:?}");
+            let record = vantiq.installation("cron").await.unwrap();
+            assert_eq!(record["installationStatus"], "RUNNING", "{record}");
+            assert!(vantiq.workitems().await.is_empty());
+            assert!(statefulset(&admin, &ns, "cron").await.is_some());
+            let again = RunningGateway::start(config).finished().await.unwrap();
+            assert_eq!(again.processed(), 0, "{protocol:?}: {again:?}");
+        })
+        .await;
+    }
+}
+
+/// REST mode keeps an installation's operations in the order they were
+/// asked for (two deploys queued before the gateway runs: the later one
+/// wins), and leaves alone a workitem another worker has marked `PENDING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_keeps_an_installations_order_and_leaves_a_taken_workitem_alone() {
+    with_temp_ns("e2e-rest-order", |admin, ns| async move {
+        let stack = stack_for(Protocol::Rest, &admin, &ns).await;
+        let vantiq = &stack.admin;
+        request_deploy(vantiq, Protocol::Rest, "ordered", &ns, 1, "first").await;
+        request_deploy(vantiq, Protocol::Rest, "ordered", &ns, 2, "second").await;
+        let taken = request_deploy(vantiq, Protocol::Rest, "taken", &ns, 1, "x").await;
+        let taken = taken["requestId"].as_str().unwrap();
+        // Another worker took it.
+        let other = k8sworker_client::Client::builder(&stack.control_plane.url())
+            .token(stack.worker_token.clone())
+            .build()
+            .unwrap();
+        other
+            .update("k8sworkitems", taken, &json!({"status": "PENDING"}))
+            .await
+            .unwrap();
+
+        let mut config = stack.gateway_config();
+        config.once = true;
+        config.protocol = Protocol::Rest;
+        let summary = RunningGateway::start(config).finished().await.unwrap();
+        assert_eq!(summary.completed, 2, "{summary:?}");
+        assert_eq!(summary.processed(), 2, "{summary:?}");
+        let record = vantiq.installation("ordered").await.unwrap();
+        assert_eq!(record["replicaCount"], 2, "the later deploy last: {record}");
+        assert_eq!(record["configSpec"][1]["content"], "greeting=second\n");
+        let content = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+            .get("vantiq-ordered-configmap-0")
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        assert_eq!(content["app.properties"], "greeting=second\n");
+        let left = vantiq.workitem(taken).await.unwrap();
+        assert_eq!(left["status"], "PENDING", "{left}");
+        assert_eq!(vantiq.installation("taken").await, None);
+        assert_eq!(objects(&admin, &ns, "taken").await, Vec::<String>::new());
     })
     .await;
 }

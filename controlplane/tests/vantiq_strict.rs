@@ -1,0 +1,239 @@
+//! `--vantiq-strict`: only Vantiq's documented surface, and a worker token
+//! allowed what `vantiq-api.md` §6.2 infers a Vantiq worker needs (its
+//! cluster's workitems' status, their delete when done, its cluster's
+//! installation records) and nothing more. Every refusal leaves the
+//! database as it was.
+
+mod common;
+
+use common::{TestServer, assert_error};
+use serde_json::{Value, json};
+
+const ITEMS: &str = "/api/v1/resources/k8sworkitems";
+const RECORDS: &str = "/api/v1/resources/k8sinstallations";
+
+async fn strict() -> TestServer {
+    TestServer::start_with(|config| config.vantiq_strict = true).await
+}
+
+/// A worker's `PUT k8sworkitems/<id>` with `body`.
+async fn put_item(worker: &common::Client, id: &str, body: Value) -> (reqwest::StatusCode, Value) {
+    worker.put(&format!("{ITEMS}/{id}"), body).await
+}
+
+fn status_of(t: &TestServer, id: &str) -> String {
+    t.database()
+        .query_row(
+            "SELECT status FROM k8sworkitems WHERE request_id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn no_version_endpoint_and_no_worker_procedures() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    t.admin.deploy("c1", "web").await;
+    let (status, _) = worker.get("/api/v1/version").await;
+    assert_eq!(status, 404);
+    for procedure in [
+        "claimWorkitem",
+        "renewWorkitemLease",
+        "completeWorkitem",
+        "failWorkitem",
+        "releaseWorkitem",
+    ] {
+        let (status, body) = worker
+            .procedure(
+                procedure,
+                json!({"clusterName": "c1", "requestId": "x", "leaseId": "y"}),
+            )
+            .await;
+        assert_error(status, &body, 404, "io.vantiq.procedure.unknown");
+    }
+    let (_, items) = t.admin.get(ITEMS).await;
+    assert_eq!(items[0]["status"], "REQUESTED", "nothing claimed: {items}");
+    // The documented procedure stays.
+    let (status, body) = t.admin.procedure("addK8sWorkerProfile", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_worker_marks_pending_once_fails_with_a_message_and_deletes_when_done() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let first = t.admin.deploy("c1", "web").await;
+    let second = t.admin.deploy("c1", "api").await;
+    let (first, second) = (
+        first["requestId"].as_str().unwrap().to_owned(),
+        second["requestId"].as_str().unwrap().to_owned(),
+    );
+
+    let (status, body) = put_item(&worker, &first, json!({"status": "PENDING"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "PENDING");
+    // Taken already: a second mark is a conflict, so two workers never both work on it.
+    let (status, body) = put_item(&worker, &first, json!({"status": "PENDING"})).await;
+    assert_error(
+        status,
+        &body,
+        409,
+        "io.vantiq.resources.k8s.workitem.status.conflict",
+    );
+    // Only status and message change.
+    let (status, body) = put_item(
+        &worker,
+        &first,
+        json!({"status": "FAILED", "requestedBy": "mallory"}),
+    )
+    .await;
+    assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+    assert_eq!(status_of(&t, &first), "PENDING");
+
+    let (status, body) = put_item(
+        &worker,
+        &first,
+        json!({"status": "FAILED", "message": "pod web-0: ImagePullBackOff"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["message"], "pod web-0: ImagePullBackOff");
+
+    // Done: the worker's delete removes it at once.
+    put_item(&worker, &second, json!({"status": "PENDING"})).await;
+    let (status, body) = worker.delete(&format!("{ITEMS}/{second}")).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(t.rows("k8sworkitems"), 1);
+}
+
+#[tokio::test]
+async fn a_worker_writes_its_clusters_records_and_nothing_else() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    t.admin.create_cluster("c2").await;
+    let item = t.admin.deploy("c1", "web").await;
+    let id = item["requestId"].as_str().unwrap();
+    // Binds the token to c1.
+    put_item(&worker, id, json!({"status": "PENDING"})).await;
+
+    let record = json!({
+        "name": "web", "clusterName": "c1", "k8sNamespace": "apps",
+        "configSpec": [{"type": "image", "name": "app"}], "installedBy": "admin",
+        "installationStatus": "RUNNING", "replicaCount": 1, "k8sInstallationType": "STATEFUL_SET",
+    });
+    let (status, body) = worker
+        .post(&format!("{RECORDS}?upsert=true"), record.clone())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["installationStatus"], "RUNNING");
+    assert_eq!(body["ars_createdBy"], body["ars_modifiedBy"]);
+    let (status, body) = worker
+        .post(
+            &format!("{RECORDS}?upsert=true"),
+            json!({"name": "web", "clusterName": "c1", "installationStatus": "STOPPED"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["installationStatus"], "STOPPED");
+    assert_eq!(body["replicaCount"], 1, "merged: {body}");
+
+    // Refused, and nothing written: a property a worker does not set, a
+    // status no worker reports, another cluster.
+    let before: Value = t.admin.get(&format!("{RECORDS}/web")).await.1;
+    for (body, expected, code) in [
+        (
+            json!({"name": "web", "clusterName": "c1", "quotaConsumed": {"vCPU": "0"}}),
+            400,
+            "io.vantiq.argument.invalid",
+        ),
+        (
+            json!({"name": "web", "clusterName": "c1", "installationStatus": "STARTING"}),
+            400,
+            "io.vantiq.argument.invalid",
+        ),
+        (
+            json!({"name": "web", "clusterName": "c2"}),
+            403,
+            "io.vantiq.resources.k8s.worker.cluster.denied",
+        ),
+        (
+            json!({"name": "other", "clusterName": "c2"}),
+            403,
+            "io.vantiq.resources.k8s.worker.cluster.denied",
+        ),
+    ] {
+        let (status, answer) = worker.post(&format!("{RECORDS}?upsert=true"), body).await;
+        assert_error(status, &answer, expected, code);
+    }
+    assert_eq!(t.admin.get(&format!("{RECORDS}/web")).await.1, before);
+    assert_eq!(t.rows("k8sinstallations"), 1);
+
+    // Beyond the worker's surface: clusters, commands, another cluster's
+    // workitems (tokens, secrets and the rest: tests/api.rs).
+    let other = t.admin.deploy("c2", "api").await;
+    let other = other["requestId"].as_str().unwrap();
+    let refusals = [
+        worker
+            .post("/api/v1/resources/k8sclusters", json!({"name": "c3"}))
+            .await,
+        worker
+            .put(
+                "/api/v1/resources/k8sclusters/c1",
+                json!({"ingressDefaultNode": "x"}),
+            )
+            .await,
+        worker
+            .command("c1", "undeploy", json!({"name": "web"}))
+            .await,
+        put_item(&worker, other, json!({"status": "PENDING"})).await,
+        worker.delete(&format!("{ITEMS}/{other}")).await,
+    ];
+    for (status, body) in refusals {
+        assert_eq!(status.as_u16(), 403, "{body}");
+    }
+    assert_eq!(status_of(&t, other), "REQUESTED");
+    assert_eq!(t.rows("k8sclusters"), 2);
+
+    // Undeploy: the worker removes its record.
+    let (status, body) = worker.delete(&format!("{RECORDS}/web")).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(t.rows("k8sinstallations"), 0);
+    // Users still cannot write records.
+    let user = t.user().await;
+    let (status, body) = user.post(&format!("{RECORDS}?upsert=true"), record).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert_eq!(t.rows("k8sinstallations"), 0);
+}
+
+#[tokio::test]
+async fn without_the_flag_the_resources_stay_read_only() {
+    let t = TestServer::start().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let item = t.admin.deploy("c1", "web").await;
+    let id = item["requestId"].as_str().unwrap();
+    for (status, body) in [
+        put_item(&worker, id, json!({"status": "PENDING"})).await,
+        worker
+            .post(
+                &format!("{RECORDS}?upsert=true"),
+                json!({"name": "web", "clusterName": "c1"}),
+            )
+            .await,
+    ] {
+        assert_error(
+            status,
+            &body,
+            405,
+            "io.vantiq.resource.operation.not.allowed",
+        );
+    }
+    assert_eq!(status_of(&t, id), "REQUESTED");
+    assert_eq!(t.rows("k8sinstallations"), 0);
+}
