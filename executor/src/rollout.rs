@@ -267,7 +267,11 @@ mod tests {
             mk_outcome("StatefulSet", Action::Delete, Outcome::Applied, "sts"),
             mk_outcome("StatefulSet", Action::Create, Outcome::Applied, ""),
         ] {
-            assert_eq!(owner(&deploy, &[outcome.clone()]), None, "{outcome:?}");
+            assert_eq!(
+                owner(&deploy, std::slice::from_ref(&outcome)),
+                None,
+                "{outcome:?}"
+            );
         }
         assert_eq!(owner(&deploy, &[]), None);
     }
