@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event};
 use k8sworker_core::plan::Operation;
 use k8sworker_executor::calls::ApiCall;
-use k8sworker_proto::v1::{ErrorCode, HealthState, PodReplacement};
+use k8sworker_proto::v1::{ErrorCode, Health, HealthState, PodReplacement};
 use k8sworker_testsupport::{
     cluster::{CRASH_LOOP, PULL_FAIL, require_failing_images},
     plans, with_temp_ns,
@@ -68,6 +68,15 @@ async fn pods(f: &Fixture) -> BTreeMap<String, (String, String, bool)> {
         .collect()
 }
 
+/// The pods the Ack says were replaced: (pod, reason, uid).
+fn replaced(health: &Health) -> Vec<(&str, &str, &str)> {
+    health
+        .replaced
+        .iter()
+        .map(|r| (r.pod.as_str(), r.reason.as_str(), r.uid.as_str()))
+        .collect()
+}
+
 async fn update_revision(f: &Fixture) -> String {
     f.statefulset("orders")
         .await
@@ -84,7 +93,7 @@ async fn deploy_failing(
     operation: Operation,
     pod: &str,
     reason: &str,
-) -> (k8sworker_proto::v1::Health, Calls) {
+) -> (Health, Calls) {
     let before = f.calls();
     let (_, applied) = f.plan_and_apply(request, operation, true).await;
     let applied = applied.expect("applied");
@@ -252,11 +261,7 @@ async fn a_crash_looping_pod_fails_the_wait_and_the_fix_replaces_it() {
         let (applied, calls) = f.run(&orders(&ns, 1, "2"), Operation::Deploy).await;
         let health = applied.ack.health.unwrap();
         assert_eq!(
-            health
-                .replaced
-                .iter()
-                .map(|r| (r.pod.as_str(), r.reason.as_str(), r.uid.as_str()))
-                .collect::<Vec<_>>(),
+            replaced(&health),
             [("orders-0", "CrashLoopBackOff", pod.0.as_str())]
         );
         assert_eq!(pod_deletes(&calls), 1);
@@ -267,9 +272,8 @@ async fn a_crash_looping_pod_fails_the_wait_and_the_fix_replaces_it() {
 
 /// Only a deploy replaces pods: a restart (the guide's "scale back to
 /// replicaCount", no template written) leaves a stuck pod of a previous
-/// revision alone and says a deploy replaces it; the next deploy does, even
-/// though the new template was written by another manager and the deploy
-/// itself changes none.
+/// revision alone and says a deploy replaces it; the next deploy does, also
+/// when another manager wrote the new template.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn a_restart_replaces_nothing_and_the_next_deploy_does() {
@@ -328,12 +332,8 @@ async fn a_restart_replaces_nothing_and_the_next_deploy_does() {
         let (applied, calls) = f.run(&orders(&ns, 2, "3"), Operation::Deploy).await;
         let health = applied.ack.health.unwrap();
         assert_eq!(
-            health
-                .replaced
-                .iter()
-                .map(|r| r.pod.as_str())
-                .collect::<Vec<_>>(),
-            ["orders-1"]
+            replaced(&health),
+            [("orders-1", "ImagePullBackOff", stuck["orders-1"].0.as_str())]
         );
         assert_eq!(pod_deletes(&calls), 1);
         assert_eq!(health.ready_replicas, 2);
