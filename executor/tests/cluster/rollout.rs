@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event, rbac::v1::Role};
 use k8sworker_core::plan::Operation;
 use k8sworker_executor::calls::ApiCall;
 use k8sworker_proto::v1::{ErrorCode, Health, HealthState, PodReplacement};
@@ -17,7 +17,7 @@ use k8sworker_testsupport::{
 };
 use kube::{
     Api, ResourceExt as _,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
@@ -337,6 +337,58 @@ async fn a_restart_replaces_nothing_and_the_next_deploy_does() {
         );
         assert_eq!(pod_deletes(&calls), 1);
         assert_eq!(health.ready_replicas, 2);
+    })
+    .await;
+}
+
+/// An executor whose Role lacks `delete` on pods (an older Role left in
+/// place) is refused the replacement: it tries once, and the deploy fails
+/// naming the stuck pod, as before this release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn without_delete_on_pods_the_stuck_pod_is_reported_once_tried() {
+    with_temp_ns("exec-rollout-norbac", |admin, ns| async move {
+        require_failing_images(&admin).await;
+        let mut f = Fixture::new(admin.clone(), ns.clone()).await;
+        let roles: Api<Role> = Api::namespaced(admin.clone(), &ns);
+        let mut role = roles.get("k8sworker-executor").await.expect("the Role");
+        for rule in role.rules.iter_mut().flatten() {
+            if rule.resources.iter().flatten().any(|r| r == "pods") {
+                rule.verbs.retain(|verb| verb != "delete");
+            }
+        }
+        roles
+            .replace("k8sworker-executor", &PostParams::default(), &role)
+            .await
+            .expect("narrowed");
+
+        f.run(&orders(&ns, 1, "1"), Operation::Deploy).await;
+        let bad = orders(&ns, 1, &format!("2{PULL_FAIL}"));
+        deploy_failing(
+            &mut f,
+            &bad,
+            Operation::Deploy,
+            "orders-0",
+            "ImagePullBackOff",
+        )
+        .await;
+        let stuck = pods(&f).await;
+        let (health, calls) = deploy_failing(
+            &mut f,
+            &orders(&ns, 1, "3"),
+            Operation::Deploy,
+            "orders-0",
+            "ImagePullBackOff",
+        )
+        .await;
+        assert_eq!(pod_deletes(&calls), 1, "tried once: {calls:?}");
+        assert!(health.replaced.is_empty());
+        assert!(
+            health.problems[0].message.contains("a deploy replaces it"),
+            "{}",
+            health.problems[0].message
+        );
+        assert_eq!(pods(&f).await, stuck, "nothing was deleted");
     })
     .await;
 }
