@@ -392,3 +392,44 @@ async fn without_delete_on_pods_the_stuck_pod_is_reported_once_tried() {
     })
     .await;
 }
+
+/// Bounded: a "fix" that fails too replaces the stuck pod once, and the
+/// wait then fails on the new pod, which fails at the update revision and
+/// is not replaced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_failing_fix_replaces_the_stuck_pod_once_and_fails() {
+    with_temp_ns("exec-rollout-twice", |admin, ns| async move {
+        require_failing_images(&admin).await;
+        let mut f = Fixture::new(admin.clone(), ns.clone()).await;
+        f.run(&orders(&ns, 1, "1"), Operation::Deploy).await;
+        let bad = orders(&ns, 1, &format!("2{PULL_FAIL}"));
+        deploy_failing(
+            &mut f,
+            &bad,
+            Operation::Deploy,
+            "orders-0",
+            "ImagePullBackOff",
+        )
+        .await;
+        let stuck = pods(&f).await;
+        let worse = orders(&ns, 1, &format!("3{CRASH_LOOP}"));
+        let (health, calls) = deploy_failing(
+            &mut f,
+            &worse,
+            Operation::Deploy,
+            "orders-0",
+            "CrashLoopBackOff",
+        )
+        .await;
+        assert_eq!(
+            replaced(&health),
+            [("orders-0", "ImagePullBackOff", stuck["orders-0"].0.as_str())]
+        );
+        assert_eq!(pod_deletes(&calls), 1, "{calls:?}");
+        let now = pods(&f).await;
+        assert_eq!(now["orders-0"].1, update_revision(&f).await);
+        assert_ne!(now["orders-0"].0, stuck["orders-0"].0);
+    })
+    .await;
+}
