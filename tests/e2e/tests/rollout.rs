@@ -5,6 +5,10 @@
 //! controller never would, and the installation is RUNNING with 3 ready
 //! replicas of the new revision.
 //!
+//! The fix's trace holds the replacement: a span `replace pod` naming the
+//! pod, and its `delete pods` API call. Its own test binary: it installs the
+//! process-wide OTLP pipeline to the test cluster's Jaeger.
+//!
 //! Run with `cargo test -p k8sworker-e2e --test rollout -- --ignored` on a
 //! test cluster started by the current `tests/cluster/up.sh` (its kwok makes
 //! `*-pullfail` images fail to pull).
@@ -14,11 +18,16 @@ use std::time::Duration;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use k8sworker_e2e::{CLUSTER, Stack, sample_deploy};
 use k8sworker_testsupport::{
+    TestCluster,
     cluster::{PULL_FAIL, require_failing_images},
-    with_temp_ns,
+    eventually, jaeger, with_temp_ns,
 };
 use kube::{Api, ResourceExt as _, api::ListParams};
+use opentelemetry::trace::TracerProvider as _;
 use serde_json::{Value, json};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const IMAGE: &str = "registry.example.com/k8sworker/orders";
@@ -32,6 +41,16 @@ fn orders(namespace: &str, tag: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn a_stuck_rollout_reaches_running_through_vantiq_alone() {
+    let provider = jaeger::exporting_provider("k8sworker-e2e").await;
+    tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("k8sworker-e2e"))
+                .with_filter(EnvFilter::new("info")),
+        )
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    let flusher = provider.clone();
     with_temp_ns("e2e-rollout", |admin, ns| async move {
         require_failing_images(&admin).await;
         let stack = Stack::start(&admin, &ns, |_| {}).await;
@@ -52,7 +71,12 @@ async fn a_stuck_rollout_reaches_running_through_vantiq_alone() {
             .await
             .expect("orders-2");
 
-        vantiq.command(CLUSTER, "deploy", orders(&ns, "3")).await;
+        let item = vantiq.command(CLUSTER, "deploy", orders(&ns, "3")).await;
+        let trace_id = item["traceparent"]
+            .as_str()
+            .and_then(|traceparent| traceparent.split('-').nth(1))
+            .expect("the workitem names its trace")
+            .to_owned();
         let record = vantiq.wait_status("orders", "RUNNING", WAIT).await;
         assert_eq!(record["k8sState"], "Running: 3/3 replicas ready");
         assert_eq!(record["replicaCount"], 3);
@@ -102,6 +126,20 @@ async fn a_stuck_rollout_reaches_running_through_vantiq_alone() {
             );
             assert_ne!(pod.uid(), failing.uid());
         }
+
+        flusher.force_flush().expect("spans flushed");
+        let query = TestCluster::get().await.jaeger_query_url();
+        eventually("the replacement in the fix's trace", WAIT, || {
+            let (query, trace_id) = (query.clone(), trace_id.clone());
+            async move {
+                let names = jaeger::span_names(&query, &trace_id).await;
+                (names.iter().any(|n| n == "replace pod")
+                    && names.iter().any(|n| n == "delete pods"))
+                .then_some(())
+            }
+        })
+        .await;
     })
     .await;
+    provider.shutdown().ok();
 }
