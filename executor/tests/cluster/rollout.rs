@@ -109,6 +109,18 @@ async fn deploy_failing(
     (applied.ack.health.clone().expect("health"), calls)
 }
 
+/// Deploys `orders` with `replicas` and a good image, then an image that
+/// cannot be pulled: the highest ordinal is rolled to it and the wait fails
+/// on that pod. Returns the bad request.
+async fn stuck_rollout(f: &mut Fixture, namespace: &str, replicas: i64) -> Value {
+    f.run(&orders(namespace, replicas, "1"), Operation::Deploy)
+        .await;
+    let bad = orders(namespace, replicas, &format!("2{PULL_FAIL}"));
+    let last = format!("orders-{}", replicas - 1);
+    deploy_failing(f, &bad, Operation::Deploy, &last, "ImagePullBackOff").await;
+    bad
+}
+
 /// The case: 3 replicas, then an image that cannot be pulled
 /// (`orders-2` goes to ImagePullBackOff and the rollout stops), then a good
 /// tag. The good deploy replaces `orders-2` (and only it) and reaches 3
@@ -280,16 +292,7 @@ async fn a_restart_replaces_nothing_and_the_next_deploy_does() {
     with_temp_ns("exec-rollout-restart", |admin, ns| async move {
         require_failing_images(&admin).await;
         let mut f = Fixture::new(admin.clone(), ns.clone()).await;
-        f.run(&orders(&ns, 2, "1"), Operation::Deploy).await;
-        let bad = orders(&ns, 2, &format!("2{PULL_FAIL}"));
-        deploy_failing(
-            &mut f,
-            &bad,
-            Operation::Deploy,
-            "orders-1",
-            "ImagePullBackOff",
-        )
-        .await;
+        let bad = stuck_rollout(&mut f, &ns, 2).await;
         let r2 = update_revision(&f).await;
 
         // Someone writes the fix past k8sworker: a new update revision, and
@@ -362,16 +365,7 @@ async fn without_delete_on_pods_the_stuck_pod_is_reported_once_tried() {
             .await
             .expect("narrowed");
 
-        f.run(&orders(&ns, 1, "1"), Operation::Deploy).await;
-        let bad = orders(&ns, 1, &format!("2{PULL_FAIL}"));
-        deploy_failing(
-            &mut f,
-            &bad,
-            Operation::Deploy,
-            "orders-0",
-            "ImagePullBackOff",
-        )
-        .await;
+        stuck_rollout(&mut f, &ns, 1).await;
         let stuck = pods(&f).await;
         let (health, calls) = deploy_failing(
             &mut f,
@@ -402,16 +396,7 @@ async fn a_failing_fix_replaces_the_stuck_pod_once_and_fails() {
     with_temp_ns("exec-rollout-twice", |admin, ns| async move {
         require_failing_images(&admin).await;
         let mut f = Fixture::new(admin.clone(), ns.clone()).await;
-        f.run(&orders(&ns, 1, "1"), Operation::Deploy).await;
-        let bad = orders(&ns, 1, &format!("2{PULL_FAIL}"));
-        deploy_failing(
-            &mut f,
-            &bad,
-            Operation::Deploy,
-            "orders-0",
-            "ImagePullBackOff",
-        )
-        .await;
+        stuck_rollout(&mut f, &ns, 1).await;
         let stuck = pods(&f).await;
         let worse = orders(&ns, 1, &format!("3{CRASH_LOOP}"));
         let (health, calls) = deploy_failing(
