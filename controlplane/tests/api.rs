@@ -226,6 +226,74 @@ async fn clusters_crud_follows_vantiq() {
     t.stop().await;
 }
 
+/// Issue 12, case 4: a cluster's `ingressDefaultNode` becomes the host of
+/// its installations' Ingresses, which the API server refuses unless it is a
+/// DNS name; an IP address (or anything else that is not an Ingress host) is
+/// refused on insert, upsert and update, naming the field, and nothing is
+/// stored.
+#[tokio::test]
+async fn a_cluster_ingress_default_node_must_be_a_dns_name() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    let refused = |body: &Value, what: &str| {
+        let message = body[0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ingressDefaultNode"), "{body}");
+        assert!(message.contains(what), "{body}");
+    };
+    for (node, what) in [
+        ("192.0.2.10", "is an IP address"),
+        ("2001:db8::1", "is an IP address"),
+        ("Not A Host", "is not a valid host name"),
+    ] {
+        let (status, body) = a
+            .post(
+                CLUSTERS,
+                json!({"name": "edge", "ingressDefaultNode": node}),
+            )
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        refused(&body, what);
+        let (status, body) = a
+            .post(
+                &format!("{CLUSTERS}?upsert=true"),
+                json!({"name": "edge", "ingressDefaultNode": node}),
+            )
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        refused(&body, what);
+        assert_eq!(a.get(&format!("{CLUSTERS}/edge")).await.0, 404);
+    }
+    assert_eq!(a.get(CLUSTERS).await.1, json!([]));
+
+    let (status, body) = a
+        .post(
+            CLUSTERS,
+            json!({"name": "edge", "ingressDefaultNode": "edge.example"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, before) = a.get(&format!("{CLUSTERS}/edge")).await;
+    for node in ["192.0.2.10", "010.0.0.1"] {
+        let (status, body) = a
+            .put(
+                &format!("{CLUSTERS}/edge"),
+                json!({"ingressDefaultNode": node}),
+            )
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        refused(&body, "is an IP address");
+        let (status, body) = a
+            .post(
+                &format!("{CLUSTERS}?upsert=true"),
+                json!({"name": "edge", "ingressDefaultNode": node}),
+            )
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+    }
+    assert_eq!(a.get(&format!("{CLUSTERS}/edge")).await.1, before);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn select_supports_where_props_sort_limit_page_and_count() {
     let t = TestServer::start().await;
