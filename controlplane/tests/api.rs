@@ -294,6 +294,49 @@ async fn a_cluster_ingress_default_node_must_be_a_dns_name() {
     t.stop().await;
 }
 
+/// Issue 12, case 4: a deploy whose inbound port's host is an IP address is
+/// refused when it is requested, naming the entry and field, before any
+/// workitem exists (the API server would refuse its Ingress at apply).
+#[tokio::test]
+async fn a_deploy_with_an_ip_as_ingress_host_is_refused_before_anything_is_stored() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    let (status, body) = a
+        .command(
+            "c1",
+            "deploy",
+            json!({"name": "web", "k8sNamespace": "apps", "config": [
+                {"type": "image", "name": "nginx:1.27"},
+                {"type": "inboundPort", "port": 8080, "protocol": "TCP", "host": "192.0.2.10"}
+            ]}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.request.invalid",
+    );
+    let params = body[0]["params"].as_array().unwrap();
+    assert_eq!(params.len(), 1, "{body}");
+    assert!(
+        params[0]
+            .as_str()
+            .unwrap()
+            .starts_with("config[1] (inboundPort).host: `192.0.2.10` is an IP address"),
+        "{body}"
+    );
+    assert_eq!(a.get("/api/v1/resources/k8sworkitems").await.1, json!([]));
+    assert_eq!(
+        a.get("/api/v1/resources/k8sinstallations").await.1,
+        json!([])
+    );
+    let (_, cluster) = a.get(&format!("{CLUSTERS}/c1")).await;
+    assert_eq!(cluster["lifecycleOperationCount"], 0);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn select_supports_where_props_sort_limit_page_and_count() {
     let t = TestServer::start().await;
