@@ -235,62 +235,52 @@ async fn clusters_crud_follows_vantiq() {
 async fn a_cluster_ingress_default_node_must_be_a_dns_name() {
     let t = TestServer::start().await;
     let a = &t.admin;
-    let refused = |body: &Value, what: &str| {
-        let message = body[0]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("ingressDefaultNode"), "{body}");
-        assert!(message.contains(what), "{body}");
-    };
-    for (node, what) in [
-        ("192.0.2.10", "is an IP address"),
-        ("2001:db8::1", "is an IP address"),
-        ("Not A Host", "is not a valid host name"),
-    ] {
-        let (status, body) = a
-            .post(
-                CLUSTERS,
-                json!({"name": "edge", "ingressDefaultNode": node}),
-            )
-            .await;
-        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
-        refused(&body, what);
-        let (status, body) = a
-            .post(
-                &format!("{CLUSTERS}?upsert=true"),
-                json!({"name": "edge", "ingressDefaultNode": node}),
-            )
-            .await;
-        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
-        refused(&body, what);
-        assert_eq!(a.get(&format!("{CLUSTERS}/edge")).await.0, 404);
-    }
-    assert_eq!(a.get(CLUSTERS).await.1, json!([]));
-
-    let (status, body) = a
-        .post(
-            CLUSTERS,
-            json!({"name": "edge", "ingressDefaultNode": "edge.example"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (_, before) = a.get(&format!("{CLUSTERS}/edge")).await;
-    for node in ["192.0.2.10", "010.0.0.1"] {
-        let (status, body) = a
-            .put(
-                &format!("{CLUSTERS}/edge"),
+    // Insert, upsert and update, before and after the cluster exists.
+    let writes = |node: &str| {
+        let body = json!({"name": "edge", "ingressDefaultNode": node});
+        [
+            (Method::POST, CLUSTERS.to_owned(), body.clone()),
+            (Method::POST, format!("{CLUSTERS}?upsert=true"), body),
+            (
+                Method::PUT,
+                format!("{CLUSTERS}/edge"),
                 json!({"ingressDefaultNode": node}),
-            )
-            .await;
-        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
-        refused(&body, "is an IP address");
-        let (status, body) = a
-            .post(
-                &format!("{CLUSTERS}?upsert=true"),
-                json!({"name": "edge", "ingressDefaultNode": node}),
-            )
-            .await;
-        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+            ),
+        ]
+    };
+    let mut before = None;
+    for exists in [false, true] {
+        if exists {
+            let (status, body) = a
+                .post(
+                    CLUSTERS,
+                    json!({"name": "edge", "ingressDefaultNode": "edge.example"}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            before = Some(a.get(&format!("{CLUSTERS}/edge")).await.1);
+        }
+        for (node, what) in [
+            ("192.0.2.10", "is an IP address"),
+            ("010.0.0.1", "is an IP address"),
+            ("2001:db8::1", "is an IP address"),
+            ("Not A Host", "is not a valid host name"),
+        ] {
+            for (method, path, body) in writes(node) {
+                let (status, _, body) = a.send(a.request(method, &path).json(&body)).await;
+                assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+                let message = body[0]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("ingressDefaultNode"), "{body}");
+                assert!(message.contains(what), "{body}");
+            }
+            // Nothing stored, nothing changed.
+            let (status, stored) = a.get(&format!("{CLUSTERS}/edge")).await;
+            match &before {
+                None => assert_eq!(status, 404, "{stored}"),
+                Some(before) => assert_eq!(&stored, before),
+            }
+        }
     }
-    assert_eq!(a.get(&format!("{CLUSTERS}/edge")).await.1, before);
     t.stop().await;
 }
 

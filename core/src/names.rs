@@ -36,8 +36,13 @@ pub fn ingress(installation: &str, index: usize) -> String {
 /// RFC 1123 label: at most 63 lower-case alphanumerics or '-', starting and
 /// ending alphanumeric (namespaces, most names).
 pub fn is_dns1123_label(value: &str) -> bool {
+    value.len() <= 63 && is_dns_part(value)
+}
+
+/// Lower-case alphanumerics or '-', starting and ending alphanumeric, of any
+/// length: a label without the 63 limit, as a subdomain's parts are checked.
+fn is_dns_part(value: &str) -> bool {
     !value.is_empty()
-        && value.len() <= 63
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -56,16 +61,7 @@ pub fn is_dns1035_label(value: &str) -> bool {
 /// than 63 (Kubernetes does not limit it). ConfigMap, Secret, ServiceAccount,
 /// PersistentVolumeClaim names; Ingress and host-alias host names.
 pub fn is_dns1123_subdomain(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
+    !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns_part)
 }
 
 /// Whether `value` is an IP address as the API server reads one: an IPv6

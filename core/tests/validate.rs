@@ -850,27 +850,25 @@ fn what_the_api_server_accepts_is_accepted_here() {
         ])),
         Vec::<String>::new()
     );
-    assert_refused(
-        with_image(vec![
+    for (entry, expected) in [
+        (
             json!({"type": "label", "name": "Example.com/a", "value": "x"}),
-        ]),
-        "config[1] (label).name: `Example.com/a` is not a valid key",
-    );
-    assert_refused(
-        with_image(vec![
+            "config[1] (label).name: `Example.com/a` is not a valid key",
+        ),
+        (
             json!({"type": "annotation", "name": "K8sworker.IO/owner", "value": "x"}),
-        ]),
-        "config[1] (annotation).name: `K8sworker.IO/owner` is reserved",
-    );
-    assert_refused(
-        with_image(vec![
+            "config[1] (annotation).name: `K8sworker.IO/owner` is reserved",
+        ),
+        (
             json!({"type": "annotation", "name": "App.Kubernetes.io/Managed-By", "value": "x"}),
-        ]),
-        "is reserved for k8sworker's ownership marks",
-    );
-    // A quantity Kubernetes reads but we cannot compare says so.
-    assert_refused(
-        with_image(vec![json!({"type": "resourceRequest", "cpu": "1e400"})]),
-        "config[1] (resourceRequest).cpu: `1e400` is too large or too precise",
-    );
+            "is reserved for k8sworker's ownership marks",
+        ),
+        // A quantity Kubernetes reads but we cannot compare says so.
+        (
+            json!({"type": "resourceRequest", "cpu": "1e400"}),
+            "config[1] (resourceRequest).cpu: `1e400` is too large or too precise",
+        ),
+    ] {
+        assert_refused(with_image(vec![entry]), expected);
+    }
 }
