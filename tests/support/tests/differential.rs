@@ -23,8 +23,9 @@ use std::fmt::Write as _;
 use futures::future::join_all;
 use k8sworker_core::component::Component;
 use k8sworker_core::model::InstallationRequest;
-use k8sworker_core::names;
-use k8sworker_core::render::{Ancillaries, ClusterContext, render_unvalidated};
+use k8sworker_core::render::{
+    Ancillaries, ClusterContext, RenderError, render, render_unvalidated,
+};
 use k8sworker_core::validate::{MAX_ANNOTATION_BYTES, ValidationError, validate};
 use k8sworker_testsupport::{plans::tenant, with_temp_ns};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -774,22 +775,6 @@ fn cases(namespace: String) -> impl Strategy<Value = Case> {
 fn ours(case: &Case) -> Result<(Vec<ValidationError>, Vec<Component>), String> {
     let request =
         InstallationRequest::from_json(&case.request).map_err(|e| format!("not readable: {e}"))?;
-    let mut errors = validate(&request)
-        .err()
-        .map(|e| e.errors)
-        .unwrap_or_default();
-    if !case.ingress_default_node.is_empty() && !names::is_ingress_host(&case.ingress_default_node)
-    {
-        // What render answers (RenderError::IngressDefaultNode), as an error
-        // about the cluster's field.
-        errors.push(ValidationError::request(
-            "cluster.ingressDefaultNode",
-            format!(
-                "`{}` is not a valid Ingress host",
-                case.ingress_default_node
-            ),
-        ));
-    }
     let cluster = ClusterContext {
         cluster_name: "c1".into(),
         ingress_default_node: case.ingress_default_node.clone(),
@@ -799,6 +784,23 @@ fn ours(case: &Case) -> Result<(Vec<ValidationError>, Vec<Component>), String> {
         secrets: [("s1".to_owned(), "secret-value".to_owned())].into(),
         documents: Default::default(),
     };
+    let mut errors = validate(&request)
+        .err()
+        .map(|e| e.errors)
+        .unwrap_or_default();
+    if errors.is_empty() {
+        // What a plan does: render, which also checks the cluster's node.
+        match render(&request, &cluster, &ancillaries) {
+            Ok(_) => {}
+            Err(RenderError::IngressDefaultNode(node)) => {
+                errors.push(ValidationError::request(
+                    "cluster.ingressDefaultNode",
+                    format!("`{node}` is not a valid Ingress host"),
+                ));
+            }
+            Err(other) => return Err(format!("valid, yet not renderable: {other}")),
+        }
+    }
     let objects = render_unvalidated(&request, &cluster, &ancillaries)
         .map_err(|e| format!("not renderable: {e}"))?;
     Ok((errors, objects))
