@@ -284,6 +284,35 @@ async fn a_cluster_ingress_default_node_must_be_a_dns_name() {
     t.stop().await;
 }
 
+/// A cluster name may hold `_` and a host may not: a cluster created without
+/// `ingressDefaultNode` whose default (`vantiq-<name>-node`) is not a host is
+/// refused naming the field, and nothing is stored; given a host it is
+/// created.
+#[tokio::test]
+async fn a_cluster_whose_default_ingress_node_is_not_a_host_needs_one() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    for path in [CLUSTERS.to_owned(), format!("{CLUSTERS}?upsert=true")] {
+        let (status, _, body) = a
+            .send(a.request(Method::POST, &path).json(&json!({"name": "edge_1"})))
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        let message = body[0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ingressDefaultNode"), "{body}");
+        assert!(message.contains("`vantiq-edge_1-node`"), "{body}");
+        assert_eq!(a.get(&format!("{CLUSTERS}/edge_1")).await.0, 404);
+    }
+    let (status, body) = a
+        .post(
+            CLUSTERS,
+            json!({"name": "edge_1", "ingressDefaultNode": "edge-1.example"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ingressDefaultNode"], "edge-1.example");
+    t.stop().await;
+}
+
 /// Issue 12, case 4: a deploy whose inbound port's host is an IP address is
 /// refused when it is requested, naming the entry and field, before any
 /// workitem exists (the API server would refuse its Ingress at apply).

@@ -145,6 +145,27 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     Ok(out)
 }
 
+/// The `ingressDefaultNode` a new cluster gets when none is given:
+/// `vantiq-<name>-node`, lower-cased, as Vantiq does.
+///
+/// # Errors
+/// A cluster name allows `_` and 253 characters, a host neither: when the
+/// default would not be a valid Ingress host the cluster is refused naming
+/// the field, rather than stored and failing every deploy at plan time.
+fn default_ingress_node(name: &str, props: &Map<String, Value>) -> Result<(), ApiError> {
+    let default = format!("vantiq-{name}-node").to_lowercase();
+    if props.contains_key("ingressDefaultNode") || names::is_ingress_host(&default) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "ingressDefaultNode",
+        format!(
+            "the default `{default}` made from the cluster's name is not a valid host name \
+             (a lower-case DNS name of at most 253 characters): give ingressDefaultNode"
+        ),
+    ))
+}
+
 fn new_doc(caller: &Caller, name: &str, props: &Map<String, Value>) -> Value {
     let now = now_ms();
     let mut doc = audit(
@@ -206,6 +227,7 @@ pub async fn insert(
                     id: name,
                 }),
                 None => {
+                    default_ingress_node(&name, &props)?;
                     let doc = new_doc(&caller, &name, &props);
                     resources::insert_cluster(tx, namespace, &name, &doc)?;
                     Ok(Json(doc).into_response())
