@@ -24,10 +24,17 @@
 //! - SCALE patches the StatefulSet's scale subresource with the expected
 //!   `resourceVersion`.
 //!
-//! The first failed step ends the writes; the rest are reported SKIPPED.
-//! One Kubernetes Event on the StatefulSet records a plan that wrote or failed.
+//! Before the first write, the all-or-nothing check ([`dry_run::check`]:
+//! the pods against the namespace's ResourceQuotas, then every write as a
+//! server-side dry run, in one wave) refuses a plan the API server would
+//! refuse part-way: the refused steps are reported FAILED with the server's
+//! reason, the others SKIPPED, and nothing is written. A write that still
+//! fails after its dry run passed (a race) ends the writes; the rest are
+//! reported SKIPPED, and the Ack's error names what was written before it.
+//! One Kubernetes Event on the StatefulSet records a plan that wrote or
+//! failed after writing began.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
     api::{
@@ -53,8 +60,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::{
-    Error,
-    error::{api_status, describe},
+    Error, dry_run,
+    error::{Problem, api_status, describe},
     health::{self, Assessment, Target},
     kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
@@ -65,14 +72,25 @@ use crate::{
 pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
 
 /// Applies `steps` (checked, preconditions held), waits for health when
-/// `health_timeout` is set, and returns the Ack.
+/// `health_timeout` is set, and returns the Ack. With `check_first`, the
+/// all-or-nothing check ([`dry_run::check`]) runs before the first write,
+/// and a refusal ends the plan with nothing written (not even its Event).
 pub(crate) async fn execute(
     client: &Client,
     plan: &Plan,
     steps: &[CheckedStep],
     health_timeout: Option<Duration>,
+    check_first: bool,
     events: &Events,
 ) -> Ack {
+    let notes = if check_first {
+        match dry_run::check(client, steps).await {
+            Ok(notes) => notes,
+            Err(refusal) => return refused(plan, steps, refusal, events).await,
+        }
+    } else {
+        BTreeMap::new()
+    };
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut error = None;
     for step in steps {
@@ -80,7 +98,12 @@ pub(crate) async fn execute(
             skipped(step)
         } else {
             match write_step(client, step).await {
-                Ok(outcome) => outcome,
+                Ok(mut outcome) => {
+                    if let Some(note) = notes.get(&step.index) {
+                        outcome.message = format!("{}; {note}", outcome.message);
+                    }
+                    outcome
+                }
                 Err(failure) => {
                     let outcome = StepOutcome {
                         outcome: Outcome::Failed as i32,
@@ -98,6 +121,9 @@ pub(crate) async fn execute(
             }))
             .await;
         outcomes.push(outcome);
+    }
+    if let Some(failure) = error.take() {
+        error = Some(partly_written(failure, &outcomes));
     }
 
     let target = health_target(plan, steps);
@@ -148,6 +174,72 @@ pub(crate) async fn execute(
     ack
 }
 
+/// A write failure, with what the plan wrote before it when it wrote
+/// anything: the objects are there, and the next plan starts from them.
+fn partly_written(failure: Error, outcomes: &[StepOutcome]) -> Error {
+    let written: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.outcome == Outcome::Applied as i32)
+        .filter_map(|o| {
+            let component = o.component.as_ref()?;
+            let done = o.message.split(';').next().unwrap_or_default();
+            Some(format!("{} ({done})", describe(component)))
+        })
+        .collect();
+    if written.is_empty() {
+        failure
+    } else {
+        Error::PartlyWritten {
+            written,
+            source: Box::new(failure),
+        }
+    }
+}
+
+/// The Ack of a plan the all-or-nothing check refused: every step reported
+/// (the refused ones FAILED with the server's reason, the others SKIPPED),
+/// nothing written, no Event (there is nothing to describe).
+async fn refused(plan: &Plan, steps: &[CheckedStep], refusal: Error, events: &Events) -> Ack {
+    let problems: Vec<Problem> = match &refusal {
+        Error::DryRunRefused { refused, .. } => refused.clone(),
+        Error::QuotaExceeded(problems) => problems.clone(),
+        _ => Vec::new(),
+    };
+    let mut outcomes = Vec::with_capacity(steps.len());
+    for step in steps {
+        let problem = problems.iter().find(|p| {
+            p.component.kind == step.component.kind && p.component.name == step.component.name
+        });
+        let outcome = match problem {
+            Some(problem) => StepOutcome {
+                outcome: Outcome::Failed as i32,
+                message: problem.detail.clone(),
+                ..skipped(step)
+            },
+            None => StepOutcome {
+                message: "not written: the plan was refused before its first write".into(),
+                ..skipped(step)
+            },
+        };
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
+        outcomes.push(outcome);
+    }
+    Ack {
+        plan_id: plan.id.clone(),
+        steps: outcomes,
+        health: Some(Health {
+            state: HealthState::Unspecified as i32,
+            desired_replicas: plan.desired_replicas,
+            ..Default::default()
+        }),
+        error: Some(refusal.to_proto()),
+    }
+}
+
 fn skipped(step: &CheckedStep) -> StepOutcome {
     StepOutcome {
         index: step.index,
@@ -184,7 +276,9 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         k8s.name = %step.component.name,
         outcome = tracing::field::Empty,
     );
-    let result = write(client, step).instrument(span.clone()).await;
+    let result = write(client, step, Mode::Persist)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(outcome) => Outcome::try_from(outcome.outcome)
             .map(|o| o.as_str_name())
@@ -207,6 +301,7 @@ async fn hand_over(
     api: &Api<DynamicObject>,
     step: &CheckedStep,
     entries: &[ManagedFieldsEntry],
+    mode: Mode,
 ) -> Result<String, Error> {
     let Expectation::Version {
         resource_version, ..
@@ -223,6 +318,7 @@ async fn hand_over(
     }});
     let params = PatchParams {
         field_manager: Some(labels::MANAGER.to_owned()),
+        dry_run: mode == Mode::DryRun,
         ..Default::default()
     };
     let patched = api
@@ -232,7 +328,24 @@ async fn hand_over(
     Ok(patched.metadata.resource_version.unwrap_or_default())
 }
 
-async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
+/// Whether a write is persisted or only checked by the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The write is carried out.
+    Persist,
+    /// The write is sent as a server-side dry run (`dryRun=All`): validated
+    /// and admitted as the real one would be, nothing persisted.
+    DryRun,
+}
+
+/// Sends `step`'s write: persisted, or as a dry run. A dry run of an UPDATE
+/// with a hand-over sends only the hand-over patch: the apply after it is
+/// bound to the version that patch produces, which a dry run never makes.
+pub(crate) async fn write(
+    client: &Client,
+    step: &CheckedStep,
+    mode: Mode,
+) -> Result<StepOutcome, Error> {
     let component = &step.component;
     let done =
         |outcome: Outcome, message: String, uid: Option<String>, rv: Option<String>| StepOutcome {
@@ -266,9 +379,17 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                 .as_ref()
                 .ok_or_else(|| Error::invalid_component(component, "no object to apply"))?;
             let handed = match &step.handover {
-                Some(handover) => Some(hand_over(&api, step, &handover.entries).await?),
+                Some(handover) => Some(hand_over(&api, step, &handover.entries, mode).await?),
                 None => None,
             };
+            if mode == Mode::DryRun && handed.is_some() {
+                return Ok(done(
+                    Outcome::Unchanged,
+                    "hand-over checked".into(),
+                    None,
+                    None,
+                ));
+            }
             let object = match &handed {
                 Some(resource_version) => {
                     let mut object = object.clone();
@@ -277,7 +398,8 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                 }
                 None => std::borrow::Cow::Borrowed(object),
             };
-            let params = PatchParams::apply(labels::MANAGER).force();
+            let mut params = PatchParams::apply(labels::MANAGER).force();
+            params.dry_run = mode == Mode::DryRun;
             let applied = api
                 .patch(&component.name, &params, &Patch::Apply(object.as_ref()))
                 .await
@@ -329,6 +451,7 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                 PropagationPolicy::Background
             };
             let params = DeleteParams {
+                dry_run: mode == Mode::DryRun,
                 propagation_policy: Some(propagation),
                 preconditions: Some(Preconditions {
                     uid: Some(uid.clone()),
@@ -369,6 +492,7 @@ async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error
                 Api::namespaced(client.clone(), &component.namespace);
             let params = PatchParams {
                 field_manager: Some(labels::MANAGER.to_string()),
+                dry_run: mode == Mode::DryRun,
                 ..PatchParams::default()
             };
             let patch = json!({
@@ -586,7 +710,10 @@ mod tests {
         let plan = mk_plan(vec![update, delete, scale]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+        let run =
+            tokio::spawn(
+                async move { execute(&client, &plan, &steps, None, false, &events).await },
+            );
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -663,7 +790,10 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+        let run =
+            tokio::spawn(
+                async move { execute(&client, &plan, &steps, None, false, &events).await },
+            );
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -690,6 +820,144 @@ mod tests {
         assert_eq!(ack.error, None);
         assert_eq!(ack.steps[0].outcome, Outcome::Applied as i32);
         assert_eq!(ack.steps[0].resource_version, "10");
+    }
+
+    /// The all-or-nothing check: every write goes out as a dry run first,
+    /// at once; one refusal fails the plan, names the object and the
+    /// server's reason once, and nothing is written, not even the Event.
+    #[tokio::test]
+    async fn a_dry_run_refusal_fails_the_plan_with_nothing_written() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("a", "inst")),
+            mk_create(&mk_config_map("b", "inst")),
+        ]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, mut stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        // Both dry runs are in flight before either is answered: one wave.
+        let first = next(&mut handle).await;
+        let second = next(&mut handle).await;
+        for (method, uri, body, respond) in [first, second] {
+            assert_eq!(method, Method::PATCH);
+            assert!(uri.contains("dryRun=All"), "{uri}");
+            let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+            respond.send_response(if name == "b" {
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                           "message": "ConfigMap \"b\" is invalid: data: Too long"}),
+                )
+            } else {
+                json_response(StatusCode::OK, body)
+            });
+        }
+
+        let ack = run.await.unwrap();
+        assert!(
+            handle.next_request().await.is_none(),
+            "no persisted write and no Event follow a refused dry run"
+        );
+        let error = ack.error.unwrap();
+        assert_eq!(error.code, ErrorCode::KubernetesApi as i32);
+        assert_eq!(
+            error.message,
+            "plan refused by the API server's dry run, nothing written: ConfigMap ns-a/b \
+             (create: ConfigMap \"b\" is invalid: data: Too long (HTTP 422 Invalid))"
+        );
+        assert_eq!(error.components.len(), 1);
+        assert_eq!(error.components[0].name, "b");
+        let outcomes: Vec<_> = ack
+            .steps
+            .iter()
+            .map(|s| Outcome::try_from(s.outcome).unwrap())
+            .collect();
+        assert_eq!(outcomes, [Outcome::Skipped, Outcome::Failed]);
+        let mut streamed = 0;
+        while let Ok(Ok(_)) = stream.try_recv() {
+            streamed += 1;
+        }
+        assert_eq!(streamed, 2, "one event per step");
+    }
+
+    /// An admission webhook with side effects refuses every dry run; that
+    /// write is not refused for it but written unchecked, and its step
+    /// says so.
+    #[tokio::test]
+    async fn a_webhook_that_cannot_dry_run_leaves_its_write_unchecked_and_says_so() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![mk_create(&mk_config_map("a", "inst"))]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, _stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.contains("dryRun=All"), "{uri}");
+        respond.send_response(json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400,
+                   "message": "admission webhook \"audit.example.com\" does not support dry run"}),
+        ));
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(method, Method::PATCH);
+        assert!(!uri.contains("dryRun"), "the real write: {uri}");
+        let mut applied = body.clone();
+        applied["metadata"]["uid"] = json!("u1");
+        applied["metadata"]["resourceVersion"] = json!("1");
+        respond.send_response(json_response(StatusCode::OK, applied));
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/namespaces/ns-a/events"), "{uri}");
+        respond.send_response(json_response(StatusCode::CREATED, json!({})));
+
+        let ack = run.await.unwrap();
+        assert_eq!(ack.error, None);
+        assert_eq!(ack.steps[0].outcome, Outcome::Applied as i32);
+        assert_eq!(
+            ack.steps[0].message,
+            "created; not checked by a dry run first: admission webhook \"audit.example.com\" \
+             does not support dry run (HTTP 400 BadRequest)"
+        );
+    }
+
+    /// A write refused after earlier writes succeeded (the dry run passed,
+    /// then something changed) names what was written.
+    #[test]
+    fn a_failure_after_writes_names_what_was_written() {
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("a", "inst")),
+            mk_create(&mk_config_map("b", "inst")),
+        ]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let written = StepOutcome {
+            outcome: Outcome::Applied as i32,
+            message: "created; not checked by a dry run first: x".into(),
+            ..skipped(&steps[0])
+        };
+        let refusal = kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "configmaps \"b\" is forbidden: exceeded quota: q".into(),
+            ..Default::default()
+        }));
+        let failure = Error::kube("create", "ConfigMap ns-a/b", refusal);
+        let error = partly_written(failure, &[written, skipped(&steps[1])]);
+        assert_eq!(
+            error.to_string(),
+            "Kubernetes API call to create ConfigMap ns-a/b failed: configmaps \"b\" is forbidden: \
+             exceeded quota: q (HTTP 403 Forbidden); written before it: ConfigMap ns-a/a (created); \
+             deploy again to continue from there"
+        );
+        assert_eq!(error.code(), ErrorCode::KubernetesApi);
+        let nothing = Error::invalid("x");
+        assert!(matches!(
+            partly_written(nothing, &[skipped(&steps[0])]),
+            Error::Invalid { .. }
+        ));
     }
 
     #[test]

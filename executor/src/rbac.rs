@@ -45,6 +45,7 @@ pub const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("", "pods", &["get", "list", "watch"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list", "watch", "create"]),
+    ("", "resourcequotas", &["list"]),
 ];
 
 const WRITE: [&str; 7] = [

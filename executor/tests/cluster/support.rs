@@ -183,13 +183,23 @@ impl Calls {
             .sum()
     }
 
+    /// Writes sent as server-side dry runs: counted apart, never persisted.
+    pub fn dry_runs(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(c, _)| c.is_dry_run())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Prints the calls of `operation`, for the record.
     pub fn report(&self, operation: &str) {
         let list: Vec<String> = self.0.iter().map(|(c, n)| format!("{c}={n}")).collect();
         eprintln!(
-            "API calls for {operation}: {} total, {} writes: {}",
+            "API calls for {operation}: {} total, {} writes, {} dry runs: {}",
             self.total(),
             self.writes(),
+            self.dry_runs(),
             list.join(", ")
         );
     }
