@@ -459,8 +459,12 @@ pub(crate) async fn write(
                 }),
                 ..DeleteParams::default()
             };
-            match api.delete(&component.name, &params).await {
-                Ok(_) => Ok(done(
+            let deleted = match mode {
+                Mode::Persist => api.delete(&component.name, &params).await.map(drop),
+                Mode::DryRun => delete_dry_run(client, step, &params).await,
+            };
+            match deleted {
+                Ok(()) => Ok(done(
                     Outcome::Applied,
                     "deleted".into(),
                     Some(uid.clone()),
@@ -511,6 +515,40 @@ pub(crate) async fn write(
             ))
         }
     }
+}
+
+/// A DELETE as a dry run. kube sends the delete options (`dryRun: [All]`
+/// among them) in the body, where the API server reads them; `dryRun=All`
+/// is added to the query as well, with the same meaning, so that the call
+/// counter, which sees only method and URI, counts it as a dry run and not
+/// as a persisted write.
+async fn delete_dry_run(
+    client: &Client,
+    step: &CheckedStep,
+    params: &DeleteParams,
+) -> Result<(), kube::Error> {
+    let resource = kinds::api_resource(step.kind);
+    let path = <DynamicObject as kube::Resource>::url_path(
+        &resource,
+        Some(step.component.namespace.as_str()),
+    );
+    let request = kube::core::Request::new(path)
+        .delete(&step.component.name, params)
+        .map_err(kube::Error::BuildRequest)?;
+    let (mut parts, body) = request.into_parts();
+    let uri = parts.uri.to_string();
+    let uri = match uri.split_once('?') {
+        Some((_, "")) => format!("{uri}dryRun=All"),
+        Some(_) => format!("{uri}&dryRun=All"),
+        None => format!("{uri}?dryRun=All"),
+    };
+    parts.uri = uri.parse().map_err(|e: http::uri::InvalidUri| {
+        kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
+    })?;
+    client
+        .request_text(http::Request::from_parts(parts, body))
+        .await
+        .map(drop)
 }
 
 /// One Event on the StatefulSet so `kubectl describe` shows what k8sworker
@@ -921,6 +959,71 @@ mod tests {
             ack.steps[0].message,
             "created; not checked by a dry run first: admission webhook \"audit.example.com\" \
              does not support dry run (HTTP 400 BadRequest)"
+        );
+    }
+
+    /// A DELETE's dry run carries `dryRun` where the API server reads it
+    /// (the body's delete options) and where the call counter sees it (the
+    /// query), with the step's preconditions; then the real delete follows.
+    #[tokio::test]
+    async fn a_delete_is_dry_run_with_its_preconditions_and_counted_apart() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let calls = crate::calls::ApiCalls::default();
+        let service = tower::ServiceBuilder::new()
+            .layer(crate::calls::CountLayer::new(vec![calls.clone()]))
+            .service(service);
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![Step {
+            action: Action::Delete as i32,
+            component: Some(mk_ref("v1", "Service", "svc")),
+            precondition: mk_expected("u2", "7"),
+            object_json: Vec::new(),
+            replicas: None,
+            reason: "removed".into(),
+        }]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, _stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        let gone = || {
+            json_response(
+                StatusCode::OK,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        };
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/ns-a/services/svc?dryRun=All"
+            )
+        );
+        assert_eq!(body["dryRun"], json!(["All"]));
+        assert_eq!(
+            body["preconditions"],
+            json!({"uid": "u2", "resourceVersion": "7"})
+        );
+        respond.send_response(gone());
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (Method::DELETE, "/api/v1/namespaces/ns-a/services/svc?")
+        );
+        assert_eq!(body.get("dryRun"), None);
+        respond.send_response(gone());
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/namespaces/ns-a/events"), "{uri}");
+        respond.send_response(json_response(StatusCode::CREATED, json!({})));
+
+        let ack = run.await.unwrap();
+        assert_eq!(ack.error, None);
+        assert_eq!(
+            (calls.dry_runs(), calls.writes()),
+            (1, 2),
+            "{}",
+            calls.summary()
         );
     }
 

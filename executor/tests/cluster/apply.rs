@@ -283,6 +283,9 @@ async fn undeploy_deletes_only_generated_objects_with_uid_preconditions() {
         // Re-planned: everything generated goes, pods included.
         let (applied, calls) = f.run(&request, Operation::Undeploy).await;
         calls.report("undeploy");
+        let deletes = applied.ack.steps.len() as u64;
+        assert_eq!(calls.dry_runs(), deletes, "each delete dry-run first: {calls:?}");
+        assert_eq!(calls.writes(), deletes + 1, "each delete once, and the Event: {calls:?}");
         assert_eq!(health_state(&applied), HealthState::Absent);
         assert!(f.owned("app").await.is_empty(), "{:?}", f.owned("app").await);
         assert!(f.pods("app").await.is_empty());
