@@ -710,6 +710,23 @@ mod tests {
             .unwrap()
     }
 
+    /// Each step's outcome, in order.
+    fn outcomes(ack: &Ack) -> Vec<Outcome> {
+        ack.steps
+            .iter()
+            .map(|s| Outcome::try_from(s.outcome).unwrap())
+            .collect()
+    }
+
+    /// The events streamed so far.
+    fn streamed(stream: &mut mpsc::Receiver<Result<ApplyEvent, tonic::Status>>) -> usize {
+        let mut streamed = 0;
+        while let Ok(Ok(_)) = stream.try_recv() {
+            streamed += 1;
+        }
+        streamed
+    }
+
     fn conflict() -> Response<Body> {
         json_response(
             StatusCode::CONFLICT,
@@ -790,13 +807,8 @@ mod tests {
         respond.send_response(json_response(StatusCode::CREATED, body));
 
         let ack = run.await.unwrap();
-        let outcomes: Vec<_> = ack
-            .steps
-            .iter()
-            .map(|s| Outcome::try_from(s.outcome).unwrap())
-            .collect();
         assert_eq!(
-            outcomes,
+            outcomes(&ack),
             [Outcome::Applied, Outcome::Failed, Outcome::Skipped]
         );
         assert_eq!(ack.steps[0].resource_version, "6");
@@ -807,11 +819,7 @@ mod tests {
             "{}",
             error.message
         );
-        let mut streamed = 0;
-        while let Ok(Ok(_)) = stream.try_recv() {
-            streamed += 1;
-        }
-        assert_eq!(streamed, 3, "one event per step");
+        assert_eq!(streamed(&mut stream), 3, "one event per step");
     }
 
     #[tokio::test]
@@ -899,7 +907,7 @@ mod tests {
             handle.next_request().await.is_none(),
             "no persisted write and no Event follow a refused dry run"
         );
-        let error = ack.error.unwrap();
+        let error = ack.error.clone().unwrap();
         assert_eq!(error.code, ErrorCode::KubernetesApi as i32);
         assert_eq!(
             error.message,
@@ -908,17 +916,8 @@ mod tests {
         );
         assert_eq!(error.components.len(), 1);
         assert_eq!(error.components[0].name, "b");
-        let outcomes: Vec<_> = ack
-            .steps
-            .iter()
-            .map(|s| Outcome::try_from(s.outcome).unwrap())
-            .collect();
-        assert_eq!(outcomes, [Outcome::Skipped, Outcome::Failed]);
-        let mut streamed = 0;
-        while let Ok(Ok(_)) = stream.try_recv() {
-            streamed += 1;
-        }
-        assert_eq!(streamed, 2, "one event per step");
+        assert_eq!(outcomes(&ack), [Outcome::Skipped, Outcome::Failed]);
+        assert_eq!(streamed(&mut stream), 2, "one event per step");
     }
 
     /// An admission webhook with side effects refuses every dry run; that

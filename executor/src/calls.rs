@@ -162,27 +162,24 @@ impl ApiCalls {
 
     /// Calls that change state on the server.
     pub fn writes(&self) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|(call, _)| call.is_write())
-            .map(|(_, n)| n)
-            .sum()
+        self.count(ApiCall::is_write)
     }
 
     /// Writes sent as server-side dry runs (nothing persisted).
     pub fn dry_runs(&self) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|(call, _)| call.is_dry_run())
-            .map(|(_, n)| n)
-            .sum()
+        self.count(ApiCall::is_dry_run)
     }
 
     /// Calls that only read (get, list, watch).
     pub fn reads(&self) -> u64 {
+        self.count(ApiCall::is_read)
+    }
+
+    /// The calls `which` selects.
+    pub fn count(&self, which: impl Fn(&ApiCall) -> bool) -> u64 {
         self.snapshot()
             .iter()
-            .filter(|(call, _)| call.is_read())
+            .filter(|(call, _)| which(call))
             .map(|(_, n)| n)
             .sum()
     }

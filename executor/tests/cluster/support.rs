@@ -176,18 +176,18 @@ impl Calls {
     }
 
     pub fn writes(&self) -> u64 {
-        self.0
-            .iter()
-            .filter(|(c, _)| c.is_write())
-            .map(|(_, n)| n)
-            .sum()
+        self.count(ApiCall::is_write)
     }
 
     /// Writes sent as server-side dry runs: counted apart, never persisted.
     pub fn dry_runs(&self) -> u64 {
+        self.count(ApiCall::is_dry_run)
+    }
+
+    fn count(&self, which: fn(&ApiCall) -> bool) -> u64 {
         self.0
             .iter()
-            .filter(|(c, _)| c.is_dry_run())
+            .filter(|(c, _)| which(c))
             .map(|(_, n)| n)
             .sum()
     }
