@@ -1,5 +1,5 @@
 //! Applying a plan whose preconditions hold: the writes, the health wait,
-//! and the Ack.
+//! and the Ack. Each step's request is made by [`crate::write`].
 //!
 //! Steps run strictly in the plan's order, one API write each (none for a
 //! NOOP, two for an UPDATE that takes fields over, below), and each finished step is streamed at once. Every write repeats
@@ -37,34 +37,26 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{Event, EventSource, ObjectReference},
-    },
-    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time},
+    api::core::v1::{Event, EventSource, ObjectReference},
+    apimachinery::pkg::apis::meta::v1::Time,
 };
-use k8sworker_core::labels;
-use k8sworker_core::managed::Handover;
 use k8sworker_proto::v1::{
     Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event,
 };
 use kube::{
     Api, Client,
-    api::{
-        DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-        PropagationPolicy,
-    },
+    api::{ObjectMeta, PostParams},
 };
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::{
     Error, dry_run,
-    error::{Problem, api_status, describe},
+    error::{Problem, describe},
     health::{self, Assessment, Target},
-    kinds::{self, Kind},
-    plan::{CheckedStep, Expectation},
+    kinds::Kind,
+    plan::CheckedStep,
+    write::{self, Mode},
 };
 
 /// Where step events go; a gone receiver (the caller hung up) does not stop
@@ -276,7 +268,7 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         k8s.name = %step.component.name,
         outcome = tracing::field::Empty,
     );
-    let result = write(client, step, Mode::Persist)
+    let result = write::send(client, step, Mode::Persist)
         .instrument(span.clone())
         .await;
     let outcome = match &result {
@@ -290,265 +282,6 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         span.in_scope(|| tracing::warn!(%error, "step failed"));
     }
     result
-}
-
-/// Writes `entries` as the object's `managedFields` (a merge patch bound to
-/// the expected resourceVersion: a changed object is a 409, a stale plan),
-/// so that the apply that follows owns, and removes, the fields other
-/// managers held inside subtrees it no longer renders. Returns the new
-/// resourceVersion, which the apply then expects.
-async fn hand_over(
-    api: &Api<DynamicObject>,
-    step: &CheckedStep,
-    entries: &[ManagedFieldsEntry],
-    mode: Mode,
-) -> Result<String, Error> {
-    let Expectation::Version {
-        resource_version, ..
-    } = &step.expectation
-    else {
-        return Err(Error::invalid_component(
-            &step.component,
-            "UPDATE without expected version",
-        ));
-    };
-    let patch = json!({"metadata": {
-        "resourceVersion": resource_version,
-        "managedFields": entries,
-    }});
-    let params = PatchParams {
-        field_manager: Some(labels::MANAGER.to_owned()),
-        dry_run: mode == Mode::DryRun,
-        ..Default::default()
-    };
-    let patched = api
-        .patch(&step.component.name, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::kube("take over fields of", describe(&step.component), source))?;
-    Ok(patched.metadata.resource_version.unwrap_or_default())
-}
-
-/// Whether a write is persisted or only checked by the API server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// The write is carried out.
-    Persist,
-    /// The write is sent as a server-side dry run (`dryRun=All`): validated
-    /// and admitted as the real one would be, nothing persisted.
-    DryRun,
-}
-
-/// Sends `step`'s write: persisted, or as a dry run. A dry run of an UPDATE
-/// with a hand-over sends only the hand-over patch: the apply after it is
-/// bound to the version that patch produces, which a dry run never makes.
-pub(crate) async fn write(
-    client: &Client,
-    step: &CheckedStep,
-    mode: Mode,
-) -> Result<StepOutcome, Error> {
-    let component = &step.component;
-    let done =
-        |outcome: Outcome, message: String, uid: Option<String>, rv: Option<String>| StepOutcome {
-            index: step.index,
-            component: Some(component.clone()),
-            action: step.action as i32,
-            outcome: outcome as i32,
-            message,
-            resource_version: rv.unwrap_or_default(),
-            uid: uid.unwrap_or_default(),
-        };
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &component.namespace,
-        &kinds::api_resource(step.kind),
-    );
-    match step.action {
-        Action::Noop | Action::Unspecified => {
-            let (uid, rv) = match &step.expectation {
-                Expectation::Version {
-                    uid,
-                    resource_version,
-                } => (Some(uid.clone()), Some(resource_version.clone())),
-                _ => (None, None),
-            };
-            Ok(done(Outcome::Unchanged, "unchanged".into(), uid, rv))
-        }
-        Action::Create | Action::Update => {
-            let object = step
-                .object
-                .as_ref()
-                .ok_or_else(|| Error::invalid_component(component, "no object to apply"))?;
-            let handed = match &step.handover {
-                Some(handover) => Some(hand_over(&api, step, &handover.entries, mode).await?),
-                None => None,
-            };
-            if mode == Mode::DryRun && handed.is_some() {
-                return Ok(done(
-                    Outcome::Unchanged,
-                    "hand-over checked".into(),
-                    None,
-                    None,
-                ));
-            }
-            let object = match &handed {
-                Some(resource_version) => {
-                    let mut object = object.clone();
-                    object["metadata"]["resourceVersion"] = Value::from(resource_version.clone());
-                    std::borrow::Cow::Owned(object)
-                }
-                None => std::borrow::Cow::Borrowed(object),
-            };
-            let mut params = PatchParams::apply(labels::MANAGER).force();
-            params.dry_run = mode == Mode::DryRun;
-            let applied = api
-                .patch(&component.name, &params, &Patch::Apply(object.as_ref()))
-                .await
-                .map_err(|source| {
-                    let verb = if step.action == Action::Create {
-                        "create"
-                    } else {
-                        "update"
-                    };
-                    Error::kube(verb, describe(component), source)
-                })?;
-            let verb = match (&step.handover, step.action) {
-                (_, Action::Create) => "created".to_owned(),
-                (Some(Handover { moved, .. }), _) => format!(
-                    "updated; took over {} to remove {}",
-                    moved
-                        .iter()
-                        .map(|(field, manager)| format!("`{field}` from {manager}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if moved.len() == 1 { "it" } else { "them" }
-                ),
-                _ => "updated".to_owned(),
-            };
-            Ok(done(
-                Outcome::Applied,
-                verb,
-                applied.metadata.uid,
-                applied.metadata.resource_version,
-            ))
-        }
-        Action::Delete => {
-            let Expectation::Version {
-                uid,
-                resource_version,
-            } = &step.expectation
-            else {
-                return Err(Error::invalid_component(
-                    component,
-                    "DELETE without expected version",
-                ));
-            };
-            // Foreground for a StatefulSet: it disappears only after its
-            // pods. Other kinds have no dependents worth waiting for, and in
-            // the background they are gone when the call returns.
-            let propagation = if step.kind == Kind::StatefulSet {
-                PropagationPolicy::Foreground
-            } else {
-                PropagationPolicy::Background
-            };
-            let params = DeleteParams {
-                dry_run: mode == Mode::DryRun,
-                propagation_policy: Some(propagation),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: Some(resource_version.clone()),
-                }),
-                ..DeleteParams::default()
-            };
-            let deleted = match mode {
-                Mode::Persist => api.delete(&component.name, &params).await.map(drop),
-                Mode::DryRun => delete_dry_run(client, step, &params).await,
-            };
-            match deleted {
-                Ok(()) => Ok(done(
-                    Outcome::Applied,
-                    "deleted".into(),
-                    Some(uid.clone()),
-                    None,
-                )),
-                Err(source) if api_status(&source) == Some(404) => Ok(done(
-                    Outcome::Unchanged,
-                    "already gone".into(),
-                    Some(uid.clone()),
-                    None,
-                )),
-                Err(source) => Err(Error::kube("delete", describe(component), source)),
-            }
-        }
-        Action::Scale => {
-            let (
-                Some(replicas),
-                Expectation::Version {
-                    resource_version, ..
-                },
-            ) = (step.replicas, &step.expectation)
-            else {
-                return Err(Error::invalid_component(
-                    component,
-                    "SCALE without replicas or expected version",
-                ));
-            };
-            let statefulsets: Api<StatefulSet> =
-                Api::namespaced(client.clone(), &component.namespace);
-            let params = PatchParams {
-                field_manager: Some(labels::MANAGER.to_string()),
-                dry_run: mode == Mode::DryRun,
-                ..PatchParams::default()
-            };
-            let patch = json!({
-                "metadata": {"resourceVersion": resource_version},
-                "spec": {"replicas": replicas},
-            });
-            let scale = statefulsets
-                .patch_scale(&component.name, &params, &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::kube("scale", describe(component), source))?;
-            Ok(done(
-                Outcome::Applied,
-                format!("scaled to {replicas}"),
-                scale.metadata.uid,
-                scale.metadata.resource_version,
-            ))
-        }
-    }
-}
-
-/// A DELETE as a dry run. kube sends the delete options (`dryRun: [All]`
-/// among them) in the body, where the API server reads them; `dryRun=All`
-/// is added to the query as well, with the same meaning, so that the call
-/// counter, which sees only method and URI, counts it as a dry run and not
-/// as a persisted write.
-async fn delete_dry_run(
-    client: &Client,
-    step: &CheckedStep,
-    params: &DeleteParams,
-) -> Result<(), kube::Error> {
-    let resource = kinds::api_resource(step.kind);
-    let path = <DynamicObject as kube::Resource>::url_path(
-        &resource,
-        Some(step.component.namespace.as_str()),
-    );
-    let request = kube::core::Request::new(path)
-        .delete(&step.component.name, params)
-        .map_err(kube::Error::BuildRequest)?;
-    let (mut parts, body) = request.into_parts();
-    let uri = parts.uri.to_string();
-    let uri = match uri.split_once('?') {
-        Some((_, "")) => format!("{uri}dryRun=All"),
-        Some(_) => format!("{uri}&dryRun=All"),
-        None => format!("{uri}?dryRun=All"),
-    };
-    parts.uri = uri.parse().map_err(|e: http::uri::InvalidUri| {
-        kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
-    })?;
-    client
-        .request_text(http::Request::from_parts(parts, body))
-        .await
-        .map(drop)
 }
 
 /// One Event on the StatefulSet so `kubectl describe` shows what k8sworker
@@ -651,6 +384,7 @@ mod tests {
     use crate::plan::{tests::*, validate};
     use k8sworker_core::policy::Policy;
     use k8sworker_proto::v1::Step;
+    use serde_json::json;
 
     fn mk_delete_sts(name: &str) -> Step {
         Step {

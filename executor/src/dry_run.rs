@@ -46,10 +46,10 @@ use tracing::Instrument as _;
 
 use crate::{
     Error,
-    apply::{self, Mode},
     error::{Problem, api_reason, api_status, describe},
     kinds::Kind,
     plan::CheckedStep,
+    write::{self, Mode},
 };
 
 /// Dry runs in flight at once; the shared client-side rate limit paces them
@@ -88,7 +88,7 @@ pub(crate) async fn check(
         .map(|step| {
             let (client, step) = (client.clone(), step.clone());
             async move {
-                let result = apply::write(&client, &step, Mode::DryRun).await;
+                let result = write::send(&client, &step, Mode::DryRun).await;
                 (step, result)
             }
         })

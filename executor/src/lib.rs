@@ -33,6 +33,7 @@ pub mod plan;
 pub mod precondition;
 pub mod rbac;
 pub mod server;
+mod write;
 
 pub use error::Error;
 pub use server::{ExecutorConfig, ExecutorService, serve};
