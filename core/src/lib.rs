@@ -14,6 +14,8 @@
 //! changing one is refused before any write.
 //! [`managed`] tells another field manager's harmless edit from drift.
 //! [`owner`] decides which observed objects are a tenant's installation's.
+//! [`resource_quota`] predicts a ResourceQuota refusal of pods that a dry
+//! run of their StatefulSet cannot see.
 //! [`policy`] is what an executor lets into its namespace (Pod Security
 //! Standards baseline and k8sworker's own rules); render never breaks it.
 //! [`rollout`] names the pods a deploy must replace because the StatefulSet
@@ -37,5 +39,6 @@ pub mod plan;
 pub mod policy;
 pub mod quantity;
 pub mod render;
+pub mod resource_quota;
 pub mod rollout;
 pub mod validate;

@@ -119,6 +119,11 @@ impl Quantity {
         })
     }
 
+    /// The quantity of `milli` thousandths of the base unit.
+    pub fn from_milli(milli: i128) -> Quantity {
+        Quantity { milli }
+    }
+
     /// Thousandths of the base unit.
     pub fn milli(self) -> i128 {
         self.milli

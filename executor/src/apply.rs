@@ -1,5 +1,5 @@
 //! Applying a plan whose preconditions hold: the writes, the health wait,
-//! and the Ack.
+//! and the Ack. Each step's request is made by [`crate::write`].
 //!
 //! Steps run strictly in the plan's order, one API write each (none for a
 //! NOOP, two for an UPDATE that takes fields over, below), and each finished step is streamed at once. Every write repeats
@@ -24,42 +24,41 @@
 //! - SCALE patches the StatefulSet's scale subresource with the expected
 //!   `resourceVersion`.
 //!
-//! The first failed step ends the writes; the rest are reported SKIPPED.
+//! Before the first write, the all-or-nothing check ([`dry_run::check`]:
+//! the pods against the namespace's ResourceQuotas, then every write as a
+//! server-side dry run, in one wave) refuses a plan the API server would
+//! refuse part-way: the refused steps are reported FAILED with the server's
+//! reason, the others SKIPPED, and nothing is written. A write that still
+//! fails after its dry run passed (a race) ends the writes; the rest are
+//! reported SKIPPED, and the Ack's error names what was written before it.
 //! One Kubernetes Event on the StatefulSet records a plan that wrote (pods
-//! replaced during a deploy's health wait included) or failed.
+//! replaced during a deploy's health wait included) or failed after writing
+//! began.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{Event, EventSource, ObjectReference},
-    },
-    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time},
+    api::core::v1::{Event, EventSource, ObjectReference},
+    apimachinery::pkg::apis::meta::v1::Time,
 };
-use k8sworker_core::labels;
-use k8sworker_core::managed::Handover;
 use k8sworker_proto::v1::{
     Ack, Action, ApplyEvent, Health, HealthState, Outcome, Plan, StepOutcome, apply_event,
 };
 use kube::{
     Api, Client,
-    api::{
-        DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-        PropagationPolicy,
-    },
+    api::{ObjectMeta, PostParams},
 };
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::{
-    Error,
-    error::{api_status, describe},
+    Error, dry_run,
+    error::{Problem, describe},
     health::{self, Assessment, Target},
-    kinds::{self, Kind},
-    plan::{CheckedStep, Expectation},
+    kinds::Kind,
+    plan::CheckedStep,
     rollout,
+    write::{self, Mode},
 };
 
 /// Where step events go; a gone receiver (the caller hung up) does not stop
@@ -67,14 +66,25 @@ use crate::{
 pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
 
 /// Applies `steps` (checked, preconditions held), waits for health when
-/// `health_timeout` is set, and returns the Ack.
+/// `health_timeout` is set, and returns the Ack. With `check_first`, the
+/// all-or-nothing check ([`dry_run::check`]) runs before the first write,
+/// and a refusal ends the plan with nothing written (not even its Event).
 pub(crate) async fn execute(
     client: &Client,
     plan: &Plan,
     steps: &[CheckedStep],
     health_timeout: Option<Duration>,
+    check_first: bool,
     events: &Events,
 ) -> Ack {
+    let notes = if check_first {
+        match dry_run::check(client, steps).await {
+            Ok(notes) => notes,
+            Err(refusal) => return refused(plan, steps, refusal, events).await,
+        }
+    } else {
+        BTreeMap::new()
+    };
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut error = None;
     for step in steps {
@@ -82,7 +92,12 @@ pub(crate) async fn execute(
             skipped(step)
         } else {
             match write_step(client, step).await {
-                Ok(outcome) => outcome,
+                Ok(mut outcome) => {
+                    if let Some(note) = notes.get(&step.index) {
+                        outcome.message = format!("{}; {note}", outcome.message);
+                    }
+                    outcome
+                }
                 Err(failure) => {
                     let outcome = StepOutcome {
                         outcome: Outcome::Failed as i32,
@@ -100,6 +115,9 @@ pub(crate) async fn execute(
             }))
             .await;
         outcomes.push(outcome);
+    }
+    if let Some(failure) = error.take() {
+        error = Some(partly_written(failure, &outcomes));
     }
 
     let mut target = health_target(plan, steps);
@@ -152,6 +170,72 @@ pub(crate) async fn execute(
     ack
 }
 
+/// A write failure, with what the plan wrote before it when it wrote
+/// anything: the objects are there, and the next plan starts from them.
+fn partly_written(failure: Error, outcomes: &[StepOutcome]) -> Error {
+    let written: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.outcome == Outcome::Applied as i32)
+        .filter_map(|o| {
+            let component = o.component.as_ref()?;
+            let done = o.message.split(';').next().unwrap_or_default();
+            Some(format!("{} ({done})", describe(component)))
+        })
+        .collect();
+    if written.is_empty() {
+        failure
+    } else {
+        Error::PartlyWritten {
+            written,
+            source: Box::new(failure),
+        }
+    }
+}
+
+/// The Ack of a plan the all-or-nothing check refused: every step reported
+/// (the refused ones FAILED with the server's reason, the others SKIPPED),
+/// nothing written, no Event (there is nothing to describe).
+async fn refused(plan: &Plan, steps: &[CheckedStep], refusal: Error, events: &Events) -> Ack {
+    let problems: Vec<Problem> = match &refusal {
+        Error::DryRunRefused { refused, .. } => refused.clone(),
+        Error::QuotaExceeded(problems) => problems.clone(),
+        _ => Vec::new(),
+    };
+    let mut outcomes = Vec::with_capacity(steps.len());
+    for step in steps {
+        let problem = problems.iter().find(|p| {
+            p.component.kind == step.component.kind && p.component.name == step.component.name
+        });
+        let outcome = match problem {
+            Some(problem) => StepOutcome {
+                outcome: Outcome::Failed as i32,
+                message: problem.detail.clone(),
+                ..skipped(step)
+            },
+            None => StepOutcome {
+                message: "not written: the plan was refused before its first write".into(),
+                ..skipped(step)
+            },
+        };
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
+        outcomes.push(outcome);
+    }
+    Ack {
+        plan_id: plan.id.clone(),
+        steps: outcomes,
+        health: Some(Health {
+            state: HealthState::Unspecified as i32,
+            desired_replicas: plan.desired_replicas,
+            ..Default::default()
+        }),
+        error: Some(refusal.to_proto()),
+    }
+}
+
 fn skipped(step: &CheckedStep) -> StepOutcome {
     StepOutcome {
         index: step.index,
@@ -189,7 +273,9 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         k8s.name = %step.component.name,
         outcome = tracing::field::Empty,
     );
-    let result = write(client, step).instrument(span.clone()).await;
+    let result = write::send(client, step, Mode::Persist)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(outcome) => Outcome::try_from(outcome.outcome)
             .map(|o| o.as_str_name())
@@ -201,197 +287,6 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         span.in_scope(|| tracing::warn!(%error, "step failed"));
     }
     result
-}
-
-/// Writes `entries` as the object's `managedFields` (a merge patch bound to
-/// the expected resourceVersion: a changed object is a 409, a stale plan),
-/// so that the apply that follows owns, and removes, the fields other
-/// managers held inside subtrees it no longer renders. Returns the new
-/// resourceVersion, which the apply then expects.
-async fn hand_over(
-    api: &Api<DynamicObject>,
-    step: &CheckedStep,
-    entries: &[ManagedFieldsEntry],
-) -> Result<String, Error> {
-    let Expectation::Version {
-        resource_version, ..
-    } = &step.expectation
-    else {
-        return Err(Error::invalid_component(
-            &step.component,
-            "UPDATE without expected version",
-        ));
-    };
-    let patch = json!({"metadata": {
-        "resourceVersion": resource_version,
-        "managedFields": entries,
-    }});
-    let params = PatchParams {
-        field_manager: Some(labels::MANAGER.to_owned()),
-        ..Default::default()
-    };
-    let patched = api
-        .patch(&step.component.name, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::kube("take over fields of", describe(&step.component), source))?;
-    Ok(patched.metadata.resource_version.unwrap_or_default())
-}
-
-async fn write(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
-    let component = &step.component;
-    let done =
-        |outcome: Outcome, message: String, uid: Option<String>, rv: Option<String>| StepOutcome {
-            index: step.index,
-            component: Some(component.clone()),
-            action: step.action as i32,
-            outcome: outcome as i32,
-            message,
-            resource_version: rv.unwrap_or_default(),
-            uid: uid.unwrap_or_default(),
-        };
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &component.namespace,
-        &kinds::api_resource(step.kind),
-    );
-    match step.action {
-        Action::Noop | Action::Unspecified => {
-            let (uid, rv) = match &step.expectation {
-                Expectation::Version {
-                    uid,
-                    resource_version,
-                } => (Some(uid.clone()), Some(resource_version.clone())),
-                _ => (None, None),
-            };
-            Ok(done(Outcome::Unchanged, "unchanged".into(), uid, rv))
-        }
-        Action::Create | Action::Update => {
-            let object = step
-                .object
-                .as_ref()
-                .ok_or_else(|| Error::invalid_component(component, "no object to apply"))?;
-            let handed = match &step.handover {
-                Some(handover) => Some(hand_over(&api, step, &handover.entries).await?),
-                None => None,
-            };
-            let object = match &handed {
-                Some(resource_version) => {
-                    let mut object = object.clone();
-                    object["metadata"]["resourceVersion"] = Value::from(resource_version.clone());
-                    std::borrow::Cow::Owned(object)
-                }
-                None => std::borrow::Cow::Borrowed(object),
-            };
-            let params = PatchParams::apply(labels::MANAGER).force();
-            let applied = api
-                .patch(&component.name, &params, &Patch::Apply(object.as_ref()))
-                .await
-                .map_err(|source| {
-                    let verb = if step.action == Action::Create {
-                        "create"
-                    } else {
-                        "update"
-                    };
-                    Error::kube(verb, describe(component), source)
-                })?;
-            let verb = match (&step.handover, step.action) {
-                (_, Action::Create) => "created".to_owned(),
-                (Some(Handover { moved, .. }), _) => format!(
-                    "updated; took over {} to remove {}",
-                    moved
-                        .iter()
-                        .map(|(field, manager)| format!("`{field}` from {manager}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if moved.len() == 1 { "it" } else { "them" }
-                ),
-                _ => "updated".to_owned(),
-            };
-            Ok(done(
-                Outcome::Applied,
-                verb,
-                applied.metadata.uid,
-                applied.metadata.resource_version,
-            ))
-        }
-        Action::Delete => {
-            let Expectation::Version {
-                uid,
-                resource_version,
-            } = &step.expectation
-            else {
-                return Err(Error::invalid_component(
-                    component,
-                    "DELETE without expected version",
-                ));
-            };
-            // Foreground for a StatefulSet: it disappears only after its
-            // pods. Other kinds have no dependents worth waiting for, and in
-            // the background they are gone when the call returns.
-            let propagation = if step.kind == Kind::StatefulSet {
-                PropagationPolicy::Foreground
-            } else {
-                PropagationPolicy::Background
-            };
-            let params = DeleteParams {
-                propagation_policy: Some(propagation),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: Some(resource_version.clone()),
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&component.name, &params).await {
-                Ok(_) => Ok(done(
-                    Outcome::Applied,
-                    "deleted".into(),
-                    Some(uid.clone()),
-                    None,
-                )),
-                Err(source) if api_status(&source) == Some(404) => Ok(done(
-                    Outcome::Unchanged,
-                    "already gone".into(),
-                    Some(uid.clone()),
-                    None,
-                )),
-                Err(source) => Err(Error::kube("delete", describe(component), source)),
-            }
-        }
-        Action::Scale => {
-            let (
-                Some(replicas),
-                Expectation::Version {
-                    resource_version, ..
-                },
-            ) = (step.replicas, &step.expectation)
-            else {
-                return Err(Error::invalid_component(
-                    component,
-                    "SCALE without replicas or expected version",
-                ));
-            };
-            let statefulsets: Api<StatefulSet> =
-                Api::namespaced(client.clone(), &component.namespace);
-            let params = PatchParams {
-                field_manager: Some(labels::MANAGER.to_string()),
-                ..PatchParams::default()
-            };
-            let patch = json!({
-                "metadata": {"resourceVersion": resource_version},
-                "spec": {"replicas": replicas},
-            });
-            let scale = statefulsets
-                .patch_scale(&component.name, &params, &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::kube("scale", describe(component), source))?;
-            Ok(done(
-                Outcome::Applied,
-                format!("scaled to {replicas}"),
-                scale.metadata.uid,
-                scale.metadata.resource_version,
-            ))
-        }
-    }
 }
 
 /// One Event on the StatefulSet so `kubectl describe` shows what k8sworker
@@ -500,6 +395,7 @@ mod tests {
     use crate::plan::{tests::*, validate};
     use k8sworker_core::policy::Policy;
     use k8sworker_proto::v1::Step;
+    use serde_json::json;
 
     fn mk_delete_sts(name: &str) -> Step {
         Step {
@@ -559,6 +455,23 @@ mod tests {
             .unwrap()
     }
 
+    /// Each step's outcome, in order.
+    fn outcomes(ack: &Ack) -> Vec<Outcome> {
+        ack.steps
+            .iter()
+            .map(|s| Outcome::try_from(s.outcome).unwrap())
+            .collect()
+    }
+
+    /// The events streamed so far.
+    fn streamed(stream: &mut mpsc::Receiver<Result<ApplyEvent, tonic::Status>>) -> usize {
+        let mut streamed = 0;
+        while let Ok(Ok(_)) = stream.try_recv() {
+            streamed += 1;
+        }
+        streamed
+    }
+
     fn conflict() -> Response<Body> {
         json_response(
             StatusCode::CONFLICT,
@@ -597,7 +510,10 @@ mod tests {
         let plan = mk_plan(vec![update, delete, scale]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+        let run =
+            tokio::spawn(
+                async move { execute(&client, &plan, &steps, None, false, &events).await },
+            );
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -636,13 +552,8 @@ mod tests {
         respond.send_response(json_response(StatusCode::CREATED, body));
 
         let ack = run.await.unwrap();
-        let outcomes: Vec<_> = ack
-            .steps
-            .iter()
-            .map(|s| Outcome::try_from(s.outcome).unwrap())
-            .collect();
         assert_eq!(
-            outcomes,
+            outcomes(&ack),
             [Outcome::Applied, Outcome::Failed, Outcome::Skipped]
         );
         assert_eq!(ack.steps[0].resource_version, "6");
@@ -653,11 +564,7 @@ mod tests {
             "{}",
             error.message
         );
-        let mut streamed = 0;
-        while let Ok(Ok(_)) = stream.try_recv() {
-            streamed += 1;
-        }
-        assert_eq!(streamed, 3, "one event per step");
+        assert_eq!(streamed(&mut stream), 3, "one event per step");
     }
 
     #[tokio::test]
@@ -674,7 +581,10 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move { execute(&client, &plan, &steps, None, &events).await });
+        let run =
+            tokio::spawn(
+                async move { execute(&client, &plan, &steps, None, false, &events).await },
+            );
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -701,6 +611,200 @@ mod tests {
         assert_eq!(ack.error, None);
         assert_eq!(ack.steps[0].outcome, Outcome::Applied as i32);
         assert_eq!(ack.steps[0].resource_version, "10");
+    }
+
+    /// The all-or-nothing check: every write goes out as a dry run first,
+    /// at once; one refusal fails the plan, names the object and the
+    /// server's reason once, and nothing is written, not even the Event.
+    #[tokio::test]
+    async fn a_dry_run_refusal_fails_the_plan_with_nothing_written() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("a", "inst")),
+            mk_create(&mk_config_map("b", "inst")),
+        ]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, mut stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        // Both dry runs are in flight before either is answered: one wave.
+        let first = next(&mut handle).await;
+        let second = next(&mut handle).await;
+        for (method, uri, body, respond) in [first, second] {
+            assert_eq!(method, Method::PATCH);
+            assert!(uri.contains("dryRun=All"), "{uri}");
+            let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+            respond.send_response(if name == "b" {
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                           "message": "ConfigMap \"b\" is invalid: data: Too long"}),
+                )
+            } else {
+                json_response(StatusCode::OK, body)
+            });
+        }
+
+        let ack = run.await.unwrap();
+        assert!(
+            handle.next_request().await.is_none(),
+            "no persisted write and no Event follow a refused dry run"
+        );
+        let error = ack.error.clone().unwrap();
+        assert_eq!(error.code, ErrorCode::KubernetesApi as i32);
+        assert_eq!(
+            error.message,
+            "plan refused by the API server's dry run, nothing written: ConfigMap ns-a/b \
+             (create: ConfigMap \"b\" is invalid: data: Too long (HTTP 422 Invalid))"
+        );
+        assert_eq!(error.components.len(), 1);
+        assert_eq!(error.components[0].name, "b");
+        assert_eq!(outcomes(&ack), [Outcome::Skipped, Outcome::Failed]);
+        assert_eq!(streamed(&mut stream), 2, "one event per step");
+    }
+
+    /// An admission webhook with side effects refuses every dry run; that
+    /// write is not refused for it but written unchecked, and its step
+    /// says so.
+    #[tokio::test]
+    async fn a_webhook_that_cannot_dry_run_leaves_its_write_unchecked_and_says_so() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![mk_create(&mk_config_map("a", "inst"))]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, _stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.contains("dryRun=All"), "{uri}");
+        respond.send_response(json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400,
+                   "message": "admission webhook \"audit.example.com\" does not support dry run"}),
+        ));
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(method, Method::PATCH);
+        assert!(!uri.contains("dryRun"), "the real write: {uri}");
+        let mut applied = body.clone();
+        applied["metadata"]["uid"] = json!("u1");
+        applied["metadata"]["resourceVersion"] = json!("1");
+        respond.send_response(json_response(StatusCode::OK, applied));
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/namespaces/ns-a/events"), "{uri}");
+        respond.send_response(json_response(StatusCode::CREATED, json!({})));
+
+        let ack = run.await.unwrap();
+        assert_eq!(ack.error, None);
+        assert_eq!(ack.steps[0].outcome, Outcome::Applied as i32);
+        assert_eq!(
+            ack.steps[0].message,
+            "created; not checked by a dry run first: admission webhook \"audit.example.com\" \
+             does not support dry run (HTTP 400 BadRequest)"
+        );
+    }
+
+    /// A DELETE's dry run carries `dryRun` where the API server reads it
+    /// (the body's delete options) and where the call counter sees it (the
+    /// query), with the step's preconditions; then the real delete follows.
+    #[tokio::test]
+    async fn a_delete_is_dry_run_with_its_preconditions_and_counted_apart() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let calls = crate::calls::ApiCalls::default();
+        let service = tower::ServiceBuilder::new()
+            .layer(crate::calls::CountLayer::new(vec![calls.clone()]))
+            .service(service);
+        let client = Client::new(service, "ns-a");
+        let plan = mk_plan(vec![Step {
+            action: Action::Delete as i32,
+            component: Some(mk_ref("v1", "Service", "svc")),
+            precondition: mk_expected("u2", "7"),
+            object_json: Vec::new(),
+            replicas: None,
+            reason: "removed".into(),
+        }]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let (events, _stream) = mpsc::channel(8);
+        let run =
+            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+
+        let gone = || {
+            json_response(
+                StatusCode::OK,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        };
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/ns-a/services/svc?dryRun=All"
+            )
+        );
+        assert_eq!(body["dryRun"], json!(["All"]));
+        assert_eq!(
+            body["preconditions"],
+            json!({"uid": "u2", "resourceVersion": "7"})
+        );
+        respond.send_response(gone());
+        let (method, uri, body, respond) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (Method::DELETE, "/api/v1/namespaces/ns-a/services/svc?")
+        );
+        assert_eq!(body.get("dryRun"), None);
+        respond.send_response(gone());
+        let (_, uri, _, respond) = next(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/namespaces/ns-a/events"), "{uri}");
+        respond.send_response(json_response(StatusCode::CREATED, json!({})));
+
+        let ack = run.await.unwrap();
+        assert_eq!(ack.error, None);
+        assert_eq!(
+            (calls.dry_runs(), calls.writes()),
+            (1, 2),
+            "{}",
+            calls.summary()
+        );
+    }
+
+    /// A write refused after earlier writes succeeded (the dry run passed,
+    /// then something changed) names what was written.
+    #[test]
+    fn a_failure_after_writes_names_what_was_written() {
+        let plan = mk_plan(vec![
+            mk_create(&mk_config_map("a", "inst")),
+            mk_create(&mk_config_map("b", "inst")),
+        ]);
+        let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
+        let written = StepOutcome {
+            outcome: Outcome::Applied as i32,
+            message: "created; not checked by a dry run first: x".into(),
+            ..skipped(&steps[0])
+        };
+        let refusal = kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "configmaps \"b\" is forbidden: exceeded quota: q".into(),
+            ..Default::default()
+        }));
+        let failure = Error::kube("create", "ConfigMap ns-a/b", refusal);
+        let error = partly_written(failure, &[written, skipped(&steps[1])]);
+        assert_eq!(
+            error.to_string(),
+            "Kubernetes API call to create ConfigMap ns-a/b failed: configmaps \"b\" is forbidden: \
+             exceeded quota: q (HTTP 403 Forbidden); written before it: ConfigMap ns-a/a (created); \
+             deploy again to continue from there"
+        );
+        assert_eq!(error.code(), ErrorCode::KubernetesApi);
+        let nothing = Error::invalid("x");
+        assert!(matches!(
+            partly_written(nothing, &[skipped(&steps[0])]),
+            Error::Invalid { .. }
+        ));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! [`ApiRateLimiter`] (governor; QPS with a burst) admits it, so a burst of
 //! plans cannot flood the API server. The counts are what tests assert on
 //! ("a no-op re-deploy makes zero writes") and what the executor logs after
-//! each operation.
+//! each operation. A write sent as a server-side dry run (`dryRun=All`) is
+//! counted apart: it persists nothing, so it is neither a read nor a write.
 
 use std::{
     collections::BTreeMap,
@@ -38,18 +39,36 @@ pub struct ApiCall {
     pub verb: &'static str,
     /// The resource, with `/subresource` when there is one.
     pub resource: String,
+    /// A server-side dry run (`dryRun=All`): the API server checks the
+    /// write (validation, admission, quota) and persists nothing.
+    pub dry_run: bool,
 }
 
 impl ApiCall {
-    /// Whether the request changes state on the server.
+    /// Whether the request changes state on the server: a verb other than
+    /// get, list or watch, not as a dry run.
     pub fn is_write(&self) -> bool {
-        !matches!(self.verb, "get" | "list" | "watch")
+        !self.is_read() && !self.dry_run
+    }
+
+    /// Whether the request only reads (get, list, watch).
+    pub fn is_read(&self) -> bool {
+        matches!(self.verb, "get" | "list" | "watch")
+    }
+
+    /// Whether the request is a write sent as a server-side dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run && !self.is_read()
     }
 }
 
 impl fmt::Display for ApiCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.verb, self.resource)
+        write!(f, "{} {}", self.verb, self.resource)?;
+        if self.dry_run {
+            f.write_str(" (dry run)")?;
+        }
+        Ok(())
     }
 }
 
@@ -71,6 +90,7 @@ pub fn classify(method: &Method, uri: &Uri) -> (ApiCall, Option<String>) {
                 ApiCall {
                     verb,
                     resource: format!("/{}", other.join("/")),
+                    dry_run: false,
                 },
                 None,
             );
@@ -90,11 +110,9 @@ pub fn classify(method: &Method, uri: &Uri) -> (ApiCall, Option<String>) {
         Some(subresource) => format!("{resource}/{subresource}"),
         None => resource.to_string(),
     };
-    let watching = uri.query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair == "watch=true" || pair == "watch=1")
-    });
+    let pairs = || uri.query().into_iter().flat_map(|query| query.split('&'));
+    let watching = pairs().any(|pair| pair == "watch=true" || pair == "watch=1");
+    let dry_run = pairs().any(|pair| pair == "dryRun=All");
     let verb = match *method {
         Method::GET if watching => "watch",
         Method::GET if name.is_some() => "get",
@@ -106,7 +124,14 @@ pub fn classify(method: &Method, uri: &Uri) -> (ApiCall, Option<String>) {
         Method::DELETE => "deletecollection",
         _ => "other",
     };
-    (ApiCall { verb, resource }, name)
+    (
+        ApiCall {
+            verb,
+            resource,
+            dry_run,
+        },
+        name,
+    )
 }
 
 /// A tally of API calls; clones share it.
@@ -137,18 +162,34 @@ impl ApiCalls {
 
     /// Calls that change state on the server.
     pub fn writes(&self) -> u64 {
+        self.count(ApiCall::is_write)
+    }
+
+    /// Writes sent as server-side dry runs (nothing persisted).
+    pub fn dry_runs(&self) -> u64 {
+        self.count(ApiCall::is_dry_run)
+    }
+
+    /// Calls that only read (get, list, watch).
+    pub fn reads(&self) -> u64 {
+        self.count(ApiCall::is_read)
+    }
+
+    /// The calls `which` selects.
+    pub fn count(&self, which: impl Fn(&ApiCall) -> bool) -> u64 {
         self.snapshot()
             .iter()
-            .filter(|(call, _)| call.is_write())
+            .filter(|(call, _)| which(call))
             .map(|(_, n)| n)
             .sum()
     }
 
-    /// `get configmaps=3 patch statefulsets=1`, for a log line.
+    /// `get configmaps=3 patch statefulsets=1 patch ingresses (dry run)=1`,
+    /// for a log line.
     pub fn summary(&self) -> String {
         self.snapshot()
             .iter()
-            .map(|(call, n)| format!("{} {}={n}", call.verb, call.resource))
+            .map(|(call, n)| format!("{call}={n}"))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -212,6 +253,7 @@ where
             k8s.verb = call.verb,
             k8s.resource = %call.resource,
             k8s.name = name.as_deref().unwrap_or(""),
+            k8s.dry_run = call.dry_run,
             http.status_code = tracing::field::Empty,
         );
         let response = span.in_scope(|| self.inner.call(request));
@@ -431,6 +473,18 @@ mod tests {
                 Some("c"),
             ),
             (Method::GET, "/version", "get /version", None),
+            (
+                Method::PATCH,
+                "/apis/networking.k8s.io/v1/namespaces/a/ingresses/i?dryRun=All&fieldManager=k8sworker&force=true",
+                "patch ingresses (dry run)",
+                Some("i"),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a/services/s?dryRun=All",
+                "delete services (dry run)",
+                Some("s"),
+            ),
         ];
         for (method, uri, expected, name) in cases {
             assert_eq!(
@@ -455,13 +509,22 @@ mod tests {
             calls.record(&ApiCall {
                 verb,
                 resource: resource.into(),
+                dry_run: false,
             });
         }
-        assert_eq!(calls.total(), 6);
-        assert_eq!(calls.writes(), 2);
+        calls.record(&ApiCall {
+            verb: "patch",
+            resource: "statefulsets".into(),
+            dry_run: true,
+        });
+        assert_eq!(calls.total(), 7);
+        assert_eq!(calls.writes(), 2, "a dry run is not a write");
+        assert_eq!(calls.dry_runs(), 1);
+        assert_eq!(calls.reads(), 4);
         assert_eq!(
             calls.summary(),
-            "delete services=1 get configmaps=2 list secrets=1 patch statefulsets=1 watch pods=1"
+            "delete services=1 get configmaps=2 list secrets=1 patch statefulsets=1 \
+             patch statefulsets (dry run)=1 watch pods=1"
         );
     }
 

@@ -87,6 +87,50 @@ pub enum Error {
     )]
     Immutable(Vec<Problem>),
 
+    /// The API server refused writes of the plan sent as a server-side dry
+    /// run before the first persisted write (validation, an admission
+    /// webhook, a ResourceQuota, …); each problem names the object and the
+    /// server's reason. Nothing was written.
+    #[error(
+        "plan refused by the API server's dry run, nothing written: {}",
+        describe_all(.refused)
+    )]
+    DryRunRefused {
+        /// Every refused write: the object and the API server's reason.
+        refused: Vec<Problem>,
+        /// One of them was a 409: an object changed after the precondition
+        /// check, so the plan is stale rather than wrong.
+        conflict: bool,
+    },
+
+    /// The pods of the plan's StatefulSet would not fit a ResourceQuota of
+    /// the namespace ([`k8sworker_core::resource_quota`]): a quota on pod
+    /// resources is charged when pods are created, which a dry run of the
+    /// StatefulSet cannot see. Each problem names the quota, the resource,
+    /// the amount requested and the room left. Nothing was written.
+    #[error(
+        "plan refused, nothing written: its pods would exceed the namespace's ResourceQuota: {}; \
+         lower the installation's resources or replicas, or raise the quota",
+        describe_all(.0)
+    )]
+    QuotaExceeded(Vec<Problem>),
+
+    /// A write failed after earlier writes of the same plan succeeded (the
+    /// dry run passed, then something changed: a race). The message names
+    /// what was written; the next plan is computed from what is observed,
+    /// so it continues from there.
+    #[error(
+        "{source}; written before it: {}; deploy again to continue from there",
+        .written.join(", ")
+    )]
+    PartlyWritten {
+        /// Each object written, as `Kind namespace/name (what was done)`.
+        written: Vec<String>,
+        /// The failure of the write that stopped the plan.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The plan's tenant is not one the operator allows in this namespace
     /// (`--allowed-tenant`), or the plan names none. Refused before any API
     /// call.
@@ -180,6 +224,9 @@ impl Error {
             Error::Unhealthy { .. } => ErrorCode::Unhealthy,
             Error::Timeout { .. } => ErrorCode::Timeout,
             Error::ShuttingDown => ErrorCode::Internal,
+            Error::DryRunRefused { conflict: true, .. } => ErrorCode::StalePlan,
+            Error::DryRunRefused { .. } | Error::QuotaExceeded(_) => ErrorCode::KubernetesApi,
+            Error::PartlyWritten { source, .. } => source.code(),
             Error::Kube { source, .. } if api_status(source) == Some(409) => ErrorCode::StalePlan,
             Error::Kube { .. } => ErrorCode::KubernetesApi,
         }
@@ -191,7 +238,12 @@ impl Error {
             Error::Stale(problems)
             | Error::NotOwned(problems)
             | Error::Forbidden(problems)
-            | Error::Immutable(problems) => problems.iter().map(|p| p.component.clone()).collect(),
+            | Error::Immutable(problems)
+            | Error::QuotaExceeded(problems)
+            | Error::DryRunRefused {
+                refused: problems, ..
+            } => problems.iter().map(|p| p.component.clone()).collect(),
+            Error::PartlyWritten { source, .. } => source.components(),
             Error::Invalid {
                 component: Some(component),
                 ..
@@ -218,7 +270,13 @@ impl Error {
             Error::Stale(_)
             | Error::NotOwned(_)
             | Error::Immutable(_)
-            | Error::Unhealthy { .. } => tonic::Code::FailedPrecondition,
+            | Error::Unhealthy { .. }
+            | Error::DryRunRefused {
+                conflict: false, ..
+            }
+            | Error::QuotaExceeded(_) => tonic::Code::FailedPrecondition,
+            Error::DryRunRefused { conflict: true, .. } => tonic::Code::Aborted,
+            Error::PartlyWritten { source, .. } => source.grpc_code(),
             Error::Timeout { .. } => tonic::Code::DeadlineExceeded,
             Error::ShuttingDown => tonic::Code::Unavailable,
             Error::Kube { source, .. } => match api_status(source) {

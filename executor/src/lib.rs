@@ -4,7 +4,8 @@
 //! ```text
 //! planner ──Observe──▶ observe ──lists/gets──▶ API server
 //!         ──Apply────▶ plan::validate ─▶ precondition::check_all ─▶ apply::execute ─▶ health::wait
-//!                      (no API call)      (reads, refuse if stale)   (SSA, deletes,     (watches)
+//!                      (no API call)      (reads, refuse if stale)   (dry_run::check,   (watches)
+//!                                                                     then SSA, deletes,
 //!                                                                     scale)
 //!         ◀──────────── one ApplyEvent per step, then the Ack (cached by plan id)
 //!         ──FetchLogs─▶ logs
@@ -25,6 +26,7 @@ pub mod ack_cache;
 mod apply;
 pub mod calls;
 pub mod client;
+mod dry_run;
 pub mod error;
 pub mod health;
 pub mod kinds;
@@ -35,6 +37,7 @@ pub mod precondition;
 pub mod rbac;
 mod rollout;
 pub mod server;
+mod write;
 
 pub use error::Error;
 pub use server::{ExecutorConfig, ExecutorService, serve};

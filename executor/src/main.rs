@@ -100,6 +100,20 @@ struct ServeArgs {
     )]
     allowed_tenants: Vec<Tenant>,
 
+    /// Check every plan's writes with the API server (a server-side dry run
+    /// of each, and a ResourceQuota check of the pods) before the first
+    /// persisted write, so that a refused plan writes nothing. On by
+    /// default; `--dry-run-wave=false` is for measuring what the check
+    /// costs, or an escape hatch, and lets a refusal stop a plan half-way.
+    #[arg(
+        long,
+        env = "K8SWORKER_EXECUTOR_DRY_RUN_WAVE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    dry_run_wave: bool,
+
     /// How long running plans may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "K8SWORKER_EXECUTOR_SHUTDOWN_GRACE", default_value_t = 60)]
     shutdown_grace: u64,
@@ -139,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         .policy
         .deny_service_accounts(args.deny_service_accounts);
     config.allowed_tenants = args.allowed_tenants.into_iter().collect();
+    config.dry_run_wave = args.dry_run_wave;
     if config.allowed_tenants.is_empty() {
         tracing::warn!(
             "no --allowed-tenant: every plan is refused; set the tenants allowed in this namespace"

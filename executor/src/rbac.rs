@@ -47,6 +47,7 @@ pub const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list", "watch", "create"]),
+    ("", "resourcequotas", &["list"]),
 ];
 
 const WRITE: [&str; 7] = [

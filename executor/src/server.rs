@@ -7,8 +7,9 @@
 //! name) and at most `max_concurrent_applies` overall. Refusals before the
 //! first write (wrong namespace, invalid, against the policy, stale, not
 //! owned) are gRPC errors;
-//! once writing started, the stream carries one event per step and ends with
-//! the Ack; the Ack of a completed plan is cached by plan id so a resent plan
+//! from the all-or-nothing check on ([`dry_run`](crate::dry_run): quota,
+//! then a dry run of every write), the stream carries one event per step and
+//! ends with the Ack, whose error says whether anything was written; the Ack of a completed plan is cached by plan id so a resent plan
 //! writes nothing, and a failed one is not, so its retry is applied again.
 //! The writes run in their own task: a caller that hangs up does not stop a
 //! plan half-way, and shutdown waits (bounded) for running plans.
@@ -79,6 +80,12 @@ pub struct ExecutorConfig {
     /// certificate ([`Authentication::Required`], the default) or nobody
     /// is checked (plaintext on loopback).
     pub authentication: Authentication,
+    /// Whether every plan's writes are checked by the API server (a
+    /// server-side dry run of each, and the ResourceQuota check of its pods)
+    /// before the first persisted write, so that a refusal writes nothing
+    /// (`--dry-run-wave`, default on). Off only to measure what the check
+    /// costs, or as an escape hatch.
+    pub dry_run_wave: bool,
 }
 
 impl ExecutorConfig {
@@ -101,6 +108,7 @@ impl ExecutorConfig {
             policy: Policy::default(),
             allowed_tenants: BTreeSet::new(),
             authentication: Authentication::Required,
+            dry_run_wave: true,
         }
     }
 }
@@ -323,8 +331,10 @@ impl Shared {
         });
         let (events, stream) = mpsc::channel(plan.steps.len() + 1);
         let shared = self.clone();
+        let check_first = self.config.dry_run_wave;
         let work = async move {
-            let ack = apply::execute(&client, &plan, &steps, health_timeout, &events).await;
+            let ack =
+                apply::execute(&client, &plan, &steps, health_timeout, check_first, &events).await;
             shared.acks.insert(&plan.id, &plan.digest, ack.clone());
             let error = ack
                 .error
@@ -334,6 +344,8 @@ impl Shared {
             tracing::info!(
                 calls = %calls.summary(),
                 writes = calls.writes(),
+                dry_runs = calls.dry_runs(),
+                reads = calls.reads(),
                 total_calls = calls.total(),
                 error,
                 "plan applied"

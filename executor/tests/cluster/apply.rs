@@ -94,9 +94,10 @@ async fn the_same_plan_id_returns_the_same_ack_without_api_calls() {
 }
 
 /// Issue 12, case 8: a failure is not remembered as if it were a success. A
-/// plan refused by the API server (here a ResourceQuota) writes nothing, so
-/// its retry carries the same plan id; once the cause is gone the retry is
-/// applied for real, not answered with the cached failure.
+/// plan refused by the API server (here a ResourceQuota, found by the
+/// dry-run wave of case 4) writes nothing, so its retry carries the same
+/// plan id; once the cause is gone the retry is applied for real, not
+/// answered with the cached failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn a_failed_plan_is_applied_again_when_retried_with_the_same_id() {
@@ -119,9 +120,12 @@ async fn a_failed_plan_is_applied_again_when_retried_with_the_same_id() {
         let request = plans::deploy_request("app", &ns, 1, &[]);
         let plan = f.plan(&request, Operation::Deploy).await;
 
-        let failed = f.apply(&plan, true).await.expect("writing began");
+        let before = f.calls();
+        let failed = f.apply(&plan, true).await.expect("an Ack");
+        let calls = Calls::between(&before, &f.calls());
         let error = failed.ack.error.as_ref().expect("refused by the quota");
         assert!(error.message.contains("quota"), "{error:?}");
+        assert_eq!(calls.writes(), 0, "refused by the dry run: {calls:?}");
         assert!(
             !outcomes(&failed).contains(&Outcome::Applied),
             "{:?}",
@@ -130,16 +134,18 @@ async fn a_failed_plan_is_applied_again_when_retried_with_the_same_id() {
         assert!(f.owned("app").await.is_empty(), "nothing written");
 
         // The same plan again while the quota stands: refused again, by the
-        // API server (a write was attempted), not from memory.
+        // API server (its writes were sent, as dry runs), not from memory.
         let before = f.calls();
-        let again = f.apply(&plan, true).await.expect("writing began");
+        let again = f.apply(&plan, true).await.expect("an Ack");
         let calls = Calls::between(&before, &f.calls());
         calls.report("failed plan retried");
         assert!(again.ack.error.is_some(), "{:?}", again.ack);
-        assert!(
-            calls.writes() > 0,
+        assert_eq!(
+            calls.dry_runs(),
+            plan.steps.len() as u64,
             "the retry reached the API server: {calls:?}"
         );
+        assert_eq!(calls.writes(), 0, "{calls:?}");
         assert!(f.owned("app").await.is_empty(), "nothing written");
 
         // The cause removed, the same plan id is applied. The quota
@@ -149,10 +155,11 @@ async fn a_failed_plan_is_applied_again_when_retried_with_the_same_id() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let applied = loop {
             let before = f.calls();
-            let retried = f.apply(&plan, true).await.expect("writing began");
+            let retried = f.apply(&plan, true).await.expect("an Ack");
             let calls = Calls::between(&before, &f.calls());
-            assert!(
-                calls.writes() > 0,
+            assert_eq!(
+                calls.dry_runs(),
+                plan.steps.len() as u64,
                 "a failed plan is not replayed: {calls:?}"
             );
             if retried.ack.error.is_none() {
@@ -276,6 +283,9 @@ async fn undeploy_deletes_only_generated_objects_with_uid_preconditions() {
         // Re-planned: everything generated goes, pods included.
         let (applied, calls) = f.run(&request, Operation::Undeploy).await;
         calls.report("undeploy");
+        let deletes = applied.ack.steps.len() as u64;
+        assert_eq!(calls.dry_runs(), deletes, "each delete dry-run first: {calls:?}");
+        assert_eq!(calls.writes(), deletes + 1, "each delete once, and the Event: {calls:?}");
         assert_eq!(health_state(&applied), HealthState::Absent);
         assert!(f.owned("app").await.is_empty(), "{:?}", f.owned("app").await);
         assert!(f.pods("app").await.is_empty());

@@ -3,6 +3,7 @@
 //! `deploy/rbac/executor-role.yaml`; plans come from the planner's render
 //! and diff. Run with `cargo test -p k8sworker-executor -- --ignored`.
 
+mod all_or_nothing;
 mod apply;
 mod crash;
 mod health;

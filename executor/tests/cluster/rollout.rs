@@ -38,6 +38,7 @@ fn pod_deletes(calls: &Calls) -> u64 {
         .get(&ApiCall {
             verb: "delete",
             resource: "pods".into(),
+            dry_run: false,
         })
         .copied()
         .unwrap_or(0)

@@ -176,9 +176,18 @@ impl Calls {
     }
 
     pub fn writes(&self) -> u64 {
+        self.count(ApiCall::is_write)
+    }
+
+    /// Writes sent as server-side dry runs: counted apart, never persisted.
+    pub fn dry_runs(&self) -> u64 {
+        self.count(ApiCall::is_dry_run)
+    }
+
+    fn count(&self, which: fn(&ApiCall) -> bool) -> u64 {
         self.0
             .iter()
-            .filter(|(c, _)| c.is_write())
+            .filter(|(c, _)| which(c))
             .map(|(_, n)| n)
             .sum()
     }
@@ -187,9 +196,10 @@ impl Calls {
     pub fn report(&self, operation: &str) {
         let list: Vec<String> = self.0.iter().map(|(c, n)| format!("{c}={n}")).collect();
         eprintln!(
-            "API calls for {operation}: {} total, {} writes: {}",
+            "API calls for {operation}: {} total, {} writes, {} dry runs: {}",
             self.total(),
             self.writes(),
+            self.dry_runs(),
             list.join(", ")
         );
     }

@@ -14,7 +14,14 @@
 //!
 //! With `--transports plaintext,tls` each mode runs once over plaintext
 //! gRPC hops and once over mutual TLS (the default is TLS only), so the
-//! cost of TLS shows in one run.
+//! cost of TLS shows in one run. With `--dry-run-wave on,off` each runs once
+//! with the executor's all-or-nothing check (a dry run of every write before
+//! the first, and the ResourceQuota read) and once without, so its cost
+//! shows in one run too.
+//!
+//! Per deploy it also counts the executor's Kubernetes API calls (every
+//! observe, the apply and the health wait of the deploy): persisted writes,
+//! dry runs and reads.
 //!
 //! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
 
@@ -53,12 +60,20 @@ struct Args {
     /// (mutual TLS, as deployed) and/or `plaintext` (loopback only).
     #[arg(long, value_delimiter = ',', default_value = "tls")]
     transports: Vec<String>,
+    /// The executor's all-or-nothing check before the first write of each
+    /// plan: `on` (as deployed) and/or `off` (`--dry-run-wave=false`).
+    #[arg(long, value_delimiter = ',', default_value = "on")]
+    dry_run_wave: Vec<String>,
 }
 
 #[derive(Debug)]
 struct Sample {
     pickup: Duration,
     end_to_end: Duration,
+    /// The executor's persisted writes, dry runs and reads for the deploy.
+    writes: u64,
+    dry_runs: u64,
+    reads: u64,
 }
 
 #[derive(Debug)]
@@ -116,23 +131,40 @@ async fn main() -> anyhow::Result<()> {
                 "plaintext" => false,
                 other => anyhow::bail!("unknown transport `{other}`: tls or plaintext"),
             };
-            let executor = if tls {
-                RunningExecutor::for_identity(&identity).await
-            } else {
+            for check in &args.dry_run_wave {
+                let dry_run_wave = match check.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => anyhow::bail!("unknown --dry-run-wave `{other}`: on or off"),
+                };
                 let mut config = k8sworker_executor::ExecutorConfig::new(namespace.clone());
                 config.default_health_timeout = Duration::from_secs(60);
                 config.allowed_tenants = [k8sworker_testsupport::plans::tenant()].into();
-                RunningExecutor::start_plaintext(identity.config().await, config).await
-            };
-            for mode in &args.modes {
-                let claim_mode = match mode.as_str() {
-                    "poll" => ClaimMode::Poll,
-                    "long-poll" => ClaimMode::LongPoll,
-                    other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
+                config.dry_run_wave = dry_run_wave;
+                let executor = if tls {
+                    RunningExecutor::start(identity.config().await, config).await
+                } else {
+                    RunningExecutor::start_plaintext(identity.config().await, config).await
                 };
-                let samples =
-                    run_mode(&args, mode, claim_mode, tls, &admin, &namespace, &executor).await?;
-                results.push((transport.clone(), mode.clone(), samples));
+                for mode in &args.modes {
+                    let claim_mode = match mode.as_str() {
+                        "poll" => ClaimMode::Poll,
+                        "long-poll" => ClaimMode::LongPoll,
+                        other => anyhow::bail!("unknown mode `{other}`: poll or long-poll"),
+                    };
+                    let run = Run {
+                        mode,
+                        claim_mode,
+                        tls,
+                        label: format!(
+                            "{}{}",
+                            if tls { "tls" } else { "plain" },
+                            if dry_run_wave { "" } else { "-nodry" }
+                        ),
+                    };
+                    let samples = run_mode(&args, &run, &admin, &namespace, &executor).await?;
+                    results.push((transport.clone(), check.clone(), mode.clone(), samples));
+                }
             }
         }
         Ok(())
@@ -142,8 +174,9 @@ async fn main() -> anyhow::Result<()> {
     outcome?;
 
     println!(
-        "{:<9} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:<9} {:<7} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}   {:>6} {:>8} {:>6}",
         "transport",
+        "dry-run",
         "mode",
         "deploys",
         "pickup p50",
@@ -154,14 +187,21 @@ async fn main() -> anyhow::Result<()> {
         "p95",
         "p99",
         "max",
-        "mean"
+        "mean",
+        "writes",
+        "dry runs",
+        "reads"
     );
-    for (transport, mode, samples) in &results {
+    for (transport, check, mode, samples) in &results {
         let pickup = stats(samples.iter().map(|s| s.pickup).collect());
         let e2e = stats(samples.iter().map(|s| s.end_to_end).collect());
+        let per_deploy = |count: fn(&Sample) -> u64| {
+            samples.iter().map(count).sum::<u64>() as f64 / samples.len() as f64
+        };
         println!(
-            "{:<9} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:<9} {:<7} {:<10} {:>7}  {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10} {:>10} {:>10}   {:>6.1} {:>8.1} {:>6.1}",
             transport,
+            check,
             mode,
             samples.len(),
             ms(pickup.p50),
@@ -173,20 +213,36 @@ async fn main() -> anyhow::Result<()> {
             ms(e2e.p99),
             ms(e2e.max),
             ms(e2e.mean),
+            per_deploy(|s| s.writes),
+            per_deploy(|s| s.dry_runs),
+            per_deploy(|s| s.reads),
         );
     }
     Ok(())
 }
 
-async fn run_mode(
-    args: &Args,
-    mode: &str,
+/// One measured configuration.
+struct Run<'a> {
+    mode: &'a str,
     claim_mode: ClaimMode,
     tls: bool,
+    /// Prefix of the installations' names, unique per configuration.
+    label: String,
+}
+
+async fn run_mode(
+    args: &Args,
+    run: &Run<'_>,
     admin: &kube::Client,
     namespace: &str,
     executor: &RunningExecutor,
 ) -> anyhow::Result<Vec<Sample>> {
+    let Run {
+        mode,
+        claim_mode,
+        tls,
+        ..
+    } = *run;
     let control_plane = ControlPlane::start(|_| {}).await;
     let executors = [(namespace, executor.endpoint())];
     let planner = if tls {
@@ -216,11 +272,9 @@ async fn run_mode(
     for i in 0..args.deploys {
         let pause = fastrand::u64(0..=args.max_pause_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let name = format!(
-            "{}-{}-{i}",
-            if tls { "tls" } else { "plain" },
-            mode.replace('-', "")
-        );
+        let name = format!("{}-{}-{i}", run.label, mode.replace('-', ""));
+        let calls = executor.calls();
+        let (writes, dry_runs, reads) = (calls.writes(), calls.dry_runs(), calls.reads());
         let sent = SystemTime::now();
         let item = vantiq
             .command(
@@ -264,6 +318,9 @@ async fn run_mode(
         let sample = Sample {
             pickup: claimed.duration_since(created).unwrap_or_default(),
             end_to_end: completed.duration_since(sent).unwrap_or_default(),
+            writes: calls.writes() - writes,
+            dry_runs: calls.dry_runs() - dry_runs,
+            reads: calls.reads() - reads,
         };
         if (i + 1) % 10 == 0 {
             eprintln!(
