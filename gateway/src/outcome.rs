@@ -421,7 +421,8 @@ mod tests {
         sts.ready_replicas = Some(ready);
         vec![
             component("ConfigMap", "vantiq-jdbc-configmap-0"),
-            component("Secret", "vantiq-jdbc-envsecret"),
+            component("Secret", "vantiq-jdbc-secret-1"),
+            component("Secret", "vantiq-jdbc-secret-0"),
             component("Service", "jdbc"),
             component("Service", "vantiq-jdbc-service-0"),
             component("Ingress", "vantiq-jdbc-ingress-0"),
@@ -493,7 +494,7 @@ mod tests {
         );
         assert_eq!(
             report["k8sAssociatedSecrets"],
-            json!(["vantiq-jdbc-envsecret"])
+            json!(["vantiq-jdbc-secret-0", "vantiq-jdbc-secret-1"])
         );
         let info = &report["k8sInstallationInfo"];
         assert_eq!(info["k8sNamespace"], "team-a");

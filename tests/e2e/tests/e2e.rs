@@ -186,12 +186,12 @@ async fn lifecycle(protocol: Protocol) {
             names(&record["k8sAssociatedConfigMaps"]),
             ["vantiq-web-configmap-0"]
         );
-        let secrets: &[&str] = if rest { &[] } else { &["vantiq-web-envsecret"] };
+        let secrets: &[&str] = if rest { &[] } else { &["vantiq-web-secret-0"] };
         assert_eq!(names(&record["k8sAssociatedSecrets"]), secrets);
         let mut expected = vec![
             "ConfigMap/vantiq-web-configmap-0",
             "Ingress/vantiq-web-ingress-0",
-            "Secret/vantiq-web-envsecret",
+            "Secret/vantiq-web-secret-0",
             "Service/vantiq-web-service-0",
             "Service/web",
             "StatefulSet/web",
