@@ -12,6 +12,7 @@ mod observe_logs;
 mod policy;
 mod process;
 mod refusals;
+mod rename;
 mod support;
 mod tenants;
 mod tls;
