@@ -532,6 +532,44 @@ async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_d
     .await;
 }
 
+/// Issue 14: with the periodic verify off, an admin asks for a verify of one
+/// installation; it runs through the gateway, planner and executor like the
+/// periodic one and its result lands on the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn verify_on_demand_reports_an_out_of_band_deletion() {
+    with_temp_ns("e2e-verify-now", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |config| {
+            config.verify_interval = Duration::ZERO;
+        })
+        .await;
+        let _gateway = stack.gateway();
+        let vantiq = &stack.admin;
+        vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
+            .await;
+        let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
+        assert!(record.get("lastVerifiedAt").is_none(), "{record}");
+
+        Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+            .delete("vantiq-web-configmap-0", &DeleteParams::default())
+            .await
+            .unwrap();
+        let item = vantiq
+            .installation_command("web", "verify", json!({}))
+            .await;
+        assert_eq!(item["operation"], "verify", "{item}");
+        assert_ne!(item["requestedBy"], "system", "{item}");
+        let record = vantiq.wait_status("web", "DAMAGED", WAIT).await;
+        let state = record["k8sState"].as_str().unwrap();
+        assert!(state.contains("vantiq-web-configmap-0"), "{state}");
+        assert!(record["lastVerifiedAt"].is_string(), "{record}");
+        let request_id = item["requestId"].as_str().unwrap();
+        assert_eq!(vantiq.workitem(request_id).await, None, "done and deleted");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn two_gateways_on_one_cluster_process_every_workitem_exactly_once() {
