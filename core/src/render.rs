@@ -179,6 +179,9 @@ struct Renderer<'a> {
 }
 
 /// Files sharing one mount path.
+/// A Secret's data: values by key.
+type SecretData = BTreeMap<String, ByteString>;
+
 struct PathGroup<'a> {
     path: String,
     /// Generated-content files (inline content or documents), by filename.
@@ -452,7 +455,7 @@ impl<'a> Renderer<'a> {
     fn env_secret_data(
         &self,
         ancillaries: &Ancillaries,
-    ) -> Result<Option<(usize, BTreeMap<String, ByteString>)>, RenderError> {
+    ) -> Result<Option<(usize, SecretData)>, RenderError> {
         let mut first = None;
         let mut data = BTreeMap::new();
         for (index, entry) in self.entries() {
