@@ -255,14 +255,15 @@ fn secret_values_never_appear_in_the_statefulset() {
     assert!(!format!("{ancillaries:?}").contains("hunter2"));
 }
 
+/// The StatefulSet's pod spec.
+fn pod_spec(components: &[Component]) -> &k8s_openapi::api::core::v1::PodSpec {
+    let spec = statefulset(components).spec.as_ref().expect("a spec");
+    spec.template.spec.as_ref().expect("a pod spec")
+}
+
 /// The container's variable `name`: the Secret its value comes from.
 fn env_secret_of(components: &[Component], name: &str) -> Option<String> {
-    let pod = statefulset(components)
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?;
+    let pod = pod_spec(components);
     let env = pod.containers[0].env.as_ref()?;
     let var = env.iter().find(|var| var.name == name)?;
     Some(
@@ -326,17 +327,7 @@ fn generated_secrets_share_one_count_in_order_of_first_entry() {
         env_secret_of(&components, "OTHER").as_deref(),
         Some("vantiq-app-secret-1")
     );
-    let volumes = statefulset(&components)
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .volumes
-        .clone()
-        .unwrap();
+    let volumes = pod_spec(&components).volumes.clone().unwrap();
     let projected: Vec<String> = volumes
         .iter()
         .flat_map(|v| v.projected.as_ref().unwrap().sources.clone().unwrap())

@@ -476,6 +476,15 @@ async fn system_identities_and_reserved_labels_are_invalid() {
     .await;
 }
 
+/// Deploys the sample installation `web` into `ns` and waits until it is
+/// `RUNNING`; its record.
+async fn deploy_web(vantiq: &Vantiq, ns: &str) -> Value {
+    vantiq
+        .command(CLUSTER, "deploy", sample_deploy("web", ns, 1, "hello"))
+        .await;
+    vantiq.wait_status("web", "RUNNING", WAIT).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_damaged() {
@@ -486,10 +495,7 @@ async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_d
         .await;
         let _gateway = stack.gateway();
         let vantiq = &stack.admin;
-        vantiq
-            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
-            .await;
-        vantiq.wait_status("web", "RUNNING", WAIT).await;
+        deploy_web(vantiq, &ns).await;
         // Periodic verifies of the intact installation keep it RUNNING.
         let record = vantiq
             .wait_installation("web", WAIT, |r| {
@@ -545,10 +551,7 @@ async fn verify_on_demand_reports_an_out_of_band_deletion() {
         .await;
         let _gateway = stack.gateway();
         let vantiq = &stack.admin;
-        vantiq
-            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
-            .await;
-        let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
+        let record = deploy_web(vantiq, &ns).await;
         assert!(record.get("lastVerifiedAt").is_none(), "{record}");
 
         Api::<ConfigMap>::namespaced(admin.clone(), &ns)
