@@ -476,15 +476,6 @@ async fn system_identities_and_reserved_labels_are_invalid() {
     .await;
 }
 
-/// Deploys the sample installation `web` into `ns` and waits until it is
-/// `RUNNING`; its record.
-async fn deploy_web(vantiq: &Vantiq, ns: &str) -> Value {
-    vantiq
-        .command(CLUSTER, "deploy", sample_deploy("web", ns, 1, "hello"))
-        .await;
-    vantiq.wait_status("web", "RUNNING", WAIT).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_damaged() {
@@ -495,7 +486,10 @@ async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_d
         .await;
         let _gateway = stack.gateway();
         let vantiq = &stack.admin;
-        deploy_web(vantiq, &ns).await;
+        vantiq
+            .command(CLUSTER, "deploy", sample_deploy("web", &ns, 1, "hello"))
+            .await;
+        vantiq.wait_status("web", "RUNNING", WAIT).await;
         // Periodic verifies of the intact installation keep it RUNNING.
         let record = vantiq
             .wait_installation("web", WAIT, |r| {
@@ -540,18 +534,37 @@ async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_d
 
 /// Issue 14: with the periodic verify off, an admin asks for a verify of one
 /// installation; it runs through the gateway, planner and executor like the
-/// periodic one and its result lands on the record.
+/// periodic one and its result lands on the record — with the claim protocol,
+/// and in REST mode against a strict control plane.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test cluster (tests/cluster/up.sh)"]
 async fn verify_on_demand_reports_an_out_of_band_deletion() {
+    verify_on_demand(Protocol::Claim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_verify_on_demand_reports_an_out_of_band_deletion() {
+    verify_on_demand(Protocol::Rest).await;
+}
+
+async fn verify_on_demand(protocol: Protocol) {
     with_temp_ns("e2e-verify-now", |admin, ns| async move {
         let stack = Stack::start(&admin, &ns, |config| {
             config.verify_interval = Duration::ZERO;
+            config.vantiq_strict = protocol == Protocol::Rest;
         })
         .await;
         let _gateway = stack.gateway();
         let vantiq = &stack.admin;
-        let record = deploy_web(vantiq, &ns).await;
+        vantiq
+            .command(
+                CLUSTER,
+                "deploy",
+                deploy_for(protocol, "web", &ns, 1, "hello"),
+            )
+            .await;
+        let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
         assert!(record.get("lastVerifiedAt").is_none(), "{record}");
 
         Api::<ConfigMap>::namespaced(admin.clone(), &ns)
