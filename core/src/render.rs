@@ -178,10 +178,10 @@ struct Renderer<'a> {
     namespace: &'a str,
 }
 
-/// Files sharing one mount path.
 /// A Secret's data: values by key.
 type SecretData = BTreeMap<String, ByteString>;
 
+/// Files sharing one mount path.
 struct PathGroup<'a> {
     path: String,
     /// Generated-content files (inline content or documents), by filename.
