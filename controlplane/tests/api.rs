@@ -226,6 +226,136 @@ async fn clusters_crud_follows_vantiq() {
     t.stop().await;
 }
 
+/// Issue 12, case 4: a cluster's `ingressDefaultNode` becomes the host of
+/// its installations' Ingresses, which the API server refuses unless it is a
+/// DNS name; an IP address (or anything else that is not an Ingress host) is
+/// refused on insert, upsert and update, naming the field, and nothing is
+/// stored.
+#[tokio::test]
+async fn a_cluster_ingress_default_node_must_be_a_dns_name() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    // Insert, upsert and update, before and after the cluster exists.
+    let writes = |node: &str| {
+        let body = json!({"name": "edge", "ingressDefaultNode": node});
+        [
+            (Method::POST, CLUSTERS.to_owned(), body.clone()),
+            (Method::POST, format!("{CLUSTERS}?upsert=true"), body),
+            (
+                Method::PUT,
+                format!("{CLUSTERS}/edge"),
+                json!({"ingressDefaultNode": node}),
+            ),
+        ]
+    };
+    let mut before = None;
+    for exists in [false, true] {
+        if exists {
+            let (status, body) = a
+                .post(
+                    CLUSTERS,
+                    json!({"name": "edge", "ingressDefaultNode": "edge.example"}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            before = Some(a.get(&format!("{CLUSTERS}/edge")).await.1);
+        }
+        for (node, what) in [
+            ("192.0.2.10", "is an IP address"),
+            ("010.0.0.1", "is an IP address"),
+            ("2001:db8::1", "is an IP address"),
+            ("Not A Host", "is not a valid host name"),
+        ] {
+            for (method, path, body) in writes(node) {
+                let (status, _, body) = a.send(a.request(method, &path).json(&body)).await;
+                assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+                let message = body[0]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("ingressDefaultNode"), "{body}");
+                assert!(message.contains(what), "{body}");
+            }
+            // Nothing stored, nothing changed.
+            let (status, stored) = a.get(&format!("{CLUSTERS}/edge")).await;
+            match &before {
+                None => assert_eq!(status, 404, "{stored}"),
+                Some(before) => assert_eq!(&stored, before),
+            }
+        }
+    }
+    t.stop().await;
+}
+
+/// A cluster name may hold `_` and a host may not: a cluster created without
+/// `ingressDefaultNode` whose default (`vantiq-<name>-node`) is not a host is
+/// refused naming the field, and nothing is stored; given a host it is
+/// created.
+#[tokio::test]
+async fn a_cluster_whose_default_ingress_node_is_not_a_host_needs_one() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    for path in [CLUSTERS.to_owned(), format!("{CLUSTERS}?upsert=true")] {
+        let (status, _, body) = a
+            .send(a.request(Method::POST, &path).json(&json!({"name": "edge_1"})))
+            .await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        let message = body[0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ingressDefaultNode"), "{body}");
+        assert!(message.contains("`vantiq-edge_1-node`"), "{body}");
+        assert_eq!(a.get(&format!("{CLUSTERS}/edge_1")).await.0, 404);
+    }
+    let (status, body) = a
+        .post(
+            CLUSTERS,
+            json!({"name": "edge_1", "ingressDefaultNode": "edge-1.example"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ingressDefaultNode"], "edge-1.example");
+    t.stop().await;
+}
+
+/// Issue 12, case 4: a deploy whose inbound port's host is an IP address is
+/// refused when it is requested, naming the entry and field, before any
+/// workitem exists (the API server would refuse its Ingress at apply).
+#[tokio::test]
+async fn a_deploy_with_an_ip_as_ingress_host_is_refused_before_anything_is_stored() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    let (status, body) = a
+        .command(
+            "c1",
+            "deploy",
+            json!({"name": "web", "k8sNamespace": "apps", "config": [
+                {"type": "image", "name": "nginx:1.27"},
+                {"type": "inboundPort", "port": 8080, "protocol": "TCP", "host": "192.0.2.10"}
+            ]}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.request.invalid",
+    );
+    let params = body[0]["params"].as_array().unwrap();
+    assert_eq!(params.len(), 1, "{body}");
+    assert!(
+        params[0]
+            .as_str()
+            .unwrap()
+            .starts_with("config[1] (inboundPort).host: `192.0.2.10` is an IP address"),
+        "{body}"
+    );
+    assert_eq!(a.get("/api/v1/resources/k8sworkitems").await.1, json!([]));
+    assert_eq!(
+        a.get("/api/v1/resources/k8sinstallations").await.1,
+        json!([])
+    );
+    let (_, cluster) = a.get(&format!("{CLUSTERS}/c1")).await;
+    assert_eq!(cluster["lifecycleOperationCount"], 0);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn select_supports_where_props_sort_limit_page_and_count() {
     let t = TestServer::start().await;

@@ -16,6 +16,8 @@
 //! [`owner`] decides which observed objects are a tenant's installation's.
 //! [`policy`] is what an executor lets into its namespace (Pod Security
 //! Standards baseline and k8sworker's own rules); render never breaks it.
+//! [`rollout`] names the pods a deploy must replace because the StatefulSet
+//! controller never will (a previous revision's pod that fails to start).
 
 #![warn(missing_docs)]
 
@@ -35,4 +37,5 @@ pub mod plan;
 pub mod policy;
 pub mod quantity;
 pub mod render;
+pub mod rollout;
 pub mod validate;

@@ -298,8 +298,9 @@ pub struct AnnotationEntry {
     /// `app.kubernetes.io/managed-by` are reserved; an AppArmor annotation
     /// names `runtime/default` or `localhost/<profile>` only.
     pub name: String,
-    /// Annotation value; a request's annotations total at most 256 KiB
-    /// (Kubernetes: annotations).
+    /// Annotation value; a request's annotations (keys and values) total at
+    /// most [`crate::validate::MAX_ANNOTATION_BYTES`] (Kubernetes: 256 KiB
+    /// per object, less room for k8sworker's own annotations).
     pub value: String,
     /// `targetResource`: the kind of object to annotate (see
     /// [`TargetResource`]); every generated object and the pod template when

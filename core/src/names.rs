@@ -33,8 +33,13 @@ pub fn ingress(installation: &str, index: usize) -> String {
 /// RFC 1123 label: at most 63 lower-case alphanumerics or '-', starting and
 /// ending alphanumeric (namespaces, most names).
 pub fn is_dns1123_label(value: &str) -> bool {
+    value.len() <= 63 && is_dns_part(value)
+}
+
+/// Lower-case alphanumerics or '-', starting and ending alphanumeric, of any
+/// length: a label without the 63 limit, as a subdomain's parts are checked.
+fn is_dns_part(value: &str) -> bool {
     !value.is_empty()
-        && value.len() <= 63
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -47,10 +52,40 @@ pub fn is_dns1035_label(value: &str) -> bool {
     is_dns1123_label(value) && value.as_bytes()[0].is_ascii_lowercase()
 }
 
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters
-/// (ConfigMap, Secret, Ingress, StatefulSet names; host names).
+/// RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`):
+/// dot-separated parts of lower-case alphanumerics or '-', each starting and
+/// ending alphanumeric, at most 253 characters in all; a part may be longer
+/// than 63 (Kubernetes does not limit it). ConfigMap, Secret, ServiceAccount,
+/// PersistentVolumeClaim names; Ingress and host-alias host names.
 pub fn is_dns1123_subdomain(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns1123_label)
+    !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns_part)
+}
+
+/// Whether `value` is an IP address as the API server reads one: an IPv6
+/// literal, or dotted-decimal IPv4 where, as in Kubernetes'
+/// `netutils.ParseIPSloppy`, octets may have leading zeros (`010.0.0.1`).
+pub fn is_ip_literal(value: &str) -> bool {
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let octets: Vec<&str> = value.split('.').collect();
+    octets.len() == 4
+        && octets.iter().all(|octet| {
+            !octet.is_empty()
+                && octet.bytes().all(|b| b.is_ascii_digit())
+                && octet.trim_start_matches('0').len() <= 3
+                && octet.parse::<u32>().is_ok_and(|n| n <= 255)
+        })
+}
+
+/// An Ingress rule's host (Kubernetes `validateIngressRules`): a DNS-1123
+/// subdomain, or `*.` followed by one, at most 253 characters in all, and
+/// never an IP address (`192.0.2.10` reads as a subdomain but the API server
+/// refuses it: "must be a DNS name, not an IP address"). The cluster's
+/// `ingressDefaultNode` follows the same rule, since it becomes that host.
+pub fn is_ingress_host(value: &str) -> bool {
+    let bare = value.strip_prefix("*.").unwrap_or(value);
+    value.len() <= 253 && is_dns1123_subdomain(bare) && !is_ip_literal(value)
 }
 
 /// A label value: empty, or at most 63 alphanumerics, '-', '_' or '.',
@@ -90,27 +125,24 @@ pub fn is_port_name(value: &str) -> bool {
         && !value.contains("--")
 }
 
-/// A ConfigMap or Secret key: alphanumerics, '-', '_' or '.', at most 253,
-/// not `.` or `..`.
+/// A ConfigMap or Secret key (Kubernetes `IsConfigMapKey`): alphanumerics,
+/// '-', '_' or '.', at most 253, not `.`, not starting with `..`.
 pub fn is_config_key(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 253
         && value != "."
-        && value != ".."
+        && !value.starts_with("..")
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// An environment variable name we accept: letters, digits, '_', '-' or '.',
-/// not starting with a digit (Kubernetes' long-standing rule, which is also a
-/// valid Secret key, so `asSecret` variables can be keyed by name).
+/// not starting with a digit (Kubernetes' long-standing rule), and also a
+/// Secret key ([`is_config_key`]: at most 253, not starting with `..`), so
+/// that `asSecret` variables can be keyed by name.
 pub fn is_env_name(value: &str) -> bool {
-    !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !value.as_bytes()[0].is_ascii_digit()
+    is_config_key(value) && !value.as_bytes()[0].is_ascii_digit()
 }
 
 #[cfg(test)]
@@ -128,6 +160,28 @@ mod tests {
         assert!(!is_dns1035_label("0a"));
         assert!(is_dns1123_subdomain("a.b-c.d"));
         assert!(!is_dns1123_subdomain("a..b"));
+        // As Kubernetes: a part of a subdomain may exceed 63 characters.
+        assert!(is_dns1123_subdomain(&"a".repeat(64)));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        for host in ["a.example", "*.example.com", "node-1", "1.2.3", "1.2.3.4.5"] {
+            assert!(is_ingress_host(host), "{host}");
+        }
+        let long = format!(
+            "*.{}",
+            vec!["a".repeat(63); 4].join(".").get(..252).unwrap()
+        );
+        for host in [
+            "192.0.2.10",
+            "010.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "Node",
+            "*",
+            "a.*.b",
+            &long,
+        ] {
+            assert!(!is_ingress_host(host), "{host}");
+        }
     }
 
     #[test]
@@ -143,6 +197,12 @@ mod tests {
         assert!(!is_port_name("a--b"));
         assert!(is_config_key("server.config"));
         assert!(!is_config_key(".."));
+        assert!(!is_config_key("..a"));
+        assert!(is_config_key("a..b"));
+        assert!(!is_config_key(&"a".repeat(254)));
+        assert!(!is_env_name("..A"));
+        assert!(!is_env_name(&"A".repeat(254)));
+        assert!(is_env_name(".A"));
         assert!(is_env_name("JAVA_OPTS"));
         assert!(!is_env_name("1X"));
         assert!(!is_env_name("A=B"));

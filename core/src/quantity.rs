@@ -11,6 +11,46 @@ impl Quantity {
     /// Zero of anything.
     pub const ZERO: Quantity = Quantity { milli: 0 };
 
+    /// Whether `text` is in the Kubernetes quantity grammar but beyond what
+    /// [`Quantity::parse`] reads: more than 30 digits, or a decimal
+    /// exponent outside -30..=30 (`1e400`). Kubernetes accepts such values;
+    /// k8sworker refuses them, as no resource needs them and requests and
+    /// limits must be compared.
+    pub fn is_out_of_range(text: &str) -> bool {
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+            .unwrap_or(text.len());
+        let (number, suffix) = text.split_at(split);
+        let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let number_ok = !(whole.is_empty() && fraction.is_empty())
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && fraction.bytes().all(|b| b.is_ascii_digit());
+        let exponent = suffix
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()));
+        let known_suffix = matches!(
+            suffix,
+            "" | "Ki"
+                | "Mi"
+                | "Gi"
+                | "Ti"
+                | "Pi"
+                | "Ei"
+                | "n"
+                | "u"
+                | "m"
+                | "k"
+                | "M"
+                | "G"
+                | "T"
+                | "P"
+                | "E"
+        );
+        number_ok && (exponent || known_suffix) && Quantity::parse(text).is_none()
+    }
+
     /// Parses the Kubernetes quantity grammar: a signed decimal number and an
     /// optional binary (`Ki`..`Ei`), decimal (`n`, `u`, `m`, `k`, `M`..`E`) or
     /// exponent (`e3`) suffix. Values below one milli-unit round up, as
@@ -127,6 +167,16 @@ mod tests {
         assert_eq!(q("1n"), 1); // rounds up to one milli-unit
         assert_eq!(q(".5"), 500);
         assert_eq!(q("-1"), -1000);
+    }
+
+    #[test]
+    fn out_of_range_is_told_apart_from_malformed() {
+        for big in ["1e400", "1E-31", "9999999999999999999999999999999", "1e+31"] {
+            assert!(Quantity::is_out_of_range(big), "{big}");
+        }
+        for other in ["1", "1e3", "1i", "abc", "1 Gi", "", "1e", "1Ki"] {
+            assert!(!Quantity::is_out_of_range(other), "{other}");
+        }
     }
 
     #[test]

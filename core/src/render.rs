@@ -136,8 +136,12 @@ pub enum RenderError {
         /// File names plus contents, in bytes.
         bytes: usize,
     },
-    /// The cluster's `ingressDefaultNode` is not a DNS-1123 subdomain.
-    #[error("the cluster's ingressDefaultNode `{0}` is not a valid host name")]
+    /// The cluster's `ingressDefaultNode` is not a valid Ingress host
+    /// ([`names::is_ingress_host`]: a DNS-1123 subdomain, never an IP
+    /// address), e.g. a record stored before the control plane checked it.
+    #[error(
+        "the cluster's ingressDefaultNode `{0}` is not a valid Ingress host (a lower-case DNS name, not an IP address); correct the k8sclusters record"
+    )]
     IngressDefaultNode(String),
     /// An operation was asked for without a tenant (Vantiq namespace and
     /// cluster): no object could record its owner, none could be found ours.
@@ -162,12 +166,31 @@ pub fn render(
 ) -> Result<Vec<Component>, RenderError> {
     validate(request)?;
     if !cluster.ingress_default_node.is_empty()
-        && !names::is_dns1123_subdomain(&cluster.ingress_default_node)
+        && !names::is_ingress_host(&cluster.ingress_default_node)
     {
         return Err(RenderError::IngressDefaultNode(
             cluster.ingress_default_node.clone(),
         ));
     }
+    Renderer::new(request, cluster.tenant.as_ref()).render(cluster, ancillaries)
+}
+
+/// The objects [`render`] would make of `request` if validation let it
+/// through: no rule of [`crate::validate`] is checked, nor the cluster's
+/// `ingressDefaultNode`. Such objects may be refused by the API server; this
+/// exists for the differential test that sends them there (server-side dry
+/// run) to find what validation must refuse. Never used for a plan.
+///
+/// # Errors
+/// As [`render`], except [`RenderError::Invalid`] and
+/// [`RenderError::IngressDefaultNode`]: a missing secret or document, a
+/// document that is not text, generated files over 1 MiB at one path.
+#[doc(hidden)]
+pub fn render_unvalidated(
+    request: &InstallationRequest,
+    cluster: &ClusterContext,
+    ancillaries: &Ancillaries,
+) -> Result<Vec<Component>, RenderError> {
     Renderer::new(request, cluster.tenant.as_ref()).render(cluster, ancillaries)
 }
 

@@ -23,6 +23,16 @@ pub const MAX_OBJECT_DATA: usize = 1024 * 1024;
 /// Most replicas a request may ask for.
 pub const MAX_REPLICAS: i64 = 1000;
 
+/// Bytes reserved, out of the API server's 256 KiB of annotations per
+/// object, for the annotations k8sworker writes itself (spec hash, owner
+/// record, config hash; at most about 1 KiB with the longest names).
+pub const OWN_ANNOTATIONS_RESERVE: usize = 4 * 1024;
+
+/// Most bytes (keys plus values) a request's `annotation` entries may hold
+/// together: Kubernetes' limit of 256 KiB of annotations per object, less
+/// [`OWN_ANNOTATIONS_RESERVE`].
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024 - OWN_ANNOTATIONS_RESERVE;
+
 /// Most `inboundPort` entries one installation may have. Each becomes a
 /// port of the installation's NodePort Service, and NodePorts come from one
 /// range the whole cluster shares (30000-32767 by default, 2768 ports), so
@@ -250,7 +260,7 @@ impl Checker {
                 ConfigEntry::EnvironmentVariable(env) => {
                     if !names::is_env_name(&env.name) {
                         self.fail(at, "name", format!(
-                            "`{}` is not a valid environment variable name: letters, digits, '_', '-' or '.', not starting with a digit",
+                            "`{}` is not a valid environment variable name: at most 253 letters, digits, '_', '-' or '.', not starting with a digit or '..' (it also keys the generated Secret)",
                             env.name
                         ));
                     } else if !seen.env_names.insert(env.name.clone()) {
@@ -282,7 +292,7 @@ impl Checker {
                             match key {
                                 None => self.fail(at, "key", "is required with `secretName`"),
                                 Some(key) if !names::is_config_key(key) => self.fail(at, "key",
-                                    format!("`{key}` is not a valid Secret key: letters, digits, '-', '_' or '.'")),
+                                    format!("`{key}` is not a valid Secret key: at most 253 letters, digits, '-', '_' or '.', not starting with '..'")),
                                 Some(_) => {}
                             }
                         }
@@ -313,7 +323,7 @@ impl Checker {
                     self.mount_path(at, "path", &volume.path, &mut seen, MountKind::Volume);
                 }
                 ConfigEntry::Annotation(annotation) => {
-                    self.metadata_key(at, &annotation.name);
+                    self.metadata_key(at, &annotation.name, KeyCase::Insensitive);
                     if annotation
                         .name
                         .starts_with(policy::APPARMOR_ANNOTATION_PREFIX)
@@ -325,10 +335,20 @@ impl Checker {
                         ));
                     }
                     self.target(at, annotation.target_resource.as_deref());
+                    let before = seen.annotation_bytes;
                     seen.annotation_bytes += annotation.name.len() + annotation.value.len();
+                    // Named once, on the entry that crosses the limit.
+                    if before <= MAX_ANNOTATION_BYTES
+                        && seen.annotation_bytes > MAX_ANNOTATION_BYTES
+                    {
+                        self.fail(at, "value", format!(
+                            "the annotations reach {} bytes with this entry; at most {MAX_ANNOTATION_BYTES} fit (Kubernetes allows 256 KiB per object, {OWN_ANNOTATIONS_RESERVE} of them k8sworker's own)",
+                            seen.annotation_bytes
+                        ));
+                    }
                 }
                 ConfigEntry::Label(label) => {
-                    self.metadata_key(at, &label.name);
+                    self.metadata_key(at, &label.name, KeyCase::Sensitive);
                     if !names::is_label_value(&label.value) {
                         self.fail(at, "value", format!(
                             "`{}` is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
@@ -406,9 +426,6 @@ impl Checker {
                     }
                 }
             }
-        }
-        if seen.annotation_bytes > 256 * 1024 {
-            self.fail_request("config", "annotations exceed Kubernetes' 256 KiB limit");
         }
         self.requests_within_limits(request, &seen);
         if seen.ports > MAX_INBOUND_PORTS {
@@ -496,7 +513,7 @@ impl Checker {
                         self.fail(
                             at,
                             "key",
-                            format!("`{key}` is not a valid key: letters, digits, '-', '_' or '.'"),
+                            format!("`{key}` is not a valid key: at most 253 letters, digits, '-', '_' or '.', not starting with '..'"),
                         );
                     }
                 }
@@ -539,7 +556,7 @@ impl Checker {
         match file.effective_filename() {
             None => self.fail(at, "filename", "is required"),
             Some(filename) if !names::is_config_key(filename) => self.fail(at, "filename", format!(
-                "`{filename}` is not a valid file name: letters, digits, '-', '_' or '.', no '/'"
+                "`{filename}` is not a valid file name: at most 253 letters, digits, '-', '_' or '.', not starting with '..', no '/'"
             )),
             Some(filename) => {
                 let path = normalize_path(&file.path);
@@ -711,9 +728,12 @@ impl Checker {
             }
         }
         if let Some(host) = &port.host {
-            let bare = host.strip_prefix("*.").unwrap_or(host);
-            if !names::is_dns1123_subdomain(bare) {
-                self.fail(at, "host", format!("`{host}` is not a valid host name (lower-case DNS name, optionally `*.`-prefixed)"));
+            if names::is_ip_literal(host) {
+                self.fail(at, "host", format!(
+                    "`{host}` is an IP address; an Ingress host must be a DNS name (Kubernetes refuses IP addresses): give the node's DNS name"
+                ));
+            } else if !names::is_ingress_host(host) {
+                self.fail(at, "host", format!("`{host}` is not a valid host name (lower-case DNS name of at most 253 characters, optionally `*.`-prefixed)"));
             }
         }
     }
@@ -822,7 +842,7 @@ impl Checker {
                         self.fail(
                             at,
                             "headers",
-                            format!("`{name}` is not a valid HTTP header name"),
+                            format!("`{name}` is not a valid HTTP header name: letters, digits and '-' (Kubernetes' rule for probe headers)"),
                         );
                     }
                 }
@@ -845,6 +865,13 @@ impl Checker {
         }
         for (name, value) in resources.quantities() {
             match Quantity::parse(value) {
+                None if Quantity::is_out_of_range(value) => self.fail(
+                    at,
+                    name,
+                    format!(
+                        "`{value}` is too large or too precise: at most 30 digits and an exponent between -30 and 30"
+                    ),
+                ),
                 None => self.fail(
                     at,
                     name,
@@ -907,8 +934,14 @@ impl Checker {
         }
     }
 
-    fn metadata_key(&mut self, at: At<'_>, key: &str) {
-        if !names::is_qualified_name(key) {
+    fn metadata_key(&mut self, at: At<'_>, key: &str, case: KeyCase) {
+        // Kubernetes checks annotation keys lower-cased (`ValidateAnnotations`),
+        // label keys as they are.
+        let checked = match case {
+            KeyCase::Insensitive => key.to_lowercase(),
+            KeyCase::Sensitive => key.to_owned(),
+        };
+        if !names::is_qualified_name(&checked) {
             self.fail(at, "name", format!(
                 "`{key}` is not a valid key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.'"
             ));
@@ -922,7 +955,7 @@ impl Checker {
                     labels::RESERVED_DOMAIN
                 ),
             );
-        } else if key == labels::MANAGED_BY {
+        } else if key.eq_ignore_ascii_case(labels::MANAGED_BY) {
             self.fail(
                 at,
                 "name",
@@ -940,6 +973,13 @@ impl Checker {
             ));
         }
     }
+}
+
+/// Whether a label or annotation key is checked as written or lower-cased.
+#[derive(Debug, Clone, Copy)]
+enum KeyCase {
+    Sensitive,
+    Insensitive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -971,11 +1011,10 @@ pub(crate) fn normalize_path(path: &str) -> String {
     format!("/{}", segments.join("/"))
 }
 
+/// Kubernetes' rule for a probe's header names (`IsHTTPHeaderName`:
+/// `[-A-Za-z0-9]+`), narrower than HTTP's token.
 fn http_header_name_invalid(name: &str) -> bool {
-    name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Checks the distribution reference grammar: `[host[:port]/]path[:tag][@digest]`.

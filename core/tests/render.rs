@@ -664,6 +664,18 @@ fn the_ingress_default_node_is_checked() {
         render(&request, &cluster, &Ancillaries::default()),
         Err(RenderError::IngressDefaultNode(_))
     ));
+    // Issue 12, case 4: a record stored with an IP address (before the
+    // control plane refused one) is refused at plan time, before any object
+    // exists, naming the field.
+    for ip in ["192.0.2.10", "2001:db8::1"] {
+        let cluster = ClusterContext {
+            ingress_default_node: ip.into(),
+            ..cluster.clone()
+        };
+        let error = render(&request, &cluster, &Ancillaries::default()).unwrap_err();
+        assert_eq!(error, RenderError::IngressDefaultNode(ip.into()));
+        assert!(error.to_string().contains("ingressDefaultNode"), "{error}");
+    }
 }
 
 /// Upgrading to owner records: every object renders its record, so every
@@ -708,4 +720,51 @@ fn the_owner_record_changes_every_spec_hash_and_the_config_hash_once() {
         }
         assert_eq!(pod_template(&before) != pod_template(&after), rolls);
     }
+}
+
+/// The room validation keeps out of the API server's 256 KiB of annotations
+/// per object ([`OWN_ANNOTATIONS_RESERVE`]) holds k8sworker's own
+/// annotations with the longest names: tenant parts of 253 characters, a
+/// 52-character installation (too long for inbound ports, whose objects
+/// carry the same annotations), generated files and secrets.
+#[test]
+fn our_own_annotations_fit_the_room_kept_for_them() {
+    use k8sworker_core::owner::{MAX_TENANT_PART, Tenant};
+    use k8sworker_core::validate::OWN_ANNOTATIONS_RESERVE;
+    let name = "a".repeat(52);
+    let data = json!({"name": name, "k8sNamespace": "team-a", "config": [
+        {"type": "image", "name": "nginx:1.27"},
+        {"type": "file", "path": "/etc/a", "filename": "a.conf", "content": "x"},
+        {"type": "file", "path": "/etc/b", "filename": "b.conf", "content": "x", "dataSource": "secret"},
+        {"type": "environmentVariable", "name": "A", "value": "x", "asSecret": true},
+        {"type": "annotation", "name": "example.com/note", "value": "x"},
+    ]});
+    let request = parse_and_validate(&data).expect("valid request");
+    let cluster = ClusterContext {
+        tenant: Some(
+            Tenant::new("n".repeat(MAX_TENANT_PART), "c".repeat(MAX_TENANT_PART)).unwrap(),
+        ),
+        ..mk_cluster()
+    };
+    let own = |annotations: Option<&std::collections::BTreeMap<String, String>>| -> usize {
+        annotations
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| labels::is_reserved(key))
+            .map(|(key, value)| key.len() + value.len())
+            .sum()
+    };
+    let mut largest = 0;
+    for component in render(&request, &cluster, &Ancillaries::default()).unwrap() {
+        largest = largest.max(own(component.object.metadata().annotations.as_ref()));
+        if let Object::StatefulSet(sts) = &component.object {
+            let template = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+            largest = largest.max(own(template.and_then(|m| m.annotations.as_ref())));
+        }
+    }
+    assert!(largest > 300, "the owner record is measured: {largest}");
+    assert!(
+        largest <= OWN_ANNOTATIONS_RESERVE,
+        "{largest} bytes of our own annotations exceed the {OWN_ANNOTATIONS_RESERVE} kept"
+    );
 }

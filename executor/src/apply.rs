@@ -25,7 +25,8 @@
 //!   `resourceVersion`.
 //!
 //! The first failed step ends the writes; the rest are reported SKIPPED.
-//! One Kubernetes Event on the StatefulSet records a plan that wrote or failed.
+//! One Kubernetes Event on the StatefulSet records a plan that wrote (pods
+//! replaced during a deploy's health wait included) or failed.
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ use crate::{
     health::{self, Assessment, Target},
     kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
+    rollout,
 };
 
 /// Where step events go; a gone receiver (the caller hung up) does not stop
@@ -100,7 +102,8 @@ pub(crate) async fn execute(
         outcomes.push(outcome);
     }
 
-    let target = health_target(plan, steps);
+    let mut target = health_target(plan, steps);
+    target.roll_forward = rollout::owner(plan, &outcomes);
     let health = match (&error, health_timeout) {
         (None, Some(timeout)) => {
             let assessment = health::wait(client.clone(), &plan.namespace, &target, timeout)
@@ -141,7 +144,8 @@ pub(crate) async fn execute(
     let wrote = ack
         .steps
         .iter()
-        .any(|s| s.outcome == Outcome::Applied as i32);
+        .any(|s| s.outcome == Outcome::Applied as i32)
+        || ack.health.as_ref().is_some_and(|h| !h.replaced.is_empty());
     if wrote || error.is_some() {
         record_event(client, plan, &target, &ack).await;
     }
@@ -171,6 +175,7 @@ fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
             .unwrap_or_else(|| plan.installation.clone()),
         desired_replicas: plan.desired_replicas,
         expect_absent: statefulset.is_some_and(|s| s.action == Action::Delete),
+        roll_forward: None,
     }
 }
 
@@ -409,6 +414,12 @@ async fn record_event(client: &Client, plan: &Plan, target: &Target, ack: &Ack) 
     );
     if let Some(traceparent) = k8sworker_telemetry::current_traceparent() {
         message.push_str(&format!(" [traceparent {traceparent}]"));
+    }
+    if let Some(health) = &ack.health
+        && !health.replaced.is_empty()
+    {
+        message.push_str("; ");
+        message.push_str(&rollout::describe(&health.replaced));
     }
     if let Some(error) = &ack.error {
         message.push_str(": ");

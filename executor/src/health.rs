@@ -7,13 +7,21 @@
 //! each mirrored by a kube reflector store (the StatefulSet by name, its pods
 //! by the StatefulSet's selector), until it settles, fails, or the deadline
 //! passes: no polling, and a failing pod ends the wait at once instead of at
-//! the timeout.
+//! the timeout. Pods are judged once the controller has observed the
+//! StatefulSet's latest generation: before that they may be the previous
+//! template's, which the plan just replaced.
+//!
+//! For a deploy ([`Target::roll_forward`]), before judging, the wait replaces
+//! the pods of a previous revision that fail to start (`crate::rollout`):
+//! the StatefulSet controller never does, and the rollout would stay stuck
+//! behind them. Each replacement is in the returned health
+//! (`Health.replaced`).
 
 use std::{fmt, time::Duration};
 
 use futures::{FutureExt as _, StreamExt as _, stream::BoxStream};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
-use k8sworker_core::labels;
+use k8sworker_core::{labels, rollout as stuck_pods};
 use k8sworker_proto::v1::{Health, HealthState, PodProblem};
 use kube::{
     Api, Client, ResourceExt as _,
@@ -25,15 +33,10 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::rollout::RollForward;
+
 /// Container waiting reasons that will not resolve by waiting.
-pub const FAILING_REASONS: [&str; 6] = [
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
+pub use k8sworker_core::rollout::FAILING_REASONS;
 
 /// What the wait is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,10 @@ pub struct Target {
     pub desired_replicas: i32,
     /// The plan deletes the StatefulSet: wait for it to be gone.
     pub expect_absent: bool,
+    /// A deploy's StatefulSet uid: replace the pods of that StatefulSet
+    /// that fail to start at a previous revision
+    /// (`k8sworker_core::rollout::stuck`). `None`: replace nothing.
+    pub roll_forward: Option<String>,
 }
 
 /// The state of the StatefulSet at one moment.
@@ -69,6 +76,14 @@ impl Assessment {
             | Assessment::Waiting(health, _) => health,
         }
     }
+
+    fn health_mut(&mut self) -> &mut Health {
+        match self {
+            Assessment::Settled(health)
+            | Assessment::Failed(health, _)
+            | Assessment::Waiting(health, _) => health,
+        }
+    }
 }
 
 fn mk_health(state: HealthState, target: &Target, ready: i32, problems: Vec<PodProblem>) -> Health {
@@ -77,6 +92,7 @@ fn mk_health(state: HealthState, target: &Target, ready: i32, problems: Vec<PodP
         desired_replicas: target.desired_replicas,
         ready_replicas: ready,
         problems,
+        replaced: Vec::new(),
     }
 }
 
@@ -106,13 +122,15 @@ pub fn assess(target: &Target, statefulset: Option<&StatefulSet>, pods: &[Pod]) 
         );
     }
 
+    let current =
+        status.observed_generation.unwrap_or(0) >= statefulset.metadata.generation.unwrap_or(0);
     let update_revision = status.update_revision.as_deref();
     let problems: Vec<PodProblem> = pods
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .flat_map(|pod| pod_problems(pod, update_revision))
         .collect();
-    if !problems.is_empty() {
+    if current && !problems.is_empty() {
         let summary = problems
             .iter()
             .map(|p| format!("pod {}: {} ({})", p.pod, p.reason, p.message))
@@ -125,8 +143,6 @@ pub fn assess(target: &Target, statefulset: Option<&StatefulSet>, pods: &[Pod]) 
     }
 
     let desired = target.desired_replicas;
-    let current =
-        status.observed_generation.unwrap_or(0) >= statefulset.metadata.generation.unwrap_or(0);
     let spec_replicas = statefulset
         .spec
         .as_ref()
@@ -177,56 +193,25 @@ fn pod_problems(pod: &Pod, update_revision: Option<&str>) -> Vec<PodProblem> {
     let name = pod.name_any();
     let old_revision = match (
         update_revision,
-        pod.labels().get("controller-revision-hash"),
+        pod.labels().get(stuck_pods::REVISION_LABEL),
     ) {
         (Some(update), Some(revision)) => update != revision,
         _ => false,
     };
     let advice = if old_revision {
-        "; the pod runs the previous revision and the StatefulSet will not replace a failing pod: \
-         delete it to let the rollout continue"
+        "; the pod runs a previous revision and the StatefulSet will not replace a failing pod: \
+         a deploy replaces it so that the rollout continues"
     } else {
         ""
     };
-    let mut problems = Vec::new();
-    let status = pod.status.clone().unwrap_or_default();
-    for condition in status.conditions.iter().flatten() {
-        if condition.type_ == "PodScheduled"
-            && condition.status == "False"
-            && condition.reason.as_deref() == Some("Unschedulable")
-        {
-            problems.push(PodProblem {
-                pod: name.clone(),
-                reason: "Unschedulable".into(),
-                message: format!("{}{advice}", condition.message.clone().unwrap_or_default()),
-            });
-        }
-    }
-    let containers = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten());
-    for container in containers {
-        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-            continue;
-        };
-        let Some(reason) = waiting.reason.as_deref() else {
-            continue;
-        };
-        if FAILING_REASONS.contains(&reason) {
-            problems.push(PodProblem {
-                pod: name.clone(),
-                reason: reason.to_string(),
-                message: format!(
-                    "container {}: {}{advice}",
-                    container.name,
-                    waiting.message.clone().unwrap_or_default()
-                ),
-            });
-        }
-    }
-    problems
+    stuck_pods::start_failures(pod)
+        .into_iter()
+        .map(|failure| PodProblem {
+            pod: name.clone(),
+            reason: failure.reason,
+            message: format!("{}{advice}", failure.message),
+        })
+        .collect()
 }
 
 /// One watch feeding a kube reflector [`Store`]: the store holds the objects
@@ -314,6 +299,7 @@ pub async fn wait(
         "no state seen yet".to_string(),
     );
     let mut watch_error: Option<String> = None;
+    let mut roll_forward = target.roll_forward.clone().map(RollForward::new);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
 
@@ -346,13 +332,19 @@ pub async fn wait(
                 _ => continue,
             }
         }
+        if let (Some(roll_forward), Some(statefulset)) = (&mut roll_forward, &statefulset) {
+            current_pods = roll_forward.step(&pods, statefulset, current_pods).await;
+        }
         last = assess(target, statefulset.as_deref(), &current_pods);
         if !matches!(last, Assessment::Waiting(..)) {
-            return last;
+            break;
         }
     }
     if let (Assessment::Waiting(_, detail), Some(error)) = (&mut last, watch_error) {
         detail.push_str(&format!("; last watch error: {error}"));
+    }
+    if let Some(roll_forward) = &roll_forward {
+        last.health_mut().replaced = roll_forward.replaced().to_vec();
     }
     last
 }
@@ -377,6 +369,7 @@ mod tests {
             statefulset: "inst".into(),
             desired_replicas: desired,
             expect_absent: false,
+            roll_forward: None,
         }
     }
 
@@ -538,7 +531,7 @@ mod tests {
             panic!("must fail");
         };
         assert!(
-            summary.contains("previous revision") && summary.contains("delete it"),
+            summary.contains("previous revision") && summary.contains("a deploy replaces it"),
             "{summary}"
         );
     }

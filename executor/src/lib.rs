@@ -15,6 +15,9 @@
 //! The pure parts ([`plan`], [`precondition::verdict`], [`health::assess`],
 //! [`calls::classify`]) hold the decisions and are unit-tested without a
 //! cluster; the rest is proven against a real API server in `tests/`.
+//! During a deploy's health wait, `rollout` replaces the pods of a previous
+//! revision that fail to start, which the StatefulSet controller never does
+//! (which pods: `k8sworker_core::rollout`).
 
 #![warn(missing_docs)]
 
@@ -30,6 +33,7 @@ pub mod observe;
 pub mod plan;
 pub mod precondition;
 pub mod rbac;
+mod rollout;
 pub mod server;
 
 pub use error::Error;

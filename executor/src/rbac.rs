@@ -42,7 +42,9 @@ pub const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("", "secrets", &WRITE),
     ("networking.k8s.io", "ingresses", &WRITE),
     ("", "persistentvolumeclaims", &["get", "list"]),
-    ("", "pods", &["get", "list", "watch"]),
+    // delete: a deploy replaces its StatefulSet's pods that fail to start
+    // at a previous revision (`rollout`).
+    ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list", "watch", "create"]),
 ];

@@ -304,8 +304,28 @@ fn applied(operation: Operation, response: &pb::ExecuteResponse) -> Outcome {
     }
     info.insert("desiredReplicas".into(), json!(desired));
     info.insert("readyReplicas".into(), json!(ready));
+    if !health.replaced.is_empty() {
+        info.insert("replacedPods".into(), replaced_pods(&health.replaced));
+    }
     report.k8s_installation_info = Some(info);
     Outcome::Complete(report)
+}
+
+/// The pods a deploy replaced because its rollout was stuck on them (each
+/// of a previous revision, failing to start), for the installation record.
+fn replaced_pods(replaced: &[pb::PodReplacement]) -> Value {
+    replaced
+        .iter()
+        .map(|r| {
+            json!({
+                "pod": r.pod,
+                "reason": r.reason,
+                "message": r.message,
+                "revision": r.revision,
+                "updateRevision": r.update_revision,
+            })
+        })
+        .collect()
 }
 
 /// verify: drift makes the installation `DAMAGED`, naming every difference.
@@ -467,6 +487,7 @@ mod tests {
                     desired_replicas: desired,
                     ready_replicas: ready,
                     problems: Vec::new(),
+                    replaced: Vec::new(),
                 }),
                 error: None,
             }),
@@ -512,6 +533,40 @@ mod tests {
         assert_eq!(info["statefulSet"], "jdbc");
         assert_eq!(info["lastPlan"]["applied"], 1);
         assert_eq!(info["lastPlan"]["unchanged"], 1);
+    }
+
+    /// Issue 12, case 6: the record says which pods a deploy replaced and why.
+    #[test]
+    fn a_deploy_that_replaced_stuck_pods_names_them() {
+        let mut response = mk_response(pb::HealthState::Ready, 3, 3);
+        let report = complete(decide(Operation::Deploy, Ok(&response), 1, 5));
+        assert!(
+            !report["k8sInstallationInfo"]
+                .as_object()
+                .unwrap()
+                .contains_key("replacedPods")
+        );
+        let health = response.ack.as_mut().unwrap().health.as_mut().unwrap();
+        health.replaced.push(pb::PodReplacement {
+            pod: "jdbc-2".into(),
+            uid: "u2".into(),
+            revision: "jdbc-r2".into(),
+            update_revision: "jdbc-r3".into(),
+            reason: "ImagePullBackOff".into(),
+            message: "container jdbc: Back-off pulling image".into(),
+        });
+        let report = complete(decide(Operation::Deploy, Ok(&response), 1, 5));
+        assert_eq!(report["installationStatus"], "RUNNING");
+        assert_eq!(
+            report["k8sInstallationInfo"]["replacedPods"],
+            json!([{
+                "pod": "jdbc-2",
+                "reason": "ImagePullBackOff",
+                "message": "container jdbc: Back-off pulling image",
+                "revision": "jdbc-r2",
+                "updateRevision": "jdbc-r3",
+            }])
+        );
     }
 
     #[test]

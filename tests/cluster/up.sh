@@ -211,7 +211,119 @@ spec:
   logs:
   - logsFile: $dir/pod.log
 EOF
+# Failing containers, chosen by image name (tests/cluster/README.md, "Failing pods"):
+# a container image ending in -pullfail is stuck in ImagePullBackOff (Pending), one
+# ending in -crashloop in CrashLoopBackOff (Running, not Ready). Each stage outweighs
+# the "fast" set's pod-ready, which kwok would otherwise pick for the same Pending
+# pod, and renders no timestamp, so replaying it on the pod's next event writes
+# nothing. Written here, not by build.sh: build.sh's content keys the binary cache.
+cat >"$dir/kwok-failures.yaml" <<'EOF'
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: k8sworker-image-pull-backoff
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: '[.spec.initContainers[]?, .spec.containers[] | .image | endswith("-pullfail")] | any'
+      operator: In
+      values: ["true"]
+  weight: 1000000
+  next:
+    statusTemplate: |
+      conditions:
+      - type: Initialized
+        status: "True"
+      - type: Ready
+        status: "False"
+        reason: ContainersNotReady
+      - type: ContainersReady
+        status: "False"
+        reason: ContainersNotReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        imageID: ""
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          waiting:
+            {{ if hasSuffix "-pullfail" .image }}
+            reason: ImagePullBackOff
+            message: {{ printf "Back-off pulling image %q" .image | Quote }}
+            {{ else }}
+            reason: ContainerCreating
+            {{ end }}
+      {{ end }}
+      phase: Pending
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: k8sworker-crash-loop-backoff
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: '[.spec.containers[] | .image | endswith("-crashloop")] | any'
+      operator: In
+      values: ["true"]
+    - key: '[.spec.initContainers[]?, .spec.containers[] | .image | endswith("-pullfail")] | any'
+      operator: In
+      values: ["false"]
+  weight: 1000000
+  next:
+    statusTemplate: |
+      {{ $pod := .metadata.name }}
+      conditions:
+      - type: Initialized
+        status: "True"
+      - type: Ready
+        status: "False"
+        reason: ContainersNotReady
+      - type: ContainersReady
+        status: "False"
+        reason: ContainersNotReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        imageID: ""
+        name: {{ .name | Quote }}
+        {{ if hasSuffix "-crashloop" .image }}
+        ready: false
+        restartCount: 1
+        started: false
+        lastState:
+          terminated:
+            exitCode: 1
+            reason: Error
+        state:
+          waiting:
+            reason: CrashLoopBackOff
+            message: {{ printf "back-off 10s restarting failed container=%s pod=%s" .name $pod | Quote }}
+        {{ else }}
+        ready: true
+        restartCount: 0
+        started: true
+        state:
+          running: {}
+        {{ end }}
+      {{ end }}
+      phase: Running
+EOF
 start kwok "$bin/kwok" --kubeconfig "$kc" --config "$stages" --config "$dir/kwok-logs.yaml" \
+	--config "$dir/kwok-failures.yaml" \
 	--manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
 	--cidr 10.244.0.0/16 --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
 	--server-address "127.0.0.1:$kwok_port" --node-port "$kwok_port" \
@@ -241,6 +353,10 @@ node_ready() {
 	[[ $(kubectl get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
 wait_for kwok "node $node Ready" node_ready
+# What this cluster's kwok reproduces, for tests to check before they rely on it (a
+# cluster started by an older up.sh lacks the failure stages).
+kubectl -n kube-public create configmap k8sworker-testcluster \
+	--from-literal=kwok-failing-images='-pullfail=ImagePullBackOff -crashloop=CrashLoopBackOff' >/dev/null
 
 # ---- kube-controller-manager, kube-scheduler --------------------------------------------------
 # No --authentication/--authorization-kubeconfig: their health endpoints are always

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
+use k8sworker_core::names;
+
 use super::error::ApiError;
 use super::extract::{JsonBody, RawQuery, is_upsert, object};
 use super::resource::{Readable, Removable, Resource};
@@ -91,8 +93,28 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
             "name" | "_id" => {}
             key if key.starts_with("ars_") => {}
             "ingressDefaultNode" => match value {
-                Value::String(text) if !text.is_empty() && text.len() <= 253 => {
+                Value::String(text) if names::is_ingress_host(text) => {
                     out.insert(key.into(), value.clone());
+                }
+                // It becomes the host of the installations' Ingresses, which
+                // the API server refuses unless it is a DNS name.
+                Value::String(text) if names::is_ip_literal(text) => {
+                    return Err(ApiError::invalid(
+                        "ingressDefaultNode",
+                        format!(
+                            "`{text}` is an IP address; an Ingress host must be a DNS name \
+                             (Kubernetes refuses IP addresses): give the node's DNS name"
+                        ),
+                    ));
+                }
+                Value::String(text) => {
+                    return Err(ApiError::invalid(
+                        "ingressDefaultNode",
+                        format!(
+                            "`{text}` is not a valid host name: a lower-case DNS name of at \
+                             most 253 characters, optionally `*.`-prefixed"
+                        ),
+                    ));
                 }
                 _ => {
                     return Err(ApiError::invalid(
@@ -121,6 +143,27 @@ fn writable(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         }
     }
     Ok(out)
+}
+
+/// The `ingressDefaultNode` a new cluster gets when none is given:
+/// `vantiq-<name>-node`, lower-cased, as Vantiq does.
+///
+/// # Errors
+/// A cluster name allows `_` and 253 characters, a host neither: when the
+/// default would not be a valid Ingress host the cluster is refused naming
+/// the field, rather than stored and failing every deploy at plan time.
+fn default_ingress_node(name: &str, props: &Map<String, Value>) -> Result<(), ApiError> {
+    let default = format!("vantiq-{name}-node").to_lowercase();
+    if props.contains_key("ingressDefaultNode") || names::is_ingress_host(&default) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "ingressDefaultNode",
+        format!(
+            "the default `{default}` made from the cluster's name is not a valid host name \
+             (a lower-case DNS name of at most 253 characters): give ingressDefaultNode"
+        ),
+    ))
 }
 
 fn new_doc(caller: &Caller, name: &str, props: &Map<String, Value>) -> Value {
@@ -184,6 +227,7 @@ pub async fn insert(
                     id: name,
                 }),
                 None => {
+                    default_ingress_node(&name, &props)?;
                     let doc = new_doc(&caller, &name, &props);
                     resources::insert_cluster(tx, namespace, &name, &doc)?;
                     Ok(Json(doc).into_response())

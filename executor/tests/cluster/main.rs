@@ -13,6 +13,7 @@ mod policy;
 mod process;
 mod refusals;
 mod rename;
+mod rollout;
 mod support;
 mod tenants;
 mod tls;

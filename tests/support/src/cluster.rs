@@ -90,6 +90,45 @@ impl TestCluster {
     }
 }
 
+/// An image tag suffix the test cluster turns into a container stuck in
+/// `ImagePullBackOff` (tests/cluster/README.md, "Failing pods").
+pub const PULL_FAIL: &str = "-pullfail";
+
+/// An image tag suffix the test cluster turns into a container in
+/// `CrashLoopBackOff`.
+pub const CRASH_LOOP: &str = "-crashloop";
+
+/// Panics, saying what to do, unless the cluster's kwok turns [`PULL_FAIL`]
+/// and [`CRASH_LOOP`] images into failing containers: a cluster started by
+/// an older `up.sh` runs them as healthy pods, and a test relying on the
+/// failure would prove nothing. `up.sh` records the stages in the ConfigMap
+/// `kube-public/k8sworker-testcluster`.
+pub async fn require_failing_images(admin: &kube::Client) {
+    let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(admin.clone(), "kube-public");
+    let marker = config_maps
+        .get_opt("k8sworker-testcluster")
+        .await
+        .expect("read kube-public/k8sworker-testcluster");
+    let stages = marker
+        .and_then(|config_map| config_map.data)
+        .and_then(|data| data.get("kwok-failing-images").cloned())
+        .unwrap_or_default();
+    for (suffix, reason) in [
+        (PULL_FAIL, "ImagePullBackOff"),
+        (CRASH_LOOP, "CrashLoopBackOff"),
+    ] {
+        assert!(
+            stages
+                .split_whitespace()
+                .any(|stage| stage == format!("{suffix}={reason}")),
+            "the test cluster's kwok does not make `*{suffix}` images fail with {reason} \
+             (found stages: {stages:?}): it was started by an older tests/cluster/up.sh; \
+             restart it with the current one (tests/cluster/down.sh, then tests/cluster/up.sh)"
+        );
+    }
+}
+
 fn env_file() -> PathBuf {
     if let Ok(path) = std::env::var("K8SWORKER_CLUSTER_ENV") {
         return path.into();
