@@ -294,7 +294,10 @@ async fn a_cluster_whose_default_ingress_node_is_not_a_host_needs_one() {
     let a = &t.admin;
     for path in [CLUSTERS.to_owned(), format!("{CLUSTERS}?upsert=true")] {
         let (status, _, body) = a
-            .send(a.request(Method::POST, &path).json(&json!({"name": "edge_1"})))
+            .send(
+                a.request(Method::POST, &path)
+                    .json(&json!({"name": "edge_1"})),
+            )
             .await;
         assert_error(status, &body, 400, "io.vantiq.argument.invalid");
         let message = body[0]["message"].as_str().unwrap_or_default();
