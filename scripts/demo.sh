@@ -45,7 +45,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 step "building the binaries (cargo build; the first build takes a few minutes)"
-cargo build -p k8sworker-controlplane -p k8sworker-planner -p k8sworker-executor \
+cargo build -p k8sworker-controlplane -p k8sworker-planner -p k8sworker-executor -p k8sworker-cli \
   -p k8sworker-gateway -p xtask
 
 mkdir -p "$state"

@@ -197,6 +197,15 @@ impl Client {
     /// Logs in with `GET /authenticate` (HTTP Basic); a client with the
     /// session token. A wrong password is [`Error::Unauthorized`].
     pub async fn login(&self, username: &str, password: &str) -> Result<Client, Error> {
+        let token = self.authenticate(username, password).await?;
+        self.with_token(&token)
+            .map_err(|_| Error::Protocol("/authenticate answered an unusable token".into()))
+    }
+
+    /// `GET /authenticate` (HTTP Basic): the session token itself, for a
+    /// tool that keeps it (the `k8sworker` command line). A wrong password is
+    /// [`Error::Unauthorized`].
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<AccessToken, Error> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Session {
@@ -213,8 +222,7 @@ impl Client {
             return Err(Error::refusal(status, &body, None));
         }
         let session: Session = decode("/authenticate", &body)?;
-        self.with_token(&AccessToken::new(session.access_token))
-            .map_err(|_| Error::Protocol("/authenticate answered an unusable token".into()))
+        Ok(AccessToken::new(session.access_token))
     }
 
     fn url(&self, path: &str) -> String {

@@ -36,6 +36,9 @@ pub enum Action {
     WriteClusters,
     /// Send a command (deploy, undeploy, …).
     RequestOperation,
+    /// Ask for a `verify` of one installation now (it changes nothing in the
+    /// cluster, so the `user` profile, which reads installations, may too).
+    VerifyInstallation,
     /// Read `k8sinstallations`.
     ReadInstallations,
     /// Read `k8sworkitems`.
@@ -71,6 +74,7 @@ impl Action {
             Action::ReadClusters => "reading k8sclusters",
             Action::WriteClusters => "modifying k8sclusters",
             Action::RequestOperation => "requesting K8s operations",
+            Action::VerifyInstallation => "verifying k8sinstallations",
             Action::ReadInstallations => "reading k8sinstallations",
             Action::ReadWorkitems => "reading k8sworkitems",
             Action::CancelWorkitems => "cancelling k8sworkitems",
@@ -113,6 +117,7 @@ impl Grants {
             ReadClusters
                 | WriteClusters
                 | RequestOperation
+                | VerifyInstallation
                 | ReadInstallations
                 | ReadWorkitems
                 | CancelWorkitems
@@ -124,7 +129,10 @@ impl Grants {
                 | ManageNamespaces
                 | ManageProfiles
         );
-        let user = matches!(action, ReadInstallations | ReadDocuments | WriteDocuments);
+        let user = matches!(
+            action,
+            ReadInstallations | VerifyInstallation | ReadDocuments | WriteDocuments
+        );
         let worker = matches!(
             action,
             ReadClusters

@@ -1,6 +1,7 @@
 //! The K8s operations a user requests (`deploy`, `undeploy`, `shutdown`,
-//! `restart`, `fetchLogs`): checked, charged and enqueued as a `REQUESTED`
-//! workitem in one transaction, then answered at once.
+//! `restart`, `fetchLogs`, and `verify` of one installation): checked,
+//! charged and enqueued as a `REQUESTED` workitem in one transaction, then
+//! answered at once.
 //!
 //! Deploy requests are read and validated by the planner's own
 //! [`k8sworker_core::validate::parse_and_validate`], so the control plane
@@ -29,7 +30,11 @@ pub const SELF_CLUSTER: &str = "self";
 /// Operations on `k8sclusters/<name>/command`.
 pub const CLUSTER_OPERATIONS: &str = "deploy, undeploy, shutdown, restart, fetchLogs";
 /// Operations on `k8sinstallations/<name>/command`.
-pub const INSTALLATION_OPERATIONS: &str = "undeploy, shutdown, restart, fetchLogs";
+pub const INSTALLATION_OPERATIONS: &str = "undeploy, shutdown, restart, fetchLogs, verify";
+
+/// The installation statuses a `verify` checks, on demand as periodically:
+/// the installation is meant to be there as its record says.
+pub const VERIFIABLE_STATUSES: [&str; 3] = ["RUNNING", "STOPPED", "DAMAGED"];
 
 /// What a command is addressed to.
 #[derive(Debug, Clone)]
@@ -168,6 +173,9 @@ pub fn request(
         }
     };
     let parsed = Operation::parse(op);
+    if let (Target::Installation(name), Some(Operation::Verify)) = (target, parsed) {
+        return verify(tx, caller, name, traceparent);
+    }
     let (allowed, expected) = match target {
         Target::Cluster(_) => (
             parsed.filter(|op| *op != Operation::Verify),
@@ -299,6 +307,55 @@ pub fn request(
         resources::put_installation(tx, namespace, &installation_name, &cluster, &existing, None)?;
     }
     Ok(item)
+}
+
+/// `verify` of one installation, on demand: the workitem the periodic
+/// verify enqueues (`docs/controlplane.md`), asked for by the caller. When a
+/// verify of the installation is still to be done, that one is the answer
+/// and nothing is written. Only installations in a
+/// [verifiable status](VERIFIABLE_STATUSES) are verified.
+fn verify(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    name: &str,
+    traceparent: String,
+) -> Result<Workitem, OperationError> {
+    let namespace = caller.namespace.as_str();
+    let installation = resources::get_doc(tx, DocTable::Installations, namespace, name)?
+        .ok_or_else(|| OperationError::NotFound {
+            resource: "k8sinstallations",
+            name: name.to_owned(),
+        })?;
+    let field = |key: &str| {
+        installation
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let status = field("installationStatus");
+    if !VERIFIABLE_STATUSES.contains(&status) {
+        return Err(invalid(
+            "installationStatus",
+            format!(
+                "installation {name} is {status}; verify checks {} installations (deploy it to fix it)",
+                VERIFIABLE_STATUSES.join(", ")
+            ),
+        ));
+    }
+    if let Some(outstanding) = workitems::outstanding_verify(tx, namespace, name)? {
+        return Ok(outstanding);
+    }
+    Ok(workitems::insert(
+        tx,
+        &workitems::verify_workitem(
+            namespace,
+            field("clusterName"),
+            name,
+            field("k8sNamespace"),
+            &caller.username,
+            Some(traceparent),
+        ),
+    )?)
 }
 
 /// An installation lives in one place, one Kubernetes namespace of one

@@ -1558,3 +1558,141 @@ async fn an_installation_is_never_moved_or_duplicated_by_a_deploy() {
     assert_eq!(body["request"]["k8sNamespace"], "other", "{body}");
     t.stop().await;
 }
+
+/// Issue 14: `POST k8sinstallations/<name>/command {"op": "verify"}` asks for
+/// a verify of one installation now: the workitem the periodic verify
+/// enqueues, asked for by the caller; the outstanding one when there is one.
+/// Admins and users may ask (verify changes nothing in the cluster), a
+/// worker may not, and a refusal writes nothing.
+#[tokio::test]
+async fn verify_of_one_installation_on_demand() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    let user = t.user().await;
+    let worker = t.worker().await;
+    a.create_cluster("c1").await;
+    a.deploy("c1", "web").await;
+    let claimed = worker.claim("c1", 0.0).await;
+    worker.complete(&claimed, json!({"replicaCount": 1})).await;
+    let verify = |client: &Client, name: &str| {
+        let path = format!("/api/v1/resources/k8sinstallations/{name}/command");
+        let client = client.clone();
+        async move {
+            client
+                .post(&path, json!({"op": "verify", "data": {}}))
+                .await
+        }
+    };
+    let workitems = || t.rows("k8sworkitems");
+    let installation = || async { a.get("/api/v1/resources/k8sinstallations/web").await.1 };
+    let before = installation().await;
+    assert_eq!(workitems(), 0);
+
+    // The admin asks: a REQUESTED verify, as the periodic one is shaped.
+    let (status, first) = verify(a, "web").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["operation"], "verify");
+    assert_eq!(first["status"], "REQUESTED");
+    assert_eq!(first["clusterName"], "c1");
+    assert_eq!(first["requestedBy"], "admin");
+    assert_eq!(
+        first["request"],
+        json!({"name": "web", "k8sNamespace": "apps"})
+    );
+    assert_eq!(workitems(), 1);
+    // Asking again, as admin or user, answers the outstanding one.
+    for client in [a, &user] {
+        let (status, again) = verify(client, "web").await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["requestId"], first["requestId"]);
+    }
+    assert_eq!(workitems(), 1);
+    // The record is not touched by the request (no transitional status).
+    assert_eq!(installation().await, before);
+
+    // Refused: the worker profile, a missing installation, the cluster
+    // command, a body that is not an object. Nothing is written.
+    let refusals = [
+        (
+            verify(&worker, "web").await,
+            403,
+            "io.vantiq.authorization.denied",
+        ),
+        (
+            verify(a, "ghost").await,
+            404,
+            "io.vantiq.resource.not.found",
+        ),
+        (
+            a.command("c1", "verify", json!({"name": "web"})).await,
+            400,
+            "io.vantiq.resources.k8s.operation.unknown",
+        ),
+        (
+            a.post(
+                "/api/v1/resources/k8sinstallations/web/command",
+                json!({"op": "verify", "data": 7}),
+            )
+            .await,
+            400,
+            "io.vantiq.argument.invalid",
+        ),
+    ];
+    for ((status, body), expected, code) in refusals {
+        assert_error(status, &body, expected, code);
+    }
+    assert_eq!(workitems(), 1);
+    assert_eq!(installation().await, before);
+
+    // The worker carries it out; the result lands as a periodic verify's.
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(claimed["requestId"], first["requestId"]);
+    assert_eq!(claimed["operation"], "verify");
+    let (status, body) = worker
+        .complete(
+            &claimed,
+            json!({"installationStatus": "DAMAGED", "k8sState": "Secret/vantiq-web-secret-0 is missing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let after = installation().await;
+    assert_eq!(after["installationStatus"], "DAMAGED");
+    assert_eq!(after["k8sState"], "Secret/vantiq-web-secret-0 is missing");
+    assert!(after["lastVerifiedAt"].is_string(), "{after}");
+    assert_eq!(workitems(), 0);
+
+    // Done: the next ask is a new workitem, here the user's.
+    let (status, second) = verify(&user, "web").await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["requestId"], first["requestId"]);
+    assert!(
+        second["requestedBy"].as_str().unwrap().starts_with("user"),
+        "{second}"
+    );
+    assert_eq!(workitems(), 1);
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(claimed["requestId"], second["requestId"]);
+    let (status, body) = worker
+        .complete(&claimed, json!({"installationStatus": "RUNNING"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(installation().await["installationStatus"], "RUNNING");
+
+    // An installation whose last deploy failed is not verified (deploy it).
+    a.deploy("c1", "broken").await;
+    let claimed = worker.claim("c1", 0.0).await;
+    assert_eq!(claimed["request"]["name"], "broken", "{claimed}");
+    let (status, _) = worker
+        .procedure(
+            "failWorkitem",
+            json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"], "status": "FAILED", "message": "image pull failed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let failed_items = workitems();
+    let (status, body) = verify(a, "broken").await;
+    assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+    assert!(body.to_string().contains("broken is FAILED"), "{body}");
+    assert_eq!(workitems(), failed_items);
+    t.stop().await;
+}

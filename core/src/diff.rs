@@ -211,7 +211,11 @@ fn deploy_steps(
         desired.iter().map(Component::id).collect();
     let mut leftovers: Vec<&Observed> = observed
         .iter()
-        .filter(|o| ownership(o, tenant, installation) == Ownership::Ours)
+        .filter(|o| match ownership(o, tenant, installation) {
+            Ownership::Ours => true,
+            Ownership::Legacy => is_former_name(&o.id, installation),
+            _ => false,
+        })
         .filter(|o| !wanted.contains(&o.id))
         .collect();
     leftovers.sort_by_key(|o| (o.id.kind.delete_rank(), o.id.name.clone()));
@@ -221,6 +225,15 @@ fn deploy_steps(
             .map(|o| delete_step(o, "no longer in the installation")),
     );
     Ok(steps)
+}
+
+/// Whether `id` is a name an earlier release generated for `installation`
+/// and no current rule does: the Secret `vantiq-<name>-envsecret`, now a
+/// `vantiq-<name>-secret-<n>`. A deploy deletes such an object with this
+/// installation's labels even from before owner records (it cannot adopt
+/// it), so that it is not left behind and the installation can be undeployed.
+fn is_former_name(id: &ComponentId, installation: &str) -> bool {
+    id.kind == Kind::Secret && id.name == format!("vantiq-{installation}-envsecret")
 }
 
 /// The step for a desired component whose current object is ours.

@@ -235,7 +235,7 @@ pub struct EnvironmentVariableEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// `asSecret`: put `value` into the generated Secret
-    /// `vantiq-<name>-envsecret` instead of the pod spec.
+    /// `vantiq-<name>-secret-<n>` instead of the pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_secret: Option<bool>,
 }

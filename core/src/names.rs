@@ -12,15 +12,12 @@ pub fn configmap(installation: &str, index: usize) -> String {
     format!("vantiq-{installation}-configmap-{index}")
 }
 
-/// The name of generated file Secret `index` (one per distinct `path` whose
-/// files have `dataSource: secret`).
-pub fn file_secret(installation: &str, index: usize) -> String {
+/// The name of generated Secret `index`: one per distinct `path` whose files
+/// have `dataSource: secret`, and one for all `asSecret` environment
+/// variables, numbered from 0 in order of their first config entry (Vantiq's
+/// rule, `vantiq-<name>-<type>[-<n>]`).
+pub fn secret(installation: &str, index: usize) -> String {
     format!("vantiq-{installation}-secret-{index}")
-}
-
-/// The name of the generated Secret that holds `asSecret` environment variables.
-pub fn env_secret(installation: &str) -> String {
-    format!("vantiq-{installation}-envsecret")
 }
 
 /// The default name of the Service for inbound port `index`.

@@ -8,8 +8,10 @@
 //!   when those files say `dataSource: secret`); files from existing
 //!   ConfigMaps or Secrets generate nothing but a reference;
 //! - every file `path` is one projected volume mounting all its sources;
-//! - one Secret `vantiq-<name>-envsecret` for `asSecret` and `@secrets(…)`
-//!   variables: their values never appear in the StatefulSet;
+//! - one Secret `vantiq-<name>-secret-<n>` for `asSecret` and `@secrets(…)`
+//!   variables: their values never appear in the StatefulSet; generated
+//!   Secrets, file and variable ones alike, are numbered in order of their
+//!   first config entry;
 //! - per `inboundPort`, a Service (NodePort by default) and, for TCP, an
 //!   Ingress whose host is the entry's `host` or the cluster's
 //!   `ingressDefaultNode`;
@@ -199,6 +201,9 @@ struct Renderer<'a> {
     namespace: &'a str,
 }
 
+/// A Secret's data: values by key.
+type SecretData = BTreeMap<String, ByteString>;
+
 /// Files sharing one mount path.
 struct PathGroup<'a> {
     path: String,
@@ -209,6 +214,8 @@ struct PathGroup<'a> {
     data_source: DataSource,
     /// Files from existing ConfigMaps/Secrets.
     references: Vec<&'a FileEntry>,
+    /// The index of the group's first config entry.
+    first_entry: usize,
 }
 
 impl<'a> Renderer<'a> {
@@ -227,6 +234,9 @@ impl<'a> Renderer<'a> {
         ancillaries: &Ancillaries,
     ) -> Result<Vec<Component>, RenderError> {
         let groups = self.path_groups(ancillaries)?;
+        let env_secret = self.env_secret_data(ancillaries)?;
+        // The variables' Secret takes its number where its first entry stands.
+        let mut env_secret_name = None;
         let mut generated = Vec::new();
         let mut volumes = Vec::new();
         let mut mounts = Vec::new();
@@ -268,7 +278,14 @@ impl<'a> Renderer<'a> {
                         });
                     }
                     DataSource::Secret => {
-                        let name = names::file_secret(self.name, secrets);
+                        if let Some((first, _)) = &env_secret
+                            && *first < group.first_entry
+                            && env_secret_name.is_none()
+                        {
+                            env_secret_name = Some(names::secret(self.name, secrets));
+                            secrets += 1;
+                        }
+                        let name = names::secret(self.name, secrets);
                         secrets += 1;
                         let data = group
                             .generated
@@ -332,8 +349,9 @@ impl<'a> Renderer<'a> {
                 ..Default::default()
             });
         }
-        if let Some(secret) = self.env_secret(ancillaries)? {
-            generated.push(secret);
+        if let Some((_, data)) = env_secret {
+            let name = env_secret_name.get_or_insert_with(|| names::secret(self.name, secrets));
+            generated.push(self.secret(name, data));
         }
         let mut components: Vec<Component> = generated
             .into_iter()
@@ -353,6 +371,7 @@ impl<'a> Renderer<'a> {
             volumes,
             mounts,
             &config_hash,
+            env_secret_name.as_deref(),
         )))));
         for (index, port) in self.inbound_ports().enumerate() {
             components.push(self.finish(Object::Service(self.port_service(index, port))));
@@ -415,6 +434,7 @@ impl<'a> Renderer<'a> {
                         text: BTreeMap::new(),
                         data_source: DataSource::ConfigMap,
                         references: Vec::new(),
+                        first_entry: index,
                     });
                     groups.len() - 1
                 }
@@ -453,7 +473,13 @@ impl<'a> Renderer<'a> {
         Ok(groups)
     }
 
-    fn env_secret(&self, ancillaries: &Ancillaries) -> Result<Option<Object>, RenderError> {
+    /// The `asSecret` variables' Secret data and the index of its first
+    /// entry, or `None` when no variable goes into it.
+    fn env_secret_data(
+        &self,
+        ancillaries: &Ancillaries,
+    ) -> Result<Option<(usize, SecretData)>, RenderError> {
+        let mut first = None;
         let mut data = BTreeMap::new();
         for (index, entry) in self.entries() {
             let ConfigEntry::EnvironmentVariable(env) = entry else {
@@ -474,9 +500,10 @@ impl<'a> Renderer<'a> {
                 Some(EnvValue::Literal(value)) => value.into_owned(),
                 None => continue,
             };
+            first.get_or_insert(index);
             data.insert(env.name.clone(), ByteString(value.into_bytes()));
         }
-        Ok((!data.is_empty()).then(|| self.secret(&names::env_secret(self.name), data)))
+        Ok(first.map(|first| (first, data)))
     }
 
     /// Metadata for an object of `target` kind: ownership labels, the
@@ -681,6 +708,7 @@ impl<'a> Renderer<'a> {
         volumes: Vec<Volume>,
         mut mounts: Vec<VolumeMount>,
         config_hash: &str,
+        env_secret: Option<&str>,
     ) -> StatefulSet {
         let image = self.request.image().cloned().unwrap_or_default();
         let mut volumes = volumes;
@@ -730,7 +758,7 @@ impl<'a> Renderer<'a> {
                     .collect::<Vec<_>>(),
             )
             .filter(|ports| !ports.is_empty()),
-            env: Some(self.env()).filter(|env| !env.is_empty()),
+            env: Some(self.env(env_secret)).filter(|env| !env.is_empty()),
             volume_mounts: (!mounts.is_empty()).then_some(mounts),
             resources: self.resources(),
             startup_probe: self.probe("startup"),
@@ -774,7 +802,9 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn env(&self) -> Vec<EnvVar> {
+    /// The container's variables; `env_secret` names the generated Secret
+    /// holding the `asSecret` ones.
+    fn env(&self, env_secret: Option<&str>) -> Vec<EnvVar> {
         let mut env = Vec::new();
         for entry in &self.request.config {
             let ConfigEntry::EnvironmentVariable(var) = entry else {
@@ -797,10 +827,10 @@ impl<'a> Renderer<'a> {
                         value_from: secret_ref(secret.clone(), key.clone()),
                         value: None,
                     }
-                } else if var.in_generated_secret() {
+                } else if let (true, Some(env_secret)) = (var.in_generated_secret(), env_secret) {
                     EnvVar {
                         name: var.name.clone(),
-                        value_from: secret_ref(names::env_secret(self.name), var.name.clone()),
+                        value_from: secret_ref(env_secret.to_owned(), var.name.clone()),
                         value: None,
                     }
                 } else {

@@ -214,7 +214,7 @@ const CANDIDATE_NAMES: [&str; 6] = [
     "app",
     "vantiq-app-configmap-0",
     "vantiq-app-configmap-1",
-    "vantiq-app-envsecret",
+    "vantiq-app-secret-0",
     "vantiq-app-service-0",
     "unrelated",
 ];
@@ -461,7 +461,7 @@ fn undeploy_deletes_only_ours() {
     let mut cluster = Cluster::default();
     cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
     cluster.put_foreign(Kind::ConfigMap, "referenced-config", None);
-    cluster.put_foreign(Kind::Secret, "vantiq-other-envsecret", Some("other"));
+    cluster.put_foreign(Kind::Secret, "vantiq-other-secret-0", Some("other"));
     let plan = plan(Operation::Undeploy, &simple(), &cluster).unwrap();
     assert_eq!(
         actions(&plan),
@@ -813,6 +813,73 @@ fn objects_from_before_owner_records_are_adopted_at_generated_names_only() {
     assert_eq!(cluster.objects[&stray].owner_record, None);
     let error = plan(Operation::Undeploy, &simple(), &cluster).unwrap_err();
     assert!(error.to_string().contains(&stray.to_string()), "{error}");
+}
+
+/// Issue 14: the Secret of `asSecret` variables was `vantiq-<name>-envsecret`
+/// and is now a `vantiq-<name>-secret-<n>`. The next deploy creates the new
+/// one and updates the StatefulSet before it deletes the old one, whether the
+/// old one carries an owner record or only the labels from before them; an
+/// old-style Secret of another installation or tenant is left alone.
+#[test]
+fn a_deploy_moves_the_former_env_secret_to_its_new_name() {
+    let with_var = || {
+        let mut data = simple();
+        data["config"].as_array_mut().unwrap().push(
+            json!({"type": "environmentVariable", "name": "TOKEN", "value": "t", "asSecret": true}),
+        );
+        data
+    };
+    for recorded in [true, false] {
+        let mut cluster = Cluster::default();
+        cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+        let old = "vantiq-app-envsecret";
+        let old_record = recorded
+            .then(|| record(&tenant(), "app", Kind::Secret, old))
+            .flatten();
+        cluster.put(Kind::Secret, old, Some("app"), old_record);
+        let other_tenant = Tenant::new("someone-else", "c").unwrap();
+        cluster.put(
+            Kind::Secret,
+            "vantiq-web-envsecret",
+            Some("web"),
+            record(&other_tenant, "web", Kind::Secret, "vantiq-web-envsecret"),
+        );
+        let moved = plan(Operation::Deploy, &with_var(), &cluster).unwrap();
+        let writes: Vec<String> = moved
+            .writes()
+            .map(|s| format!("{} {}", s.action, s.component))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                "create Secret/vantiq-app-secret-0",
+                "update StatefulSet/app",
+                "delete Secret/vantiq-app-envsecret",
+            ],
+            "recorded: {recorded}"
+        );
+        cluster.apply(&moved);
+        assert!(
+            plan(Operation::Deploy, &with_var(), &cluster)
+                .unwrap()
+                .is_noop()
+        );
+        assert!(
+            cluster
+                .objects
+                .contains_key(&ComponentId::new(Kind::Secret, "vantiq-web-envsecret"))
+        );
+    }
+    // Another installation's former Secret is never this one's to delete.
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(Operation::Deploy, &simple(), &cluster).unwrap());
+    cluster.put(Kind::Secret, "vantiq-app-envsecret", Some("web"), None);
+    let plan = plan(Operation::Deploy, &with_var(), &cluster).unwrap();
+    assert!(
+        plan.writes().all(|s| s.action != Action::Delete),
+        "{:?}",
+        actions(&plan)
+    );
 }
 
 #[test]

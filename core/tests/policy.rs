@@ -602,7 +602,7 @@ fn opaque_secrets_only() {
     let secret = json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "vantiq-app-envsecret", "labels": {labels::MANAGED_BY: labels::MANAGER, labels::INSTALLATION: "app"}},
+        "metadata": {"name": "vantiq-app-secret-0", "labels": {labels::MANAGED_BY: labels::MANAGER, labels::INSTALLATION: "app"}},
         "type": "Opaque",
         "data": {"TOKEN": "eA=="},
     });
@@ -618,7 +618,7 @@ fn opaque_secrets_only() {
         json!("k8sworker-executor"),
     );
     let violation = assert_refused(borrowed, "type", Control::SecretType);
-    assert_eq!(violation.object.to_string(), "Secret/vantiq-app-envsecret");
+    assert_eq!(violation.object.to_string(), "Secret/vantiq-app-secret-0");
     assert!(!violation.message.contains("eA=="), "{violation}");
 }
 

@@ -222,10 +222,7 @@ fn secret_values_never_appear_in_the_statefulset() {
     let Object::Secret(secret) = &components[0].object else {
         panic!("{:?}", names(&components))
     };
-    assert_eq!(
-        secret.metadata.name.as_deref(),
-        Some("vantiq-app-envsecret")
-    );
+    assert_eq!(secret.metadata.name.as_deref(), Some("vantiq-app-secret-0"));
     let data = secret.data.as_ref().unwrap();
     assert_eq!(data["TOKEN"].0, b"plain-secret");
     assert_eq!(data["DB_PASSWORD"].0, b"hunter2-resolved");
@@ -256,6 +253,125 @@ fn secret_values_never_appear_in_the_statefulset() {
     );
     // Debug output of the ancillaries shows names, never values.
     assert!(!format!("{ancillaries:?}").contains("hunter2"));
+}
+
+/// The StatefulSet's pod spec.
+fn pod_spec(components: &[Component]) -> &k8s_openapi::api::core::v1::PodSpec {
+    let spec = statefulset(components).spec.as_ref().expect("a spec");
+    spec.template.spec.as_ref().expect("a pod spec")
+}
+
+/// The container's variable `name`: the Secret its value comes from.
+fn env_secret_of(components: &[Component], name: &str) -> Option<String> {
+    let pod = pod_spec(components);
+    let env = pod.containers[0].env.as_ref()?;
+    let var = env.iter().find(|var| var.name == name)?;
+    Some(
+        var.value_from
+            .as_ref()?
+            .secret_key_ref
+            .as_ref()?
+            .name
+            .clone(),
+    )
+}
+
+/// The names of the generated Secrets and the keys each holds.
+fn secret_keys(components: &[Component]) -> Vec<(String, Vec<String>)> {
+    components
+        .iter()
+        .filter_map(|c| match &c.object {
+            Object::Secret(secret) => Some((
+                secret.metadata.name.clone().unwrap(),
+                secret.data.as_ref().unwrap().keys().cloned().collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn generated_secrets_share_one_count_in_order_of_first_entry() {
+    let file = |path: &str, filename: &str| json!({"type": "file", "path": path, "filename": filename, "content": "x", "dataSource": "secret"});
+    let var = |name: &str| json!({"type": "environmentVariable", "name": name, "value": "v", "asSecret": true});
+    // A secret file, then a variable, then a file at another secret path.
+    let components = mk_render(with_image(vec![
+        file("/a", "a.pem"),
+        var("TOKEN"),
+        json!({"type": "file", "path": "/c", "filename": "c.conf", "content": "x"}),
+        file("/b", "b.pem"),
+        var("OTHER"),
+        file("/a", "a2.pem"),
+    ]));
+    assert_eq!(
+        secret_keys(&components),
+        [
+            (
+                "vantiq-app-secret-0".to_owned(),
+                vec!["a.pem".to_owned(), "a2.pem".to_owned()]
+            ),
+            ("vantiq-app-secret-2".to_owned(), vec!["b.pem".to_owned()]),
+            (
+                "vantiq-app-secret-1".to_owned(),
+                vec!["OTHER".to_owned(), "TOKEN".to_owned()]
+            ),
+        ]
+    );
+    // ConfigMaps keep their own count.
+    assert!(names(&components).contains(&"ConfigMap/vantiq-app-configmap-0".to_owned()));
+    assert_eq!(
+        env_secret_of(&components, "TOKEN").as_deref(),
+        Some("vantiq-app-secret-1")
+    );
+    assert_eq!(
+        env_secret_of(&components, "OTHER").as_deref(),
+        Some("vantiq-app-secret-1")
+    );
+    let volumes = pod_spec(&components).volumes.clone().unwrap();
+    let projected: Vec<String> = volumes
+        .iter()
+        .flat_map(|v| v.projected.as_ref().unwrap().sources.clone().unwrap())
+        .filter_map(|source| source.secret.map(|secret| secret.name))
+        .collect();
+    assert_eq!(projected, ["vantiq-app-secret-0", "vantiq-app-secret-2"]);
+
+    // A variable first takes 0; one after every secret file takes the last number.
+    let first = mk_render(with_image(vec![var("TOKEN"), file("/a", "a.pem")]));
+    assert_eq!(
+        secret_keys(&first),
+        [
+            ("vantiq-app-secret-1".to_owned(), vec!["a.pem".to_owned()]),
+            ("vantiq-app-secret-0".to_owned(), vec!["TOKEN".to_owned()]),
+        ]
+    );
+    let last = mk_render(with_image(vec![
+        file("/a", "a.pem"),
+        file("/b", "b.pem"),
+        var("TOKEN"),
+    ]));
+    assert_eq!(
+        env_secret_of(&last, "TOKEN").as_deref(),
+        Some("vantiq-app-secret-2")
+    );
+    // Only variables: one Secret, number 0; a referenced Secret takes no number.
+    let only = mk_render(with_image(vec![
+        json!({"type": "environmentVariable", "name": "REF", "secretName": "theirs", "key": "k"}),
+        json!({"type": "file", "path": "/e", "filename": "e", "name": "existing", "key": "k", "dataSource": "secret"}),
+        var("TOKEN"),
+    ]));
+    assert_eq!(
+        secret_keys(&only),
+        [("vantiq-app-secret-0".to_owned(), vec!["TOKEN".to_owned()])]
+    );
+    // No variable in a Secret: no variable Secret, and no name reserved for one.
+    let none = mk_render(with_image(vec![
+        json!({"type": "environmentVariable", "name": "PLAIN", "value": "v"}),
+        file("/a", "a.pem"),
+    ]));
+    assert_eq!(
+        secret_keys(&none),
+        [("vantiq-app-secret-0".to_owned(), vec!["a.pem".to_owned()])]
+    );
 }
 
 #[test]

@@ -378,7 +378,9 @@ fn verified(response: &pb::ExecuteResponse) -> InstallationReport {
     report
 }
 
-/// `k8sAssociated*` lists and the StatefulSet's UID as the identifier.
+/// `k8sAssociated*` lists and the StatefulSet's UID as the identifier. Each
+/// list is in name order, numbered names by their number
+/// (`vantiq-<name>-secret-2` before `vantiq-<name>-secret-10`).
 fn associated(components: &[pb::ObservedComponent]) -> InstallationReport {
     let names = |kind: &str| {
         let mut names: Vec<String> = components
@@ -387,7 +389,7 @@ fn associated(components: &[pb::ObservedComponent]) -> InstallationReport {
             .filter(|r| r.kind == kind)
             .map(|r| r.name.clone())
             .collect();
-        names.sort_unstable();
+        names.sort_unstable_by(|a, b| numbered(a).cmp(&numbered(b)));
         names.dedup();
         Some(names)
     };
@@ -401,6 +403,15 @@ fn associated(components: &[pb::ObservedComponent]) -> InstallationReport {
             .find(|c| c.r#ref.as_ref().is_some_and(|r| r.kind == "StatefulSet"))
             .map(|statefulset| statefulset.uid.clone()),
         ..InstallationReport::default()
+    }
+}
+
+/// A name as `(stem, number, name)` for ordering: the number when the name
+/// ends in `-<n>`.
+fn numbered(name: &str) -> (&str, Option<u64>, &str) {
+    match name.rsplit_once('-') {
+        Some((stem, number)) if number.parse::<u64>().is_ok() => (stem, number.parse().ok(), name),
+        _ => (name, None, name),
     }
 }
 
@@ -441,7 +452,8 @@ mod tests {
         sts.ready_replicas = Some(ready);
         vec![
             component("ConfigMap", "vantiq-jdbc-configmap-0"),
-            component("Secret", "vantiq-jdbc-envsecret"),
+            component("Secret", "vantiq-jdbc-secret-10"),
+            component("Secret", "vantiq-jdbc-secret-2"),
             component("Service", "jdbc"),
             component("Service", "vantiq-jdbc-service-0"),
             component("Ingress", "vantiq-jdbc-ingress-0"),
@@ -514,7 +526,7 @@ mod tests {
         );
         assert_eq!(
             report["k8sAssociatedSecrets"],
-            json!(["vantiq-jdbc-envsecret"])
+            json!(["vantiq-jdbc-secret-2", "vantiq-jdbc-secret-10"])
         );
         let info = &report["k8sInstallationInfo"];
         assert_eq!(info["k8sNamespace"], "team-a");

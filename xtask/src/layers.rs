@@ -47,6 +47,7 @@ const CRATES: &[&str] = &[
     "gateway",
     "controlplane",
     "client",
+    "cli",
     "tests/support",
     "tests/e2e",
     "xtask",

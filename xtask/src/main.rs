@@ -521,15 +521,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     print_trace(&trace_id).await;
 
     println!();
-    println!("The system keeps running. Try:");
+    println!("The system keeps running. Try the k8sworker command line (docs/cli.md):");
     println!(
-        "  curl -s -u admin:\"$(cat {})\" {url}/authenticate",
+        "  target/debug/k8sworker login --server {url} --username admin --password-stdin < {}",
         password_file.display()
     );
-    println!(
-        "  then with the accessToken: POST {url}/api/v1/resources/k8sinstallations/{}/command {{\"op\":\"shutdown\"}}",
-        args.installation
-    );
+    let installation = &args.installation;
+    for command in [
+        format!("installations get {installation}"),
+        format!("logs {installation}"),
+        format!("verify {installation} --wait"),
+        format!("undeploy {installation} --wait"),
+    ] {
+        println!("  target/debug/k8sworker {command}");
+    }
     println!("Logs: {}", args.state.join("logs").display());
     println!("Stop: scripts/demo.sh stop   (kubeconfig: {kubeconfig_env})");
     Ok(())

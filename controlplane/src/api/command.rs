@@ -22,6 +22,11 @@ use crate::state::AppState;
 pub trait Commandable: Resource {
     /// What a command on the instance `name` is addressed to.
     fn target(name: String) -> Target;
+
+    /// What the command `op` needs the caller to be allowed.
+    fn action(_op: &str) -> Action {
+        Action::RequestOperation
+    }
 }
 
 impl Commandable for Clusters {
@@ -34,6 +39,16 @@ impl Commandable for Installations {
     fn target(name: String) -> Target {
         Target::Installation(name)
     }
+
+    /// `verify` changes nothing in the cluster: whoever reads installations
+    /// may ask for one.
+    fn action(op: &str) -> Action {
+        if op == crate::lifecycle::Operation::Verify.as_str() {
+            Action::VerifyInstallation
+        } else {
+            Action::RequestOperation
+        }
+    }
 }
 
 /// `POST <type>/<name>/command`: validate, enqueue, wake the cluster's
@@ -45,7 +60,8 @@ pub async fn run<R: Commandable>(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::RequestOperation)?;
+    let op = body.get("op").and_then(Value::as_str).unwrap_or_default();
+    caller.require(R::action(op))?;
     let (op, data) = parts(body)?;
     let target = R::target(name);
     let traceparent = crate::trace_context::for_request(&headers);

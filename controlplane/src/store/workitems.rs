@@ -715,15 +715,7 @@ pub fn schedule_verifies(
     for (namespace, name, cluster, k8s_namespace) in due {
         insert(
             tx,
-            &NewWorkitem {
-                namespace: namespace.clone(),
-                cluster: cluster.clone(),
-                installation: name.clone(),
-                operation: Operation::Verify.as_str().into(),
-                request: json!({"name": name, "k8sNamespace": k8s_namespace}),
-                requested_by: "system".into(),
-                traceparent: None,
-            },
+            &verify_workitem(&namespace, &cluster, &name, &k8s_namespace, "system", None),
         )?;
         tx.execute(
             "UPDATE k8sinstallations SET next_verify_at = ?3 WHERE namespace = ?1 AND name = ?2",
@@ -734,6 +726,47 @@ pub fn schedule_verifies(
     clusters.sort();
     clusters.dedup();
     Ok(clusters)
+}
+
+/// The `verify` workitem of installation `name` (on `cluster`, in
+/// Kubernetes namespace `k8s_namespace`), asked for by `requested_by`
+/// (`system` for the periodic verify): the same for the sweep and for a
+/// verify asked for on demand.
+pub fn verify_workitem(
+    namespace: &str,
+    cluster: &str,
+    name: &str,
+    k8s_namespace: &str,
+    requested_by: &str,
+    traceparent: Option<String>,
+) -> NewWorkitem {
+    NewWorkitem {
+        namespace: namespace.to_owned(),
+        cluster: cluster.to_owned(),
+        installation: name.to_owned(),
+        operation: Operation::Verify.as_str().into(),
+        request: json!({"name": name, "k8sNamespace": k8s_namespace}),
+        requested_by: requested_by.to_owned(),
+        traceparent,
+    }
+}
+
+/// The oldest `verify` workitem of an installation still to be done
+/// (`REQUESTED` or `PENDING`), if any.
+pub fn outstanding_verify(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    installation: &str,
+) -> Result<Option<Workitem>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM k8sworkitems WHERE namespace = ?1 AND installation = ?2
+         AND operation = 'verify' AND status IN ('REQUESTED', 'PENDING')
+         ORDER BY created_at, request_id LIMIT 1"
+    );
+    tx.query_row(&sql, params![namespace, installation], read_row)
+        .optional()?
+        .map(decode)
+        .transpose()
 }
 
 /// Whether an installation has a `REQUESTED`, `PENDING` or `CANCELLED`

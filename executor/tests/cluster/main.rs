@@ -13,6 +13,7 @@ mod observe_logs;
 mod policy;
 mod process;
 mod refusals;
+mod rename;
 mod rollout;
 mod support;
 mod tenants;

@@ -175,7 +175,7 @@ async fn every_escalation_is_refused_before_any_api_call() {
         for escalation in ESCALATIONS {
             let forged = forged(&plan, escalation.name, escalation.kind, escalation.change);
             let name = match escalation.kind {
-                "Secret" => "vantiq-app-envsecret",
+                "Secret" => "vantiq-app-secret-0",
                 _ => "app",
             };
             let message =

@@ -186,12 +186,12 @@ async fn lifecycle(protocol: Protocol) {
             names(&record["k8sAssociatedConfigMaps"]),
             ["vantiq-web-configmap-0"]
         );
-        let secrets: &[&str] = if rest { &[] } else { &["vantiq-web-envsecret"] };
+        let secrets: &[&str] = if rest { &[] } else { &["vantiq-web-secret-0"] };
         assert_eq!(names(&record["k8sAssociatedSecrets"]), secrets);
         let mut expected = vec![
             "ConfigMap/vantiq-web-configmap-0",
             "Ingress/vantiq-web-ingress-0",
-            "Secret/vantiq-web-envsecret",
+            "Secret/vantiq-web-secret-0",
             "Service/vantiq-web-service-0",
             "Service/web",
             "StatefulSet/web",
@@ -528,6 +528,60 @@ async fn verify_after_an_out_of_band_configmap_deletion_marks_the_installation_d
                 .unwrap()
                 .is_some()
         );
+    })
+    .await;
+}
+
+/// Issue 14: with the periodic verify off, an admin asks for a verify of one
+/// installation; it runs through the gateway, planner and executor like the
+/// periodic one and its result lands on the record — with the claim protocol,
+/// and in REST mode against a strict control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn verify_on_demand_reports_an_out_of_band_deletion() {
+    verify_on_demand(Protocol::Claim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn rest_mode_verify_on_demand_reports_an_out_of_band_deletion() {
+    verify_on_demand(Protocol::Rest).await;
+}
+
+async fn verify_on_demand(protocol: Protocol) {
+    with_temp_ns("e2e-verify-now", |admin, ns| async move {
+        let stack = Stack::start(&admin, &ns, |config| {
+            config.verify_interval = Duration::ZERO;
+            config.vantiq_strict = protocol == Protocol::Rest;
+        })
+        .await;
+        let _gateway = stack.gateway();
+        let vantiq = &stack.admin;
+        vantiq
+            .command(
+                CLUSTER,
+                "deploy",
+                deploy_for(protocol, "web", &ns, 1, "hello"),
+            )
+            .await;
+        let record = vantiq.wait_status("web", "RUNNING", WAIT).await;
+        assert!(record.get("lastVerifiedAt").is_none(), "{record}");
+
+        Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+            .delete("vantiq-web-configmap-0", &DeleteParams::default())
+            .await
+            .unwrap();
+        let item = vantiq
+            .installation_command("web", "verify", json!({}))
+            .await;
+        assert_eq!(item["operation"], "verify", "{item}");
+        assert_ne!(item["requestedBy"], "system", "{item}");
+        let record = vantiq.wait_status("web", "DAMAGED", WAIT).await;
+        let state = record["k8sState"].as_str().unwrap();
+        assert!(state.contains("vantiq-web-configmap-0"), "{state}");
+        assert!(record["lastVerifiedAt"].is_string(), "{record}");
+        let request_id = item["requestId"].as_str().unwrap();
+        assert_eq!(vantiq.workitem(request_id).await, None, "done and deleted");
     })
     .await;
 }
