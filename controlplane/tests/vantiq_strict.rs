@@ -237,3 +237,117 @@ async fn without_the_flag_the_resources_stay_read_only() {
     assert_eq!(status_of(&t, id), "REQUESTED");
     assert_eq!(t.rows("k8sinstallations"), 0);
 }
+
+#[tokio::test]
+async fn a_worker_deletes_only_the_workitems_it_took() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let waiting = t.admin.deploy("c1", "web").await;
+    let failed = t.admin.deploy("c1", "api").await;
+    let (waiting, failed) = (
+        waiting["requestId"].as_str().unwrap().to_owned(),
+        failed["requestId"].as_str().unwrap().to_owned(),
+    );
+    put_item(&worker, &failed, json!({"status": "PENDING"})).await;
+    let (status, body) = put_item(
+        &worker,
+        &failed,
+        json!({"status": "FAILED", "message": "x"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Never taken: deleting it would skip its work. Failed: the admin's record.
+    for (id, from) in [(&waiting, "REQUESTED"), (&failed, "FAILED")] {
+        let (status, body) = worker.delete(&format!("{ITEMS}/{id}")).await;
+        assert_error(
+            status,
+            &body,
+            409,
+            "io.vantiq.resources.k8s.workitem.status.conflict",
+        );
+        assert_eq!(status_of(&t, id), from);
+    }
+    assert_eq!(t.rows("k8sworkitems"), 2);
+    // The admin still deletes (cancels) either.
+    let (status, body) = t.admin.delete(&format!("{ITEMS}/{failed}")).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(t.rows("k8sworkitems"), 1);
+}
+
+#[tokio::test]
+async fn an_installations_workitems_are_taken_one_at_a_time_oldest_first() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let first = t.admin.deploy("c1", "web").await;
+    let second = t.admin.deploy("c1", "web").await;
+    let other = t.admin.deploy("c1", "api").await;
+    let [first, second, other] =
+        [first, second, other].map(|item| item["requestId"].as_str().unwrap().to_owned());
+    let conflict = |(status, body): (reqwest::StatusCode, Value)| {
+        assert_error(
+            status,
+            &body,
+            409,
+            "io.vantiq.resources.k8s.workitem.status.conflict",
+        )
+    };
+
+    // The later one cannot overtake the older, queued or taken.
+    conflict(put_item(&worker, &second, json!({"status": "PENDING"})).await);
+    assert_eq!(status_of(&t, &second), "REQUESTED");
+    let (status, body) = put_item(&worker, &first, json!({"status": "PENDING"})).await;
+    assert_eq!(status, 200, "{body}");
+    conflict(put_item(&worker, &second, json!({"status": "PENDING"})).await);
+    assert_eq!(status_of(&t, &second), "REQUESTED");
+    // Another installation is not held up.
+    let (status, body) = put_item(&worker, &other, json!({"status": "PENDING"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Once the first is done, the second is next.
+    let (status, body) = worker.delete(&format!("{ITEMS}/{first}")).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = put_item(&worker, &second, json!({"status": "PENDING"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "PENDING");
+}
+
+#[tokio::test]
+async fn an_item_taken_and_given_back_too_often_fails_for_good() {
+    let t = TestServer::start_with(|config| {
+        config.vantiq_strict = true;
+        config.max_workitem_attempts = 2;
+    })
+    .await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let item = t.admin.deploy("c1", "web").await;
+    let id = item["requestId"].as_str().unwrap();
+    for _ in 0..2 {
+        let (status, body) = put_item(&worker, id, json!({"status": "PENDING"})).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = put_item(&worker, id, json!({"status": "REQUESTED"})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A third take: the claim protocol's limit, so it fails instead.
+    let (status, body) = put_item(&worker, id, json!({"status": "PENDING"})).await;
+    assert_error(
+        status,
+        &body,
+        409,
+        "io.vantiq.resources.k8s.workitem.status.conflict",
+    );
+    assert_eq!(status_of(&t, id), "FAILED");
+    let (_, item) = t.admin.get(&format!("{ITEMS}/{id}")).await;
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{item}"
+    );
+    let (_, record) = t.admin.get(&format!("{RECORDS}/web")).await;
+    assert_eq!(record["installationStatus"], "FAILED", "{record}");
+}
