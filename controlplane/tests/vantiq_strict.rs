@@ -238,6 +238,19 @@ async fn without_the_flag_the_resources_stay_read_only() {
     assert_eq!(t.rows("k8sinstallations"), 0);
 }
 
+/// The raw stored `doc` of installation `name`.
+fn stored_record(t: &TestServer, name: &str) -> Value {
+    let doc: String = t
+        .database()
+        .query_row(
+            "SELECT doc FROM k8sinstallations WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap();
+    serde_json::from_str(&doc).unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_deletes_only_the_workitems_it_took() {
     let t = strict().await;
@@ -312,6 +325,84 @@ async fn an_installations_workitems_are_taken_one_at_a_time_oldest_first() {
     let (status, body) = put_item(&worker, &second, json!({"status": "PENDING"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "PENDING");
+}
+
+#[tokio::test]
+async fn a_workers_record_has_the_protocols_types() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let base = json!({"name": "web", "clusterName": "c1", "installationStatus": "RUNNING", "replicaCount": 1});
+    let (status, body) = worker.post(&format!("{RECORDS}?upsert=true"), base).await;
+    assert_eq!(status, 200, "{body}");
+    let before = stored_record(&t, "web");
+    for (key, value) in [
+        ("replicaCount", json!("lots")),
+        ("replicaCount", json!(1.5)),
+        ("k8sAssociatedServices", json!(42)),
+        ("k8sAssociatedSecrets", json!([{"name": "other-app"}])),
+        ("k8sInstallationInfo", json!("text")),
+        ("k8sState", json!({"a": 1})),
+        ("k8sNamespace", json!(7)),
+        ("installationDate", json!({})),
+        ("installedBy", json!(["admin"])),
+        ("configSpec", json!("image: nginx")),
+        ("installationStatus", json!(true)),
+    ] {
+        let mut body = json!({"name": "web", "clusterName": "c1"});
+        body[key] = value;
+        let (status, answer) = worker.post(&format!("{RECORDS}?upsert=true"), body).await;
+        assert_error(status, &answer, 400, "io.vantiq.argument.invalid");
+        assert!(answer.to_string().contains(key), "{key}: {answer}");
+        assert_eq!(stored_record(&t, "web"), before, "{key}: nothing written");
+    }
+    assert_eq!(t.rows("k8sinstallations"), 1);
+}
+
+#[tokio::test]
+async fn a_redacted_secret_a_worker_writes_back_keeps_the_stored_value() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let secret = |value: &str| {
+        json!({"name": "web", "clusterName": "c1", "configSpec": [
+            {"type": "image", "name": "app"},
+            {"type": "environmentVariable", "name": "KEY", "value": value, "asSecret": true},
+        ]})
+    };
+    let (status, body) = worker
+        .post(&format!("{RECORDS}?upsert=true"), secret("s3cret"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["configSpec"][1]["value"], "<redacted>");
+    let sealed = stored_record(&t, "web")["configSpec"][1]["value"].clone();
+    assert!(!sealed.to_string().contains("s3cret"), "sealed at rest");
+
+    // The record as read, written back: the stored value stays as it was
+    // (sealing the marker would have replaced the secret with its text).
+    let (_, read) = worker.get(&format!("{RECORDS}/web")).await;
+    assert_eq!(read["configSpec"][1]["value"], "<redacted>");
+    let (status, body) = worker
+        .post(&format!("{RECORDS}?upsert=true"), secret("<redacted>"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stored_record(&t, "web")["configSpec"][1]["value"], sealed);
+
+    // A marker with nothing stored to stand for, or outside a secret slot:
+    // refused, nothing written.
+    let before = stored_record(&t, "web");
+    let mut other_entry = secret("<redacted>");
+    other_entry["configSpec"][1]["name"] = json!("NEW");
+    let mut not_secret = secret("<redacted>");
+    not_secret["configSpec"][1]["asSecret"] = json!(false);
+    let mut first = secret("<redacted>");
+    first["name"] = json!("api");
+    for body in [other_entry, not_secret, first] {
+        let (status, answer) = worker.post(&format!("{RECORDS}?upsert=true"), body).await;
+        assert_error(status, &answer, 400, "io.vantiq.argument.invalid");
+    }
+    assert_eq!(stored_record(&t, "web"), before);
+    assert_eq!(t.rows("k8sinstallations"), 1);
 }
 
 #[tokio::test]
