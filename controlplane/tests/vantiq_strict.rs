@@ -442,3 +442,50 @@ async fn an_item_taken_and_given_back_too_often_fails_for_good() {
     let (_, record) = t.admin.get(&format!("{RECORDS}/web")).await;
     assert_eq!(record["installationStatus"], "FAILED", "{record}");
 }
+
+#[tokio::test]
+async fn a_workers_record_has_a_valid_name_and_stays_in_its_namespace() {
+    let t = strict().await;
+    let worker = t.worker().await;
+    t.admin.create_cluster("c1").await;
+    let url = format!("{RECORDS}?upsert=true");
+    let upsert = |body: Value| worker.post(&url, body);
+    let (status, body) =
+        upsert(json!({"name": "web", "clusterName": "c1", "k8sNamespace": "apps"})).await;
+    assert_eq!(status, 200, "{body}");
+    let before = stored_record(&t, "web");
+
+    // No deploy could have made these, so no command could address them.
+    for body in [
+        json!({"name": "../web", "clusterName": "c1"}),
+        json!({"name": "Web", "clusterName": "c1"}),
+        json!({"name": "w".repeat(5000), "clusterName": "c1"}),
+        json!({"name": "api", "clusterName": "c1", "k8sNamespace": "Apps/../x"}),
+    ] {
+        let (status, answer) = upsert(body.clone()).await;
+        assert_error(
+            status,
+            &answer,
+            400,
+            "io.vantiq.resources.k8s.request.invalid",
+        );
+    }
+    // An installation lives in one K8s namespace (as a redeploy is refused).
+    let (status, answer) =
+        upsert(json!({"name": "web", "clusterName": "c1", "k8sNamespace": "other"})).await;
+    assert_error(
+        status,
+        &answer,
+        400,
+        "io.vantiq.resources.k8s.installation.other.namespace",
+    );
+    assert_eq!(stored_record(&t, "web"), before);
+    assert_eq!(t.rows("k8sinstallations"), 1);
+    // The same namespace again is a plain update.
+    let (status, body) = upsert(
+        json!({"name": "web", "clusterName": "c1", "k8sNamespace": "apps", "replicaCount": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replicaCount"], 2);
+}

@@ -11,6 +11,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use k8sworker_core::model::InstallationRequest;
+use k8sworker_core::validate;
 use rusqlite::Transaction;
 use serde_json::{Map, Value, json};
 
@@ -135,6 +137,7 @@ pub async fn upsert(
     let name = text("name")?;
     let cluster = text("clusterName")?;
     check_worker_types(&body)?;
+    check_identity(&name, body.get("k8sNamespace").and_then(Value::as_str))?;
     if let Some(status) = body.get("installationStatus")
         && !status
             .as_str()
@@ -178,6 +181,17 @@ pub async fn upsert(
                             installation: name,
                             actual: recorded.to_owned(),
                             requested: cluster,
+                        });
+                    }
+                    let recorded = doc.get("k8sNamespace").and_then(Value::as_str);
+                    let asked = body.get("k8sNamespace").and_then(Value::as_str);
+                    if let (Some(recorded), Some(asked)) = (recorded, asked)
+                        && recorded != asked
+                    {
+                        return Err(ApiError::InstallationInOtherNamespace {
+                            installation: name,
+                            actual: recorded.to_owned(),
+                            requested: asked.to_owned(),
                         });
                     }
                     doc
@@ -228,6 +242,21 @@ fn check_worker_types(body: &Map<String, Value>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The record's name (and `k8sNamespace`, when given) by the rules a
+/// deploy's are checked with (`k8sworker_core::validate::validate_identity`):
+/// a record no deploy could have made would be one no command can address.
+fn check_identity(name: &str, k8s_namespace: Option<&str>) -> Result<(), ApiError> {
+    let request = InstallationRequest {
+        name: name.to_owned(),
+        // Only the name is checked when the worker sends no namespace.
+        k8s_namespace: k8s_namespace.unwrap_or("default").to_owned(),
+        config: Vec::new(),
+    };
+    validate::validate_identity(&request).map_err(|errors| {
+        ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
+    })
 }
 
 /// Seals the secret slots of a worker's `configSpec` (`secret_config`); a
