@@ -238,6 +238,16 @@ async fn without_the_flag_the_resources_stay_read_only() {
     assert_eq!(t.rows("k8sinstallations"), 0);
 }
 
+/// Deploys of `names` to cluster c1, in order: their request ids.
+async fn deploys<const N: usize>(t: &TestServer, names: [&str; N]) -> [String; N] {
+    let mut ids = Vec::new();
+    for name in names {
+        let item = t.admin.deploy("c1", name).await;
+        ids.push(item["requestId"].as_str().unwrap().to_owned());
+    }
+    ids.try_into().unwrap()
+}
+
 /// The raw stored `doc` of installation `name`.
 fn stored_record(t: &TestServer, name: &str) -> Value {
     let doc: String = t
@@ -256,12 +266,7 @@ async fn a_worker_deletes_only_the_workitems_it_took() {
     let t = strict().await;
     let worker = t.worker().await;
     t.admin.create_cluster("c1").await;
-    let waiting = t.admin.deploy("c1", "web").await;
-    let failed = t.admin.deploy("c1", "api").await;
-    let (waiting, failed) = (
-        waiting["requestId"].as_str().unwrap().to_owned(),
-        failed["requestId"].as_str().unwrap().to_owned(),
-    );
+    let [waiting, failed] = deploys(&t, ["web", "api"]).await;
     put_item(&worker, &failed, json!({"status": "PENDING"})).await;
     let (status, body) = put_item(
         &worker,
@@ -294,11 +299,7 @@ async fn an_installations_workitems_are_taken_one_at_a_time_oldest_first() {
     let t = strict().await;
     let worker = t.worker().await;
     t.admin.create_cluster("c1").await;
-    let first = t.admin.deploy("c1", "web").await;
-    let second = t.admin.deploy("c1", "web").await;
-    let other = t.admin.deploy("c1", "api").await;
-    let [first, second, other] =
-        [first, second, other].map(|item| item["requestId"].as_str().unwrap().to_owned());
+    let [first, second, other] = deploys(&t, ["web", "web", "api"]).await;
     let conflict = |(status, body): (reqwest::StatusCode, Value)| {
         assert_error(
             status,
