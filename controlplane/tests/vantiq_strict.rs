@@ -358,6 +358,15 @@ async fn a_workers_record_has_the_protocols_types() {
         assert_eq!(stored_record(&t, "web"), before, "{key}: nothing written");
     }
     assert_eq!(t.rows("k8sinstallations"), 1);
+    // What a request did not say may be written unset.
+    let (status, body) = worker
+        .post(
+            &format!("{RECORDS}?upsert=true"),
+            json!({"name": "web", "clusterName": "c1", "k8sNamespace": null, "installedBy": null}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replicaCount"], 1);
 }
 
 #[tokio::test]

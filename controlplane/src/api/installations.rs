@@ -224,8 +224,9 @@ pub async fn upsert(
 }
 
 /// The types of a worker's record: [`REPORTED_PROPERTIES`] as the claim
-/// protocol's report has them, the other [`WORKER_PROPERTIES`] strings,
-/// `configSpec` a list (of Vantiq's config entries, §2.3).
+/// protocol's report has them, the other [`WORKER_PROPERTIES`] strings (or
+/// `null`, but `name` and `clusterName`), `configSpec` a list (of Vantiq's
+/// config entries, §2.3).
 fn check_worker_types(body: &Map<String, Value>) -> Result<(), ApiError> {
     check_report_types(body, "")?;
     for (key, value) in body {
@@ -233,6 +234,16 @@ fn check_worker_types(body: &Map<String, Value>) -> Result<(), ApiError> {
             "configSpec" if !value.is_array() => "a list",
             "configSpec" => continue,
             key if REPORTED_PROPERTIES.contains(&key) => continue,
+            // Unset, as a worker may write what a request did not say.
+            "k8sNamespace"
+            | "installationDate"
+            | "installedBy"
+            | "k8sInstallationType"
+            | "lastVerifiedAt"
+                if value.is_null() =>
+            {
+                continue;
+            }
             _ if !value.is_string() => "a string",
             _ => continue,
         };
