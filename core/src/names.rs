@@ -151,3 +151,20 @@ mod tests {
         assert!(!is_env_name("A=B"));
     }
 }
+
+/// Whether `value` is an install file's placeholder: `<`, upper-case
+/// letters, digits and `_`, `>` (`<CLUSTER_NAME>`), the form
+/// `deploy/check.sh` requires of every value an administrator fills. A
+/// component configured with one was installed without filling it.
+pub fn is_placeholder(value: &str) -> bool {
+    value
+        .trim()
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+}

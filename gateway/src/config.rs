@@ -165,22 +165,6 @@ pub enum ConfigError {
     LeaseTooShort(Duration),
 }
 
-/// Whether `value` is an install file's placeholder: `<` upper-case
-/// letters, digits and `_` `>`, as `deploy/check.sh` requires of every
-/// value an administrator fills.
-fn is_placeholder(value: &str) -> bool {
-    value
-        .trim()
-        .strip_prefix('<')
-        .and_then(|rest| rest.strip_suffix('>'))
-        .is_some_and(|inner| {
-            !inner.is_empty()
-                && inner
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
-}
-
 fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("http://")
@@ -233,7 +217,7 @@ impl Config {
                 self.access_token.expose(),
             ),
         ] {
-            if is_placeholder(value) {
+            if k8sworker_core::names::is_placeholder(value) {
                 return Err(ConfigError::Placeholder {
                     flag,
                     placeholder: value.trim().to_owned(),
@@ -425,6 +409,7 @@ mod tests {
         let mut fine = config();
         fine.access_token = AccessToken::new("<abc>");
         assert!(fine.validate().is_ok());
-        assert!(!is_placeholder("<>") && !is_placeholder("<Cluster>"));
+        let placeholder = k8sworker_core::names::is_placeholder;
+        assert!(!placeholder("<>") && !placeholder("<Cluster>") && placeholder(" <X_1> "));
     }
 }
