@@ -374,7 +374,8 @@ mod tests {
     /// I/O; a real value that merely has brackets is not one.
     #[test]
     fn a_placeholder_left_unfilled_is_named() {
-        let unfilled: [(fn(&mut Config), &str, &str); 4] = [
+        type Unfill = fn(&mut Config);
+        let unfilled: [(Unfill, &str, &str); 4] = [
             (
                 |c| c.cluster_name = "<CLUSTER_NAME>".into(),
                 "--cluster-name (CLUSTER_NAME)",
