@@ -145,6 +145,23 @@ pub fn is_env_name(value: &str) -> bool {
     is_config_key(value) && !value.as_bytes()[0].is_ascii_digit()
 }
 
+/// Whether `value` is an install file's placeholder: `<`, upper-case
+/// letters, digits and `_`, `>` (`<CLUSTER_NAME>`), the form
+/// `deploy/check.sh` requires of every value an administrator fills. A
+/// component configured with one was installed without filling it.
+pub fn is_placeholder(value: &str) -> bool {
+    value
+        .trim()
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,17 @@ pub enum OwnerError {
         /// The value given.
         value: String,
     },
+    /// A tenant part given on a command line is still the install files'
+    /// placeholder ([`crate::names::is_placeholder`]).
+    #[error(
+        "{what} is still the placeholder `{value}` of the install files: fill it (deploy/executor, or deploy/plainText/executor.yaml) and apply them again"
+    )]
+    Placeholder {
+        /// `Vantiq namespace` or `cluster`.
+        what: &'static str,
+        /// The placeholder.
+        value: String,
+    },
     /// A tenant is not `<vantiq-namespace>/<cluster>`.
     #[error("tenant `{0}` is not <vantiq-namespace>/<cluster>")]
     BadTenant(String),
@@ -104,11 +115,21 @@ impl Tenant {
     /// Reads `<vantiq-namespace>/<cluster>` (the form of `--allowed-tenant`).
     ///
     /// # Errors
-    /// [`OwnerError::BadTenant`] without exactly one `/`, else as [`Tenant::new`].
+    /// [`OwnerError::BadTenant`] without exactly one `/`,
+    /// [`OwnerError::Placeholder`] for a part left as the install files'
+    /// `<PLACEHOLDER>`, else as [`Tenant::new`].
     pub fn parse(text: &str) -> Result<Tenant, OwnerError> {
         let (namespace, cluster) = text
             .split_once('/')
             .ok_or_else(|| OwnerError::BadTenant(text.to_owned()))?;
+        for (what, value) in [("Vantiq namespace", namespace), ("cluster", cluster)] {
+            if crate::names::is_placeholder(value) {
+                return Err(OwnerError::Placeholder {
+                    what,
+                    value: value.to_owned(),
+                });
+            }
+        }
         Tenant::new(namespace, cluster)
     }
 }
@@ -247,6 +268,34 @@ mod tests {
 
     fn record(ns: &str, installation: &str, kind: Kind, name: &str) -> String {
         OwnerRecord::new(&tenant(ns), installation, ComponentId::new(kind, name)).to_string()
+    }
+
+    /// `--allowed-tenant=<VANTIQ_NAMESPACE>/<CLUSTER_NAME>` as the install
+    /// files ship it: refused, naming the placeholder, not an allowed tenant
+    /// no gateway can ever be.
+    #[test]
+    fn a_tenant_left_as_the_placeholder_is_refused() {
+        let error = Tenant::parse("<VANTIQ_NAMESPACE>/<CLUSTER_NAME>").unwrap_err();
+        assert_eq!(
+            error,
+            OwnerError::Placeholder {
+                what: "Vantiq namespace",
+                value: "<VANTIQ_NAMESPACE>".into()
+            }
+        );
+        assert!(error.to_string().contains("deploy/plainText/executor.yaml"));
+        let error = Tenant::parse("tenant-ns/<CLUSTER_NAME>").unwrap_err();
+        assert_eq!(
+            error,
+            OwnerError::Placeholder {
+                what: "cluster",
+                value: "<CLUSTER_NAME>".into()
+            }
+        );
+        assert_eq!(
+            Tenant::parse("tenant-ns/c1").unwrap().to_string(),
+            "tenant-ns/c1"
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! - the StatefulSet controller has observed the StatefulSet's latest
 //!   generation, so its `updateRevision` is the template just written;
 //! - the pod's controller is this StatefulSet (an ownerReference with
-//!   `controller: true` and the StatefulSet's uid), and it is not being
-//!   deleted;
+//!   `controller: true` and the StatefulSet's uid), its name is one the
+//!   controller gives (`<statefulset>-<ordinal>` within the replicas), and
+//!   it is not being deleted;
 //! - its revision (label `controller-revision-hash`) is not the
 //!   `updateRevision`: a failing pod of the update revision has nothing to
 //!   roll forward to;
@@ -162,6 +163,7 @@ pub fn stuck(statefulset: &StatefulSet, pods: &[Pod]) -> Vec<Stuck> {
             let recreated_at_update =
                 partition.is_none_or(|p| ordinal(pod).is_some_and(|o| o >= p));
             if !owned
+                || !is_member(statefulset, pod)
                 || meta.deletion_timestamp.is_some()
                 || revision == update_revision
                 || is_ready(pod)
@@ -180,6 +182,41 @@ pub fn stuck(statefulset: &StatefulSet, pods: &[Pod]) -> Vec<Stuck> {
             })
         })
         .collect()
+}
+
+/// Whether `pod` has a name the StatefulSet controller gives its pods:
+/// `<statefulset>-<ordinal>`, the ordinal within `spec.ordinals.start` and
+/// `spec.replicas` more (when the spec says). An ownerReference is only
+/// metadata that whoever may create pods in the namespace can write; a pod
+/// with another name is not one the controller made, and deleting it lets
+/// no rollout go on.
+fn is_member(statefulset: &StatefulSet, pod: &Pod) -> bool {
+    let (Some(set), Some(name)) = (
+        statefulset.metadata.name.as_deref(),
+        pod.metadata.name.as_deref(),
+    ) else {
+        return false;
+    };
+    let Some(number) = name
+        .strip_prefix(set)
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
+        return false;
+    };
+    // The controller writes the ordinal in decimal, without sign or zeros.
+    let Ok(ordinal) = number.parse::<i32>() else {
+        return false;
+    };
+    if ordinal.to_string() != number {
+        return false;
+    }
+    let spec = statefulset.spec.as_ref();
+    let start = spec
+        .and_then(|spec| spec.ordinals.as_ref())
+        .and_then(|ordinals| ordinals.start)
+        .unwrap_or(0);
+    let replicas = spec.and_then(|spec| spec.replicas);
+    ordinal >= start && replicas.is_none_or(|replicas| ordinal < start + replicas)
 }
 
 /// The lowest ordinal the controller re-creates at the update revision:
@@ -455,6 +492,38 @@ mod tests {
             healthy_old,
         ];
         assert!(stuck(&sts, &pods).is_empty());
+    }
+
+    /// A pod anyone may create in the namespace, with an ownerReference to
+    /// the StatefulSet's uid and its labels, is stuck only under a name the
+    /// controller gives: `orders-<ordinal>` within the replicas.
+    #[test]
+    fn a_pod_named_as_no_statefulset_pod_is_not_stuck() {
+        let mut sts = mk_sts(3, 3, "orders-r3");
+        sts.spec.as_mut().unwrap().replicas = Some(3);
+        let forged = |name: &str| failing(mk_pod(name, "orders-r2", "sts-uid"), "ErrImagePull");
+        let pods = [
+            "evil",
+            "evil-1",
+            "orders",
+            "orders-",
+            "orders-x",
+            "orders-01",
+            "orders-+1",
+            "orders--1",
+            "orders-3",
+            "orders-2-1",
+            "ordersx-1",
+            "orders-2",
+        ]
+        .map(forged);
+        assert_eq!(names(&stuck(&sts, &pods)), ["orders-2"]);
+
+        // With a start ordinal the names shift with it.
+        sts.spec.as_mut().unwrap().ordinals =
+            Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(5) });
+        let pods = ["orders-2", "orders-5", "orders-7", "orders-8"].map(forged);
+        assert_eq!(names(&stuck(&sts, &pods)), ["orders-5", "orders-7"]);
     }
 
     /// Below the partition the controller re-creates the current revision:

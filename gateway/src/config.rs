@@ -134,6 +134,17 @@ pub enum ConfigError {
     /// `--cluster-name` is empty.
     #[error("--cluster-name (CLUSTER_NAME) must not be empty")]
     NoCluster,
+    /// A value is still the `<PLACEHOLDER>` of the install files
+    /// (`deploy/overlays/worker/provide*.yaml`, `deploy/plainText/`).
+    #[error(
+        "{flag} is still the placeholder `{placeholder}` of the install files: fill it in deploy/overlays/worker/provide*.yaml (or deploy/plainText/) and apply them again"
+    )]
+    Placeholder {
+        /// The flag and its variable, `--cluster-name (CLUSTER_NAME)`.
+        flag: &'static str,
+        /// The placeholder found (never a real value, so safe to show).
+        placeholder: String,
+    },
     /// `--vantiq-namespace` and `--cluster-name` are not a valid tenant.
     #[error("--vantiq-namespace (VANTIQ_NAMESPACE): {0}")]
     Tenant(k8sworker_core::owner::OwnerError),
@@ -194,6 +205,25 @@ impl Config {
 
     /// Checks what clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, value) in [
+            ("--cluster-name (CLUSTER_NAME)", self.cluster_name.as_str()),
+            (
+                "--vantiq-namespace (VANTIQ_NAMESPACE)",
+                self.vantiq_namespace.as_str(),
+            ),
+            ("--vantiq-url (VANTIQ_URL)", self.vantiq_url.as_str()),
+            (
+                "--access-token (VANTIQ_ACCESS_TOKEN)",
+                self.access_token.expose(),
+            ),
+        ] {
+            if k8sworker_core::names::is_placeholder(value) {
+                return Err(ConfigError::Placeholder {
+                    flag,
+                    placeholder: value.trim().to_owned(),
+                });
+            }
+        }
         if self.cluster_name.trim().is_empty() {
             return Err(ConfigError::NoCluster);
         }
@@ -338,5 +368,49 @@ mod tests {
         bad.planner_url = "http://k8sworker-planner:50051".into();
         assert!(matches!(bad.validate(), Err(ConfigError::Plaintext(_))));
         assert!("  ".parse::<AccessToken>().is_err());
+    }
+
+    /// The install files' values left as they are: each named, before any
+    /// I/O; a real value that merely has brackets is not one.
+    #[test]
+    fn a_placeholder_left_unfilled_is_named() {
+        type Unfill = fn(&mut Config);
+        let unfilled: [(Unfill, &str, &str); 4] = [
+            (
+                |c| c.cluster_name = "<CLUSTER_NAME>".into(),
+                "--cluster-name (CLUSTER_NAME)",
+                "<CLUSTER_NAME>",
+            ),
+            (
+                |c| c.vantiq_namespace = "<VANTIQ_NAMESPACE>".into(),
+                "--vantiq-namespace (VANTIQ_NAMESPACE)",
+                "<VANTIQ_NAMESPACE>",
+            ),
+            (
+                |c| c.vantiq_url = "<VANTIQ_URL>".into(),
+                "--vantiq-url (VANTIQ_URL)",
+                "<VANTIQ_URL>",
+            ),
+            (
+                |c| c.access_token = AccessToken::new("<VANTIQ_ACCESS_TOKEN>"),
+                "--access-token (VANTIQ_ACCESS_TOKEN)",
+                "<VANTIQ_ACCESS_TOKEN>",
+            ),
+        ];
+        for (unfill, expected_flag, expected) in unfilled {
+            let mut bad = config();
+            unfill(&mut bad);
+            match bad.validate() {
+                Err(ConfigError::Placeholder { flag, placeholder }) => {
+                    assert_eq!((flag, placeholder.as_str()), (expected_flag, expected));
+                }
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
+        let mut fine = config();
+        fine.access_token = AccessToken::new("<abc>");
+        assert!(fine.validate().is_ok());
+        let placeholder = k8sworker_core::names::is_placeholder;
+        assert!(!placeholder("<>") && !placeholder("<Cluster>") && placeholder(" <X_1> "));
     }
 }

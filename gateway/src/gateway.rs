@@ -411,6 +411,10 @@ impl Gateway {
                     error!(%error, "cannot claim workitems");
                     return Err(error.into());
                 }
+                Err(error) if worker == Worker::Rest && rest::refuses_the_worker(&error) => {
+                    error!(%error, "the server does not let this token mark workitems PENDING (the documented-REST protocol's writes); check the token's profile (k8sWorker__system) and cluster, or run with --protocol claim against a server that offers the claim protocol");
+                    return Err(error.into());
+                }
                 Err(error) if config.once && !error.is_transient() => {
                     error!(%error, "claim failed");
                     return Err(error.into());
@@ -1029,7 +1033,9 @@ impl Gateway {
                 .await
             {
                 Ok(_) => {}
-                Err(error) if error.is_transient() => return Err(error),
+                Err(error) if error.is_transient() || rest::refuses_the_worker(&error) => {
+                    return Err(error);
+                }
                 Err(error) => {
                     warn!(%error, request_id = %item.request_id, "the workitem could not be marked PENDING; skipping it");
                     queue.skipped.insert(item.request_id.clone());

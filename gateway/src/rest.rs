@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
+use k8sworker_client::Error as ControlPlaneError;
 use k8sworker_client::protocol::{FailStatus, InstallationReport, K8sWorkitem};
 use k8sworker_core::plan::Operation;
 use serde_json::{Map, Value, json};
@@ -92,6 +93,20 @@ pub fn next<'a>(listing: &'a [K8sWorkitem], skipped: &HashSet<String>) -> Option
         !skipped.contains(&item.request_id)
             && oldest.get(&installation_of(item)).copied() == Some(asked_at(item))
     })
+}
+
+/// Whether a refusal to mark a workitem `PENDING` is about the worker, not
+/// the workitem: the token may not (401/403: no `k8sWorker__system`
+/// profile, another cluster's token) or the server takes no such write
+/// (405: a claim-protocol server, which `--protocol rest`, or an `auto`
+/// detection misled by a 404 on the version endpoint, chose wrongly).
+/// Every other workitem would be refused alike, so the run stops and says
+/// so, instead of skipping them all and reporting an empty queue.
+pub fn refuses_the_worker(error: &ControlPlaneError) -> bool {
+    matches!(
+        error,
+        ControlPlaneError::Unauthorized { .. } | ControlPlaneError::Rejected { status: 405, .. }
+    )
 }
 
 /// Why a deploy cannot be done over the documented REST surface: it carries

@@ -11,15 +11,20 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use k8sworker_core::model::InstallationRequest;
+use k8sworker_core::validate;
 use rusqlite::Transaction;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::extract::{JsonBody, object};
+use super::procedures::check_report_types;
 use super::resource::{Readable, Resource};
 use crate::audit::{iso, now_ms};
 use crate::auth::{Action, Caller};
+use crate::keyring::Keyring;
 use crate::lifecycle::{REPORTABLE_INSTALLATION_STATUSES, REPORTED_PROPERTIES};
+use crate::query::json_kind;
 use crate::secret_config;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -131,6 +136,8 @@ pub async fn upsert(
     };
     let name = text("name")?;
     let cluster = text("clusterName")?;
+    check_worker_types(&body)?;
+    check_identity(&name, body.get("k8sNamespace").and_then(Value::as_str))?;
     if let Some(status) = body.get("installationStatus")
         && !status
             .as_str()
@@ -144,13 +151,15 @@ pub async fn upsert(
             ),
         ));
     }
-    if let Some(config) = body.get_mut("configSpec") {
-        let keyring = state.keyring.clone();
-        secret_config::for_each_slot(config, |_, value| {
-            *value = keyring.seal(value);
-            Ok::<_, ApiError>(())
+    if let Some(config) = body.get("configSpec") {
+        secret_config::refuse_marker_outside_slots(config).map_err(|error| {
+            ApiError::invalid(
+                &format!("configSpec[{}].{}", error.index, error.key),
+                error.to_string(),
+            )
         })?;
     }
+    let keyring = state.keyring.clone();
     let verify = state.config.verify_interval;
     state
         .store
@@ -158,6 +167,9 @@ pub async fn upsert(
             worker_cluster(tx, &caller, &cluster)?;
             let namespace = &caller.namespace;
             let existing = resources::get_doc(tx, DocTable::Installations, namespace, &name)?;
+            if let Some(config) = body.get_mut("configSpec") {
+                seal_config(config, existing.as_ref(), &keyring)?;
+            }
             let now = now_ms();
             let mut doc = match existing {
                 Some(Value::Object(doc)) => {
@@ -169,6 +181,17 @@ pub async fn upsert(
                             installation: name,
                             actual: recorded.to_owned(),
                             requested: cluster,
+                        });
+                    }
+                    let recorded = doc.get("k8sNamespace").and_then(Value::as_str);
+                    let asked = body.get("k8sNamespace").and_then(Value::as_str);
+                    if let (Some(recorded), Some(asked)) = (recorded, asked)
+                        && recorded != asked
+                    {
+                        return Err(ApiError::InstallationInOtherNamespace {
+                            installation: name,
+                            actual: recorded.to_owned(),
+                            requested: asked.to_owned(),
                         });
                     }
                     doc
@@ -198,6 +221,76 @@ pub async fn upsert(
         })
         .await
         .map(Json)
+}
+
+/// The types of a worker's record: [`REPORTED_PROPERTIES`] as the claim
+/// protocol's report has them, the other [`WORKER_PROPERTIES`] strings (or
+/// `null`, but `name` and `clusterName`), `configSpec` a list (of Vantiq's
+/// config entries, §2.3).
+fn check_worker_types(body: &Map<String, Value>) -> Result<(), ApiError> {
+    check_report_types(body, "")?;
+    for (key, value) in body {
+        let expected = match key.as_str() {
+            "configSpec" if !value.is_array() => "a list",
+            "configSpec" => continue,
+            key if REPORTED_PROPERTIES.contains(&key) => continue,
+            // Unset, as a worker may write what a request did not say.
+            "k8sNamespace"
+            | "installationDate"
+            | "installedBy"
+            | "k8sInstallationType"
+            | "lastVerifiedAt"
+                if value.is_null() =>
+            {
+                continue;
+            }
+            _ if !value.is_string() => "a string",
+            _ => continue,
+        };
+        return Err(ApiError::invalid(
+            key,
+            format!("must be {expected}, got {}", json_kind(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// The record's name (and `k8sNamespace`, when given) by the rules a
+/// deploy's are checked with (`k8sworker_core::validate::validate_identity`):
+/// a record no deploy could have made would be one no command can address.
+fn check_identity(name: &str, k8s_namespace: Option<&str>) -> Result<(), ApiError> {
+    let request = InstallationRequest {
+        name: name.to_owned(),
+        // Only the name is checked when the worker sends no namespace.
+        k8s_namespace: k8s_namespace.unwrap_or("default").to_owned(),
+        config: Vec::new(),
+    };
+    validate::validate_identity(&request).map_err(|errors| {
+        ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
+    })
+}
+
+/// Seals the secret slots of a worker's `configSpec` (`secret_config`); a
+/// slot holding the redaction marker (what every read shows, so what a
+/// worker that writes back the record it read sends) keeps the value
+/// `existing` stores for the same entry, sealed as it is. Without one the
+/// marker is refused (400): sealing it would replace the secret with the
+/// marker's text, which the next redeploy would put in the cluster.
+fn seal_config(
+    config: &mut Value,
+    existing: Option<&Value>,
+    keyring: &Keyring,
+) -> Result<(), ApiError> {
+    let previous = existing.and_then(|record| record.get("configSpec"));
+    let kept = secret_config::keep_redacted(config, previous).map_err(|error| {
+        ApiError::invalid(&format!("configSpec[{}]", error.index), error.to_string())
+    })?;
+    secret_config::for_each_slot(config, |index, value| {
+        if !kept.contains(&index) {
+            *value = keyring.seal(value);
+        }
+        Ok::<_, ApiError>(())
+    })
 }
 
 /// `DELETE k8sinstallations/<name>` with `--vantiq-strict`: a worker

@@ -134,16 +134,7 @@ impl Params {
                 ),
             ));
         }
-        // One property at a time, so that a wrong one is named.
-        for (key, value) in &report {
-            let one = Map::from_iter([(key.clone(), value.clone())]);
-            serde_json::from_value::<InstallationReport>(Value::Object(one)).map_err(|error| {
-                ApiError::invalid(
-                    &format!("installation.{key}"),
-                    format!("is not valid: {error}"),
-                )
-            })?;
-        }
+        check_report_types(&report, "installation.")?;
         let installation = serde_json::from_value(Value::Object(report))
             .map_err(|error| ApiError::invalid("installation", error.to_string()))?;
         Ok(CompleteWorkitem {
@@ -175,6 +166,26 @@ impl Params {
             lease_id: self.string("leaseId")?,
         })
     }
+}
+
+/// Checks that each of `report`'s [`InstallationReport::PROPERTIES`] has
+/// its protocol type (`replicaCount` an integer, `k8sAssociated*` lists of
+/// names, ...), one at a time so that a wrong one is named (`{prefix}key`);
+/// other properties are the caller's to refuse or check.
+pub(super) fn check_report_types(
+    report: &Map<String, Value>,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    for (key, value) in report {
+        if !InstallationReport::PROPERTIES.contains(&key.as_str()) {
+            continue;
+        }
+        let one = Map::from_iter([(key.clone(), value.clone())]);
+        serde_json::from_value::<InstallationReport>(Value::Object(one)).map_err(|error| {
+            ApiError::invalid(&format!("{prefix}{key}"), format!("is not valid: {error}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// A lease of `seconds`, or the server's default for none (or zero).

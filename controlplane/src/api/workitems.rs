@@ -111,20 +111,33 @@ pub async fn update(
             ));
         }
     };
+    let max_attempts = state.config.max_workitem_attempts;
+    // A refusal writes nothing, except giving up on an exhausted item: the
+    // transaction answers the refusal inside its result, so that commits.
     state
         .store
         .transaction(move |tx| {
             check_cluster(tx, &caller, &id)?;
-            match workitems::set_status(tx, &caller.namespace, &id, to, message.as_deref())? {
-                StatusChange::Changed(item) => Ok(item.unwrap_or(Value::Null)),
-                StatusChange::Conflict(from) => Err(ApiError::StatusConflict {
-                    request_id: id,
-                    from: from.as_str(),
-                    to: asked,
-                }),
+            let conflict = |from: Status, request_id: String| ApiError::StatusConflict {
+                request_id,
+                from: from.as_str(),
+                to: asked.clone(),
+            };
+            let change = workitems::set_status(
+                tx,
+                &caller.namespace,
+                &id,
+                to,
+                message.as_deref(),
+                max_attempts,
+            )?;
+            match change {
+                StatusChange::Changed(item) => Ok(Ok(item.unwrap_or(Value::Null))),
+                StatusChange::Conflict(from) => Err(conflict(from, id)),
+                StatusChange::GaveUp => Ok(Err(conflict(Status::Failed, id))),
             }
         })
-        .await
+        .await?
         .map(Json)
 }
 

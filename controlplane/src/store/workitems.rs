@@ -217,21 +217,29 @@ pub enum StatusChange {
     Changed(Option<Value>),
     /// The change does not follow the workitem's life from its status now.
     Conflict(Status),
+    /// Asked to take an item taken as many times as allowed
+    /// (`--max-workitem-attempts`) without an outcome: it failed for good
+    /// instead ([`lifecycle::give_up`]), as a claim would have failed it.
+    GaveUp,
 }
 
 /// A worker's status change without a lease (Vantiq's documented surface,
 /// `vantiq-api.md` §6.2): `REQUESTED` → `PENDING` (it takes the item;
-/// refused when taken already, so two workers never both do),
+/// refused when taken already, so two workers never both do, and while
+/// another item of its installation is taken or older, [`behind_another`]),
 /// `PENDING`/`CANCELLED` → `FAILED`/`INVALID` with `message`, and
 /// `PENDING` → `REQUESTED` (given back; a `CANCELLED` one is dropped). A
 /// workitem held under a claim lease is not this worker's: refused. The
-/// installation record is the worker's to write.
+/// installation record is the worker's to write, except when the item is
+/// failed for good ([`StatusChange::GaveUp`]: taken `max_attempts` times,
+/// each given back, the claim protocol's limit too).
 pub fn set_status(
     tx: &Transaction<'_>,
     namespace: &str,
     request_id: &str,
     to: Status,
     message: Option<&str>,
+    max_attempts: u32,
 ) -> Result<StatusChange, StoreError> {
     let item = get(tx, namespace, request_id)?.ok_or_else(|| not_found(request_id))?;
     let event = match to {
@@ -242,6 +250,17 @@ pub fn set_status(
     };
     if item.lease_id.is_some() {
         return Ok(StatusChange::Conflict(item.status));
+    }
+    if to == Status::Pending && item.status == Status::Requested {
+        if behind_another(tx, &item)? {
+            return Ok(StatusChange::Conflict(item.status));
+        }
+        if lifecycle::exhausted(&item, max_attempts) {
+            let installation =
+                resources::get_doc(tx, DocTable::Installations, namespace, &item.installation)?;
+            give_up(tx, &item, max_attempts, installation, now_ms())?;
+            return Ok(StatusChange::GaveUp);
+        }
     }
     let next = match lifecycle::transition(item.status, event) {
         Ok(next) => next,
@@ -272,9 +291,31 @@ pub fn set_status(
     ))
 }
 
-/// A worker's `DELETE k8sworkitems/<id>` (`--vantiq-strict`): the work is
-/// done, the item goes at once whatever its status (a cancelled one too);
-/// `false` when there is none. Held under a claim lease: refused.
+/// Whether another workitem of `item`'s installation comes first: one
+/// taken (`PENDING`, or `CANCELLED` while its worker finishes) or an older
+/// `REQUESTED` one. The claim protocol's order (one operation of an
+/// installation at a time, oldest first, [`claim`]), kept for workers
+/// that mark items `PENDING` themselves: otherwise two gateways, or one
+/// taking a later item, would run an installation's operations at once or
+/// out of order.
+fn behind_another(tx: &Transaction<'_>, item: &Workitem) -> Result<bool, StoreError> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM k8sworkitems p
+           WHERE p.namespace = ?1 AND p.installation = ?2 AND p.request_id <> ?3
+             AND (p.status IN ('PENDING', 'CANCELLED')
+                  OR (p.status = 'REQUESTED'
+                      AND p.seq < (SELECT seq FROM k8sworkitems WHERE request_id = ?3))))",
+        params![item.namespace, item.installation, item.request_id],
+        |row| row.get(0),
+    )?)
+}
+
+/// A worker's `DELETE k8sworkitems/<id>` (`--vantiq-strict`): the work it
+/// took is done, the item goes at once (`PENDING`, or `CANCELLED` while it
+/// worked); `false` when there is none. Any other status is refused with
+/// it: a `REQUESTED` item was never taken, so deleting it would skip its
+/// work, and a `FAILED`/`INVALID` one is the admin's record of a failure.
+/// Held under a claim lease: refused.
 pub fn finish(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -283,7 +324,7 @@ pub fn finish(
     let Some(item) = get(tx, namespace, request_id)? else {
         return Ok(Ok(false));
     };
-    if item.lease_id.is_some() {
+    if item.lease_id.is_some() || !matches!(item.status, Status::Pending | Status::Cancelled) {
         return Ok(Err(item.status));
     }
     drop_item(tx, &item)?;
