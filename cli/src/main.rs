@@ -7,10 +7,12 @@
 //! credentials  the stored server and token (0600)
 //! output       --output table|json|yaml
 //! preview      deploy --dry-run: the planner's render, Secret data masked
+//! plan         plan: the live plan from the planner (a preview client)
 //! ```
 
 mod credentials;
 mod output;
+mod plan;
 mod preview;
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -86,6 +88,30 @@ enum Command {
         /// How long --wait waits.
         #[arg(long, default_value = "10m", value_parser = humantime_duration)]
         timeout: Duration,
+    },
+    /// The live plan: what the planner would apply for a request now,
+    /// against what the namespace's executor observes; applies nothing.
+    /// Needs a preview client's certificate (`docs/tls.md`), not a login.
+    Plan {
+        /// The request file, as for deploy (`-` for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// deploy, undeploy, shutdown or restart.
+        #[arg(long, default_value = "deploy")]
+        op: String,
+        /// Whose objects are ours: `<vantiq-namespace>/<cluster>`.
+        #[arg(long, value_parser = k8sworker_core::owner::Tenant::parse)]
+        tenant: k8sworker_core::owner::Tenant,
+        /// The planner's URL, `https://host:port`.
+        #[arg(long, env = "K8SWORKER_PLANNER_URL")]
+        planner: String,
+        /// The preview client's `tls.crt`, `tls.key` and `ca.crt`.
+        #[arg(long, env = "K8SWORKER_TLS_DIR")]
+        tls_dir: PathBuf,
+        /// The cluster's Ingress default host; default: Vantiq's
+        /// `vantiq-<cluster>-node`.
+        #[arg(long)]
+        ingress_default_node: Option<String>,
     },
     /// Installations.
     #[command(subcommand)]
@@ -196,6 +222,13 @@ const WORKITEM_COLUMNS: &[Column] = &[
     ("MESSAGE", |o| field(o, "message")),
 ];
 
+const STEP_COLUMNS: &[Column] = &[
+    ("ACTION", |o| field(o, "action")),
+    ("KIND", |o| field(o, "kind")),
+    ("NAME", |o| field(o, "name")),
+    ("REASON", |o| field(o, "reason")),
+];
+
 const OBJECT_COLUMNS: &[Column] = &[
     ("KIND", |o| field(o, "kind")),
     ("NAME", |o| {
@@ -301,9 +334,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print(&output::render(format, &objects, OBJECT_COLUMNS)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plan {
+        file,
+        op,
+        tenant,
+        planner,
+        tls_dir,
+        ingress_default_node,
+    } = &cli.command
+    {
+        let data = read_request(file)?;
+        let Some(operation) = k8sworker_core::plan::Operation::parse(op) else {
+            bail!("--op must be deploy, undeploy, shutdown or restart, got `{op}`");
+        };
+        let steps = plan::live_plan(plan::LivePlan {
+            data: &data,
+            operation,
+            tenant: tenant.clone(),
+            ingress_default_node: ingress_default_node
+                .clone()
+                .unwrap_or_else(|| preview::default_ingress_node(&tenant.cluster)),
+            planner,
+            tls_dir,
+        })
+        .await?;
+        print(&output::render(format, &steps, STEP_COLUMNS)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = session(&cli, &dir)?;
     match cli.command {
-        Command::Login { .. } => unreachable!("handled above"),
+        Command::Login { .. } | Command::Plan { .. } => unreachable!("handled above"),
         Command::Clusters(Clusters::List) => {
             let clusters = ok(client.get(&format!("{R}/k8sclusters")).await?)?;
             print(&output::render(

@@ -1,17 +1,14 @@
 //! `deploy --dry-run`: the Kubernetes objects a deploy request renders to,
 //! by the planner's own validation and render (`k8sworker-core`), on this
 //! machine, without the control plane. Secret values are never shown: the
-//! data of every generated Secret is masked, `@secrets(NAME)` values are
+//! data of every generated Secret is masked (its size shown), `@secrets(NAME)` values are
 //! rendered from a placeholder, and a document's content is a placeholder
 //! too (the worker reads the real one when it deploys).
 
-use k8sworker_core::model::{ConfigEntry, EnvValue};
+use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
 use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
-use serde_json::{Value, json};
-
-/// What a masked value shows.
-pub const MASKED: &str = "<masked>";
+use serde_json::Value;
 
 /// The objects `data` (a deploy's `data`: `name`, `k8sNamespace`, `config`)
 /// renders to on `cluster`, whose Ingress default host is
@@ -29,6 +26,24 @@ pub fn preview(
         let errors: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the deploy request is not valid: {}", errors.join("; "))
     })?;
+    let ancillaries = placeholders(&request);
+    let context = ClusterContext {
+        cluster_name: cluster.to_owned(),
+        ingress_default_node: ingress_default_node.to_owned(),
+        tenant: None,
+    };
+    let components = render(&request, &context, &ancillaries)?;
+    Ok(components
+        .iter()
+        .map(|component| component.object.to_preview_json())
+        .collect())
+}
+
+/// Stand-ins for what only the control plane holds: each `@secrets(NAME)`
+/// value is `<@secrets(NAME)>`, each mounted document's content
+/// `<document NAME>`. A preview never sees a secret; a Secret made from
+/// them is planned from the stand-in.
+pub fn placeholders(request: &InstallationRequest) -> Ancillaries {
     let mut ancillaries = Ancillaries::default();
     for entry in &request.config {
         match entry {
@@ -50,16 +65,7 @@ pub fn preview(
             _ => {}
         }
     }
-    let context = ClusterContext {
-        cluster_name: cluster.to_owned(),
-        ingress_default_node: ingress_default_node.to_owned(),
-        tenant: None,
-    };
-    let components = render(&request, &context, &ancillaries)?;
-    Ok(components
-        .iter()
-        .map(|component| mask(component.object.to_json()))
-        .collect())
+    ancillaries
 }
 
 /// Vantiq's default Ingress host of a cluster: `vantiq-<name>-node`,
@@ -68,24 +74,10 @@ pub fn default_ingress_node(cluster: &str) -> String {
     format!("vantiq-{cluster}-node").to_lowercase()
 }
 
-/// A Secret with every value of `data` and `stringData` masked; any other
-/// object as it is.
-fn mask(mut object: Value) -> Value {
-    if object["kind"] == "Secret" {
-        for key in ["data", "stringData"] {
-            if let Some(Value::Object(values)) = object.get_mut(key) {
-                for value in values.values_mut() {
-                    *value = json!(MASKED);
-                }
-            }
-        }
-    }
-    object
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn secrets_are_masked_and_the_request_validated() {

@@ -299,6 +299,81 @@ async fn the_demo_scenario_through_the_command_line() {
             json!(["vantiq-web-secret-0"])
         );
 
+        // The live plan from the planner, as a preview client: the deployed
+        // request is all NOOPs; another greeting updates the ConfigMap and
+        // rolls the StatefulSet; nothing is applied.
+        let tenant = k8sworker_testsupport::plans::tenant().to_string();
+        let tls_dir = k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Preview);
+        let tls_dir = tls_dir.to_str().unwrap();
+        let planner = stack.planner.url();
+        let plan = |file: String| {
+            let (tenant, planner) = (tenant.clone(), planner.clone());
+            let config = config.clone();
+            async move {
+                let args = [
+                    "plan",
+                    "-f",
+                    &file,
+                    "--tenant",
+                    &tenant,
+                    "--planner",
+                    &planner,
+                    "--tls-dir",
+                    tls_dir,
+                    "-o",
+                    "json",
+                ];
+                k8sworker(&config, &args, "").await
+            }
+        };
+        let run = plan(file.clone()).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let steps = run.json()["items"].as_array().unwrap().clone();
+        assert!(!steps.is_empty(), "{steps:?}");
+        assert!(steps.iter().all(|s| s["action"] == "NOOP"), "{steps:?}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let changed = write_request(elsewhere.path(), &sample_deploy("web", &ns, 1, "bonjour"));
+        let run = plan(changed).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let steps = run.json()["items"].as_array().unwrap().clone();
+        let updated: Vec<(&str, &str)> = steps
+            .iter()
+            .filter(|s| s["action"] == "UPDATE")
+            .map(|s| (s["kind"].as_str().unwrap(), s["name"].as_str().unwrap()))
+            .collect();
+        assert!(updated.contains(&("StatefulSet", "web")), "{steps:?}");
+        assert!(
+            updated.iter().any(|(kind, _)| *kind == "ConfigMap"),
+            "{steps:?}"
+        );
+        let run = k8sworker(&config, &["installations", "get", "web", "-o", "json"], "").await;
+        assert_eq!(
+            run.json()["installationStatus"],
+            "RUNNING",
+            "nothing applied"
+        );
+        // Without a preview client's certificate: refused, nothing planned.
+        let run = k8sworker(
+            &config,
+            &[
+                "plan",
+                "-f",
+                &file,
+                "--tenant",
+                &tenant,
+                "--planner",
+                &planner,
+                "--tls-dir",
+                k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Planner)
+                    .to_str()
+                    .unwrap(),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        assert!(run.stderr.contains("preview"), "{}", run.stderr);
+
         let run = k8sworker(&config, &["logs", "web"], "").await;
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(!run.stdout.is_empty(), "the pod's log");

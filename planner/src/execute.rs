@@ -152,6 +152,34 @@ pub enum ExecuteError<E> {
 /// an object finishing its deletion has time to settle.
 pub const REPLAN_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Observes `work`'s installation through `executor`, as [`execute`] does
+/// before it plans: the input of a live plan preview (nothing is applied).
+///
+/// # Errors
+/// The executor's error, or a deploy whose referenced objects are missing
+/// ([`ExecuteError::MissingReferences`]).
+pub async fn observe<X>(
+    work: &Work,
+    executor: &mut X,
+) -> Result<Vec<Observed>, ExecuteError<X::Error>>
+where
+    X: Executor,
+{
+    let observed = executor
+        .observe(
+            work.namespace(),
+            work.name(),
+            &work.names(),
+            &work.references,
+        )
+        .await
+        .map_err(ExecuteError::Executor)?;
+    let missing = missing_references(&work.references, &observed.existing_references);
+    work.check_references(&missing)
+        .map_err(ExecuteError::MissingReferences)?;
+    Ok(observed.components)
+}
+
 /// Carries out `work` through `executor`; see the module docs for the flow.
 /// `work` was validated when it was made, so a bad request never reaches
 /// this function.

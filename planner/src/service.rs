@@ -290,16 +290,24 @@ impl pb::planner_server::Planner for PlannerService {
             request.ancillaries,
             tenant,
         )?;
+        if request.live && !request.observed.is_empty() {
+            return Err(Status::invalid_argument(
+                "a live plan observes the installation itself: send no `observed` with `live`",
+            ));
+        }
         let observed = request
             .observed
             .into_iter()
             .map(convert::observed_from_pb)
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        let plan = inputs
-            .work(operation)?
-            .plan(&observed)
-            .map_err(plan_status)?;
+        let work = inputs.work(operation)?;
+        let observed = if request.live {
+            self.observe_live(&work).await?
+        } else {
+            observed
+        };
+        let plan = work.plan(&observed).map_err(plan_status)?;
         let mut preview = convert::plan_to_pb(&plan);
         for (step, planned) in preview.steps.iter_mut().zip(&plan.steps) {
             if let Some(object) = &planned.object {
@@ -350,6 +358,23 @@ impl pb::planner_server::Planner for PlannerService {
 }
 
 impl PlannerService {
+    /// What the namespace's executor observes of `work`'s installation now
+    /// (a live plan's input), as [`execute::execute`] observes before it
+    /// plans.
+    ///
+    /// # Errors
+    /// No executor for the namespace, the executor's own status, or a deploy
+    /// whose references are missing (FAILED_PRECONDITION, as Execute).
+    async fn observe_live(
+        &self,
+        work: &Work,
+    ) -> Result<Vec<k8sworker_core::diff::Observed>, Status> {
+        let mut executor = self.executor(work.namespace())?;
+        execute::observe(work, &mut executor)
+            .await
+            .map_err(execute_status)
+    }
+
     async fn execute_inner(
         &self,
         operation: Operation,

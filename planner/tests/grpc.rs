@@ -181,6 +181,7 @@ async fn plan_previews_without_side_effects() {
         ancillaries: None,
         operation: pb::Operation::Deploy.into(),
         observed: Vec::new(),
+        live: false,
     };
     let first = client
         .plan(request.clone())
@@ -330,6 +331,43 @@ async fn system_identities_and_reserved_labels_are_invalid_before_any_plan() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains(field), "{}", status.message());
     }
+}
+
+/// A live plan observes through the namespace's executor, as Execute does:
+/// it takes no `observed` of the caller's, and without an executor for the
+/// namespace it says how to install one (and reaches nothing).
+#[tokio::test]
+async fn a_live_plan_observes_through_the_executor_only() {
+    let mut client = start(no_executors()).await;
+    let request = pb::PlanRequest {
+        installation: Some(installation()),
+        cluster: cluster(),
+        tenant: tenant(),
+        ancillaries: None,
+        operation: pb::Operation::Deploy.into(),
+        observed: Vec::new(),
+        live: true,
+    };
+    let status = client.plan(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("no executor is installed for namespace `team-a`"),
+        "{}",
+        status.message()
+    );
+    let mut with_observed = request;
+    with_observed
+        .observed
+        .push(pb::ObservedComponent::default());
+    let status = client.plan(with_observed).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("send no `observed`"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -613,6 +651,7 @@ async fn render_and_plan_previews_mask_secret_values() {
             ancillaries: None,
             operation: pb::Operation::Deploy.into(),
             observed: Vec::new(),
+            live: false,
         })
         .await
         .unwrap()
