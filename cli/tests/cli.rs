@@ -303,10 +303,9 @@ async fn the_demo_scenario_through_the_command_line() {
         // request is all NOOPs; another greeting updates the ConfigMap and
         // rolls the StatefulSet; nothing is applied.
         let tenant = k8sworker_testsupport::plans::tenant().to_string();
-        let tls_dir = k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Preview);
-        let tls_dir = tls_dir.to_str().unwrap();
+        let preview = k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Preview);
         let planner = stack.planner.url();
-        let plan = |file: String| {
+        let plan = |file: String, tls_dir: std::path::PathBuf| {
             let (tenant, planner) = (tenant.clone(), planner.clone());
             let config = config.clone();
             async move {
@@ -319,21 +318,21 @@ async fn the_demo_scenario_through_the_command_line() {
                     "--planner",
                     &planner,
                     "--tls-dir",
-                    tls_dir,
+                    tls_dir.to_str().unwrap(),
                     "-o",
                     "json",
                 ];
                 k8sworker(&config, &args, "").await
             }
         };
-        let run = plan(file.clone()).await;
+        let run = plan(file.clone(), preview.clone()).await;
         assert_eq!(run.code, 0, "{}", run.stderr);
         let steps = run.json()["items"].as_array().unwrap().clone();
         assert!(!steps.is_empty(), "{steps:?}");
         assert!(steps.iter().all(|s| s["action"] == "NOOP"), "{steps:?}");
         let elsewhere = tempfile::tempdir().unwrap();
         let changed = write_request(elsewhere.path(), &sample_deploy("web", &ns, 1, "bonjour"));
-        let run = plan(changed).await;
+        let run = plan(changed, preview).await;
         assert_eq!(run.code, 0, "{}", run.stderr);
         let steps = run.json()["items"].as_array().unwrap().clone();
         let updated: Vec<(&str, &str)> = steps
@@ -353,24 +352,9 @@ async fn the_demo_scenario_through_the_command_line() {
             "nothing applied"
         );
         // Without a preview client's certificate: refused, nothing planned.
-        let run = k8sworker(
-            &config,
-            &[
-                "plan",
-                "-f",
-                &file,
-                "--tenant",
-                &tenant,
-                "--planner",
-                &planner,
-                "--tls-dir",
-                k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Planner)
-                    .to_str()
-                    .unwrap(),
-            ],
-            "",
-        )
-        .await;
+        let planner_certificate =
+            k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Planner);
+        let run = plan(file.clone(), planner_certificate).await;
         assert_eq!(run.code, 1, "{}", run.stdout);
         assert!(run.stderr.contains("preview"), "{}", run.stderr);
 
