@@ -221,7 +221,53 @@ fn inputs(
     })
 }
 
+/// What a live plan renders every secret value from (see
+/// [`Inputs::with_secret_stand_ins`]).
+pub const SECRET_STAND_IN: &str = "<stand-in: a preview does not compare secret values>";
+
 impl Inputs {
+    /// The inputs with every value that ends up in a generated Secret
+    /// replaced by [`SECRET_STAND_IN`]: `asSecret` literals, `@secrets`
+    /// values, and, when any file is sourced from a Secret, every file's
+    /// content and mounted document.
+    ///
+    /// A live plan compares what the request renders with what the cluster
+    /// holds. With the caller's own values, a Secret step (and the
+    /// StatefulSet, whose pod template carries the Secrets' hash) would be
+    /// NOOP exactly when a guessed value is right: an oracle for another
+    /// tenant's secrets. From stand-ins, the answer does not depend on the
+    /// caller's values; Secrets and the StatefulSet plan as UPDATEs.
+    fn with_secret_stand_ins(mut self) -> Inputs {
+        use k8sworker_core::model::{ConfigEntry, DataSource};
+        let secret_files = self.request.config.iter().any(|entry| {
+            matches!(entry, ConfigEntry::File(file) if file.data_source() == Some(DataSource::Secret))
+        });
+        for entry in &mut self.request.config {
+            match entry {
+                ConfigEntry::EnvironmentVariable(var) if var.as_secret == Some(true) => {
+                    if var.value.is_some() {
+                        var.value = Some(SECRET_STAND_IN.to_owned());
+                    }
+                }
+                ConfigEntry::File(file) if secret_files => {
+                    if file.content.is_some() {
+                        file.content = Some(SECRET_STAND_IN.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for value in self.ancillaries.secrets.values_mut() {
+            SECRET_STAND_IN.clone_into(value);
+        }
+        if secret_files {
+            for content in self.ancillaries.documents.values_mut() {
+                *content = SECRET_STAND_IN.as_bytes().to_vec();
+            }
+        }
+        self
+    }
+
     /// Validates (and for deploy and verify renders) before anything is
     /// observed: a bad request changes nothing anywhere.
     fn work(self, operation: Operation) -> Result<Work, Status> {
@@ -301,6 +347,11 @@ impl pb::planner_server::Planner for PlannerService {
             .map(convert::observed_from_pb)
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
+        let inputs = if request.live {
+            inputs.with_secret_stand_ins()
+        } else {
+            inputs
+        };
         let work = inputs.work(operation)?;
         let observed = if request.live {
             self.observe_live(&work).await?
@@ -509,5 +560,60 @@ pub async fn serve(
             }
             Ok(Stopped::GraceExpired)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8sworker_core::validate::parse_and_validate;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The components a request with these secret values renders to, after
+    /// the live plan's stand-ins: (kind, name, spec hash).
+    fn rendered(api_key: &str, password: &str, file: &str) -> Vec<(Kind, String, String)> {
+        let request = parse_and_validate(&json!({"name": "web", "k8sNamespace": "apps", "config": [
+            {"type": "image", "name": "nginx:1.27"},
+            {"type": "environmentVariable", "name": "API_KEY", "value": api_key, "asSecret": true},
+            {"type": "environmentVariable", "name": "DB", "value": "@secrets(db)"},
+            {"type": "file", "path": "/etc/tls", "filename": "key.pem", "content": file, "dataSource": "secret"},
+            {"type": "file", "path": "/etc/app", "filename": "app.conf", "content": "a=1"},
+        ]}))
+        .unwrap();
+        let mut ancillaries = Ancillaries::default();
+        ancillaries.secrets.insert("db".into(), password.into());
+        let inputs = Inputs {
+            request,
+            cluster: ClusterContext {
+                cluster_name: "c1".into(),
+                ingress_default_node: "node.example".into(),
+                tenant: Some(Tenant::new("system", "c1").unwrap()),
+            },
+            ancillaries,
+        }
+        .with_secret_stand_ins();
+        render::render(&inputs.request, &inputs.cluster, &inputs.ancillaries)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.object.kind(), c.object.name().to_owned(), c.spec_hash))
+            .collect()
+    }
+
+    /// A live plan answers the same whatever secret values the caller
+    /// guesses, so it cannot tell a right guess from a wrong one.
+    #[test]
+    fn a_live_plan_renders_the_same_whatever_secret_values_are_guessed() {
+        let one = rendered("guess-1", "hunter2", "KEY-1");
+        let other = rendered("guess-2", "correct horse", "KEY-2");
+        assert_eq!(one, other);
+        assert!(
+            one.iter().any(|(kind, ..)| *kind == Kind::Secret),
+            "{one:?}"
+        );
+        assert!(
+            one.iter().any(|(kind, ..)| *kind == Kind::StatefulSet),
+            "{one:?}"
+        );
     }
 }
