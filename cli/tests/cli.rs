@@ -299,9 +299,12 @@ async fn the_demo_scenario_through_the_command_line() {
             json!(["vantiq-web-secret-0"])
         );
 
-        // The live plan from the planner, as a preview client: the deployed
-        // request is all NOOPs; another greeting updates the ConfigMap and
-        // rolls the StatefulSet; nothing is applied.
+        // The live plan from the planner, as a preview client, applying
+        // nothing. Secret values are planned from stand-ins (a NOOP would
+        // tell a right guess): for the deployed request only the Secret
+        // and the StatefulSet (which carries its hash) are UPDATEs, the
+        // same whatever API_KEY the caller guesses; another greeting also
+        // updates the ConfigMap.
         let tenant = k8sworker_testsupport::plans::tenant().to_string();
         let preview = k8sworker_testsupport::pki::dir(&k8sworker_tls::Identity::Preview);
         let planner = stack.planner.url();
@@ -327,9 +330,40 @@ async fn the_demo_scenario_through_the_command_line() {
         };
         let run = plan(file.clone(), preview.clone()).await;
         assert_eq!(run.code, 0, "{}", run.stderr);
-        let steps = run.json()["items"].as_array().unwrap().clone();
-        assert!(!steps.is_empty(), "{steps:?}");
-        assert!(steps.iter().all(|s| s["action"] == "NOOP"), "{steps:?}");
+        let actions = |run: &Run| -> Vec<(String, String, String)> {
+            let steps = run.json()["items"].as_array().unwrap().clone();
+            steps
+                .iter()
+                .map(|s| {
+                    let text = |key: &str| s[key].as_str().unwrap().to_owned();
+                    (text("action"), text("kind"), text("name"))
+                })
+                .collect()
+        };
+        let deployed = actions(&run);
+        let updates: Vec<_> = deployed.iter().filter(|(a, ..)| a != "NOOP").collect();
+        assert_eq!(
+            updates,
+            [
+                &(
+                    "UPDATE".into(),
+                    "Secret".into(),
+                    "vantiq-web-secret-0".into()
+                ),
+                &("UPDATE".into(), "StatefulSet".into(), "web".into()),
+            ],
+            "{deployed:?}"
+        );
+        let mut guessed = sample_deploy("web", &ns, 1, "hello");
+        guessed["config"][3]["value"] = json!("a-wrong-guess");
+        let guess_dir = tempfile::tempdir().unwrap();
+        let run = plan(write_request(guess_dir.path(), &guessed), preview.clone()).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            actions(&run),
+            deployed,
+            "a guess changes nothing in the answer"
+        );
         let elsewhere = tempfile::tempdir().unwrap();
         let changed = write_request(elsewhere.path(), &sample_deploy("web", &ns, 1, "bonjour"));
         let run = plan(changed, preview).await;
