@@ -31,10 +31,15 @@ fn writes(plan: &v1::Plan) -> u64 {
 /// Creates `quota` (its `spec.hard`) and waits until the quota controller
 /// has published it in the status, which is what admission enforces.
 async fn create_quota(f: &Fixture, name: &str, hard: Value) -> ResourceQuota {
+    create_scoped_quota(f, name, hard, json!([])).await
+}
+
+/// [`create_quota`] with `scopes` (a JSON list, e.g. `["BestEffort"]`).
+async fn create_scoped_quota(f: &Fixture, name: &str, hard: Value, scopes: Value) -> ResourceQuota {
     let quotas: Api<ResourceQuota> = Api::namespaced(f.admin.clone(), &f.namespace);
     let quota = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ResourceQuota",
-        "metadata": {"name": name}, "spec": {"hard": hard}
+        "metadata": {"name": name}, "spec": {"hard": hard, "scopes": scopes}
     }))
     .unwrap();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
@@ -194,16 +199,13 @@ async fn pods_that_would_exceed_a_resource_quota_are_refused_before_any_write() 
 async fn a_best_effort_quota_counts_pods_asking_for_zero_cpu() {
     with_temp_ns("exec-bequota", |admin, ns| async move {
         let mut f = Fixture::new(admin, ns.clone()).await;
-        let quotas: Api<ResourceQuota> = Api::namespaced(f.admin.clone(), &ns);
-        let hard = json!({"pods": "0"});
-        let quota = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": {"name": "no-best-effort"},
-            "spec": {"hard": hard, "scopes": ["BestEffort"]}
-        }))
-        .unwrap();
-        quotas.create(&PostParams::default(), &quota).await.unwrap();
-        wait_for_quota(&quotas, "no-best-effort", &hard).await;
+        create_scoped_quota(
+            &f,
+            "no-best-effort",
+            json!({"pods": "0"}),
+            json!(["BestEffort"]),
+        )
+        .await;
         // The API server's own verdict on such a pod: exceeded quota.
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(f.admin.clone(), &ns);
         let pod = serde_json::from_value(json!({
