@@ -150,16 +150,27 @@ fn per_pod(spec: &PodSpec, name: &str, side: Side) -> Quantity {
     sum.max(init)
 }
 
-/// Whether the pods are BestEffort: no container sets any request or limit.
+/// Whether the pods are BestEffort as the quota admission's scopes read it
+/// (`k8s.io/kubernetes` `qos.GetPodQOS`): no container, init containers
+/// included, sets a request or limit above zero for `cpu` or `memory`, the
+/// only resources QoS counts. A GPU-only or `cpu: "0"` pod is BestEffort.
 fn best_effort(spec: &PodSpec) -> bool {
+    let positive = |map: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| {
+        map.into_iter().flatten().any(|(name, q)| {
+            matches!(name.as_str(), "cpu" | "memory")
+                // A value that does not parse is not zero.
+                && Quantity::parse(&q.0).is_none_or(|q| q > Quantity::ZERO)
+        })
+    };
     spec.containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .all(|c| {
-            c.resources.as_ref().is_none_or(|r| {
-                r.requests.as_ref().is_none_or(BTreeMap::is_empty)
-                    && r.limits.as_ref().is_none_or(BTreeMap::is_empty)
-            })
+            c.resources
+                .as_ref()
+                .is_none_or(|r| !positive(r.requests.as_ref()) && !positive(r.limits.as_ref()))
         })
 }
 
@@ -443,6 +454,40 @@ mod tests {
         assert!(!refused(scoped(json!(["BestEffort"]))));
         // Not this module's to judge: left to the API server.
         assert!(!refused(scoped(json!(["PriorityClass"]))));
+        // QoS counts only cpu and memory above zero: a GPU-only pod, or one
+        // asking for no cpu, is BestEffort, and a quota forbidding
+        // BestEffort pods refuses it.
+        for (requests, limits) in [
+            (
+                json!({"nvidia.com/gpu": "1"}),
+                json!({"nvidia.com/gpu": "1"}),
+            ),
+            (json!({"cpu": "0"}), json!({})),
+            (json!({"ephemeral-storage": "1Gi"}), json!({"memory": "0"})),
+        ] {
+            let spec = mk_spec(requests, limits);
+            let refused = |scopes: serde_json::Value| {
+                let mut quota = mk_quota("q", json!({"pods": "0"}), json!({}));
+                quota.spec.as_mut().unwrap().scopes = serde_json::from_value(scopes).unwrap();
+                check(
+                    &[quota],
+                    None,
+                    Pods {
+                        spec: &spec,
+                        replicas: 1,
+                    },
+                )
+                .into_iter()
+                .map(|e| (e.resource, e.requested.to_string()))
+                .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                refused(json!(["BestEffort"])),
+                [("pods".to_string(), "1".to_string())],
+                "{spec:?}"
+            );
+            assert_eq!(refused(json!(["NotBestEffort"])), [], "{spec:?}");
+        }
         let mut selector = mk_quota("q", json!({"pods": "0"}), json!({}));
         selector.spec.as_mut().unwrap().scope_selector = Some(Default::default());
         assert!(!refused(selector));

@@ -31,10 +31,15 @@ fn writes(plan: &v1::Plan) -> u64 {
 /// Creates `quota` (its `spec.hard`) and waits until the quota controller
 /// has published it in the status, which is what admission enforces.
 async fn create_quota(f: &Fixture, name: &str, hard: Value) -> ResourceQuota {
+    create_scoped_quota(f, name, hard, json!([])).await
+}
+
+/// [`create_quota`] with `scopes` (a JSON list, e.g. `["BestEffort"]`).
+async fn create_scoped_quota(f: &Fixture, name: &str, hard: Value, scopes: Value) -> ResourceQuota {
     let quotas: Api<ResourceQuota> = Api::namespaced(f.admin.clone(), &f.namespace);
     let quota = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ResourceQuota",
-        "metadata": {"name": name}, "spec": {"hard": hard}
+        "metadata": {"name": name}, "spec": {"hard": hard, "scopes": scopes}
     }))
     .unwrap();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
@@ -180,6 +185,65 @@ async fn pods_that_would_exceed_a_resource_quota_are_refused_before_any_write() 
         );
         assert_eq!(f.statefulset("app").await.unwrap().metadata.resource_version, sts_version);
         assert_eq!(f.pods("app").await.len(), 1);
+    })
+    .await;
+}
+
+/// A quota scoped to BestEffort pods matches them as the API server's QoS
+/// does: only `cpu` and `memory` above zero make a pod not BestEffort. A
+/// template asking for `cpu: "0"` is BestEffort, so a quota allowing no
+/// BestEffort pods refuses its pods, and the plan is refused with nothing
+/// written instead of a StatefulSet whose pods never appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (tests/cluster/up.sh)"]
+async fn a_best_effort_quota_counts_pods_asking_for_zero_cpu() {
+    with_temp_ns("exec-bequota", |admin, ns| async move {
+        let mut f = Fixture::new(admin, ns.clone()).await;
+        create_scoped_quota(
+            &f,
+            "no-best-effort",
+            json!({"pods": "0"}),
+            json!(["BestEffort"]),
+        )
+        .await;
+        // The API server's own verdict on such a pod: exceeded quota.
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(f.admin.clone(), &ns);
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": "zero-cpu"},
+            "spec": {"containers": [{"name": "c", "image": "x",
+                     "resources": {"requests": {"cpu": "0"}}}]}
+        }))
+        .unwrap();
+        let refused_pod = pods.create(&PostParams::default(), &pod).await.unwrap_err();
+        assert!(
+            refused_pod
+                .to_string()
+                .contains("exceeded quota: no-best-effort"),
+            "{refused_pod}"
+        );
+
+        let zero_cpu = json!({"type": "resourceRequest", "cpu": "0"});
+        let request = plans::deploy_request("app", &ns, 1, &[zero_cpu]);
+        let plan = f.plan(&request, Operation::Deploy).await;
+        let before = f.calls();
+        let refused = f.apply(&plan, true).await.expect("an Ack");
+        let calls = Calls::between(&before, &f.calls());
+        let error = refused.ack.error.as_ref().expect("refused");
+        assert!(
+            error.message.contains(&format!(
+                "StatefulSet {ns}/app (ResourceQuota \"no-best-effort\": pods would grow by 1, \
+                 only 0 remaining (hard 0, used 0))"
+            )),
+            "{}",
+            error.message
+        );
+        assert_eq!(calls.writes(), 0, "{calls:?}");
+        assert_eq!(
+            calls.dry_runs(),
+            0,
+            "refused before the dry runs: {calls:?}"
+        );
+        assert!(f.owned("app").await.is_empty());
     })
     .await;
 }
