@@ -244,15 +244,13 @@ impl Inputs {
         });
         for entry in &mut self.request.config {
             match entry {
-                ConfigEntry::EnvironmentVariable(var) if var.as_secret == Some(true) => {
-                    if var.value.is_some() {
-                        var.value = Some(SECRET_STAND_IN.to_owned());
-                    }
+                ConfigEntry::EnvironmentVariable(var)
+                    if var.as_secret == Some(true) && var.value.is_some() =>
+                {
+                    var.value = Some(SECRET_STAND_IN.to_owned());
                 }
-                ConfigEntry::File(file) if secret_files => {
-                    if file.content.is_some() {
-                        file.content = Some(SECRET_STAND_IN.to_owned());
-                    }
+                ConfigEntry::File(file) if secret_files && file.content.is_some() => {
+                    file.content = Some(SECRET_STAND_IN.to_owned());
                 }
                 _ => {}
             }
