@@ -45,6 +45,9 @@ pub enum Action {
     ReadWorkitems,
     /// Cancel (delete) `k8sworkitems`.
     CancelWorkitems,
+    /// Read the operation history (`k8soperations`): admins only, since a
+    /// record names who asked for what in the whole namespace.
+    ReadOperations,
     /// Read `documents`.
     ReadDocuments,
     /// Upload or delete `documents`.
@@ -78,6 +81,7 @@ impl Action {
             Action::ReadInstallations => "reading k8sinstallations",
             Action::ReadWorkitems => "reading k8sworkitems",
             Action::CancelWorkitems => "cancelling k8sworkitems",
+            Action::ReadOperations => "reading k8soperations",
             Action::ReadDocuments => "reading documents",
             Action::WriteDocuments => "writing documents",
             Action::ManageSecrets => "managing secrets",
@@ -121,6 +125,7 @@ impl Grants {
                 | ReadInstallations
                 | ReadWorkitems
                 | CancelWorkitems
+                | ReadOperations
                 | ReadDocuments
                 | WriteDocuments
                 | ManageSecrets

@@ -14,7 +14,7 @@
 //! it knows itself (`configSpec`, `installationDate`, `installedBy`) in the
 //! same transaction as the completion.
 
-use k8sworker_client::protocol::{InstallationReport, InstallationStatus};
+use k8sworker_client::protocol::{InstallationReport, InstallationStatus, PlanStep};
 use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use serde_json::{Map, Value, json};
@@ -40,6 +40,45 @@ pub enum Outcome {
         /// Why, for the log.
         message: String,
     },
+}
+
+/// The steps of the plan the planner answered with, for the operation
+/// history (`completeWorkitem`'s and `failWorkitem`'s `steps`): action
+/// (`create`, `update`, `delete`, `scale`, `noop`), kind, name and reason.
+/// `None` when the answer has no plan (an error before planning).
+pub fn plan_steps(response: &pb::ExecuteResponse) -> Option<Vec<PlanStep>> {
+    let plan = response.plan.as_ref()?;
+    Some(
+        plan.steps
+            .iter()
+            .map(|step| {
+                let action = match pb::Action::try_from(step.action) {
+                    Ok(pb::Action::Create) => "create",
+                    Ok(pb::Action::Update) => "update",
+                    Ok(pb::Action::Delete) => "delete",
+                    Ok(pb::Action::Scale) => "scale",
+                    Ok(pb::Action::Noop) => "noop",
+                    Ok(pb::Action::Unspecified) | Err(_) => "unspecified",
+                };
+                let component = step.component.clone().unwrap_or_default();
+                PlanStep {
+                    action: action.to_owned(),
+                    kind: component.kind,
+                    name: component.name,
+                    reason: step.reason.clone(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The trace id (32 hex digits) of a W3C `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<String> {
+    traceparent
+        .split('-')
+        .nth(1)
+        .filter(|id| id.len() == 32 && id.bytes().any(|b| b != b'0'))
+        .map(str::to_owned)
 }
 
 /// The planner call's error, as a code and a message.

@@ -23,6 +23,7 @@ pub mod error;
 mod extract;
 mod identity;
 mod installations;
+mod operations;
 mod procedures;
 pub mod resource;
 mod secrets;
@@ -42,6 +43,7 @@ use self::documents::Documents;
 use self::error::{ApiError, vantiq_body_for_status};
 use self::identity::Tokens;
 use self::installations::Installations;
+use self::operations::Operations;
 use self::resource::{delete_one, delete_where, get_one, list, select};
 use self::secrets::Secrets;
 use self::workitems::Workitems;
@@ -196,6 +198,15 @@ pub fn router(state: AppState) -> Router {
             post(select::<Workitems>),
         )
         .route(&format!("{R}/k8sworkitems/{{id}}"), workitem)
+        .route(&format!("{R}/k8soperations"), get(list::<Operations>))
+        .route(
+            &format!("{R}/k8soperations/select"),
+            post(select::<Operations>),
+        )
+        .route(
+            &format!("{R}/k8soperations/{{id}}"),
+            get(get_one::<Operations>),
+        )
         .route(
             &format!("{R}/documents"),
             get(list::<Documents>).post(documents::upload),

@@ -22,6 +22,7 @@
 //! (not found, duplicate, lease lost) or how storage failed. Workitem
 //! decisions are [`crate::lifecycle`]'s; the store reads, asks and writes.
 
+pub mod history;
 pub mod identity;
 pub mod lock;
 pub mod resources;
@@ -255,6 +256,28 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: a worker token serves one K8s cluster.
     r#"
     ALTER TABLE tokens ADD COLUMN k8s_cluster TEXT;
+    "#,
+    // 3: the operation history (`k8soperations`), one record per workitem.
+    r#"
+    CREATE TABLE k8soperations (
+        id TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        cluster_name TEXT NOT NULL,
+        installation TEXT NOT NULL,
+        k8s_namespace TEXT,
+        operation TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        outcome TEXT,
+        error TEXT,
+        request TEXT NOT NULL,
+        steps TEXT,
+        trace_id TEXT
+    );
+    CREATE INDEX operations_by_namespace ON k8soperations(namespace, requested_at);
+    CREATE INDEX operations_by_finish ON k8soperations(finished_at);
     "#,
 ];
 
