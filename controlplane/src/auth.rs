@@ -45,6 +45,9 @@ pub enum Action {
     ReadWorkitems,
     /// Cancel (delete) `k8sworkitems`.
     CancelWorkitems,
+    /// Check a deploy request without submitting it (the validation
+    /// endpoint): it changes nothing, so users, who fill the form, may too.
+    ValidateDeploy,
     /// Read the operation history (`k8soperations`): admins only, since a
     /// record names who asked for what in the whole namespace.
     ReadOperations,
@@ -82,6 +85,7 @@ impl Action {
             Action::ReadWorkitems => "reading k8sworkitems",
             Action::CancelWorkitems => "cancelling k8sworkitems",
             Action::ReadOperations => "reading k8soperations",
+            Action::ValidateDeploy => "validating K8s deploy requests",
             Action::ReadDocuments => "reading documents",
             Action::WriteDocuments => "writing documents",
             Action::ManageSecrets => "managing secrets",
@@ -126,6 +130,7 @@ impl Grants {
                 | ReadWorkitems
                 | CancelWorkitems
                 | ReadOperations
+                | ValidateDeploy
                 | ReadDocuments
                 | WriteDocuments
                 | ManageSecrets
@@ -136,7 +141,7 @@ impl Grants {
         );
         let user = matches!(
             action,
-            ReadInstallations | VerifyInstallation | ReadDocuments | WriteDocuments
+            ReadInstallations | VerifyInstallation | ValidateDeploy | ReadDocuments | WriteDocuments
         );
         let worker = matches!(
             action,

@@ -146,16 +146,17 @@ async fn a_completed_deploy_keeps_its_record_with_steps_trace_and_the_request_re
     assert_eq!(config[3]["content"], "<redacted>");
 
     // No read of the history shows a secret value.
-    for path in [
-        OPERATIONS.to_owned(),
-        format!("{OPERATIONS}/{id}"),
-        format!("{OPERATIONS}?where={{\"op\":\"deploy\"}}"),
-    ] {
-        let (status, _, body) = a.send(a.request(reqwest::Method::GET, &path)).await;
-        assert_eq!(status, StatusCode::OK, "{path}");
+    let reads = [
+        a.get(OPERATIONS).await,
+        a.get(&format!("{OPERATIONS}/{id}")).await,
+        select(a, &[("where", json!({"op": "deploy"}))]).await,
+    ];
+    for (status, body) in reads {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.as_array().is_some_and(Vec::is_empty), "{body}");
         let text = body.to_string();
         for secret in [ENV_SECRET, FILE_SECRET, VAULT_SECRET] {
-            assert!(!text.contains(secret), "{path} shows {secret}");
+            assert!(!text.contains(secret), "a read shows {secret}");
         }
     }
     // Nor does the table: secret values never reach it, sealed or not.
@@ -280,13 +281,14 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     assert_shape(&record(a, &leased_id).await, "deploy", Some("CANCELLED"));
 
     // The select conventions of every resource.
-    let (status, body) = a
-        .get(&format!(
-            "{OPERATIONS}?where={}&props={}",
-            urlencode(&json!({"outcome": {"$in": ["INVALID", "CANCELLED"]}})),
-            urlencode(&json!(["id", "outcome"])),
-        ))
-        .await;
+    let (status, body) = select(
+        a,
+        &[
+            ("where", json!({"outcome": {"$in": ["INVALID", "CANCELLED"]}})),
+            ("props", json!(["id", "outcome"])),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut ids: Vec<&str> = body
         .as_array()
@@ -304,12 +306,11 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     expected.sort_unstable();
     assert_eq!(ids, expected);
     assert!(body[0].get("op").is_none(), "props keeps only id and outcome");
-    let (status, body) = a
-        .get(&format!(
-            "{OPERATIONS}?sort={}&limit=2",
-            urlencode(&json!({"requestedAt": 1}))
-        ))
-        .await;
+    let (status, body) = select(
+        a,
+        &[("sort", json!({"requestedAt": 1})), ("limit", json!(2))],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body[0]["id"], failed_id.as_str());
     assert_eq!(body.as_array().unwrap().len(), 2);
@@ -499,15 +500,14 @@ async fn a_verify_is_recorded() {
     t.stop().await;
 }
 
-fn urlencode(value: &Value) -> String {
-    let text = value.to_string();
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+/// `GET OPERATIONS` with these query parameters.
+async fn select(a: &Client, query: &[(&str, Value)]) -> (StatusCode, Value) {
+    let query: Vec<(&str, String)> = query
+        .iter()
+        .map(|(name, value)| (*name, value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
+        .collect();
+    let (status, _, body) = a
+        .send(a.request(reqwest::Method::GET, OPERATIONS).query(&query))
+        .await;
+    (status, body)
 }

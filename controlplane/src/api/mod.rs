@@ -19,6 +19,7 @@
 mod clusters;
 mod command;
 mod documents;
+mod drafts;
 pub mod error;
 mod extract;
 mod identity;
@@ -181,6 +182,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{R}/k8sinstallations/select"),
             post(select::<Installations>),
+        )
+        .route(
+            &format!("{R}/k8sinstallations/validate"),
+            post(drafts::validate),
+        )
+        .route(
+            &format!("{R}/k8sinstallations/preview"),
+            post(drafts::preview),
         )
         .route(&format!("{R}/k8sinstallations/{{name}}"), installation)
         .route(

@@ -387,6 +387,26 @@ impl Store {
         .await
     }
 
+    /// Runs `work` in one transaction that is always rolled back, whatever
+    /// it answers: a dry run of a write (a deploy checked or previewed,
+    /// never submitted) that must leave nothing behind.
+    pub async fn rolled_back<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.run(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            let value = work(&transaction);
+            transaction.rollback().map_err(StoreError::from)?;
+            value
+        })
+        .await
+    }
+
     /// Whether storage answers: reads the schema version and the
     /// namespace count through the shared connection. Readiness asks this,
     /// so a store that cannot serve is reported, not hidden.
