@@ -45,6 +45,9 @@ pub enum Action {
     ReadWorkitems,
     /// Cancel (delete) `k8sworkitems`.
     CancelWorkitems,
+    /// Download a cluster's worker templates (they name the cluster and
+    /// the control plane, and set up what holds the worker's token).
+    DownloadTemplates,
     /// Check a deploy request without submitting it (the validation
     /// endpoint): it changes nothing, so users, who fill the form, may too.
     ValidateDeploy,
@@ -86,6 +89,7 @@ impl Action {
             Action::CancelWorkitems => "cancelling k8sworkitems",
             Action::ReadOperations => "reading k8soperations",
             Action::ValidateDeploy => "validating K8s deploy requests",
+            Action::DownloadTemplates => "downloading K8s worker templates",
             Action::ReadDocuments => "reading documents",
             Action::WriteDocuments => "writing documents",
             Action::ManageSecrets => "managing secrets",
@@ -131,6 +135,7 @@ impl Grants {
                 | CancelWorkitems
                 | ReadOperations
                 | ValidateDeploy
+                | DownloadTemplates
                 | ReadDocuments
                 | WriteDocuments
                 | ManageSecrets

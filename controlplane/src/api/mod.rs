@@ -28,6 +28,7 @@ mod operations;
 mod procedures;
 pub mod resource;
 mod secrets;
+mod templates;
 mod workitems;
 
 use axum::Json;
@@ -177,6 +178,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{R}/k8sclusters/{{name}}/command"),
             post(command::run::<Clusters>),
+        )
+        .route(
+            &format!("{R}/k8sclusters/{{name}}/workerTemplates"),
+            get(templates::download),
         )
         .route(&format!("{R}/k8sinstallations"), installations)
         .route(
