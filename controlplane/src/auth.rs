@@ -146,7 +146,11 @@ impl Grants {
         );
         let user = matches!(
             action,
-            ReadInstallations | VerifyInstallation | ValidateDeploy | ReadDocuments | WriteDocuments
+            ReadInstallations
+                | VerifyInstallation
+                | ValidateDeploy
+                | ReadDocuments
+                | WriteDocuments
         );
         let worker = matches!(
             action,

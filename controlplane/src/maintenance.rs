@@ -50,7 +50,10 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
             let delayed = workitems::flag_delayed(tx, now - delayed_after)?;
             let pruned = history::prune(tx, now.saturating_sub(retention))?;
             if pruned > 0 {
-                tracing::info!(pruned, "operation history records past their retention deleted");
+                tracing::info!(
+                    pruned,
+                    "operation history records past their retention deleted"
+                );
             }
             Ok((woken, delayed))
         })

@@ -801,9 +801,14 @@ pub fn draft_deploy(
         })?;
     }
     let request = validate_deploy(&stored)?;
-    let ingress_default_node = resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?
-        .and_then(|doc| doc.get("ingressDefaultNode").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_default();
+    let ingress_default_node =
+        resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?
+            .and_then(|doc| {
+                doc.get("ingressDefaultNode")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
     Ok(Draft {
         request,
         ingress_default_node,

@@ -117,7 +117,9 @@ fn plain(field: &'static str, value: &str) -> Result<String, TemplatesError> {
     let number = lower.parse::<f64>().is_ok()
         || lower.starts_with("0x")
         || lower.starts_with("0o")
-        || value.chars().all(|c| c.is_ascii_digit() || c == '_' || c == '.');
+        || value
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '_' || c == '.');
     if keyword || number {
         return Err(unfillable(
             "YAML reads it as a boolean, null or number, not a string",
@@ -134,15 +136,13 @@ fn control_plane_url(url: &str) -> Result<String, TemplatesError> {
         value: url.chars().take(200).collect(),
         reason,
     };
-    let parsed: http::Uri = url
-        .parse()
-        .map_err(|_| unfillable("not a URL"))?;
+    let parsed: http::Uri = url.parse().map_err(|_| unfillable("not a URL"))?;
     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
-        return Err(unfillable("the control plane's URL is an absolute http or https URL"));
+        return Err(unfillable(
+            "the control plane's URL is an absolute http or https URL",
+        ));
     }
-    let allowed = |c: char| {
-        c.is_ascii_alphanumeric() || "-._~:/?[]@!$&()*+,;=%".contains(c)
-    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?[]@!$&()*+,;=%".contains(c);
     if !url.chars().all(allowed) {
         return Err(unfillable(
             "spaces, quotes, '#' and characters outside a URL's do not fill a YAML value",
@@ -185,7 +185,11 @@ mod tests {
         ] {
             assert!(names.contains(&expected), "{expected} not in {names:?}");
         }
-        assert!(names.iter().all(|name| !name.ends_with("check.sh") && !name.ends_with("Containerfile")));
+        assert!(
+            names
+                .iter()
+                .all(|name| !name.ends_with("check.sh") && !name.ends_with("Containerfile"))
+        );
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
@@ -196,11 +200,21 @@ mod tests {
         for good in ["minikube", "prod-eu.1", "k8s_a"] {
             assert_eq!(plain("name", good).unwrap(), good);
         }
-        for bad in ["", "true", "No", "1", "1.5", "1e3", "0x1f", "a b", "a:b", "#x", "-x", "~", "null", ".inf"] {
+        for bad in [
+            "", "true", "No", "1", "1.5", "1e3", "0x1f", "a b", "a:b", "#x", "-x", "~", "null",
+            ".inf",
+        ] {
             assert!(plain("name", bad).is_err(), "{bad}");
         }
         assert!(control_plane_url("https://vantiq.example.com:8443/base").is_ok());
-        for bad in ["ftp://x", "/relative", "https://a b", "https://x/#frag", "https://x/\"", "vantiq"] {
+        for bad in [
+            "ftp://x",
+            "/relative",
+            "https://a b",
+            "https://x/#frag",
+            "https://x/\"",
+            "vantiq",
+        ] {
             assert!(control_plane_url(bad).is_err(), "{bad}");
         }
     }

@@ -148,7 +148,11 @@ async fn validation_locates_every_error_and_writes_nothing() {
     let mut on_self = good.clone();
     on_self["clusterName"] = json!("self");
     assert_eq!(fields(&validate(a, on_self).await), ["k8sNamespace"]);
-    let answer = validate(a, json!({"name": "x", "k8sNamespace": "d", "configRef": "nope"})).await;
+    let answer = validate(
+        a,
+        json!({"name": "x", "k8sNamespace": "d", "configRef": "nope"}),
+    )
+    .await;
     assert_eq!(fields(&answer), ["configRef"], "{answer}");
 
     // A user may check a request; a worker may not.
@@ -188,7 +192,13 @@ async fn a_preview_renders_the_objects_with_secrets_masked_and_writes_nothing() 
     let objects = body["objects"].as_array().unwrap();
     let names: Vec<String> = objects
         .iter()
-        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["name"].as_str().unwrap()))
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["name"].as_str().unwrap()
+            )
+        })
         .collect();
     for expected in [
         "StatefulSet/jdbc",
@@ -196,7 +206,10 @@ async fn a_preview_renders_the_objects_with_secrets_masked_and_writes_nothing() 
         "Secret/vantiq-jdbc-secret-1",
         "Ingress/vantiq-jdbc-ingress-0",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
     for object in objects {
         assert_eq!(object["manifest"]["kind"], object["kind"]);
@@ -217,7 +230,10 @@ async fn a_preview_renders_the_objects_with_secrets_masked_and_writes_nothing() 
     for secret in [ENV_SECRET, FILE_SECRET] {
         assert!(!text.contains(secret), "the preview shows {secret}");
         let encoded = base64_of(secret);
-        assert!(!text.contains(&encoded[..encoded.len() - 4]), "the preview shows {secret} in base64");
+        assert!(
+            !text.contains(&encoded[..encoded.len() - 4]),
+            "the preview shows {secret} in base64"
+        );
     }
 
     // Invalid: the deploy's 400, with every violation.
@@ -225,7 +241,12 @@ async fn a_preview_renders_the_objects_with_secrets_masked_and_writes_nothing() 
     bad["name"] = json!("Bad_Name");
     bad["config"][1]["hostIP"] = json!("nope");
     let (status, body) = a.post(PREVIEW, bad).await;
-    assert_error(status, &body, 400, "io.vantiq.resources.k8s.request.invalid");
+    assert_error(
+        status,
+        &body,
+        400,
+        "io.vantiq.resources.k8s.request.invalid",
+    );
     assert_eq!(body[0]["params"].as_array().unwrap().len(), 2, "{body}");
     // The cluster is required, and must exist.
     let mut no_cluster = request.clone();
@@ -253,7 +274,11 @@ async fn a_preview_renders_the_objects_with_secrets_masked_and_writes_nothing() 
     );
 
     assert_eq!(written(&t)[..4], before[..4], "the preview wrote something");
-    assert_eq!(written(&t)[4], before[4], "the preview counted an operation");
+    assert_eq!(
+        written(&t)[4],
+        before[4],
+        "the preview counted an operation"
+    );
     t.stop().await;
 }
 

@@ -42,6 +42,14 @@ fn lease(claimed: &Value) -> Value {
     json!({"requestId": claimed["requestId"], "leaseId": claimed["leaseId"]})
 }
 
+/// Deploys a minimal `name` on `cluster`; its workitem's `requestId`.
+async fn deploy_id(a: &Client, cluster: &str, name: &str) -> String {
+    a.deploy(cluster, name).await["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn record(a: &Client, id: &str) -> Value {
     let (status, body) = a.get(&format!("{OPERATIONS}/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -79,11 +87,13 @@ fn assert_shape(record: &Value, op: &str, outcome: Option<&str>) {
     assert_eq!(record["id"], record["workitemId"]);
     assert_eq!(record["outcome"].as_str(), outcome, "{record}");
     let requested = record["requestedAt"].as_str().unwrap();
-    assert!(requested.ends_with('Z') && requested.len() == 24, "{record}");
-    if let (Some(started), Some(finished)) = (
-        record["startedAt"].as_str(),
-        record["finishedAt"].as_str(),
-    ) {
+    assert!(
+        requested.ends_with('Z') && requested.len() == 24,
+        "{record}"
+    );
+    if let (Some(started), Some(finished)) =
+        (record["startedAt"].as_str(), record["finishedAt"].as_str())
+    {
         assert!(requested <= started && started <= finished, "{record}");
     }
     assert_eq!(
@@ -162,9 +172,11 @@ async fn a_completed_deploy_keeps_its_record_with_steps_trace_and_the_request_re
     // Nor does the table: secret values never reach it, sealed or not.
     let stored: String = t
         .database()
-        .query_row("SELECT group_concat(request) FROM k8soperations", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT group_concat(request) FROM k8soperations",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     for secret in [ENV_SECRET, FILE_SECRET] {
         assert!(!stored.contains(secret));
@@ -181,10 +193,7 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     let worker = t.worker().await;
 
     // FAILED, reported with the plan's steps.
-    let failed_id = a.deploy("c1", "web").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let failed_id = deploy_id(a, "c1", "web").await;
     let claimed = worker.claim("c1", 0.0).await;
     let mut params = lease(&claimed);
     params["message"] = json!("pod web-0: ImagePullBackOff");
@@ -203,10 +212,7 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     assert_eq!(record(a, &failed_id).await, failed);
 
     // INVALID, from the worker (an old one: no steps, no trace id).
-    let invalid_id = a.deploy("c1", "api").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let invalid_id = deploy_id(a, "c1", "api").await;
     let claimed = worker.claim("c1", 0.0).await;
     let mut params = lease(&claimed);
     params["status"] = json!("INVALID");
@@ -219,7 +225,12 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     assert_eq!(invalid["steps"], json!([]));
     assert_eq!(
         invalid["traceId"],
-        claimed["traceparent"].as_str().unwrap().split('-').nth(1).unwrap(),
+        claimed["traceparent"]
+            .as_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap(),
         "without a reported trace id, the workitem's"
     );
 
@@ -249,10 +260,7 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     assert_eq!(refused["startedAt"], Value::Null, "never started");
 
     // CANCELLED before a worker took it: the workitem is gone, the record stays.
-    let cancelled_id = a.deploy("c1", "cron").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let cancelled_id = deploy_id(a, "c1", "cron").await;
     let (status, _) = a
         .delete(&format!("/api/v1/resources/k8sworkitems/{cancelled_id}"))
         .await;
@@ -264,19 +272,14 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     assert!(cancelled["finishedAt"].is_string());
 
     // CANCELLED while leased, then given back by its worker unstarted.
-    let leased_id = a.deploy("c1", "batch").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let leased_id = deploy_id(a, "c1", "batch").await;
     let claimed = worker.claim("c1", 0.0).await;
     let (status, _) = a
         .delete(&format!("/api/v1/resources/k8sworkitems/{leased_id}"))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(record(a, &leased_id).await["outcome"], Value::Null);
-    let (status, body) = worker
-        .procedure("releaseWorkitem", lease(&claimed))
-        .await;
+    let (status, body) = worker.procedure("releaseWorkitem", lease(&claimed)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_shape(&record(a, &leased_id).await, "deploy", Some("CANCELLED"));
 
@@ -284,7 +287,10 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     let (status, body) = select(
         a,
         &[
-            ("where", json!({"outcome": {"$in": ["INVALID", "CANCELLED"]}})),
+            (
+                "where",
+                json!({"outcome": {"$in": ["INVALID", "CANCELLED"]}}),
+            ),
             ("props", json!(["id", "outcome"])),
         ],
     )
@@ -305,7 +311,10 @@ async fn failed_invalid_and_cancelled_operations_are_recorded_with_their_errors(
     ];
     expected.sort_unstable();
     assert_eq!(ids, expected);
-    assert!(body[0].get("op").is_none(), "props keeps only id and outcome");
+    assert!(
+        body[0].get("op").is_none(),
+        "props keeps only id and outcome"
+    );
     let (status, body) = select(
         a,
         &[("sort", json!({"requestedAt": 1})), ("limit", json!(2))],
@@ -328,10 +337,7 @@ async fn only_admins_read_the_history() {
     let t = TestServer::start().await;
     let a = &t.admin;
     a.create_cluster("c1").await;
-    let id = a.deploy("c1", "web").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = deploy_id(a, "c1", "web").await;
     let user = t.user().await;
     let worker = t.worker().await;
     for caller in [&user, &worker] {
@@ -358,17 +364,11 @@ async fn finished_records_are_pruned_after_the_retention_and_outstanding_ones_st
     let a = &t.admin;
     a.create_cluster("c1").await;
     let worker = t.worker().await;
-    let done_id = a.deploy("c1", "web").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let done_id = deploy_id(a, "c1", "web").await;
     let claimed = worker.claim("c1", 0.0).await;
     let (status, body) = worker.complete(&claimed, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let waiting_id = a.deploy("c1", "api").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let waiting_id = deploy_id(a, "c1", "api").await;
     assert_eq!(record(a, &done_id).await["outcome"], "SUCCEEDED");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -395,10 +395,7 @@ async fn a_worker_on_the_documented_rest_surface_leaves_a_record_without_steps()
     let a = &t.admin;
     a.create_cluster("c1").await;
     let worker = t.worker().await;
-    let id = a.deploy("c1", "web").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = deploy_id(a, "c1", "web").await;
     let path = format!("/api/v1/resources/k8sworkitems/{id}");
     let (status, body) = worker.put(&path, json!({"status": "PENDING"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -409,10 +406,7 @@ async fn a_worker_on_the_documented_rest_surface_leaves_a_record_without_steps()
     assert_shape(&done, "deploy", Some("SUCCEEDED"));
     assert_eq!(done["steps"], json!([]));
 
-    let failed_id = a.deploy("c1", "api").await["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let failed_id = deploy_id(a, "c1", "api").await;
     let path = format!("/api/v1/resources/k8sworkitems/{failed_id}");
     let (status, _) = worker.put(&path, json!({"status": "PENDING"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -504,7 +498,14 @@ async fn a_verify_is_recorded() {
 async fn select(a: &Client, query: &[(&str, Value)]) -> (StatusCode, Value) {
     let query: Vec<(&str, String)> = query
         .iter()
-        .map(|(name, value)| (*name, value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
+        .map(|(name, value)| {
+            (
+                *name,
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned),
+            )
+        })
         .collect();
     let (status, _, body) = a
         .send(a.request(reqwest::Method::GET, OPERATIONS).query(&query))

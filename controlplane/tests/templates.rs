@@ -25,10 +25,7 @@ fn expected_files() -> BTreeMap<String, Vec<u8>> {
     fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let name = format!(
-                "{prefix}/{}",
-                path.file_name().unwrap().to_str().unwrap()
-            );
+            let name = format!("{prefix}/{}", path.file_name().unwrap().to_str().unwrap());
             if path.is_dir() {
                 walk(&path, &name, out);
             } else {
@@ -90,7 +87,8 @@ fn unzip(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
         let mut content = Vec::new();
         file.read_to_end(&mut content).unwrap();
         assert!(
-            out.insert(file.name().unwrap().into_owned(), content).is_none(),
+            out.insert(file.name().unwrap().into_owned(), content)
+                .is_none(),
             "a duplicate entry"
         );
     }
@@ -124,16 +122,14 @@ async fn the_zip_is_deploy_with_the_placeholders_filled_and_nothing_else() {
             );
         }
         assert!(!entries.keys().any(|name| name.ends_with("check.sh")));
-        let worker = String::from_utf8(
-            entries["kustomize/overlays/worker/provideClusterName.yaml"].clone(),
-        )
-        .unwrap();
+        let worker =
+            String::from_utf8(entries["kustomize/overlays/worker/provideClusterName.yaml"].clone())
+                .unwrap();
         assert!(worker.contains("CLUSTER_NAME: minikube"), "{worker}");
         assert!(worker.contains("VANTIQ_NAMESPACE: k8sworker"), "{worker}");
-        let vantiq = String::from_utf8(
-            entries["kustomize/overlays/worker/provideVantiqIP.yaml"].clone(),
-        )
-        .unwrap();
+        let vantiq =
+            String::from_utf8(entries["kustomize/overlays/worker/provideVantiqIP.yaml"].clone())
+                .unwrap();
         match url {
             Some(url) => assert!(vantiq.contains(&format!("VANTIQ_URL: {url}")), "{vantiq}"),
             None => assert!(vantiq.contains("VANTIQ_URL: <VANTIQ_URL>"), "{vantiq}"),
@@ -201,7 +197,10 @@ async fn kubectl_kustomize_accepts_the_unzipped_overlay() {
         assert!(rendered.contains("kind:"), "{overlay}: {rendered}");
         if overlay.contains("overlays") {
             assert!(rendered.contains("CLUSTER_NAME: minikube"), "{rendered}");
-            assert!(rendered.contains(&format!("VANTIQ_URL: {URL}")), "{rendered}");
+            assert!(
+                rendered.contains(&format!("VANTIQ_URL: {URL}")),
+                "{rendered}"
+            );
             assert!(!rendered.contains("<CLUSTER_NAME>"), "{rendered}");
         }
     }

@@ -142,13 +142,7 @@ impl Checker {
 
     /// [`Self::fail`] with the finer path `subpath` inside the entry
     /// ([`ValidationError::at`]).
-    fn fail_at(
-        &mut self,
-        at: At<'_>,
-        field: &str,
-        subpath: String,
-        message: impl Into<String>,
-    ) {
+    fn fail_at(&mut self, at: At<'_>, field: &str, subpath: String, message: impl Into<String>) {
         self.errors
             .push(ValidationError::entry(at.index, Some(at.kind), field, message).at(subpath));
     }

@@ -895,10 +895,7 @@ fn every_error_has_a_path_into_the_request() {
         Ok(_) => panic!("refused"),
         Err(ValidationErrors { errors }) => errors,
     };
-    let paths: Vec<(String, String)> = errors
-        .iter()
-        .map(|e| (e.path(), e.to_string()))
-        .collect();
+    let paths: Vec<(String, String)> = errors.iter().map(|e| (e.path(), e.to_string())).collect();
     let path_of = |needle: &str| -> String {
         paths
             .iter()
@@ -910,7 +907,10 @@ fn every_error_has_a_path_into_the_request() {
     assert_eq!(path_of("`Bad_Name`"), "name");
     assert_eq!(path_of("unknown field `replicas`"), "config[0].replicas");
     assert_eq!(path_of("missing field `hostIP`"), "config[1].hostIP");
-    assert_eq!(path_of("`not valid!` is not a valid label value"), "config[2].values[1]");
+    assert_eq!(
+        path_of("`not valid!` is not a valid label value"),
+        "config[2].values[1]"
+    );
     assert_eq!(path_of("invalid type: string \"eighty\""), "config[3].port");
     assert_eq!(path_of("must be TCP or UDP"), "config[4].protocol");
     assert_eq!(path_of("`10.0.0.1`"), "config[4].host");
@@ -918,9 +918,8 @@ fn every_error_has_a_path_into_the_request() {
     assert_eq!(path_of("must be an object with a `type`"), "config[6]");
     // The messages are the ones every other reader of the errors shows.
     assert!(
-        paths
-            .iter()
-            .any(|(_, text)| text == "config[2] (hardAffinity).values: `not valid!` is not a valid label value"),
+        paths.iter().any(|(_, text)| text
+            == "config[2] (hardAffinity).values: `not valid!` is not a valid label value"),
         "{paths:#?}"
     );
     let missing = parse_and_validate(&json!({"k8sNamespace": "team-a", "config": []})).unwrap_err();

@@ -87,17 +87,14 @@ pub async fn preview(
             })
             .await?
     };
-    let objects = k8sworker_core::preview::preview(
-        &draft.request,
-        &cluster,
-        &draft.ingress_default_node,
-    )
-    .map_err(|error| match error {
-        RenderError::Invalid(errors) => {
-            ApiError::ValidationFailed(errors.errors.iter().map(ToString::to_string).collect())
-        }
-        other => ApiError::ValidationFailed(vec![other.to_string()]),
-    })?;
+    let objects =
+        k8sworker_core::preview::preview(&draft.request, &cluster, &draft.ingress_default_node)
+            .map_err(|error| match error {
+                RenderError::Invalid(errors) => ApiError::ValidationFailed(
+                    errors.errors.iter().map(ToString::to_string).collect(),
+                ),
+                other => ApiError::ValidationFailed(vec![other.to_string()]),
+            })?;
     let objects: Vec<Value> = objects
         .iter()
         .map(|object| {

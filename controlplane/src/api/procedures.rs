@@ -33,8 +33,8 @@ use crate::auth::{Action, Caller};
 use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
-use crate::store::resources::{self, DocTable};
 use crate::store::history::Reported;
+use crate::store::resources::{self, DocTable};
 use crate::store::{StoreError, identity, sealing, workitems};
 
 /// The procedure's named parameters.

@@ -197,7 +197,9 @@ const COLUMNS: &str = "id, cluster_name, installation, k8s_namespace, operation,
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Value, String, Option<String>)> {
     let id: String = row.get(0)?;
     let time = |index: usize| -> rusqlite::Result<Value> {
-        Ok(row.get::<_, Option<i64>>(index)?.map_or(Value::Null, |ms| json!(iso(ms))))
+        Ok(row
+            .get::<_, Option<i64>>(index)?
+            .map_or(Value::Null, |ms| json!(iso(ms))))
     };
     let doc = json!({
         "id": id,

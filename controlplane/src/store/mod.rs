@@ -281,6 +281,13 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// How [`Store::in_transaction`] ends a transaction whose work succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Commit,
+    RollBack,
+}
+
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -376,15 +383,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
-        self.run(move |connection| {
-            let transaction = connection
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
-            let value = work(&transaction)?;
-            transaction.commit().map_err(StoreError::from)?;
-            Ok(value)
-        })
-        .await
+        self.in_transaction(work, Ending::Commit).await
     }
 
     /// Runs `work` in one transaction that is always rolled back, whatever
@@ -396,12 +395,27 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.in_transaction(work, Ending::RollBack).await
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction that ends as `ending` says
+    /// (a commit only when `work` returns `Ok`).
+    async fn in_transaction<T, E, F>(&self, work: F, ending: Ending) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
         self.run(move |connection| {
             let transaction = connection
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(StoreError::from)?;
             let value = work(&transaction);
-            transaction.rollback().map_err(StoreError::from)?;
+            match (ending, &value) {
+                (Ending::Commit, Ok(_)) => transaction.commit(),
+                _ => transaction.rollback(),
+            }
+            .map_err(StoreError::from)?;
             value
         })
         .await

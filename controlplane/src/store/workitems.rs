@@ -292,9 +292,9 @@ pub fn set_status(
         Next::Status(Status::Pending) => {
             history::started(tx, &item, now)?;
             tx.execute(
-            "UPDATE k8sworkitems SET status = ?2, updated_at = ?3, attempts = attempts + 1,
+                "UPDATE k8sworkitems SET status = ?2, updated_at = ?3, attempts = attempts + 1,
                delayed = 0 WHERE request_id = ?1",
-            params![request_id, Status::Pending.as_str(), now],
+                params![request_id, Status::Pending.as_str(), now],
             )?
         }
         Next::Status(status) => {
