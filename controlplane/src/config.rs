@@ -228,6 +228,7 @@ impl Config {
             ("max-lease", self.max_lease),
             ("sweep-interval", self.sweep_interval),
             ("delayed-after", self.delayed_after),
+            ("history-retention", self.history_retention),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
