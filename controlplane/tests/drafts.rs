@@ -166,6 +166,22 @@ async fn validation_locates_every_error_and_writes_nothing() {
     assert_eq!(status.as_u16(), 400, "{body}");
 
     assert_eq!(written(&t), before, "validation wrote something");
+
+    // An installation named like the route: read through a select.
+    a.deploy("c1", "validate").await;
+    let claimed = worker.claim("c1", 0.0).await;
+    let (status, body) = worker.complete(&claimed, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = a.get(VALIDATE).await;
+    assert_eq!(status.as_u16(), 405);
+    let (status, _, found) = a
+        .send(
+            a.request(reqwest::Method::GET, "/api/v1/resources/k8sinstallations")
+                .query(&[("where", r#"{"name": "validate"}"#)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found[0]["name"], "validate", "{found}");
     t.stop().await;
 }
 
