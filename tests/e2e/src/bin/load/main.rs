@@ -23,7 +23,18 @@
 //! observe, the apply and the health wait of the deploy): persisted writes,
 //! dry runs and reads.
 //!
+//! With `--installations N` it runs the scale measurement instead (W1000 is
+//! `--installations 1000 --namespaces 100`): N installations of six objects
+//! spread over `--namespaces` namespaces, one executor each, deployed at once
+//! through the control plane's REST API, then drift, an executor restart
+//! and an unchanged redeploy, and a bare kube-rs server-side-apply loop
+//! writing the same objects for the ratio (see `scale.rs` and
+//! docs/performance.md).
+//!
 //! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
+
+mod scale;
+mod spans;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +75,30 @@ struct Args {
     /// plan: `on` (as deployed) and/or `off` (`--dry-run-wave=false`).
     #[arg(long, value_delimiter = ',', default_value = "on")]
     dry_run_wave: Vec<String>,
+    /// Run the scale measurement with this many installations (1,000 for
+    /// W1000) instead of the latency one.
+    #[arg(long)]
+    installations: Option<usize>,
+    /// Scale run: namespaces (one executor each) the installations are
+    /// spread over, round robin.
+    #[arg(long, default_value_t = 100)]
+    namespaces: usize,
+    /// Scale run: gateways claiming from the one cluster; also the
+    /// concurrency of the bare apply loop it is compared with.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+    /// Scale run: out-of-band changes (a deleted ConfigMap each) whose
+    /// detection is timed.
+    #[arg(long, default_value_t = 100)]
+    drifts: usize,
+    /// Scale run: how drift is detected: `verify` (an on-demand verify is
+    /// requested after each change) or `push` (nothing is requested; the
+    /// system must report it by itself).
+    #[arg(long, default_value = "verify")]
+    drift_detect: String,
+    /// Scale run: the longest wait for each phase, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
 }
 
 #[derive(Debug)]
@@ -108,15 +143,31 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let args = Args::parse();
     anyhow::ensure!(args.deploys > 0, "--deploys must be at least 1");
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    let log = spans::SpanLog::default();
+    let recorded = tracing_subscriber::filter::Targets::new()
+        .with_target("k8sworker_executor", tracing::Level::INFO)
+        .with_target("k8sworker_planner", tracing::Level::INFO)
+        .with_target("k8sworker_gateway", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                ),
         )
-        .with_writer(std::io::stderr)
+        .with((args.installations.is_some()).then(|| log.clone().with_filter(recorded)))
         .init();
+    if let Some(installations) = args.installations {
+        return scale::run(&args, installations, log).await;
+    }
     let cluster = TestCluster::get().await;
     let admin = cluster.admin();
     let namespace = create_namespace(&admin, "load").await;
