@@ -108,7 +108,9 @@ async fn namespaces(
             let hint = format!("{hint}{i}");
             async move {
                 let namespace = create_namespace(&admin, &hint).await;
-                made.lock().expect("namespaces lock").push(namespace.clone());
+                made.lock()
+                    .expect("namespaces lock")
+                    .push(namespace.clone());
                 namespace
             }
         })
@@ -289,14 +291,7 @@ async fn measure(
     };
 
     // ---- restart of one executor, then an unchanged redeploy in its namespace ----------------
-    let restart = restart(
-        scale,
-        &mut executors[0],
-        &identities[0],
-        &vantiq,
-        &gateways,
-    )
-    .await?;
+    let restart = restart(scale, &mut executors[0], &identities[0], &vantiq, &gateways).await?;
     let peak_rss = proc_kib("self", "VmHWM");
 
     let mut summaries = Vec::new();
@@ -312,7 +307,14 @@ async fn measure(
 
     // ---- calibration: the same objects, a bare server-side-apply loop ------------------------
     let bare_namespaces = self::namespaces(admin, "bare", scale.namespaces, made).await;
-    let calibration = bare_apply(admin, &objects_read, &namespaces, &bare_namespaces, scale.gateways).await?;
+    let calibration = bare_apply(
+        admin,
+        &objects_read,
+        &namespaces,
+        &bare_namespaces,
+        scale.gateways,
+    )
+    .await?;
 
     // ---- the tables -------------------------------------------------------------------------
     let cluster_deploy = cluster_cpu_after.delta(&cluster_cpu_deploy);
@@ -467,7 +469,10 @@ async fn measure(
             .join("; "),
     );
     println!("\n{report}");
-    println!("where the time goes (spans of the cold deploy, by name):\n{}", profile(&spans));
+    println!(
+        "where the time goes (spans of the cold deploy, by name):\n{}",
+        profile(&spans)
+    );
     Ok(())
 }
 
@@ -477,10 +482,7 @@ async fn submit(vantiq: &Vantiq, name: &str, namespace: &str) -> anyhow::Result<
         .try_command(CLUSTER, "deploy", sample_deploy(name, namespace, 1, "load"))
         .await;
     anyhow::ensure!(status == 200, "deploy {name}: HTTP {status}: {item}");
-    let request_id = item["requestId"]
-        .as_str()
-        .context("requestId")?
-        .to_owned();
+    let request_id = item["requestId"].as_str().context("requestId")?.to_owned();
     let created = item["createdAt"]
         .as_str()
         .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
@@ -638,7 +640,9 @@ async fn drift(
                 let request = if scale.push_drift {
                     None
                 } else {
-                    let item = vantiq.installation_command(&name, "verify", serde_json::json!({})).await;
+                    let item = vantiq
+                        .installation_command(&name, "verify", serde_json::json!({}))
+                        .await;
                     Some(item["requestId"].as_str().context("requestId")?.to_owned())
                 };
                 anyhow::Ok((name, at, request))
@@ -675,12 +679,15 @@ async fn drift(
     Ok(Drift { latencies })
 }
 
-/// The installations whose ConfigMap the drift phase deletes.
+/// The installations whose ConfigMap the drift phase deletes: evenly
+/// spaced, starting at the second (the first stays intact for the
+/// unchanged redeploy).
 fn drifted(scale: &Scale) -> BTreeSet<usize> {
     let step = (scale.installations / scale.drifts.max(1)).max(1);
     (0..scale.installations)
         .step_by(step)
         .take(scale.drifts)
+        .map(|i| (i + 1) % scale.installations)
         .collect()
 }
 
@@ -787,7 +794,10 @@ async fn managed_objects(
                     .with_context(|| format!("listing {} in {namespace}", $name))?
                 {
                     let body = strip(serde_json::to_value(&object)?);
-                    let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let name = body["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                     objects.push(Object {
                         kind: $name,
                         name,
@@ -968,7 +978,12 @@ impl Calls {
             by_call: self
                 .by_call
                 .iter()
-                .map(|(call, n)| (call.clone(), n - before.by_call.get(call).copied().unwrap_or(0)))
+                .map(|(call, n)| {
+                    (
+                        call.clone(),
+                        n - before.by_call.get(call).copied().unwrap_or(0),
+                    )
+                })
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }
@@ -1099,7 +1114,12 @@ impl Table {
 
 impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let width = self.0.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+        let width = self
+            .0
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0);
         writeln!(f, "| {:<width$} | value |", "figure")?;
         writeln!(f, "|{}|---|", "-".repeat(width + 2))?;
         for (name, value) in &self.0 {
