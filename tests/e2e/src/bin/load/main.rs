@@ -99,6 +99,14 @@ struct Args {
     /// Scale run: the longest wait for each phase, in seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
+    /// Scale run: the executors of the first this many namespaces run as
+    /// processes of the executor binary (their RSS is then their own).
+    #[arg(long, default_value_t = 0)]
+    process_executors: usize,
+    /// Scale run: the executor binary for `--process-executors`; default
+    /// `k8sworker-executor` next to this binary.
+    #[arg(long)]
+    executor_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]

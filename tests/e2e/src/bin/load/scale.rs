@@ -8,11 +8,17 @@
 //! thread and runtime, its namespace's ServiceAccount token, mutual TLS, as
 //! deployed), one planner, `--gateways` gateways, one control plane. Memory
 //! and CPU are therefore this process's (`/proc/self`); the executors' share
-//! is estimated from the growth of the RSS while they start.
+//! is estimated from the growth of the RSS while they start. With
+//! `--process-executors K` the first K namespaces' executors are the
+//! executor binary instead, each in a process of its own, for their own RSS;
+//! their spans and API calls are not seen here, so the per-deploy phases and
+//! call counts are those of the other executors' installations.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +33,7 @@ use k8sworker_executor::ExecutorConfig;
 use k8sworker_gateway::{Event, Report};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
 use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, TestCluster};
+use k8sworker_tls::Identity;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::Value;
@@ -47,6 +54,10 @@ struct Scale {
     drifts: usize,
     push_drift: bool,
     timeout: Duration,
+    /// The first this many namespaces get an executor process.
+    process_executors: usize,
+    /// The executor binary they run.
+    executor_bin: PathBuf,
 }
 
 /// One deploy as submitted.
@@ -74,7 +85,24 @@ pub async fn run(args: &Args, installations: usize, log: SpanLog) -> anyhow::Res
         drifts: args.drifts.min(installations),
         push_drift,
         timeout: Duration::from_secs(args.timeout_secs),
+        process_executors: args
+            .process_executors
+            .min(args.namespaces.min(installations)),
+        executor_bin: match &args.executor_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("this binary's directory")?
+                .join("k8sworker-executor"),
+        },
     };
+    if scale.process_executors > 0 {
+        anyhow::ensure!(
+            scale.executor_bin.is_file(),
+            "no executor binary at {} (build it, or give --executor-bin)",
+            scale.executor_bin.display()
+        );
+    }
     let cluster = TestCluster::get().await;
     let admin = cluster.admin();
     let made = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -151,14 +179,18 @@ async fn measure(
         .await;
     let rss_before_executors = proc_kib("self", "VmRSS");
     let mut executors = Vec::with_capacity(identities.len());
-    for identity in &identities {
-        executors.push(
-            RunningExecutor::start(
-                identity.config().await,
-                executor_config(&identity.namespace),
+    for (index, identity) in identities.iter().enumerate() {
+        executors.push(if index < scale.process_executors {
+            Executor::Process(ExecutorProcess::spawn(&scale.executor_bin, identity, None).await?)
+        } else {
+            Executor::InProcess(
+                RunningExecutor::start(
+                    identity.config().await,
+                    executor_config(&identity.namespace),
+                )
+                .await,
             )
-            .await,
-        );
+        });
     }
     let rss_after_executors = proc_kib("self", "VmRSS");
     let control_plane = ControlPlane::start(|config| {
@@ -168,7 +200,7 @@ async fn measure(
     .await;
     let endpoints: Vec<(&str, String)> = executors
         .iter()
-        .map(|e| (e.namespace.as_str(), e.endpoint()))
+        .map(|e| (e.namespace(), e.endpoint()))
         .collect();
     let planner = RunningPlanner::start(&endpoints).await;
     let vantiq = control_plane.admin().await;
@@ -195,6 +227,7 @@ async fn measure(
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = proc_kib("self", "VmRSS");
+    let idle_processes = process_rss(&executors, "VmRSS");
     log.take();
 
     // ---- cold deploy ------------------------------------------------------------------------
@@ -279,6 +312,7 @@ async fn measure(
     let cold = since(last_write);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let steady_rss = proc_kib("self", "VmRSS");
+    let steady_processes = process_rss(&executors, "VmRSS");
 
     // The objects as written, for the calibration (before drift deletes some).
     let objects_read = managed_objects(admin, &namespaces).await?;
@@ -289,6 +323,9 @@ async fn measure(
     } else {
         None
     };
+
+    // Before the restart, which replaces one of them.
+    let peak_processes = process_rss(&executors, "VmHWM");
 
     // ---- restart of one executor, then an unchanged redeploy in its namespace ----------------
     let restart = restart(scale, &mut executors[0], &identities[0], &vantiq, &gateways).await?;
@@ -301,7 +338,7 @@ async fn measure(
     drop(planner);
     let executor_count = executors.len();
     for mut executor in executors {
-        executor.kill();
+        executor.kill().await;
     }
     let api_after = apiserver_requests(admin).await?;
 
@@ -318,20 +355,21 @@ async fn measure(
 
     // ---- the tables -------------------------------------------------------------------------
     let cluster_deploy = cluster_cpu_after.delta(&cluster_cpu_deploy);
-    let ratio = (writes as f64 / cold.as_secs_f64()) / calibration.objects_per_second();
+    // Every deploy completed, so every object was written.
+    let ratio = (objects as f64 / cold.as_secs_f64()) / calibration.objects_per_second();
     report.row(
         "workload",
         format!(
-            "{} installations × 6 objects in {} namespaces; {} gateway(s), 1 planner, {} executors (in-process, mutual TLS)",
-            scale.installations, scale.namespaces, scale.gateways, executor_count
+            "{} installations × 6 objects in {} namespaces; {} gateway(s), 1 planner, {} executors ({} processes, the rest in-process; mutual TLS)",
+            scale.installations, scale.namespaces, scale.gateways, executor_count, scale.process_executors
         ),
     );
     report.row(
         "cold deploy, wall (until every write acknowledged)",
         format!(
-            "{:.1} s, {writes} writes ({objects} objects expected) = {:.1} objects/s (submitting took {:.1} s)",
+            "{:.1} s, {objects} objects = {:.1} objects/s ({writes} writes seen in the in-process executors' spans; submitting took {:.1} s)",
             cold.as_secs_f64(),
-            writes as f64 / cold.as_secs_f64(),
+            objects as f64 / cold.as_secs_f64(),
             submit_time.as_secs_f64()
         ),
     );
@@ -379,7 +417,11 @@ async fn measure(
         ),
     );
     let calls = calls_after.delta(&calls_before);
-    let per = scale.installations as f64;
+    // The installations of the in-process executors, whose calls are counted.
+    let per = (0..scale.installations)
+        .filter(|i| i % scale.namespaces >= scale.process_executors)
+        .count()
+        .max(1) as f64;
     report.row(
         "executor API calls per fresh deploy",
         format!(
@@ -407,6 +449,21 @@ async fn measure(
             mib(peak_rss)
         ),
     );
+    if !idle_processes.is_empty() {
+        report.row(
+            &format!(
+                "executor processes ({}, {} installations each): RSS idle / steady / peak, mean (max)",
+                idle_processes.len(),
+                scale.installations / scale.namespaces
+            ),
+            format!(
+                "{} / {} / {} MiB",
+                mean_max(&idle_processes),
+                mean_max(&steady_processes),
+                mean_max(&peak_processes)
+            ),
+        );
+    }
     report.row(
         "executor RSS, estimated (growth while starting them ÷ count)",
         format!(
@@ -441,15 +498,28 @@ async fn measure(
         );
     }
     report.row(
-        "executor restart → first Observe answered",
-        format!(
-            "{} ; {} writes, {} reads until then, {} writes in the {} s after",
-            ms(restart.ready),
-            restart.writes_until_ready,
-            restart.reads_until_ready,
-            restart.writes_after,
-            RESTART_WATCH.as_secs()
+        &format!(
+            "executor restart ({}) → first Observe answered",
+            if scale.process_executors > 0 {
+                "a process: killed, started again"
+            } else {
+                "in-process: its runtime dropped, started again"
+            }
         ),
+        match restart.calls {
+            Some((until_ready, after)) => format!(
+                "{} ; {} writes, {} reads until then (the Observe's own included), {} writes in the {} s after",
+                ms(restart.ready),
+                until_ready.writes,
+                until_ready.reads,
+                after.writes,
+                RESTART_WATCH.as_secs()
+            ),
+            None => format!(
+                "{} (a process: its API calls are not counted here)",
+                ms(restart.ready)
+            ),
+        },
     );
     if let Some(redeploy) = &restart.unchanged_redeploy {
         report.row(
@@ -698,9 +768,8 @@ const RESTART_WATCH: Duration = Duration::from_secs(2);
 
 struct Restart {
     ready: Duration,
-    writes_until_ready: u64,
-    reads_until_ready: u64,
-    writes_after: u64,
+    /// Calls until ready, and in [`RESTART_WATCH`] after (in-process only).
+    calls: Option<(Calls, Calls)>,
     unchanged_redeploy: Option<Calls>,
 }
 
@@ -709,18 +778,18 @@ struct Restart {
 /// unchanged installation of its namespace.
 async fn restart(
     scale: &Scale,
-    executor: &mut RunningExecutor,
+    executor: &mut Executor,
     identity: &ExecutorIdentity,
     vantiq: &Vantiq,
     gateways: &[RunningGateway],
 ) -> anyhow::Result<Restart> {
-    let address: SocketAddr = executor.address;
-    let namespace = executor.namespace.clone();
-    let kube_config = identity.config().await;
-    executor.kill();
-    let killed = Instant::now();
-    *executor = RunningExecutor::start_at(kube_config, executor_config(&namespace), address).await;
-    let mut client = executor.client().await;
+    let namespace = executor.namespace().to_owned();
+    let killed = executor.restart(scale, identity).await?;
+    let mut client = k8sworker_testsupport::pki::executor_client(
+        &executor.endpoint(),
+        &namespace,
+        Some(&Identity::Planner),
+    );
     let request = k8sworker_proto::v1::ObserveRequest {
         namespace: namespace.clone(),
         installation: installation(0),
@@ -737,33 +806,203 @@ async fn restart(
         }
     }
     let ready = killed.elapsed();
-    let calls = executor.calls();
-    let (writes_until_ready, reads_until_ready) = (calls.writes(), calls.reads());
+    let until_ready = executor.calls().map(Calls::of);
     tokio::time::sleep(RESTART_WATCH).await;
-    let writes_after = calls.writes() - writes_until_ready;
+    let calls = match (until_ready, executor.calls()) {
+        (Some(until_ready), Some(now)) => {
+            let after = Calls::of(now).delta(&until_ready);
+            Some((until_ready, after))
+        }
+        _ => None,
+    };
 
     // Unchanged: an installation of this namespace the drift phase left alone.
     let drifted = drifted(scale);
     let target = (0..scale.installations)
         .step_by(scale.namespaces)
         .find(|i| !drifted.contains(i));
+    let before = executor.calls().map(Calls::of);
     let unchanged_redeploy = match target {
         Some(i) => {
-            let before = Calls::of(calls);
             let item = submit(vantiq, &installation(i), &namespace).await?;
             let ids = BTreeSet::from([item.request_id.as_str()]);
             wait_reported(gateways, &ids, scale.timeout, "unchanged redeploy").await?;
-            Some(Calls::of(calls).delta(&before))
+            match (executor.calls(), before) {
+                (Some(now), Some(before)) => Some(Calls::of(now).delta(&before)),
+                _ => None,
+            }
         }
         None => None,
     };
     Ok(Restart {
         ready,
-        writes_until_ready,
-        reads_until_ready,
-        writes_after,
+        calls,
         unchanged_redeploy,
     })
+}
+
+// ---- executors -----------------------------------------------------------------------------------
+
+/// An executor of the run.
+enum Executor {
+    /// In this process, on its own runtime.
+    InProcess(RunningExecutor),
+    /// The executor binary in a process of its own.
+    Process(ExecutorProcess),
+}
+
+impl Executor {
+    fn namespace(&self) -> &str {
+        match self {
+            Executor::InProcess(e) => &e.namespace,
+            Executor::Process(p) => &p.namespace,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        match self {
+            Executor::InProcess(e) => e.endpoint(),
+            Executor::Process(p) => format!("https://{}", p.address),
+        }
+    }
+
+    /// Its Kubernetes API calls, when it runs in this process.
+    fn calls(&self) -> Option<&k8sworker_executor::calls::ApiCalls> {
+        match self {
+            Executor::InProcess(e) => Some(e.calls()),
+            Executor::Process(_) => None,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Executor::InProcess(_) => None,
+            Executor::Process(p) => p.child.id(),
+        }
+    }
+
+    async fn kill(&mut self) {
+        match self {
+            Executor::InProcess(e) => e.kill(),
+            Executor::Process(p) => {
+                let _ = p.child.kill().await;
+            }
+        }
+    }
+
+    /// Kills it and starts it again on the same address; when it was
+    /// killed.
+    async fn restart(
+        &mut self,
+        scale: &Scale,
+        identity: &ExecutorIdentity,
+    ) -> anyhow::Result<Instant> {
+        let kube_config = identity.config().await;
+        let (address, in_process) = match self {
+            Executor::InProcess(e) => (e.address, true),
+            Executor::Process(p) => (p.address, false),
+        };
+        self.kill().await;
+        let killed = Instant::now();
+        *self = if in_process {
+            Executor::InProcess(
+                RunningExecutor::start_at(
+                    kube_config,
+                    executor_config(&identity.namespace),
+                    address,
+                )
+                .await,
+            )
+        } else {
+            Executor::Process(
+                ExecutorProcess::spawn(&scale.executor_bin, identity, Some(address)).await?,
+            )
+        };
+        Ok(killed)
+    }
+}
+
+/// The executor binary serving one namespace with its ServiceAccount token
+/// and certificate, on loopback.
+struct ExecutorProcess {
+    child: tokio::process::Child,
+    namespace: String,
+    address: SocketAddr,
+}
+
+impl ExecutorProcess {
+    /// Starts it (on `address`, else a free port) and waits until it
+    /// accepts connections.
+    async fn spawn(
+        bin: &Path,
+        identity: &ExecutorIdentity,
+        address: Option<SocketAddr>,
+    ) -> anyhow::Result<ExecutorProcess> {
+        let address = match address {
+            Some(address) => address,
+            None => free_port()?,
+        };
+        let health = free_port()?;
+        let tls_dir =
+            k8sworker_testsupport::pki::dir(&Identity::executor(identity.namespace.clone()));
+        let child = tokio::process::Command::new(bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg(address.to_string())
+            .arg("--health-listen")
+            .arg(health.to_string())
+            .arg("--tls-dir")
+            .arg(&tls_dir)
+            .arg("--namespace")
+            .arg(&identity.namespace)
+            .arg("--allowed-tenant")
+            .arg(k8sworker_testsupport::plans::tenant().to_string())
+            .arg("--health-timeout")
+            .arg("300")
+            .env("KUBECONFIG", &identity.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the executor of {} does not listen on {address}",
+                identity.namespace
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(ExecutorProcess {
+            child,
+            namespace: identity.namespace.clone(),
+            address,
+        })
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A `/proc` memory value of every executor process, in KiB.
+fn process_rss(executors: &[Executor], key: &str) -> Vec<u64> {
+    executors
+        .iter()
+        .filter_map(Executor::pid)
+        .map(|pid| proc_kib(&pid.to_string(), key))
+        .collect()
+}
+
+fn mean_max(kib: &[u64]) -> String {
+    let max = kib.iter().copied().max().unwrap_or(0);
+    let mean = kib.iter().sum::<u64>() / kib.len().max(1) as u64;
+    format!("{} ({})", mib(mean), mib(max))
 }
 
 // ---- calibration ---------------------------------------------------------------------------------
@@ -990,10 +1229,10 @@ impl Calls {
     }
 }
 
-fn executor_calls(executors: &[RunningExecutor]) -> Calls {
+fn executor_calls(executors: &[Executor]) -> Calls {
     let mut sum = Calls::default();
-    for executor in executors {
-        sum.add(&Calls::of(executor.calls()));
+    for calls in executors.iter().filter_map(Executor::calls) {
+        sum.add(&Calls::of(calls));
     }
     sum
 }
