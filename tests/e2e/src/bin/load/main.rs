@@ -35,6 +35,9 @@
 
 mod scale;
 mod spans;
+mod stats;
+
+use stats::{ms, stats};
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -119,36 +122,6 @@ struct Sample {
     reads: u64,
 }
 
-#[derive(Debug)]
-struct Stats {
-    p50: Duration,
-    p95: Duration,
-    p99: Duration,
-    max: Duration,
-    mean: Duration,
-}
-
-/// Nearest-rank percentiles.
-fn stats(mut values: Vec<Duration>) -> Stats {
-    values.sort();
-    let rank = |p: f64| {
-        let index = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-        values[index]
-    };
-    let total: Duration = values.iter().sum();
-    Stats {
-        p50: rank(0.50),
-        p95: rank(0.95),
-        p99: rank(0.99),
-        max: *values.last().expect("at least one sample"),
-        mean: total / values.len() as u32,
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
@@ -174,7 +147,17 @@ async fn main() -> anyhow::Result<()> {
         .with((args.installations.is_some()).then(|| log.clone().with_filter(recorded)))
         .init();
     if let Some(installations) = args.installations {
-        return scale::run(&args, installations, log).await;
+        let options = scale::Options {
+            installations,
+            namespaces: args.namespaces,
+            gateways: args.gateways,
+            drifts: args.drifts,
+            drift_detect: args.drift_detect.clone(),
+            timeout_secs: args.timeout_secs,
+            process_executors: args.process_executors,
+            executor_bin: args.executor_bin.clone(),
+        };
+        return scale::run(&options, log).await;
     }
     let cluster = TestCluster::get().await;
     let admin = cluster.admin();

@@ -39,7 +39,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::spans::{SpanLog, SpanRecord};
-use super::{Args, ms, stats};
+use super::stats::{ms, stats};
 
 /// The label of the objects the executor manages.
 const MANAGED: &str = "app.kubernetes.io/managed-by=k8sworker";
@@ -67,9 +67,30 @@ struct Submitted {
     created: SystemTime,
 }
 
+/// The scale run's command-line options (see the driver's `--help`).
+pub struct Options {
+    /// Installations deployed.
+    pub installations: usize,
+    /// Namespaces they are spread over, one executor each.
+    pub namespaces: usize,
+    /// Gateways, also the calibration loop's concurrency.
+    pub gateways: usize,
+    /// Out-of-band changes timed.
+    pub drifts: usize,
+    /// `verify` or `push`.
+    pub drift_detect: String,
+    /// The longest wait of each phase, in seconds.
+    pub timeout_secs: u64,
+    /// Namespaces whose executor is a process of its own.
+    pub process_executors: usize,
+    /// The executor binary for those.
+    pub executor_bin: Option<PathBuf>,
+}
+
 /// Runs the scale measurement and prints its tables; every namespace it
 /// made is deleted, also when it fails.
-pub async fn run(args: &Args, installations: usize, log: SpanLog) -> anyhow::Result<()> {
+pub async fn run(args: &Options, log: SpanLog) -> anyhow::Result<()> {
+    let installations = args.installations;
     anyhow::ensure!(installations > 0, "--installations must be at least 1");
     anyhow::ensure!(args.namespaces > 0, "--namespaces must be at least 1");
     anyhow::ensure!(args.gateways > 0, "--gateways must be at least 1");
