@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8sworker_e2e::stack::gateway_config;
+use k8sworker_e2e::stack::production_gateway_config;
 use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, sample_deploy};
 use k8sworker_gateway::{ClaimMode, Event, Report};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
@@ -295,13 +295,9 @@ async fn run_mode(
     let vantiq = control_plane.admin().await;
     vantiq.create_cluster(CLUSTER).await;
     let token = vantiq.worker_token("load").await;
-    let mut config = gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
     // Production defaults, except the claim mode under test.
-    let defaults = k8sworker_gateway::Config::new("x", "http://x", token.clone(), "http://x");
-    config.poll_interval = defaults.poll_interval;
-    config.idle_poll_max = defaults.idle_poll_max;
-    config.long_poll_wait = defaults.long_poll_wait;
-    config.lease = defaults.lease;
+    let mut config =
+        production_gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
     config.claim_mode = claim_mode;
     if !tls {
         config.tls = k8sworker_tls::TlsArgs::plaintext();

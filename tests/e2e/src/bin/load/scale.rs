@@ -27,7 +27,7 @@ use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8sworker_e2e::stack::gateway_config;
+use k8sworker_e2e::stack::production_gateway_config;
 use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, Vantiq, sample_deploy};
 use k8sworker_executor::ExecutorConfig;
 use k8sworker_gateway::{Event, Report};
@@ -229,15 +229,12 @@ async fn measure(
     let token = vantiq.worker_token("load").await;
     let mut gateways = Vec::with_capacity(scale.gateways);
     for _ in 0..scale.gateways {
-        let mut config = gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
-        // Production defaults for polling and leases.
-        let defaults = k8sworker_gateway::Config::new("x", "http://x", token.clone(), "http://x");
-        config.poll_interval = defaults.poll_interval;
-        config.idle_poll_max = defaults.idle_poll_max;
-        config.long_poll_wait = defaults.long_poll_wait;
-        config.lease = defaults.lease;
-        config.claim_mode = defaults.claim_mode;
-        gateways.push(RunningGateway::start(config));
+        gateways.push(RunningGateway::start(production_gateway_config(
+            CLUSTER,
+            &control_plane.url(),
+            &token,
+            &planner.url(),
+        )));
     }
     eprintln!(
         "stack up in {:.1} s: {} namespaces, {} executors, 1 planner, {} gateways",
@@ -1113,6 +1110,26 @@ fn strip(mut body: Value) -> Value {
     body
 }
 
+/// One server-side apply as the bare loop's field manager, forced.
+async fn apply<K>(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    patch: &Patch<&Value>,
+) -> kube::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let params = PatchParams::apply("k8sworker-load-bare").force();
+    Api::<K>::namespaced(client, namespace)
+        .patch(name, &params, patch)
+        .await
+        .map(drop)
+}
+
 struct Calibration {
     objects: usize,
     wall: Duration,
@@ -1141,12 +1158,10 @@ async fn bare_apply(
         .zip(bare.iter().map(String::as_str))
         .collect();
     let count: usize = objects.values().map(Vec::len).sum();
-    let params = PatchParams::apply("k8sworker-load-bare").force();
     let started = Instant::now();
     futures::stream::iter(objects)
         .map(|((index, _), installation)| {
             let namespace = pairing[namespaces[*index].as_str()];
-            let params = &params;
             async move {
                 for object in installation {
                     let mut body = object.body.clone();
@@ -1155,26 +1170,13 @@ async fn bare_apply(
                     let client = admin.clone();
                     let name = object.name.as_str();
                     let written = match object.kind {
-                        "ConfigMap" => Api::<ConfigMap>::namespaced(client, namespace)
-                            .patch(name, params, &patch)
-                            .await
-                            .map(drop),
-                        "Secret" => Api::<Secret>::namespaced(client, namespace)
-                            .patch(name, params, &patch)
-                            .await
-                            .map(drop),
-                        "Service" => Api::<Service>::namespaced(client, namespace)
-                            .patch(name, params, &patch)
-                            .await
-                            .map(drop),
-                        "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
-                            .patch(name, params, &patch)
-                            .await
-                            .map(drop),
-                        _ => Api::<Ingress>::namespaced(client, namespace)
-                            .patch(name, params, &patch)
-                            .await
-                            .map(drop),
+                        "ConfigMap" => apply::<ConfigMap>(client, namespace, name, &patch).await,
+                        "Secret" => apply::<Secret>(client, namespace, name, &patch).await,
+                        "Service" => apply::<Service>(client, namespace, name, &patch).await,
+                        "StatefulSet" => {
+                            apply::<StatefulSet>(client, namespace, name, &patch).await
+                        }
+                        _ => apply::<Ingress>(client, namespace, name, &patch).await,
                     };
                     written.with_context(|| {
                         format!("bare apply of {} {namespace}/{name}", object.kind)
