@@ -336,11 +336,13 @@ async fn measure(
     let objects_read = managed_objects(admin, &namespaces).await?;
 
     // ---- drift ------------------------------------------------------------------------------
+    let before_drift = executor_calls(&executors);
     let drift = if scale.drifts > 0 {
         Some(drift(scale, admin, &vantiq, &namespaces, &log).await?)
     } else {
         None
     };
+    let drift_calls = executor_calls(&executors).delta(&before_drift);
 
     // Before the restart, which replaces one of them.
     let peak_processes = process_rss(&executors, "VmHWM");
@@ -513,6 +515,21 @@ async fn measure(
                 }
             ),
             format!("p50 {}  p99 {}  max {}", ms(s.p50), ms(s.p99), ms(s.max)),
+        );
+        // The verifies of the in-process executors' installations.
+        let verifies = drifted(scale)
+            .iter()
+            .filter(|i| *i % scale.namespaces >= scale.process_executors)
+            .count()
+            .max(1) as f64;
+        report.row(
+            "executor API calls per verify (of a damaged installation)",
+            format!(
+                "{:.1} writes, {:.1} reads ({:.1} in all)",
+                drift_calls.writes as f64 / verifies,
+                drift_calls.reads as f64 / verifies,
+                drift_calls.total as f64 / verifies
+            ),
         );
     }
     report.row(
