@@ -8,6 +8,9 @@
 # Tests that need the cluster are marked #[ignore] so that a plain `cargo test`
 # without one stays quick and says what it left out; this script runs them all.
 #
+# Without arguments it ends with a bounded W100 load run (the load driver's
+# scale mode, about a minute).
+#
 # Usage: scripts/test.sh [test name filter and other test-binary arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,3 +60,11 @@ deploy/check.sh
 
 step "running the tests"
 cargo test --workspace --locked --no-fail-fast -- --include-ignored "$@"
+
+# A bounded W100 (docs/performance.md): the scale run end to end, failing on any
+# error or on a phase that outlasts its timeout. Only in a full run (no filter).
+if [[ $# == 0 ]]; then
+	step "load smoke run: W100 (100 installations in 10 namespaces)"
+	timeout 300 cargo run --locked -q -p k8sworker-e2e --bin k8sworker-load -- \
+		--installations 100 --namespaces 10 --gateways 8 --drifts 20 --timeout-secs 120
+fi

@@ -161,6 +161,8 @@ wait_for etcd "/health ok" curl -fsS --max-time 2 "$etcd/health"
 # Pods need not wait for their namespace's "default" ServiceAccount.
 # Nodes are reached (logs, exec) by InternalIP only, i.e. 127.0.0.1, never by a DNS
 # lookup of the Node name.
+# A /16 of Service addresses: the W1000 load run alone makes 2,000 Services with one
+# (its own and its calibration's); a /24 holds 254.
 start kube-apiserver "$bin/kube-apiserver" \
 	--etcd-servers "$etcd" \
 	--bind-address 127.0.0.1 --secure-port "$api_port" \
@@ -168,7 +170,7 @@ start kube-apiserver "$bin/kube-apiserver" \
 	--tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
 	--client-ca-file "$dir/pki/ca.crt" \
 	--authorization-mode RBAC \
-	--service-cluster-ip-range 10.0.0.0/24 \
+	--service-cluster-ip-range 10.0.0.0/16 \
 	--service-account-issuer "$api" \
 	--service-account-key-file "$dir/pki/sa.pub" \
 	--service-account-signing-key-file "$dir/pki/sa.key" \
@@ -361,16 +363,22 @@ kubectl -n kube-public create configmap k8sworker-testcluster \
 # ---- kube-controller-manager, kube-scheduler --------------------------------------------------
 # No --authentication/--authorization-kubeconfig: their health endpoints are always
 # allowed, and without a front-proxy CA on the apiserver those flags only add errors.
+# Client rate limits well above the defaults (controller-manager 20 qps, burst 30;
+# scheduler 50/100) and more StatefulSet workers (default 5): otherwise creating and
+# binding the Pods of a thousand StatefulSets (the W1000 load run) is limited by these
+# two clients, not by what is measured.
 start kube-controller-manager "$bin/kube-controller-manager" \
 	--kubeconfig "$kc" \
 	--bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
 	--flex-volume-plugin-dir "$dir/flexvolume" \
 	--controllers '*' --use-service-account-credentials=false \
 	--service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$dir/pki/ca.crt" \
-	--cluster-name k8sworker-test --profiling=false
+	--cluster-name k8sworker-test --profiling=false \
+	--kube-api-qps 500 --kube-api-burst 1000 --concurrent-statefulset-syncs 20
 start kube-scheduler "$bin/kube-scheduler" \
 	--kubeconfig "$kc" \
-	--bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false --profiling=false
+	--bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false --profiling=false \
+	--kube-api-qps 500 --kube-api-burst 1000
 wait_for kube-controller-manager "/healthz ok" curl -fsSk --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
 wait_for kube-scheduler "/healthz ok" curl -fsSk --max-time 2 "https://127.0.0.1:$scheduler_port/healthz"
 # The ServiceAccount controller has synced once "default" exists in "default".

@@ -285,6 +285,24 @@ pub fn gateway_config(
     config
 }
 
+/// As [`gateway_config`], with the production defaults for polling,
+/// long-polls, leases and the claim mode: what the load driver measures.
+pub fn production_gateway_config(
+    cluster: &str,
+    control_plane: &str,
+    token: &AccessToken,
+    planner: &str,
+) -> Config {
+    let mut config = gateway_config(cluster, control_plane, token, planner);
+    let defaults = Config::new(cluster, control_plane, token.clone(), planner);
+    config.poll_interval = defaults.poll_interval;
+    config.idle_poll_max = defaults.idle_poll_max;
+    config.long_poll_wait = defaults.long_poll_wait;
+    config.lease = defaults.lease;
+    config.claim_mode = defaults.claim_mode;
+    config
+}
+
 /// A gateway running on the test runtime.
 #[derive(Debug)]
 pub struct RunningGateway {

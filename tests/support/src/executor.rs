@@ -34,20 +34,34 @@ impl RunningExecutor {
     /// certificate ([`crate::pki`]).
     pub async fn start(kube_config: kube::Config, config: ExecutorConfig) -> Self {
         let tls = crate::pki::tls(&Identity::executor(config.namespace.clone()));
-        Self::serving(kube_config, config, Some(tls)).await
+        Self::serving(kube_config, config, Some(tls), None).await
+    }
+
+    /// As [`RunningExecutor::start`], listening on `address` (where an
+    /// executor of the same namespace listened before it was killed: a
+    /// restart that its planner reaches without being told). Binding is
+    /// retried for up to 5 s while the old listener's port is released.
+    pub async fn start_at(
+        kube_config: kube::Config,
+        config: ExecutorConfig,
+        address: SocketAddr,
+    ) -> Self {
+        let tls = crate::pki::tls(&Identity::executor(config.namespace.clone()));
+        Self::serving(kube_config, config, Some(tls), Some(address)).await
     }
 
     /// As [`RunningExecutor::start`], but plaintext on loopback and nobody
     /// checked (`--insecure-plaintext`): the load driver's baseline.
     pub async fn start_plaintext(kube_config: kube::Config, mut config: ExecutorConfig) -> Self {
         config.authentication = k8sworker_tls::Authentication::Off;
-        Self::serving(kube_config, config, None).await
+        Self::serving(kube_config, config, None, None).await
     }
 
     async fn serving(
         kube_config: kube::Config,
         config: ExecutorConfig,
         tls: Option<k8sworker_tls::Tls>,
+        address: Option<SocketAddr>,
     ) -> Self {
         let namespace = config.namespace.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -64,9 +78,7 @@ impl RunningExecutor {
                 runtime.block_on(async move {
                     let client = kube::Client::try_from(kube_config).expect("executor kube client");
                     let executor = ExecutorService::new(config, client);
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("executor listens on loopback");
+                    let listener = bind(address).await;
                     let address = listener.local_addr().expect("bound address");
                     let _ = ready.send((address, executor.api_calls()));
                     tokio::select! {
@@ -142,6 +154,26 @@ impl RunningExecutor {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Listens on `address`, or on an ephemeral loopback port without one.
+async fn bind(address: Option<SocketAddr>) -> tokio::net::TcpListener {
+    let Some(address) = address else {
+        return tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("executor listens on loopback");
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(%error, %address, "executor: retrying bind");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("executor cannot listen on {address}: {error}"),
         }
     }
 }

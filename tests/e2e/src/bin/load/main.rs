@@ -23,14 +23,28 @@
 //! observe, the apply and the health wait of the deploy): persisted writes,
 //! dry runs and reads.
 //!
+//! With `--installations N` it runs the scale measurement instead (W1000 is
+//! `--installations 1000 --namespaces 100`): N installations of six objects
+//! spread over `--namespaces` namespaces, one executor each, deployed at once
+//! through the control plane's REST API, then drift, an executor restart
+//! and an unchanged redeploy, and a bare kube-rs server-side-apply loop
+//! writing the same objects for the ratio (see `scale.rs` and
+//! docs/performance.md).
+//!
 //! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
+
+mod scale;
+mod spans;
+mod stats;
+
+use stats::{ms, stats};
 
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8sworker_e2e::stack::gateway_config;
+use k8sworker_e2e::stack::production_gateway_config;
 use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, sample_deploy};
 use k8sworker_gateway::{ClaimMode, Event, Report};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
@@ -64,6 +78,38 @@ struct Args {
     /// plan: `on` (as deployed) and/or `off` (`--dry-run-wave=false`).
     #[arg(long, value_delimiter = ',', default_value = "on")]
     dry_run_wave: Vec<String>,
+    /// Run the scale measurement with this many installations (1,000 for
+    /// W1000) instead of the latency one.
+    #[arg(long)]
+    installations: Option<usize>,
+    /// Scale run: namespaces (one executor each) the installations are
+    /// spread over, round robin.
+    #[arg(long, default_value_t = 100)]
+    namespaces: usize,
+    /// Scale run: gateways claiming from the one cluster; also the
+    /// concurrency of the bare apply loop it is compared with.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+    /// Scale run: out-of-band changes (a deleted ConfigMap each) whose
+    /// detection is timed.
+    #[arg(long, default_value_t = 100)]
+    drifts: usize,
+    /// Scale run: how drift is detected: `verify` (an on-demand verify is
+    /// requested after each change) or `push` (nothing is requested; the
+    /// system must report it by itself).
+    #[arg(long, default_value = "verify")]
+    drift_detect: String,
+    /// Scale run: the longest wait for each phase, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// Scale run: the executors of the first this many namespaces run as
+    /// processes of the executor binary (their RSS is then their own).
+    #[arg(long, default_value_t = 0)]
+    process_executors: usize,
+    /// Scale run: the executor binary for `--process-executors`; default
+    /// `k8sworker-executor` next to this binary.
+    #[arg(long)]
+    executor_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -76,47 +122,43 @@ struct Sample {
     reads: u64,
 }
 
-#[derive(Debug)]
-struct Stats {
-    p50: Duration,
-    p95: Duration,
-    p99: Duration,
-    max: Duration,
-    mean: Duration,
-}
-
-/// Nearest-rank percentiles.
-fn stats(mut values: Vec<Duration>) -> Stats {
-    values.sort();
-    let rank = |p: f64| {
-        let index = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-        values[index]
-    };
-    let total: Duration = values.iter().sum();
-    Stats {
-        p50: rank(0.50),
-        p95: rank(0.95),
-        p99: rank(0.99),
-        max: *values.last().expect("at least one sample"),
-        mean: total / values.len() as u32,
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let args = Args::parse();
     anyhow::ensure!(args.deploys > 0, "--deploys must be at least 1");
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    let log = spans::SpanLog::default();
+    let recorded = tracing_subscriber::filter::Targets::new()
+        .with_target("k8sworker_executor", tracing::Level::INFO)
+        .with_target("k8sworker_planner", tracing::Level::INFO)
+        .with_target("k8sworker_gateway", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                ),
         )
-        .with_writer(std::io::stderr)
+        .with((args.installations.is_some()).then(|| log.clone().with_filter(recorded)))
         .init();
+    if let Some(installations) = args.installations {
+        let options = scale::Options {
+            installations,
+            namespaces: args.namespaces,
+            gateways: args.gateways,
+            drifts: args.drifts,
+            drift_detect: args.drift_detect.clone(),
+            timeout_secs: args.timeout_secs,
+            process_executors: args.process_executors,
+            executor_bin: args.executor_bin.clone(),
+        };
+        return scale::run(&options, log).await;
+    }
     let cluster = TestCluster::get().await;
     let admin = cluster.admin();
     let namespace = create_namespace(&admin, "load").await;
@@ -253,13 +295,9 @@ async fn run_mode(
     let vantiq = control_plane.admin().await;
     vantiq.create_cluster(CLUSTER).await;
     let token = vantiq.worker_token("load").await;
-    let mut config = gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
     // Production defaults, except the claim mode under test.
-    let defaults = k8sworker_gateway::Config::new("x", "http://x", token.clone(), "http://x");
-    config.poll_interval = defaults.poll_interval;
-    config.idle_poll_max = defaults.idle_poll_max;
-    config.long_poll_wait = defaults.long_poll_wait;
-    config.lease = defaults.lease;
+    let mut config =
+        production_gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
     config.claim_mode = claim_mode;
     if !tls {
         config.tls = k8sworker_tls::TlsArgs::plaintext();
