@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
@@ -205,7 +205,11 @@ pub const ENTRY_TYPES: &[EntryType] = &[
             prop("commands", "Commands (one per line)", Kind::Lines),
             prop("port", "Port (number or name)", Kind::Text),
             prop("path", "HTTP path", Kind::Text),
-            prop("headers", "HTTP headers (Name: value per line)", Kind::Headers),
+            prop(
+                "headers",
+                "HTTP headers (Name: value per line)",
+                Kind::Headers,
+            ),
             prop("initialDelaySeconds", "Initial delay (s)", Kind::Number),
             prop("periodSeconds", "Period (s)", Kind::Number),
             prop("timeoutSeconds", "Timeout (s)", Kind::Number),
@@ -304,7 +308,11 @@ impl DeployForm {
             }
         }
         form.entries = entries.into_values().collect();
-        if form.entries.first().is_none_or(|entry| entry.kind != "image") {
+        if form
+            .entries
+            .first()
+            .is_none_or(|entry| entry.kind != "image")
+        {
             form.entries.insert(
                 0,
                 Entry {
@@ -366,7 +374,10 @@ fn entry_from_json(value: &Value) -> Entry {
                 Value::String(text) => text.clone(),
                 Value::Array(items) => items
                     .iter()
-                    .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_owned))
+                    .map(|item| {
+                        item.as_str()
+                            .map_or_else(|| item.to_string(), str::to_owned)
+                    })
                     .collect::<Vec<_>>()
                     .join("\n"),
                 Value::Object(map) => map
@@ -374,7 +385,9 @@ fn entry_from_json(value: &Value) -> Entry {
                     .map(|(name, value)| {
                         format!(
                             "{name}: {}",
-                            value.as_str().map_or_else(|| value.to_string(), str::to_owned)
+                            value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_owned)
                         )
                     })
                     .collect::<Vec<_>>()
@@ -521,12 +534,7 @@ struct Outcome {
     preview: Option<Markup>,
 }
 
-fn render(
-    session: &Session,
-    cluster: &str,
-    form: &DeployForm,
-    outcome: &Outcome,
-) -> Markup {
+fn render(session: &Session, cluster: &str, form: &DeployForm, outcome: &Outcome) -> Markup {
     let mut slots: BTreeSet<String> = ["name".to_owned(), "k8sNamespace".to_owned()].into();
     for (index, entry) in form.entries.iter().enumerate() {
         slots.insert(format!("config[{index}]"));
@@ -895,10 +903,12 @@ mod tests {
 
     #[test]
     fn problems_name_the_path_of_their_field() {
-        let problems = local_problems(&json!({"name": "jdbc", "k8sNamespace": "default", "config": [
-            {"type": "image", "name": "img:1"},
-            {"type": "hostAlias", "name": "dbnode", "hostIP": "not-an-ip"},
-        ]}));
+        let problems = local_problems(
+            &json!({"name": "jdbc", "k8sNamespace": "default", "config": [
+                {"type": "image", "name": "img:1"},
+                {"type": "hostAlias", "name": "dbnode", "hostIP": "not-an-ip"},
+            ]}),
+        );
         assert!(
             problems.iter().any(|p| p.field == "config[1].hostIP"),
             "{problems:?}"

@@ -95,7 +95,7 @@ pub fn mount(router: Router, app: AppState) -> Router {
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state);
     router
-        .route("/ui", get(|| async { Redirect::to("/ui/clusters") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/clusters") }))
         .nest(BASE, console)
 }
 
@@ -113,7 +113,10 @@ async fn security_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -871,7 +874,10 @@ async fn installations(
         .list(&session, "/api/v1/resources/k8sinstallations")
         .await?
         .unwrap_or_default();
-    Ok(page(&session, pages::installations(&session, &installations)))
+    Ok(page(
+        &session,
+        pages::installations(&session, &installations),
+    ))
 }
 
 /// `GET /ui/installations/{name}`: the installation page.
@@ -899,10 +905,7 @@ async fn installation(
                 &session,
                 &format!(
                     "/api/v1/resources/k8sworkitems?{}",
-                    query(&[(
-                        "where",
-                        &json!({"installationName": name}).to_string()
-                    )])
+                    query(&[("where", &json!({"installationName": name}).to_string())])
                 ),
             )
             .await?
@@ -917,10 +920,7 @@ async fn installation(
                 &session,
                 &format!(
                     "/api/v1/resources/documents?{}",
-                    query(&[(
-                        "where",
-                        &json!({"name": {"$regex": prefix}}).to_string()
-                    )])
+                    query(&[("where", &json!({"name": {"$regex": prefix}}).to_string())])
                 ),
             )
             .await?

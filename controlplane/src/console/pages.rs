@@ -411,7 +411,10 @@ fn names(record: &Value, key: &str) -> String {
         .map(|items| {
             items
                 .iter()
-                .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_owned))
+                .map(|item| {
+                    item.as_str()
+                        .map_or_else(|| item.to_string(), str::to_owned)
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -477,8 +480,10 @@ pub fn installation(
                     }
                 }
             }
-            h2 { "Work in the queue" }
-            (workitems_section(session, workitems, &format!("/ui/installations/{name}")))
+            @if session.may(Action::ReadWorkitems) {
+                h2 { "Work in the queue" }
+                (workitems_section(session, workitems, &format!("/ui/installations/{name}")))
+            }
             @if let Some(operation) = last {
                 h2 { "Last plan" }
                 p.muted { (text(operation, "op")) " requested by " (text(operation, "requestedBy")) " at " (text(operation, "requestedAt")) ": " (text(operation, "outcome")) }
