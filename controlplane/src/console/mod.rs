@@ -438,7 +438,9 @@ impl ConsoleState {
             Ok(Value::Array(items)) => Ok(Some(items)),
             Ok(_) => Ok(Some(Vec::new())),
             Err(ConsoleError::Api(StatusCode::FORBIDDEN, _)) => Ok(Some(Vec::new())),
-            Err(ConsoleError::Api(StatusCode::NOT_FOUND, _)) => Ok(None),
+            Err(ConsoleError::Api(StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED, _)) => {
+                Ok(None)
+            }
             Err(other) => Err(other),
         }
     }
@@ -821,7 +823,7 @@ async fn templates(
     if status.is_success() {
         return Ok(response);
     }
-    if status == StatusCode::NOT_FOUND {
+    if matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
         return Err(ConsoleError::Api(
             status,
             "This server does not offer the worker templates download.".into(),

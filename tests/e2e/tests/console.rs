@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::core::v1::Secret;
 use k8sworker_e2e::stack::{ADMIN_PASSWORD, gateway_config};
-use k8sworker_e2e::{RunningGateway, Stack};
-use k8sworker_testsupport::with_temp_ns;
+use k8sworker_core::owner::Tenant;
+use k8sworker_e2e::{ControlPlane, RunningGateway, RunningPlanner};
+use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, plans, with_temp_ns};
 use kube::Api;
 use kube::api::PostParams;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "minikube";
@@ -113,30 +114,33 @@ fn id(id: &str) -> String {
     format!("//*[@id='{id}']")
 }
 
-async fn click(client: &Client, xpath: &str) {
+/// The element at `xpath`, once the page has it.
+async fn element(client: &Client, xpath: &str) -> fantoccini::elements::Element {
     client
-        .find(Locator::XPath(xpath))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(xpath))
         .await
         .unwrap_or_else(|e| panic!("{xpath}: {e}"))
+}
+
+async fn click(client: &Client, xpath: &str) {
+    element(client, xpath)
+        .await
         .click()
         .await
         .unwrap_or_else(|e| panic!("click {xpath}: {e}"));
 }
 
 async fn fill(client: &Client, xpath: &str, text: &str) {
-    let element = client
-        .find(Locator::XPath(xpath))
-        .await
-        .unwrap_or_else(|e| panic!("{xpath}: {e}"));
+    let element = element(client, xpath).await;
     element.clear().await.expect("clear");
     element.send_keys(text).await.expect("type");
 }
 
 async fn choose(client: &Client, xpath: &str, value: &str) {
-    client
-        .find(Locator::XPath(xpath))
+    element(client, xpath)
         .await
-        .unwrap_or_else(|e| panic!("{xpath}: {e}"))
         .select_by_value(value)
         .await
         .unwrap_or_else(|e| panic!("select {value} in {xpath}: {e}"));
@@ -199,13 +203,20 @@ async fn act(client: &Client, op: &str, status: &str) {
 #[ignore = "needs the test cluster (tests/cluster/up.sh) and chromium"]
 async fn the_guides_example_in_a_browser() {
     with_temp_ns("e2e-console", |kube_admin, ns| async move {
-        let stack = Stack::start(&kube_admin, &ns, |config| {
+        // The stack's parts, with an executor serving the tenant of `minikube`.
+        let identity = ExecutorIdentity::create(&kube_admin, &ns).await;
+        let tenant = Tenant::new(plans::tenant().vantiq_namespace, CLUSTER).expect("a tenant");
+        let executor = RunningExecutor::allowing(&identity, &[tenant]).await;
+        let control_plane = ControlPlane::start(|config| {
             config.trace_ui_url = Some("http://127.0.0.1:16686/trace/{traceId}".into());
         })
         .await;
-        let base = stack.control_plane.url();
-        let rest = &stack.admin;
-        let admin_name = stack.control_plane.config.admin_username.clone();
+        let planner = RunningPlanner::start(&[(ns.as_str(), executor.endpoint())]).await;
+        let base = control_plane.url();
+        let admin = control_plane.admin().await;
+        let rest = &admin;
+        let worker_token = rest.worker_token("gateway").await;
+        let admin_name = control_plane.config.admin_username.clone();
         // The Secret the guide's file entry reads.
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "jdbc-server-config"},
@@ -227,9 +238,9 @@ async fn the_guides_example_in_a_browser() {
         let (preview_status, _) = rest
             .post("/api/v1/resources/k8sinstallations/preview", json!({}))
             .await;
-        let has_preview = preview_status != 404;
+        let has_preview = !matches!(preview_status, 404 | 405);
         let (history_status, _) = rest.get("/api/v1/resources/k8soperations").await;
-        let has_history = history_status != 404;
+        let has_history = !matches!(history_status, 404 | 405);
 
         let driver = Driver::start();
         let client = browser(&driver).await;
@@ -263,8 +274,8 @@ async fn the_guides_example_in_a_browser() {
         let gateway = RunningGateway::start(gateway_config(
             CLUSTER,
             &base,
-            &stack.worker_token,
-            &stack.planner.url(),
+            &worker_token,
+            &planner.url(),
         ));
 
         // The deploy dialog: a bad host alias shows its error next to its
