@@ -9,6 +9,11 @@ use common::{TestServer, deploy_data};
 use reqwest::{StatusCode, header};
 use serde_json::json;
 
+/// A form body (`application/x-www-form-urlencoded`).
+fn encode(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap()
+}
+
 fn client() -> reqwest::Client {
     k8sworker_client::tls::install_default_provider();
     reqwest::Client::builder()
@@ -46,11 +51,12 @@ async fn sign_in(base: &str, user: &str, password: &str) -> String {
     let response = http
         .post(format!("{base}/ui/login"))
         .header(header::COOKIE, login_cookie)
-        .form(&[
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode(&[
             ("csrf", nonce.as_str()),
             ("username", user),
             ("password", password),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -73,7 +79,8 @@ async fn post(base: &str, cookie: &str, path: &str, form: &[(&str, &str)]) -> re
     client()
         .post(format!("{base}{path}"))
         .header(header::COOKIE, cookie)
-        .form(form)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode(form))
         .send()
         .await
         .unwrap()
@@ -102,11 +109,12 @@ async fn the_session_cookie_is_httponly_strict_and_secure_behind_tls() {
         .post(format!("{}/ui/login", t.base))
         .header(header::COOKIE, &login_cookie)
         .header("x-forwarded-proto", "https")
-        .form(&[
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode(&[
             ("csrf", nonce.as_str()),
             ("username", "admin"),
             ("password", common::ADMIN_PASSWORD),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -133,11 +141,12 @@ async fn a_login_without_its_form_token_or_with_a_wrong_password_signs_nobody_in
     let http = client();
     let response = http
         .post(format!("{}/ui/login", t.base))
-        .form(&[
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode(&[
             ("csrf", "guess"),
             ("username", "admin"),
             ("password", common::ADMIN_PASSWORD),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -153,11 +162,12 @@ async fn a_login_without_its_form_token_or_with_a_wrong_password_signs_nobody_in
     let response = http
         .post(format!("{}/ui/login", t.base))
         .header(header::COOKIE, login_cookie)
-        .form(&[
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode(&[
             ("csrf", nonce.as_str()),
             ("username", "admin"),
             ("password", "wrong"),
-        ])
+        ]))
         .send()
         .await
         .unwrap();

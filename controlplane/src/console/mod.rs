@@ -823,7 +823,10 @@ async fn templates(
     if status.is_success() {
         return Ok(response);
     }
-    if matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
+    if matches!(
+        status,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+    ) {
         return Err(ConsoleError::Api(
             status,
             "This server does not offer the worker templates download.".into(),

@@ -456,6 +456,34 @@ pub fn installation(
     });
     let admin = session.may(Action::RequestOperation);
     let body = html! {
+        div.actions #installation-actions {
+            @if admin {
+                a.button #redeploy href={ "/ui/clusters/" (cluster) "/deploy?from=" (name) } { "Redeploy" }
+                @for op in ["shutdown", "restart", "undeploy"] {
+                    form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
+                        (csrf(session))
+                        input type="hidden" name="op" value=(op);
+                        button class=(if op == "undeploy" { "danger" } else { "" }) type="submit" #{ "op-" (op) } { (op) }
+                    }
+                }
+                form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
+                    (csrf(session))
+                    input type="hidden" name="op" value="fetchLogs";
+                    div.field {
+                        label for="pod-name" { "Pod (optional)" }
+                        input #pod-name name="podName" type="text";
+                    }
+                    button type="submit" #op-fetchLogs { "fetchLogs" }
+                }
+            }
+            @if session.may(Action::VerifyInstallation) {
+                form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
+                    (csrf(session))
+                    input type="hidden" name="op" value="verify";
+                    button.secondary type="submit" #op-verify { "verify" }
+                }
+            }
+        }
         section #installation-live data-live aria-live="polite" {
             dl.props #installation-props {
                 dt { "installationStatus" } dd #installation-status { (status(&state)) }
@@ -505,35 +533,6 @@ pub fn installation(
             @if session.profile() == "admin" {
                 h2 { "Operation history" }
                 (history_section(history, trace_ui))
-            }
-        }
-        h2 { "Actions" }
-        div.actions #installation-actions {
-            @if admin {
-                a.button #redeploy href={ "/ui/clusters/" (cluster) "/deploy?from=" (name) } { "Redeploy" }
-                @for op in ["shutdown", "restart", "undeploy"] {
-                    form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
-                        (csrf(session))
-                        input type="hidden" name="op" value=(op);
-                        button class=(if op == "undeploy" { "danger" } else { "" }) type="submit" #{ "op-" (op) } { (op) }
-                    }
-                }
-                form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
-                    (csrf(session))
-                    input type="hidden" name="op" value="fetchLogs";
-                    div.field {
-                        label for="pod-name" { "Pod (optional)" }
-                        input #pod-name name="podName" type="text";
-                    }
-                    button type="submit" #op-fetchLogs { "fetchLogs" }
-                }
-            }
-            @if session.may(Action::VerifyInstallation) {
-                form.inline method="post" action={ "/ui/installations/" (name) "/command" } {
-                    (csrf(session))
-                    input type="hidden" name="op" value="verify";
-                    button.secondary type="submit" #op-verify { "verify" }
-                }
             }
         }
     };

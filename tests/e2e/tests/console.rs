@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::core::v1::Secret;
-use k8sworker_e2e::stack::{ADMIN_PASSWORD, gateway_config};
 use k8sworker_core::owner::Tenant;
+use k8sworker_e2e::stack::{ADMIN_PASSWORD, gateway_config};
 use k8sworker_e2e::{ControlPlane, RunningGateway, RunningPlanner};
 use k8sworker_testsupport::{ExecutorIdentity, RunningExecutor, plans, with_temp_ns};
 use kube::Api;
@@ -381,6 +381,27 @@ async fn the_guides_example_in_a_browser() {
         screenshot(&client, "06-installation").await;
         act(&client, "shutdown", "STOPPED").await;
         act(&client, "restart", "RUNNING").await;
+        // Redeploy opens the dialog filled from the configSpec.
+        click(&client, &id("redeploy")).await;
+        let alias = element(&client, &id("f-config[2].hostIP")).await;
+        assert_eq!(
+            alias.prop("value").await.expect("value"),
+            Some("10.20.0.6".into())
+        );
+        let source = element(&client, &id("f-config[3].dataSource")).await;
+        assert_eq!(
+            source.prop("value").await.expect("value"),
+            Some("secret".into())
+        );
+        assert_eq!(
+            element(&client, &id("f-name"))
+                .await
+                .prop("value")
+                .await
+                .expect("value"),
+            Some("jdbc".into())
+        );
+        client.back().await.expect("back");
 
         // A user sees the installation and may only verify it.
         sign_out(&client).await;
