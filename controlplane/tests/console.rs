@@ -42,13 +42,15 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, Strin
         })
 }
 
-/// Signs in through the login form; the session cookie (`name=value`).
-async fn sign_in(base: &str, user: &str, password: &str) -> String {
+/// Posts the login form as a browser does (the form's token and its
+/// cookie from a fresh login page), with `https` saying whether a TLS proxy
+/// forwarded it.
+async fn login_attempt(base: &str, user: &str, password: &str, https: bool) -> reqwest::Response {
     let http = client();
     let page = http.get(format!("{base}/ui/login")).send().await.unwrap();
     let (login_cookie, _) = set_cookie(&page, "k8sworker_login").expect("login cookie");
     let nonce = csrf_of(&page.text().await.unwrap());
-    let response = http
+    let mut request = http
         .post(format!("{base}/ui/login"))
         .header(header::COOKIE, login_cookie)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -56,10 +58,16 @@ async fn sign_in(base: &str, user: &str, password: &str) -> String {
             ("csrf", nonce.as_str()),
             ("username", user),
             ("password", password),
-        ]))
-        .send()
-        .await
-        .unwrap();
+        ]));
+    if https {
+        request = request.header("x-forwarded-proto", "https");
+    }
+    request.send().await.unwrap()
+}
+
+/// Signs in through the login form; the session cookie (`name=value`).
+async fn sign_in(base: &str, user: &str, password: &str) -> String {
+    let response = login_attempt(base, user, password, false).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     set_cookie(&response, "k8sworker_session")
         .expect("session")
@@ -97,27 +105,7 @@ fn location(response: &reqwest::Response) -> String {
 #[tokio::test]
 async fn the_session_cookie_is_httponly_strict_and_secure_behind_tls() {
     let t = TestServer::start().await;
-    let http = client();
-    let page = http
-        .get(format!("{}/ui/login", t.base))
-        .send()
-        .await
-        .unwrap();
-    let (login_cookie, _) = set_cookie(&page, "k8sworker_login").unwrap();
-    let nonce = csrf_of(&page.text().await.unwrap());
-    let response = http
-        .post(format!("{}/ui/login", t.base))
-        .header(header::COOKIE, &login_cookie)
-        .header("x-forwarded-proto", "https")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(encode(&[
-            ("csrf", nonce.as_str()),
-            ("username", "admin"),
-            ("password", common::ADMIN_PASSWORD),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let response = login_attempt(&t.base, "admin", common::ADMIN_PASSWORD, true).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/ui/clusters");
     let (_, header) = set_cookie(&response, "k8sworker_session").unwrap();
@@ -152,25 +140,7 @@ async fn a_login_without_its_form_token_or_with_a_wrong_password_signs_nobody_in
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&response, "k8sworker_session").is_none());
-    let page = http
-        .get(format!("{}/ui/login", t.base))
-        .send()
-        .await
-        .unwrap();
-    let (login_cookie, _) = set_cookie(&page, "k8sworker_login").unwrap();
-    let nonce = csrf_of(&page.text().await.unwrap());
-    let response = http
-        .post(format!("{}/ui/login", t.base))
-        .header(header::COOKIE, login_cookie)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(encode(&[
-            ("csrf", nonce.as_str()),
-            ("username", "admin"),
-            ("password", "wrong"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let response = login_attempt(&t.base, "admin", "wrong", false).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie(&response, "k8sworker_session").is_none());
     assert!(

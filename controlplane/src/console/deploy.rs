@@ -679,11 +679,9 @@ pub(super) async fn form_page(
     let form = match query.from {
         Some(name) => {
             let record = state
-                .call(
+                .get(
                     &session,
-                    Method::GET,
                     &format!("/api/v1/resources/k8sinstallations/{name}"),
-                    None,
                 )
                 .await?;
             DeployForm::from_installation(&record)
@@ -922,21 +920,9 @@ mod tests {
     #[test]
     fn every_entry_type_of_the_model_is_offered() {
         let offered: Vec<&str> = ENTRY_TYPES.iter().map(|t| t.name).collect();
-        for entry in [
-            "image",
-            "file",
-            "inboundPort",
-            "environmentVariable",
-            "persistentVolumeRef",
-            "annotation",
-            "label",
-            "hostAlias",
-            "probe",
-            "resourceRequest",
-            "resourceLimit",
-            "hardAffinity",
-        ] {
-            assert!(offered.contains(&entry), "{entry}");
+        assert_eq!(offered.len(), k8sworker_core::model::ENTRY_TYPES.len());
+        for entry in k8sworker_core::model::ENTRY_TYPES {
+            assert!(offered.contains(entry), "{entry}");
         }
     }
 }

@@ -431,10 +431,38 @@ impl ConsoleState {
         Ok(value)
     }
 
+    /// Performs a form post's API `call` (method, URI, body) and sends the
+    /// browser on: to `to.0` with `done(answer)` shown, or, when the server
+    /// refuses, to `to.1` with `refused` and the server's message.
+    async fn act(
+        &self,
+        session: &Session,
+        call: (Method, &str, Option<&Value>),
+        to: (&str, &str),
+        done: impl FnOnce(&Value) -> String,
+        refused: &str,
+    ) -> Result<Response, ConsoleError> {
+        let (method, uri, body) = call;
+        match self.call(session, method, uri, body).await {
+            Ok(answer) => Ok(redirect_with(to.0, &done(&answer), session.secure)),
+            Err(ConsoleError::Api(_, message)) => Ok(redirect_with(
+                to.1,
+                &format!("{refused}: {message}"),
+                session.secure,
+            )),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `GET uri` as the session: the JSON answer, or why not.
+    async fn get(&self, session: &Session, uri: &str) -> Result<Value, ConsoleError> {
+        self.call(session, Method::GET, uri, None).await
+    }
+
     /// A list as the session may read it; a refusal (403) is an empty list
     /// and a missing endpoint (404) `None`.
     async fn list(&self, session: &Session, uri: &str) -> Result<Option<Vec<Value>>, ConsoleError> {
-        match self.call(session, Method::GET, uri, None).await {
+        match self.get(session, uri).await {
             Ok(Value::Array(items)) => Ok(Some(items)),
             Ok(_) => Ok(Some(Vec::new())),
             Err(ConsoleError::Api(StatusCode::FORBIDDEN, _)) => Ok(Some(Vec::new())),
@@ -683,27 +711,16 @@ async fn new_cluster(
     {
         body["ingressDefaultNode"] = json!(node);
     }
-    let answer = state
-        .call(
+    let done = format!("/ui/clusters/{name}");
+    state
+        .act(
             &session,
-            Method::POST,
-            "/api/v1/resources/k8sclusters",
-            Some(&body),
+            (Method::POST, "/api/v1/resources/k8sclusters", Some(&body)),
+            (&done, "/ui/clusters"),
+            |_| format!("Cluster {name} created."),
+            "Cluster not created",
         )
-        .await;
-    Ok(match answer {
-        Ok(_) => redirect_with(
-            &format!("/ui/clusters/{name}"),
-            &format!("Cluster {name} created."),
-            session.secure,
-        ),
-        Err(ConsoleError::Api(_, message)) => redirect_with(
-            "/ui/clusters",
-            &format!("Cluster not created: {message}"),
-            session.secure,
-        ),
-        Err(other) => return Err(other),
-    })
+        .await
 }
 
 /// `POST /ui/clusters/{name}/delete`: the server refuses while work is
@@ -715,27 +732,19 @@ async fn delete_cluster(
     axum::Form(form): FormPairs,
 ) -> Result<Response, ConsoleError> {
     checked_form(&session, &form)?;
-    let answer = state
-        .call(
+    state
+        .act(
             &session,
-            Method::DELETE,
-            &format!("/api/v1/resources/k8sclusters/{name}"),
-            None,
+            (
+                Method::DELETE,
+                &format!("/api/v1/resources/k8sclusters/{name}"),
+                None,
+            ),
+            ("/ui/clusters", "/ui/clusters"),
+            |_| format!("Cluster {name} deleted."),
+            &format!("Cluster {name} not deleted"),
         )
-        .await;
-    Ok(match answer {
-        Ok(_) => redirect_with(
-            "/ui/clusters",
-            &format!("Cluster {name} deleted."),
-            session.secure,
-        ),
-        Err(ConsoleError::Api(_, message)) => redirect_with(
-            "/ui/clusters",
-            &format!("Cluster {name} not deleted: {message}"),
-            session.secure,
-        ),
-        Err(other) => return Err(other),
-    })
+        .await
 }
 
 /// `GET /ui/clusters/{name}`: the cluster panel.
@@ -745,12 +754,7 @@ async fn cluster(
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let record = state
-        .call(
-            &session,
-            Method::GET,
-            &format!("/api/v1/resources/k8sclusters/{name}"),
-            None,
-        )
+        .get(&session, &format!("/api/v1/resources/k8sclusters/{name}"))
         .await?;
     let by_cluster = json!({"clusterName": name}).to_string();
     let installations = state
@@ -851,23 +855,19 @@ async fn cancel_workitem(
         .filter(|back| back.starts_with("/ui/") && !back.starts_with("/ui//"))
         .unwrap_or("/ui/clusters")
         .to_owned();
-    let answer = state
-        .call(
+    state
+        .act(
             &session,
-            Method::DELETE,
-            &format!("/api/v1/resources/k8sworkitems/{id}"),
-            None,
+            (
+                Method::DELETE,
+                &format!("/api/v1/resources/k8sworkitems/{id}"),
+                None,
+            ),
+            (&back, &back),
+            |_| format!("Workitem {id} cancelled."),
+            &format!("Workitem {id} not cancelled"),
         )
-        .await;
-    Ok(match answer {
-        Ok(_) => redirect_with(&back, &format!("Workitem {id} cancelled."), session.secure),
-        Err(ConsoleError::Api(_, message)) => redirect_with(
-            &back,
-            &format!("Workitem {id} not cancelled: {message}"),
-            session.secure,
-        ),
-        Err(other) => return Err(other),
-    })
+        .await
 }
 
 /// `GET /ui/installations`: every installation the caller may read.
@@ -892,11 +892,9 @@ async fn installation(
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let record = state
-        .call(
+        .get(
             &session,
-            Method::GET,
             &format!("/api/v1/resources/k8sinstallations/{name}"),
-            None,
         )
         .await?;
     let cluster = record
@@ -976,29 +974,25 @@ async fn installation_command(
     {
         data["podName"] = json!(pod);
     }
-    let answer = state
-        .call(
-            &session,
-            Method::POST,
-            &format!("/api/v1/resources/k8sinstallations/{name}/command"),
-            Some(&json!({"op": op, "data": data})),
-        )
-        .await;
     let back = format!("/ui/installations/{name}");
-    Ok(match answer {
-        Ok(item) => redirect_with(
-            &back,
-            &format!(
-                "{op} requested (workitem {}).",
-                item.get("requestId").and_then(Value::as_str).unwrap_or("?")
+    state
+        .act(
+            &session,
+            (
+                Method::POST,
+                &format!("/api/v1/resources/k8sinstallations/{name}/command"),
+                Some(&json!({"op": op, "data": data})),
             ),
-            session.secure,
-        ),
-        Err(ConsoleError::Api(_, message)) => {
-            redirect_with(&back, &format!("{op} refused: {message}"), session.secure)
-        }
-        Err(other) => return Err(other),
-    })
+            (&back, &back),
+            |item| {
+                format!(
+                    "{op} requested (workitem {}).",
+                    item.get("requestId").and_then(Value::as_str).unwrap_or("?")
+                )
+            },
+            &format!("{op} refused"),
+        )
+        .await
 }
 
 /// `GET /ui/documents/{name}`: a document (a fetched log) as text.

@@ -213,6 +213,9 @@ pub fn clusters(
 
 fn installations_table(installations: &[Value]) -> Markup {
     html! {
+        @if installations.is_empty() {
+            p.muted #no-installations { "No installations." }
+        }
         div.table-wrap {
             table.stack #installations {
                 thead { tr {

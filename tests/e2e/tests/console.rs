@@ -533,7 +533,7 @@ async fn the_guides_example_in_a_browser() {
         wait_text(&client, "//h1", |text| text.contains("sign in")).await;
 
         client.close().await.expect("browser closes");
-        drop(gateway.stop().await);
+        let _summary = gateway.stop().await;
     })
     .await;
 }
