@@ -21,7 +21,9 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::pages::{layout, text};
-use super::{ConsoleError, ConsoleState, FormPairs, Session, checked_form, field, redirect_with};
+use super::session::{
+    ConsoleError, ConsoleState, FormPairs, Session, checked_form, field, page, redirect_with,
+};
 use crate::auth::Action;
 
 /// How an entry property is entered.
@@ -688,7 +690,7 @@ pub(super) async fn form_page(
         }
         None => DeployForm::default(),
     };
-    Ok(super::page(
+    Ok(page(
         &session,
         render(&session, &cluster, &form, &Outcome::default()),
     ))
@@ -769,7 +771,7 @@ pub(super) async fn submit(
     }
     Ok((
         status,
-        super::page(&session, render(&session, &cluster, &form, &outcome)),
+        page(&session, render(&session, &cluster, &form, &outcome)),
     )
         .into_response())
 }

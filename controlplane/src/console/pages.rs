@@ -4,7 +4,7 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::Session;
+use super::session::{Session, head};
 use crate::auth::Action;
 
 /// What the installation page's action buttons may ask for.
@@ -18,18 +18,6 @@ pub fn text(value: &Value, key: &str) -> String {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
-    }
-}
-
-fn head(title: &str) -> Markup {
-    html! {
-        head {
-            meta charset="utf-8";
-            meta name="viewport" content="width=device-width, initial-scale=1";
-            title { (title) " · k8sworker" }
-            link rel="stylesheet" href="/ui/assets/console.css";
-            script src="/ui/assets/console.js" defer {}
-        }
     }
 }
 
@@ -63,23 +51,6 @@ pub fn layout(session: &Session, title: &str, body: Markup) -> Markup {
                     }
                     h1 { (title) }
                     (body)
-                }
-            }
-        }
-    }
-}
-
-/// A page with a heading and a message, for refusals.
-pub fn message_page(title: &str, message: &str) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            (head(title))
-            body {
-                main #main {
-                    h1 { (title) }
-                    p.problems role="alert" #message { (message) }
-                    p { a href="/ui/" { "Back to the console" } }
                 }
             }
         }
