@@ -5,14 +5,15 @@
 //! rendered from a placeholder, and a document's content is a placeholder
 //! too (the worker reads the real one when it deploys).
 
-use k8sworker_core::model::{ConfigEntry, EnvValue, InstallationRequest};
-use k8sworker_core::render::{Ancillaries, ClusterContext, render};
 use k8sworker_core::validate::parse_and_validate;
 use serde_json::Value;
 
+pub use k8sworker_core::preview::{default_ingress_node, placeholders};
+
 /// The objects `data` (a deploy's `data`: `name`, `k8sNamespace`, `config`)
 /// renders to on `cluster`, whose Ingress default host is
-/// `ingress_default_node`, Secret data masked.
+/// `ingress_default_node`, Secret data masked
+/// ([`k8sworker_core::preview`]).
 ///
 /// # Errors
 /// Every validation error of the request, or the render's refusal, as the
@@ -26,52 +27,12 @@ pub fn preview(
         let errors: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the deploy request is not valid: {}", errors.join("; "))
     })?;
-    let ancillaries = placeholders(&request);
-    let context = ClusterContext {
-        cluster_name: cluster.to_owned(),
-        ingress_default_node: ingress_default_node.to_owned(),
-        tenant: None,
-    };
-    let components = render(&request, &context, &ancillaries)?;
-    Ok(components
-        .iter()
-        .map(|component| component.object.to_preview_json())
-        .collect())
-}
-
-/// Stand-ins for what only the control plane holds: each `@secrets(NAME)`
-/// value is `<@secrets(NAME)>`, each mounted document's content
-/// `<document NAME>`. A preview never sees a secret; a Secret made from
-/// them is planned from the stand-in.
-pub fn placeholders(request: &InstallationRequest) -> Ancillaries {
-    let mut ancillaries = Ancillaries::default();
-    for entry in &request.config {
-        match entry {
-            ConfigEntry::EnvironmentVariable(var) => {
-                if let Some(EnvValue::SecretRef(name)) = var.parsed_value() {
-                    ancillaries
-                        .secrets
-                        .insert(name.to_owned(), format!("<@secrets({name})>"));
-                }
-            }
-            ConfigEntry::File(file) => {
-                if let Some(document) = &file.resource_name {
-                    ancillaries.documents.insert(
-                        document.clone(),
-                        format!("<document {document}>").into_bytes(),
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-    ancillaries
-}
-
-/// Vantiq's default Ingress host of a cluster: `vantiq-<name>-node`,
-/// lower-cased (`vantiq-api.md` §1.1).
-pub fn default_ingress_node(cluster: &str) -> String {
-    format!("vantiq-{cluster}-node").to_lowercase()
+    Ok(
+        k8sworker_core::preview::preview(&request, cluster, ingress_default_node)?
+            .iter()
+            .map(|object| object.to_preview_json())
+            .collect(),
+    )
 }
 
 #[cfg(test)]

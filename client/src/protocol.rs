@@ -461,7 +461,38 @@ pub struct CompleteWorkitem {
     /// What the worker observed.
     #[serde(default)]
     pub installation: InstallationReport,
+    /// The plan's steps as carried out, for the operation history
+    /// (`k8soperations`); optional, so a worker that does not send them is
+    /// still accepted (the record then has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<PlanStep>>,
+    /// The W3C trace id (32 lowercase hex digits) of the trace the worker
+    /// carried the operation out in; optional (the record then keeps the
+    /// trace id of the workitem's `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
+
+/// One step of the plan an operation carried out, as the operation history
+/// records it (`k8soperations`' `steps`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanStep {
+    /// `create`, `update`, `delete`, `scale` or `noop`.
+    pub action: String,
+    /// The Kubernetes kind (`StatefulSet`, `ConfigMap`, …).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// Why the step exists, for a person reading the plan.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The most steps a completion or failure may carry
+/// ([`CompleteWorkitem::steps`], [`FailWorkitem::steps`]); an
+/// installation's plan has one step per object, far fewer.
+pub const MAX_PLAN_STEPS: usize = 1000;
 
 impl Procedure for CompleteWorkitem {
     const NAME: &'static str = COMPLETE_WORKITEM;
@@ -528,6 +559,14 @@ pub struct FailWorkitem {
     pub status: FailStatus,
     /// What failed and where (e.g. the pod and the reason); required.
     pub message: String,
+    /// The steps of the plan that failed, when there was one; optional, as
+    /// for [`CompleteWorkitem::steps`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<PlanStep>>,
+    /// The W3C trace id of the attempt; optional, as for
+    /// [`CompleteWorkitem::trace_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Procedure for FailWorkitem {

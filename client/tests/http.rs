@@ -251,6 +251,8 @@ async fn a_lost_lease_names_the_workitem_and_the_token_appears_in_no_error() {
             installation_status: Some(InstallationStatus::Running),
             ..InstallationReport::default()
         },
+        steps: None,
+        trace_id: None,
     };
     let error = client(&server.url).call(&complete).await.unwrap_err();
     match &error {

@@ -61,6 +61,8 @@ impl Api {
                 replica_count: Some(1),
                 ..InstallationReport::default()
             },
+            steps: None,
+            trace_id: None,
         };
         self.client.call(&params).await.expect("complete");
     }

@@ -45,6 +45,15 @@ pub enum Action {
     ReadWorkitems,
     /// Cancel (delete) `k8sworkitems`.
     CancelWorkitems,
+    /// Download a cluster's worker templates (they name the cluster and
+    /// the control plane, and set up what holds the worker's token).
+    DownloadTemplates,
+    /// Check a deploy request without submitting it (the validation
+    /// endpoint): it changes nothing, so users, who fill the form, may too.
+    ValidateDeploy,
+    /// Read the operation history (`k8soperations`): admins only, since a
+    /// record names who asked for what in the whole namespace.
+    ReadOperations,
     /// Read `documents`.
     ReadDocuments,
     /// Upload or delete `documents`.
@@ -78,6 +87,9 @@ impl Action {
             Action::ReadInstallations => "reading k8sinstallations",
             Action::ReadWorkitems => "reading k8sworkitems",
             Action::CancelWorkitems => "cancelling k8sworkitems",
+            Action::ReadOperations => "reading k8soperations",
+            Action::ValidateDeploy => "validating K8s deploy requests",
+            Action::DownloadTemplates => "downloading K8s worker templates",
             Action::ReadDocuments => "reading documents",
             Action::WriteDocuments => "writing documents",
             Action::ManageSecrets => "managing secrets",
@@ -121,6 +133,9 @@ impl Grants {
                 | ReadInstallations
                 | ReadWorkitems
                 | CancelWorkitems
+                | ReadOperations
+                | ValidateDeploy
+                | DownloadTemplates
                 | ReadDocuments
                 | WriteDocuments
                 | ManageSecrets
@@ -131,7 +146,11 @@ impl Grants {
         );
         let user = matches!(
             action,
-            ReadInstallations | VerifyInstallation | ReadDocuments | WriteDocuments
+            ReadInstallations
+                | VerifyInstallation
+                | ValidateDeploy
+                | ReadDocuments
+                | WriteDocuments
         );
         let worker = matches!(
             action,

@@ -132,6 +132,11 @@ pub struct Config {
     #[arg(long, env = "K8SWORKER_VERIFY_INTERVAL", value_parser = humantime::parse_duration, default_value = "1h")]
     pub verify_interval: Duration,
 
+    /// How long the operation history (`k8soperations`) keeps a finished
+    /// operation's record; the sweep deletes older ones.
+    #[arg(long, env = "K8SWORKER_HISTORY_RETENTION", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub history_retention: Duration,
+
     /// How often expired leases, delayed workitems and due verifies are swept.
     #[arg(long, env = "K8SWORKER_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub sweep_interval: Duration,
@@ -234,6 +239,7 @@ impl Config {
             ("max-lease", self.max_lease),
             ("sweep-interval", self.sweep_interval),
             ("delayed-after", self.delayed_after),
+            ("history-retention", self.history_retention),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));

@@ -22,6 +22,7 @@
 //!   lifecycle  quota  query     pure decisions: workitem state machine,
 //!   auth  audit  trace_context    self-cluster quota, selects, identity,
 //!   secret_config  keyring        secret slots of a config / sealing
+//!   templates                     the worker templates zip
 //! ```
 //!
 //! Each layer has its own error type ([`store::StoreError`],
@@ -47,6 +48,7 @@ pub mod secret_config;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod templates;
 pub mod trace_context;
 
 pub use config::Config;

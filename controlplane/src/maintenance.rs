@@ -1,6 +1,8 @@
 //! The periodic sweep: expired leases go back to `REQUESTED` (and wake the
 //! cluster's claimers), workitems waiting longer than `--delayed-after` are
-//! flagged `delayed` and reported, and due `verify` workitems are enqueued.
+//! flagged `delayed` and reported, due `verify` workitems are enqueued, and
+//! operation-history records finished longer ago than
+//! `--history-retention` are deleted.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use tracing::Instrument;
 
 use crate::audit::now_ms;
 use crate::state::AppState;
-use crate::store::{StoreError, workitems};
+use crate::store::{StoreError, history, workitems};
 
 /// Sweeps every `--sweep-interval` until shutdown.
 pub async fn run(state: AppState) {
@@ -32,6 +34,7 @@ pub async fn run(state: AppState) {
 pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
     let delayed_after = state.config.delayed_after.as_millis() as i64;
     let verify = state.config.verify_interval;
+    let retention = i64::try_from(state.config.history_retention.as_millis()).unwrap_or(i64::MAX);
     let (woken, delayed) = state
         .store
         .transaction(move |tx| -> Result<_, StoreError> {
@@ -45,6 +48,13 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
                 )?);
             }
             let delayed = workitems::flag_delayed(tx, now - delayed_after)?;
+            let pruned = history::prune(tx, now.saturating_sub(retention))?;
+            if pruned > 0 {
+                tracing::info!(
+                    pruned,
+                    "operation history records past their retention deleted"
+                );
+            }
             Ok((woken, delayed))
         })
         .await?;

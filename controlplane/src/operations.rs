@@ -582,3 +582,235 @@ fn resolve_config_ref(
         )),
     }
 }
+
+/// One problem of a deploy request, located in it: what the validation
+/// endpoint answers, so a form shows each next to its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// A stable path into the request (the deploy's `data`): `name`,
+    /// `k8sNamespace`, `config[2].host`, `config[0].values[1]`;
+    /// [`k8sworker_core::invalid::ValidationError::path`].
+    pub field: String,
+    /// What is wrong: the message the deploy itself gives.
+    pub message: String,
+}
+
+/// Checks a deploy's `data` as [`request`] would and lists every problem,
+/// each located; empty when the deploy would be accepted. The caller must
+/// roll the transaction back: with `clusterName` in `data` the deploy is
+/// carried out in it ([`request`], so the rules of the cluster, the `self`
+/// quota and the installation's place apply exactly as for the deploy).
+///
+/// Order: `configRef`, then every rule of the core's validation and every
+/// redaction marker out of place, all at once; only a request that passes
+/// those is checked further (references, then the deploy itself), one
+/// problem at a time, as the deploy reports them.
+///
+/// # Errors
+/// Only storage failures; every problem of the request is a [`FieldError`].
+pub fn check_deploy(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    data: &Map<String, Value>,
+    rules: &Rules,
+) -> Result<Vec<FieldError>, StoreError> {
+    let namespace = caller.namespace.as_str();
+    let mut draft = data.clone();
+    let cluster = match draft.remove("clusterName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cluster)) => Some(cluster),
+        Some(other) => {
+            return Ok(vec![FieldError {
+                field: "clusterName".into(),
+                message: format!("must be a string, got {}", json_kind(&other)),
+            }]);
+        }
+    };
+    if let Some(reference) = draft.remove("configRef") {
+        if draft.contains_key("config") {
+            return Ok(vec![FieldError {
+                field: "configRef".into(),
+                message: "give either config or configRef, not both".into(),
+            }]);
+        }
+        match resolve_config_ref(tx, namespace, &reference) {
+            Ok(config) => {
+                draft.insert("config".into(), config);
+            }
+            Err(OperationError::Store(error)) => return Err(error),
+            Err(error) => {
+                return Ok(vec![FieldError {
+                    field: "configRef".into(),
+                    message: error.to_string(),
+                }]);
+            }
+        }
+    }
+    let draft = Value::Object(draft);
+    let mut errors = Vec::new();
+    if let Some(config) = draft.get("config")
+        && let Err(error) = secret_config::refuse_marker_outside_slots(config)
+    {
+        errors.push(FieldError {
+            field: format!("config[{}].{}", error.index, error.key),
+            message: error.to_string(),
+        });
+    }
+    let parsed = match k8sworker_core::validate::parse_and_validate(&draft) {
+        Ok(parsed) => parsed,
+        Err(invalid) => {
+            errors.extend(invalid.errors.iter().map(|error| FieldError {
+                field: error.path(),
+                message: error.to_string(),
+            }));
+            return Ok(errors);
+        }
+    };
+    if !errors.is_empty() {
+        return Ok(errors);
+    }
+    let Some(cluster) = cluster else {
+        for reference in lifecycle::references(&parsed) {
+            let missing = match reference {
+                Reference::Secret { name, .. } => {
+                    resources::get_secret_meta(tx, namespace, name)?.is_none()
+                }
+                Reference::Document { name, .. } => {
+                    resources::get_document_meta(tx, namespace, name)?.is_none()
+                }
+            };
+            if missing {
+                errors.push(FieldError {
+                    field: reference_path(&draft, &reference),
+                    message: reference.missing(),
+                });
+            }
+        }
+        return Ok(errors);
+    };
+    match request(
+        tx,
+        caller,
+        &Target::Cluster(cluster),
+        Operation::Deploy.as_str(),
+        &Value::Object(data.clone()),
+        crate::trace_context::fresh(),
+        rules,
+    ) {
+        Ok(_) => Ok(errors),
+        Err(error) => located(&draft, error),
+    }
+}
+
+/// A refusal of [`request`] as one [`FieldError`] at the field it concerns;
+/// storage failures stay errors.
+fn located(draft: &Value, error: OperationError) -> Result<Vec<FieldError>, StoreError> {
+    let field = match &error {
+        OperationError::Store(_) => {
+            let OperationError::Store(error) = error else {
+                unreachable!("matched above")
+            };
+            return Err(error);
+        }
+        OperationError::Invalid { field, .. } => {
+            field.strip_prefix("data.").unwrap_or(field).to_owned()
+        }
+        OperationError::MissingReference { kind, name } => {
+            let reference = match *kind {
+                "secret" => Reference::Secret { name, variable: "" },
+                _ => Reference::Document { name, path: "" },
+            };
+            reference_path(draft, &reference)
+        }
+        OperationError::NotFound { .. } | OperationError::SelfClusterAdminOnly => {
+            "clusterName".into()
+        }
+        OperationError::InstallationOnOtherCluster { .. } => "name".into(),
+        OperationError::InstallationInOtherNamespace { .. }
+        | OperationError::SelfClusterWrongNamespace { .. } => "k8sNamespace".into(),
+        OperationError::Quota(_)
+        | OperationError::ValidationFailed(_)
+        | OperationError::UnknownOperation { .. } => "config".into(),
+    };
+    Ok(vec![FieldError {
+        field,
+        message: error.to_string(),
+    }])
+}
+
+/// Where in `draft` a reference to content of the control plane is made:
+/// the `value` of the environment variable that names `@secrets(NAME)`, the
+/// `resourceName` of the file entry that mounts the document; `config`
+/// when no entry does.
+fn reference_path(draft: &Value, reference: &Reference<'_>) -> String {
+    let entries = draft
+        .get("config")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let found = entries.iter().enumerate().find_map(|(index, entry)| {
+        let text = |key: &str| entry.get(key).and_then(Value::as_str);
+        match reference {
+            Reference::Secret { name, .. } => (text("value")
+                .is_some_and(|value| value.trim() == format!("@secrets({name})")))
+            .then(|| format!("config[{index}].value")),
+            Reference::Document { name, .. } => (text("resourceName") == Some(name))
+                .then(|| format!("config[{index}].resourceName")),
+        }
+    });
+    found.unwrap_or_else(|| "config".into())
+}
+
+/// What a preview renders: the deploy's request as it would be stored,
+/// secret values opened, and its cluster's Ingress default host.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The request, read and validated.
+    pub request: InstallationRequest,
+    /// The cluster's `ingressDefaultNode`.
+    pub ingress_default_node: String,
+}
+
+/// Carries out the deploy `data` on `cluster` as [`request`] does (every
+/// rule of a deploy, the `self` cluster's included) and answers what it
+/// would deploy. The caller must roll the transaction back.
+///
+/// # Errors
+/// Whatever [`request`] refuses, as it refuses it.
+pub fn draft_deploy(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    cluster: &str,
+    data: &Value,
+    rules: &Rules,
+) -> Result<Draft, OperationError> {
+    let item = request(
+        tx,
+        caller,
+        &Target::Cluster(cluster.to_owned()),
+        Operation::Deploy.as_str(),
+        data,
+        crate::trace_context::fresh(),
+        rules,
+    )?;
+    let mut stored = item.request;
+    if let Some(config) = stored.get_mut("config") {
+        secret_config::for_each_slot(config, |_, value| {
+            *value = rules.keyring.reveal(value).map_err(StoreError::from)?;
+            Ok::<_, OperationError>(())
+        })?;
+    }
+    let request = validate_deploy(&stored)?;
+    let ingress_default_node =
+        resources::get_doc(tx, DocTable::Clusters, &caller.namespace, cluster)?
+            .and_then(|doc| {
+                doc.get("ingressDefaultNode")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+    Ok(Draft {
+        request,
+        ingress_default_node,
+    })
+}

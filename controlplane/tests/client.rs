@@ -115,6 +115,8 @@ async fn every_procedure_answers_its_protocol_type() {
         request_id: request_id.clone(),
         lease_id: "not-the-lease".into(),
         installation: InstallationReport::default(),
+        steps: None,
+        trace_id: None,
     };
     match worker.call(&stolen).await.unwrap_err() {
         Error::LeaseLost { request_id: id, .. } => assert_eq!(id, request_id),
@@ -156,6 +158,8 @@ async fn every_procedure_answers_its_protocol_type() {
             k8s_associated_services: Some(vec!["web".into()]),
             ..InstallationReport::default()
         },
+        steps: None,
+        trace_id: None,
     };
     let done = worker.call(&complete).await.unwrap();
     assert_eq!(
@@ -206,6 +210,8 @@ async fn every_procedure_answers_its_protocol_type() {
             lease_id: again.lease_id.clone(),
             status: FailStatus::Failed,
             message: "CrashLoopBackOff on pod web-0".into(),
+            steps: None,
+            trace_id: None,
         })
         .await
         .unwrap();

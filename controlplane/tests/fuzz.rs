@@ -76,6 +76,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/resources/k8sclusters/{name}"),
     ("DELETE", "/api/v1/resources/k8sclusters/{name}"),
     ("POST", "/api/v1/resources/k8sclusters/{name}/command"),
+    (
+        "GET",
+        "/api/v1/resources/k8sclusters/{name}/workerTemplates",
+    ),
     ("GET", "/api/v1/resources/k8sinstallations"),
     ("POST", "/api/v1/resources/k8sinstallations"),
     ("DELETE", "/api/v1/resources/k8sinstallations"),
@@ -85,6 +89,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/resources/k8sinstallations/{name}"),
     ("DELETE", "/api/v1/resources/k8sinstallations/{name}"),
     ("POST", "/api/v1/resources/k8sinstallations/{name}/command"),
+    ("POST", "/api/v1/resources/k8sinstallations/validate"),
+    ("POST", "/api/v1/resources/k8sinstallations/preview"),
+    ("GET", "/api/v1/resources/k8soperations"),
+    ("POST", "/api/v1/resources/k8soperations/select"),
+    ("GET", "/api/v1/resources/k8soperations/{name}"),
     ("GET", "/api/v1/resources/k8sworkitems"),
     ("DELETE", "/api/v1/resources/k8sworkitems"),
     ("POST", "/api/v1/resources/k8sworkitems"),
@@ -479,6 +488,17 @@ fn shaped_body(rng: &mut Rng, path: &str) -> Value {
         }
         return body;
     }
+    if path.ends_with("/validate") || path.ends_with("/preview") {
+        let mut body = deploy_data(rng);
+        if rng.chance(60) {
+            body["clusterName"] = if rng.chance(70) {
+                json!("c1")
+            } else {
+                value(rng, 2)
+            };
+        }
+        return body;
+    }
     if path.ends_with("/select") {
         let mut body = Map::new();
         for key in ["where", "props", "sort", "limit", "page", "count"] {
@@ -503,6 +523,16 @@ fn shaped_body(rng: &mut Rng, path: &str) -> Value {
         });
         if rng.chance(50) {
             params["installation"] = deploy_data(rng);
+        }
+        if rng.chance(30) {
+            params["steps"] = if rng.chance(60) {
+                json!([{"action": value(rng, 1), "kind": "StatefulSet", "name": value(rng, 1), "reason": value(rng, 1)}])
+            } else {
+                value(rng, 3)
+            };
+        }
+        if rng.chance(30) {
+            params["traceId"] = value(rng, 1);
         }
         if rng.chance(30) {
             let key = *rng.pick(KEYS);
@@ -630,7 +660,7 @@ fn query_for(rng: &mut Rng, tokens: &[String]) -> String {
     let mut pairs = Vec::new();
     for _ in 0..1 + rng.below(4) {
         let key = *rng.pick(&[
-            "where", "props", "sort", "limit", "page", "count", "upsert", "token", "x",
+            "where", "props", "sort", "limit", "page", "count", "upsert", "token", "url", "x",
         ]);
         let value = match key {
             "where" => where_clause(rng, 0).to_string(),
@@ -648,6 +678,14 @@ fn query_for(rng: &mut Rng, tokens: &[String]) -> String {
                 ])
                 .to_string(),
             "count" | "upsert" => rng.pick(&["true", "false", "yes", ""]).to_string(),
+            "url" if rng.chance(50) => rng
+                .pick(&[
+                    "https://cp.example:8080",
+                    "http://a b",
+                    "ftp://x",
+                    "https://x/#y",
+                ])
+                .to_string(),
             "token" if rng.chance(50) => rng.pick(tokens).clone(),
             _ => string(rng),
         };

@@ -16,6 +16,11 @@ pub struct ValidationError {
     pub field: String,
     /// What is wrong and what would be right.
     pub message: String,
+    /// The path inside the entry (or the request) when it is finer than
+    /// `field`, in the request's own property names and indices:
+    /// `values[1]`, `hostIP`; empty when `field` is the path. See
+    /// [`ValidationError::path`].
+    pub subpath: String,
 }
 
 impl ValidationError {
@@ -26,6 +31,7 @@ impl ValidationError {
             entry_type: None,
             field: field.to_owned(),
             message: message.into(),
+            subpath: String::new(),
         }
     }
 
@@ -41,6 +47,33 @@ impl ValidationError {
             entry_type: entry_type.map(str::to_owned),
             field: field.to_owned(),
             message: message.into(),
+            subpath: String::new(),
+        }
+    }
+
+    /// The same error, located at `subpath` inside its entry or the request
+    /// (`values[1]`); the message and `field` stay as they are.
+    #[must_use]
+    pub fn at(mut self, subpath: impl Into<String>) -> Self {
+        self.subpath = subpath.into();
+        self
+    }
+
+    /// A stable path into the request for the value the error is about, for
+    /// a form to show the error next to its field: `name`, `k8sNamespace`,
+    /// `config`, `config[2]`, `config[2].host`, `config[0].values[1]`
+    /// (indices into the request's arrays, then the property name exactly
+    /// as in the request).
+    pub fn path(&self) -> String {
+        let inner = if self.subpath.is_empty() {
+            self.field.as_str()
+        } else {
+            self.subpath.as_str()
+        };
+        match (self.entry, inner.is_empty()) {
+            (Some(index), true) => format!("config[{index}]"),
+            (Some(index), false) => format!("config[{index}].{inner}"),
+            (None, _) => inner.to_owned(),
         }
     }
 }

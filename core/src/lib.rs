@@ -16,6 +16,7 @@
 //! [`owner`] decides which observed objects are a tenant's installation's.
 //! [`resource_quota`] predicts a ResourceQuota refusal of pods that a dry
 //! run of their StatefulSet cannot see.
+//! [`preview`] renders a request for a person to read, secrets masked.
 //! [`policy`] is what an executor lets into its namespace (Pod Security
 //! Standards baseline and k8sworker's own rules); render never breaks it.
 //! [`rollout`] names the pods a deploy must replace because the StatefulSet
@@ -37,6 +38,7 @@ pub mod operation;
 pub mod owner;
 pub mod plan;
 pub mod policy;
+pub mod preview;
 pub mod quantity;
 pub mod render;
 pub mod resource_quota;

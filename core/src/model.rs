@@ -697,8 +697,10 @@ impl ConfigEntry {
             kind: &str,
             fields: serde_json::Value,
         ) -> Result<T, ValidationError> {
-            serde_json::from_value(fields).map_err(|error| {
-                ValidationError::entry(index, Some(kind), "", serde_message(&error.to_string()))
+            serde_path_to_error::deserialize(fields).map_err(|error| {
+                let message = serde_message(&error.inner().to_string());
+                let subpath = read_error_path(&error.path().to_string(), &message);
+                ValidationError::entry(index, Some(kind), "", message).at(subpath)
             })
         }
         Ok(match kind {
@@ -728,6 +730,25 @@ impl ConfigEntry {
                 ));
             }
         })
+    }
+}
+
+/// Where inside an entry a read error is: the path serde was at (`.` for
+/// the entry itself), then the field a "missing field" or "unknown field"
+/// message names, since serde reports those at the object that lacks or
+/// has it. Empty for the entry itself.
+fn read_error_path(at: &str, message: &str) -> String {
+    let at = if at == "." { "" } else { at };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(field) if at.is_empty() => field.to_owned(),
+        Some(field) if !at.ends_with(&format!(".{field}")) && at != field => {
+            format!("{at}.{field}")
+        }
+        _ => at.to_owned(),
     }
 }
 

@@ -140,6 +140,13 @@ impl Checker {
         ));
     }
 
+    /// [`Self::fail`] with the finer path `subpath` inside the entry
+    /// ([`ValidationError::at`]).
+    fn fail_at(&mut self, at: At<'_>, field: &str, subpath: String, message: impl Into<String>) {
+        self.errors
+            .push(ValidationError::entry(at.index, Some(at.kind), field, message).at(subpath));
+    }
+
     fn fail_request(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(ValidationError::request(field, message));
     }
@@ -415,11 +422,12 @@ impl Checker {
                     if affinity.values.is_empty() {
                         self.fail(at, "values", "needs at least one value");
                     }
-                    for value in &affinity.values {
+                    for (position, value) in affinity.values.iter().enumerate() {
                         if !names::is_label_value(value) {
-                            self.fail(
+                            self.fail_at(
                                 at,
                                 "values",
+                                format!("values[{position}]"),
                                 format!("`{value}` is not a valid label value"),
                             );
                         }
@@ -839,9 +847,10 @@ impl Checker {
                 }
                 for name in probe.headers.keys() {
                     if http_header_name_invalid(name) {
-                        self.fail(
+                        self.fail_at(
                             at,
                             "headers",
+                            format!("headers.{name}"),
                             format!("`{name}` is not a valid HTTP header name: letters, digits and '-' (Kubernetes' rule for probe headers)"),
                         );
                     }

@@ -872,3 +872,58 @@ fn what_the_api_server_accepts_is_accepted_here() {
         assert_refused(with_image(vec![entry]), expected);
     }
 }
+
+/// Every error names a stable path into the request, for a form to show it
+/// next to its field; the messages stay as they are.
+#[test]
+fn every_error_has_a_path_into_the_request() {
+    let data = json!({
+        "name": "Bad_Name",
+        "k8sNamespace": "team-a",
+        "config": [
+            {"type": "image", "name": "nginx:1.27", "replicas": 2},
+            {"type": "hostAlias", "name": "db"},
+            {"type": "hardAffinity", "key": "zone", "values": ["a", "not valid!"]},
+            {"type": "inboundPort", "port": "eighty", "protocol": "TCP"},
+            {"type": "inboundPort", "port": 80, "protocol": "HTTP", "host": "10.0.0.1"},
+            {"type": "probe", "probeType": "readiness", "requestType": "http", "port": 80,
+             "path": "/", "headers": {"Bad Header": "x"}},
+            "not an entry",
+        ]
+    });
+    let errors = match parse_and_validate(&data) {
+        Ok(_) => panic!("refused"),
+        Err(ValidationErrors { errors }) => errors,
+    };
+    let paths: Vec<(String, String)> = errors.iter().map(|e| (e.path(), e.to_string())).collect();
+    let path_of = |needle: &str| -> String {
+        paths
+            .iter()
+            .find(|(_, text)| text.contains(needle))
+            .unwrap_or_else(|| panic!("no error containing {needle:?} in {paths:#?}"))
+            .0
+            .clone()
+    };
+    assert_eq!(path_of("`Bad_Name`"), "name");
+    assert_eq!(path_of("unknown field `replicas`"), "config[0].replicas");
+    assert_eq!(path_of("missing field `hostIP`"), "config[1].hostIP");
+    assert_eq!(
+        path_of("`not valid!` is not a valid label value"),
+        "config[2].values[1]"
+    );
+    assert_eq!(path_of("invalid type: string \"eighty\""), "config[3].port");
+    assert_eq!(path_of("must be TCP or UDP"), "config[4].protocol");
+    assert_eq!(path_of("`10.0.0.1`"), "config[4].host");
+    assert_eq!(path_of("`Bad Header`"), "config[5].headers.Bad Header");
+    assert_eq!(path_of("must be an object with a `type`"), "config[6]");
+    // The messages are the ones every other reader of the errors shows.
+    assert!(
+        paths.iter().any(|(_, text)| text
+            == "config[2] (hardAffinity).values: `not valid!` is not a valid label value"),
+        "{paths:#?}"
+    );
+    let missing = parse_and_validate(&json!({"k8sNamespace": "team-a", "config": []})).unwrap_err();
+    let missing: Vec<String> = missing.errors.iter().map(|e| e.path()).collect();
+    assert!(missing.contains(&"name".to_owned()), "{missing:?}");
+    assert!(missing.contains(&"config".to_owned()), "{missing:?}");
+}

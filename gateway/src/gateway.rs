@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8sworker_client::protocol::{
     Ancillaries, ClaimWorkitem, ClaimedWorkitem, ClusterContext, CompleteWorkitem, FailWorkitem,
-    K8sWorkitem, ReleaseWorkitem, RenewWorkitemLease,
+    K8sWorkitem, PlanStep, ReleaseWorkitem, RenewWorkitemLease,
 };
 use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
@@ -764,7 +764,8 @@ impl Gateway {
                 }
             }
         }
-        self.report(&item, outcome, &stopping).await
+        let steps = result.as_ref().ok().and_then(outcome::plan_steps);
+        self.report_with(&item, outcome, steps, &stopping).await
     }
 
     /// The last word before Execute: one renew asks whether the workitem is
@@ -877,6 +878,22 @@ impl Gateway {
         outcome: Outcome,
         stopping: &watch::Receiver<bool>,
     ) -> Report {
+        self.report_with(item, outcome, None, stopping).await
+    }
+
+    /// [`Self::report`] with the plan's `steps` for the operation history;
+    /// the trace id sent with them is the current span's (the workitem's
+    /// trace), when telemetry gives it one.
+    async fn report_with(
+        &self,
+        item: &Workitem,
+        outcome: Outcome,
+        steps: Option<Vec<PlanStep>>,
+        stopping: &watch::Receiver<bool>,
+    ) -> Report {
+        let trace_id = k8sworker_telemetry::current_traceparent()
+            .as_deref()
+            .and_then(outcome::trace_id);
         // Retried for five minutes, or for the grace period once shutdown began.
         let mut give_up = Instant::now() + Duration::from_secs(300);
         let mut shutdown_seen = false;
@@ -899,6 +916,8 @@ impl Gateway {
                         request_id,
                         lease_id,
                         installation: report.clone(),
+                        steps: steps.clone(),
+                        trace_id: trace_id.clone(),
                     };
                     self.control_plane
                         .call(&params)
@@ -912,6 +931,8 @@ impl Gateway {
                         lease_id,
                         status: *status,
                         message: message.clone(),
+                        steps: steps.clone(),
+                        trace_id: trace_id.clone(),
                     };
                     self.control_plane
                         .call(&params)

@@ -14,7 +14,9 @@
 //! it knows itself (`configSpec`, `installationDate`, `installedBy`) in the
 //! same transaction as the completion.
 
-use k8sworker_client::protocol::{InstallationReport, InstallationStatus};
+use k8sworker_client::protocol::{
+    InstallationReport, InstallationStatus, MAX_PLAN_STEPS, PlanStep,
+};
 use k8sworker_core::plan::Operation;
 use k8sworker_proto::v1 as pb;
 use serde_json::{Map, Value, json};
@@ -40,6 +42,62 @@ pub enum Outcome {
         /// Why, for the log.
         message: String,
     },
+}
+
+/// The steps of the plan the planner answered with, for the operation
+/// history (`completeWorkitem`'s and `failWorkitem`'s `steps`): action
+/// (`create`, `update`, `delete`, `scale`, `noop`), kind, name and reason.
+/// `None` when the answer has no plan (an error before planning). Held to
+/// what the control plane accepts (at most [`MAX_PLAN_STEPS`] steps, each
+/// string at most [`MAX_PARAM_BYTES`] bytes), so the history never costs
+/// the completion.
+pub fn plan_steps(response: &pb::ExecuteResponse) -> Option<Vec<PlanStep>> {
+    let plan = response.plan.as_ref()?;
+    let cut = |text: &str| {
+        let mut end = text.len().min(MAX_PARAM_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    };
+    Some(
+        plan.steps
+            .iter()
+            .take(MAX_PLAN_STEPS)
+            .map(|step| {
+                let action = match pb::Action::try_from(step.action) {
+                    Ok(pb::Action::Create) => "create",
+                    Ok(pb::Action::Update) => "update",
+                    Ok(pb::Action::Delete) => "delete",
+                    Ok(pb::Action::Scale) => "scale",
+                    Ok(pb::Action::Noop) => "noop",
+                    Ok(pb::Action::Unspecified) | Err(_) => "unspecified",
+                };
+                let component = step.component.clone().unwrap_or_default();
+                PlanStep {
+                    action: action.to_owned(),
+                    kind: cut(&component.kind),
+                    name: cut(&component.name),
+                    reason: cut(&step.reason),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The trace id (32 hex digits) of a W3C `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<String> {
+    traceparent
+        .split('-')
+        .nth(1)
+        .filter(|id| {
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && id.bytes().any(|b| b != b'0')
+        })
+        .map(str::to_owned)
 }
 
 /// The planner call's error, as a code and a message.
@@ -444,6 +502,92 @@ mod tests {
             uid: format!("uid-{name}"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_plans_steps_and_the_trace_id_are_reported_for_the_history() {
+        let step = |action: pb::Action, kind: &str, name: &str, reason: &str| pb::Step {
+            action: action.into(),
+            component: Some(pb::ComponentRef {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                namespace: "team-a".into(),
+                name: name.into(),
+            }),
+            reason: reason.into(),
+            ..Default::default()
+        };
+        let response = pb::ExecuteResponse {
+            plan: Some(pb::Plan {
+                steps: vec![
+                    step(
+                        pb::Action::Create,
+                        "Secret",
+                        "vantiq-jdbc-secret-0",
+                        "missing",
+                    ),
+                    step(pb::Action::Update, "StatefulSet", "jdbc", "image changed"),
+                    step(pb::Action::Noop, "Service", "jdbc", "as desired"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let steps = plan_steps(&response).expect("a plan");
+        assert_eq!(
+            steps,
+            vec![
+                PlanStep {
+                    action: "create".into(),
+                    kind: "Secret".into(),
+                    name: "vantiq-jdbc-secret-0".into(),
+                    reason: "missing".into(),
+                },
+                PlanStep {
+                    action: "update".into(),
+                    kind: "StatefulSet".into(),
+                    name: "jdbc".into(),
+                    reason: "image changed".into(),
+                },
+                PlanStep {
+                    action: "noop".into(),
+                    kind: "Service".into(),
+                    name: "jdbc".into(),
+                    reason: "as desired".into(),
+                },
+            ]
+        );
+        assert_eq!(plan_steps(&pb::ExecuteResponse::default()), None);
+        let long = pb::ExecuteResponse {
+            plan: Some(pb::Plan {
+                steps: vec![
+                    step(
+                        pb::Action::Create,
+                        "Secret",
+                        "s",
+                        &"é".repeat(MAX_PARAM_BYTES)
+                    );
+                    MAX_PLAN_STEPS + 5
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let held = plan_steps(&long).unwrap();
+        assert_eq!(held.len(), MAX_PLAN_STEPS);
+        assert!(
+            held.iter()
+                .all(|s| s.reason.len() <= MAX_PARAM_BYTES && s.reason.len() > MAX_PARAM_BYTES - 2)
+        );
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id("garbage"), None);
     }
 
     fn components(replicas: i32, ready: i32) -> Vec<pb::ObservedComponent> {

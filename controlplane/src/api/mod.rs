@@ -19,13 +19,16 @@
 mod clusters;
 mod command;
 mod documents;
+mod drafts;
 pub mod error;
 mod extract;
 mod identity;
 mod installations;
+mod operations;
 mod procedures;
 pub mod resource;
 mod secrets;
+mod templates;
 mod workitems;
 
 use axum::Json;
@@ -42,6 +45,7 @@ use self::documents::Documents;
 use self::error::{ApiError, vantiq_body_for_status};
 use self::identity::Tokens;
 use self::installations::Installations;
+use self::operations::Operations;
 use self::resource::{delete_one, delete_where, get_one, list, select};
 use self::secrets::Secrets;
 use self::workitems::Workitems;
@@ -175,10 +179,22 @@ pub fn router(state: AppState) -> Router {
             &format!("{R}/k8sclusters/{{name}}/command"),
             post(command::run::<Clusters>),
         )
+        .route(
+            &format!("{R}/k8sclusters/{{name}}/workerTemplates"),
+            get(templates::download),
+        )
         .route(&format!("{R}/k8sinstallations"), installations)
         .route(
             &format!("{R}/k8sinstallations/select"),
             post(select::<Installations>),
+        )
+        .route(
+            &format!("{R}/k8sinstallations/validate"),
+            post(drafts::validate),
+        )
+        .route(
+            &format!("{R}/k8sinstallations/preview"),
+            post(drafts::preview),
         )
         .route(&format!("{R}/k8sinstallations/{{name}}"), installation)
         .route(
@@ -196,6 +212,15 @@ pub fn router(state: AppState) -> Router {
             post(select::<Workitems>),
         )
         .route(&format!("{R}/k8sworkitems/{{id}}"), workitem)
+        .route(&format!("{R}/k8soperations"), get(list::<Operations>))
+        .route(
+            &format!("{R}/k8soperations/select"),
+            post(select::<Operations>),
+        )
+        .route(
+            &format!("{R}/k8soperations/{{id}}"),
+            get(get_one::<Operations>),
+        )
         .route(
             &format!("{R}/documents"),
             get(list::<Documents>).post(documents::upload),

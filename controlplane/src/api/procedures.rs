@@ -19,8 +19,8 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use k8sworker_client::protocol::{
     self as protocol, ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, Completion, FailStatus,
-    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, MAX_PARAM_BYTES, ReleaseWorkitem,
-    RenewWorkitemLease,
+    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, MAX_PARAM_BYTES, MAX_PLAN_STEPS,
+    PlanStep, ReleaseWorkitem, RenewWorkitemLease,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +33,7 @@ use crate::auth::{Action, Caller};
 use crate::lifecycle::Status;
 use crate::query::json_kind;
 use crate::state::AppState;
+use crate::store::history::Reported;
 use crate::store::resources::{self, DocTable};
 use crate::store::{StoreError, identity, sealing, workitems};
 
@@ -107,6 +108,104 @@ impl Params {
         })
     }
 
+    /// The optional `steps` of a completion or failure: at most
+    /// [`MAX_PLAN_STEPS`] objects `{action, kind, name, reason}` of strings,
+    /// each at most [`MAX_PARAM_BYTES`] bytes; a wrong one is named
+    /// (`steps[3].kind`).
+    fn steps(&self) -> Result<Option<Vec<PlanStep>>, ApiError> {
+        let steps = match self.0.get("steps") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(steps)) => steps,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "steps",
+                    format!("must be a list, got {}", json_kind(other)),
+                ));
+            }
+        };
+        if steps.len() > MAX_PLAN_STEPS {
+            return Err(ApiError::invalid(
+                "steps",
+                format!(
+                    "must hold at most {MAX_PLAN_STEPS} steps, got {}",
+                    steps.len()
+                ),
+            ));
+        }
+        steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| {
+                let field = |name: &str| format!("steps[{index}].{name}");
+                let Value::Object(step) = step else {
+                    return Err(ApiError::invalid(
+                        &format!("steps[{index}]"),
+                        format!("must be an object, got {}", json_kind(step)),
+                    ));
+                };
+                for (key, value) in step {
+                    if !matches!(key.as_str(), "action" | "kind" | "name" | "reason") {
+                        return Err(ApiError::invalid(
+                            &field(key),
+                            "is not a step property (action, kind, name, reason)",
+                        ));
+                    }
+                    match value {
+                        Value::String(text) if text.len() <= MAX_PARAM_BYTES => {}
+                        Value::String(text) => {
+                            return Err(ApiError::invalid(
+                                &field(key),
+                                format!(
+                                    "must be at most {MAX_PARAM_BYTES} bytes, got {} bytes",
+                                    text.len()
+                                ),
+                            ));
+                        }
+                        other => {
+                            return Err(ApiError::invalid(
+                                &field(key),
+                                format!("must be a string, got {}", json_kind(other)),
+                            ));
+                        }
+                    }
+                }
+                let text = |key: &str| -> Result<String, ApiError> {
+                    match step.get(key) {
+                        Some(Value::String(text)) => Ok(text.clone()),
+                        _ if key == "reason" => Ok(String::new()),
+                        _ => Err(ApiError::invalid(&field(key), "is required")),
+                    }
+                };
+                Ok(PlanStep {
+                    action: text("action")?,
+                    kind: text("kind")?,
+                    name: text("name")?,
+                    reason: text("reason")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The optional `traceId`: a W3C trace id, 32 lowercase hex digits,
+    /// not all zero.
+    fn trace_id(&self) -> Result<Option<String>, ApiError> {
+        let Some(id) = self.optional_string("traceId")? else {
+            return Ok(None);
+        };
+        let hex = id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex || id.bytes().all(|b| b == b'0') {
+            return Err(ApiError::invalid(
+                "traceId",
+                "must be a W3C trace id: 32 lowercase hex digits, not all zero",
+            ));
+        }
+        Ok(Some(id))
+    }
+
     /// `completeWorkitem`'s parameters: only reportable properties, each of
     /// its protocol type.
     fn complete(&self) -> Result<CompleteWorkitem, ApiError> {
@@ -141,6 +240,8 @@ impl Params {
             request_id,
             lease_id,
             installation,
+            steps: self.steps()?,
+            trace_id: self.trace_id()?,
         })
     }
 
@@ -157,6 +258,8 @@ impl Params {
             lease_id,
             status,
             message: self.string("message")?,
+            steps: self.steps()?,
+            trace_id: self.trace_id()?,
         })
     }
 
@@ -432,6 +535,8 @@ async fn complete(
         request_id,
         lease_id,
         installation,
+        steps,
+        trace_id,
     } = params.complete()?;
     let report = installation.to_map();
     let verify = state.config.verify_interval;
@@ -448,6 +553,10 @@ async fn complete(
                 &lease_id,
                 &report,
                 verify_ms,
+                Reported {
+                    steps: steps.as_deref(),
+                    trace_id: trace_id.as_deref(),
+                },
             )?)
         })
         .await?;
@@ -463,6 +572,8 @@ async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sW
         lease_id,
         status,
         message,
+        steps,
+        trace_id,
     } = params.fail()?;
     let caller = caller.clone();
     let result = state
@@ -479,6 +590,10 @@ async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sW
                     FailStatus::Invalid => Status::Invalid,
                 },
                 &message,
+                Reported {
+                    steps: steps.as_deref(),
+                    trace_id: trace_id.as_deref(),
+                },
             )?)
         })
         .await?;
@@ -565,6 +680,13 @@ mod tests {
                 k8s_associated_config_maps: Some(vec!["vantiq-web-configmap-0".into()]),
                 k8s_associated_secrets: Some(Vec::new()),
             },
+            steps: Some(vec![PlanStep {
+                action: "create".into(),
+                kind: "StatefulSet".into(),
+                name: "web".into(),
+                reason: "missing".into(),
+            }]),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let sent = params(serde_json::to_value(&complete).unwrap());
         assert_eq!(sent.complete().unwrap(), complete);
@@ -573,6 +695,8 @@ mod tests {
             lease_id: "l".into(),
             status: FailStatus::Invalid,
             message: "bad".into(),
+            steps: None,
+            trace_id: None,
         };
         let sent = params(serde_json::to_value(&fail).unwrap());
         assert_eq!(sent.fail().unwrap(), fail);
@@ -616,6 +740,27 @@ mod tests {
             field(params(report).complete().unwrap_err()),
             "installation.name"
         );
+        let mut report = lease.clone();
+        report["steps"] = json!([{"action": "create", "kind": 5, "name": "x"}]);
+        assert_eq!(
+            field(params(report).complete().unwrap_err()),
+            "steps[0].kind"
+        );
+        let mut report = lease.clone();
+        report["steps"] = json!([{"action": "create", "kind": "Secret"}]);
+        assert_eq!(
+            field(params(report).complete().unwrap_err()),
+            "steps[0].name"
+        );
+        let mut report = lease.clone();
+        report["steps"] = json!("create");
+        assert_eq!(field(params(report).complete().unwrap_err()), "steps");
+        let mut report = lease.clone();
+        report["traceId"] = json!("00000000000000000000000000000000");
+        assert_eq!(field(params(report).complete().unwrap_err()), "traceId");
+        let mut report = lease.clone();
+        report["traceId"] = json!("4BF92F3577B34DA6A3CE929D0E0E4736");
+        assert_eq!(field(params(report).complete().unwrap_err()), "traceId");
         let mut fail = lease.clone();
         fail["status"] = json!("DONE");
         fail["message"] = json!("m");

@@ -728,7 +728,7 @@ pub(super) async fn submit(
                 let data = form.to_json();
                 outcome.problems = problems(&state, &session, &data).await?;
                 if outcome.problems.is_empty() {
-                    outcome.preview = Some(preview(&state, &session, &data).await?);
+                    outcome.preview = Some(preview(&state, &session, &cluster, &data).await?);
                 } else {
                     status = StatusCode::BAD_REQUEST;
                 }
@@ -776,18 +776,22 @@ pub(super) async fn submit(
         .into_response())
 }
 
-/// The objects a deploy renders to, from the server's preview endpoint.
+/// The objects a deploy renders to on `cluster`, from the server's preview
+/// endpoint.
 async fn preview(
     state: &ConsoleState,
     session: &Session,
+    cluster: &str,
     data: &Value,
 ) -> Result<Markup, ConsoleError> {
+    let mut body = data.clone();
+    body["clusterName"] = json!(cluster);
     let answer = state
         .call(
             session,
             Method::POST,
             "/api/v1/resources/k8sinstallations/preview",
-            Some(data),
+            Some(&body),
         )
         .await;
     let objects = match answer {

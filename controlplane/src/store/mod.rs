@@ -22,6 +22,7 @@
 //! (not found, duplicate, lease lost) or how storage failed. Workitem
 //! decisions are [`crate::lifecycle`]'s; the store reads, asks and writes.
 
+pub mod history;
 pub mod identity;
 pub mod lock;
 pub mod resources;
@@ -256,7 +257,36 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tokens ADD COLUMN k8s_cluster TEXT;
     "#,
+    // 3: the operation history (`k8soperations`), one record per workitem.
+    r#"
+    CREATE TABLE k8soperations (
+        id TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        cluster_name TEXT NOT NULL,
+        installation TEXT NOT NULL,
+        k8s_namespace TEXT,
+        operation TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        outcome TEXT,
+        error TEXT,
+        request TEXT NOT NULL,
+        steps TEXT,
+        trace_id TEXT
+    );
+    CREATE INDEX operations_by_namespace ON k8soperations(namespace, requested_at);
+    CREATE INDEX operations_by_finish ON k8soperations(finished_at);
+    "#,
 ];
+
+/// How [`Store::in_transaction`] ends a transaction whose work succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Commit,
+    RollBack,
+}
 
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
@@ -353,13 +383,40 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.in_transaction(work, Ending::Commit).await
+    }
+
+    /// Runs `work` in one transaction that is always rolled back, whatever
+    /// it answers: a dry run of a write (a deploy checked or previewed,
+    /// never submitted) that must leave nothing behind.
+    pub async fn rolled_back<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.in_transaction(work, Ending::RollBack).await
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction that ends as `ending` says
+    /// (a commit only when `work` returns `Ok`).
+    async fn in_transaction<T, E, F>(&self, work: F, ending: Ending) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
         self.run(move |connection| {
             let transaction = connection
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(StoreError::from)?;
-            let value = work(&transaction)?;
-            transaction.commit().map_err(StoreError::from)?;
-            Ok(value)
+            let value = work(&transaction);
+            match (ending, &value) {
+                (Ending::Commit, Ok(_)) => transaction.commit(),
+                _ => transaction.rollback(),
+            }
+            .map_err(StoreError::from)?;
+            value
         })
         .await
     }

@@ -11,6 +11,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
 
 use super::StoreError;
+use super::history::{self, Finish, Outcome, Reported};
 use super::resources::{self, DocTable};
 use crate::audit::{iso, now_ms};
 use crate::lifecycle::{
@@ -146,7 +147,9 @@ pub fn insert(tx: &Transaction<'_>, item: &NewWorkitem) -> Result<Workitem, Stor
                 .unwrap_or_else(crate::trace_context::fresh)
         ],
     )?;
-    get(tx, &item.namespace, &request_id)?.ok_or_else(|| not_found(&request_id))
+    let item = get(tx, &item.namespace, &request_id)?.ok_or_else(|| not_found(&request_id))?;
+    history::requested(tx, &item)?;
+    Ok(item)
 }
 
 /// One workitem of a namespace.
@@ -203,7 +206,15 @@ pub fn delete(tx: &Transaction<'_>, namespace: &str, request_id: &str) -> Result
                 params![request_id, status.as_str(), now_ms()],
             )?;
         }
-        Next::Deleted => drop_item(tx, &item)?,
+        Next::Deleted => {
+            let outcome = Outcome::of_final_status(item.status);
+            let error = match outcome {
+                Outcome::Cancelled => Some(history::CANCELLED),
+                _ => item.message.as_deref(),
+            };
+            history::finished(tx, &item, &Finish::plain(outcome, error), now_ms())?;
+            drop_item(tx, &item)?;
+        }
     }
     Ok(true)
 }
@@ -269,19 +280,39 @@ pub fn set_status(
     let now = now_ms();
     match next {
         Next::Deleted => {
+            history::finished(
+                tx,
+                &item,
+                &Finish::plain(Outcome::Cancelled, Some(history::CANCELLED)),
+                now,
+            )?;
             drop_item(tx, &item)?;
             return Ok(StatusChange::Changed(None));
         }
-        Next::Status(Status::Pending) => tx.execute(
-            "UPDATE k8sworkitems SET status = ?2, updated_at = ?3, attempts = attempts + 1,
+        Next::Status(Status::Pending) => {
+            history::started(tx, &item, now)?;
+            tx.execute(
+                "UPDATE k8sworkitems SET status = ?2, updated_at = ?3, attempts = attempts + 1,
                delayed = 0 WHERE request_id = ?1",
-            params![request_id, Status::Pending.as_str(), now],
-        )?,
-        Next::Status(status) => tx.execute(
-            "UPDATE k8sworkitems SET status = ?2, updated_at = ?3,
+                params![request_id, Status::Pending.as_str(), now],
+            )?
+        }
+        Next::Status(status) => {
+            if matches!(status, Status::Failed | Status::Invalid) {
+                let error = message.or(item.message.as_deref());
+                history::finished(
+                    tx,
+                    &item,
+                    &Finish::plain(Outcome::of_final_status(status), error),
+                    now,
+                )?;
+            }
+            tx.execute(
+                "UPDATE k8sworkitems SET status = ?2, updated_at = ?3,
                message = COALESCE(?4, message) WHERE request_id = ?1",
-            params![request_id, status.as_str(), now, message],
-        )?,
+                params![request_id, status.as_str(), now, message],
+            )?
+        }
     };
     if matches!(to, Status::Failed | Status::Invalid) {
         release_orphan_charge(tx, namespace, &item.installation)?;
@@ -327,6 +358,12 @@ pub fn finish(
     if item.lease_id.is_some() || !matches!(item.status, Status::Pending | Status::Cancelled) {
         return Ok(Err(item.status));
     }
+    let finish = if item.status == Status::Pending {
+        Finish::plain(Outcome::Succeeded, None)
+    } else {
+        Finish::plain(Outcome::Cancelled, Some(history::CANCELLED))
+    };
+    history::finished(tx, &item, &finish, now_ms())?;
     drop_item(tx, &item)?;
     Ok(Ok(true))
 }
@@ -366,6 +403,25 @@ pub fn expire_leases(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, Stri
         clusters.push((namespace, cluster));
     }
     // A cancelled item whose worker went away: the cancellation is done.
+    let gone = format!(
+        "SELECT {COLUMNS} FROM k8sworkitems WHERE status = 'CANCELLED' AND lease_expires_at < ?1"
+    );
+    let gone: Vec<Raw> = tx
+        .prepare(&gone)?
+        .query_map([now], read_row)?
+        .collect::<Result<_, _>>()?;
+    for raw in gone {
+        let item = decode(raw)?;
+        history::finished(
+            tx,
+            &item,
+            &Finish::plain(
+                Outcome::Cancelled,
+                Some("cancelled; its worker's lease expired without an outcome"),
+            ),
+            now,
+        )?;
+    }
     let dropped: Vec<(String, String, String)> = tx
         .prepare_cached(
             "DELETE FROM k8sworkitems WHERE status = 'CANCELLED' AND lease_expires_at < ?1
@@ -463,6 +519,12 @@ pub fn claim(
             Ancillaries::Ready(ancillaries) => ancillaries,
             Ancillaries::Missing(problem) => {
                 tracing::warn!(%namespace, request_id = %row.request_id, %problem, "workitem cannot be processed; marked INVALID");
+                history::finished(
+                    tx,
+                    &row,
+                    &Finish::plain(Outcome::Invalid, Some(&problem)),
+                    now,
+                )?;
                 tx.execute(
                     "UPDATE k8sworkitems SET status = ?2, message = ?3, updated_at = ?4
                          WHERE request_id = ?1",
@@ -477,6 +539,7 @@ pub fn claim(
                 continue;
             }
         };
+        history::started(tx, &row, now)?;
         let lease_id = uuid::Uuid::new_v4().to_string();
         let expires = now + lease_ms;
         tx.execute(
@@ -525,6 +588,12 @@ fn give_up(
     };
     let (next, message, record) = lifecycle::give_up(row, max_attempts, installation, &stamp)?;
     tracing::warn!(namespace = %row.namespace, request_id = %row.request_id, attempts = row.attempts, %message, "workitem failed for good");
+    history::finished(
+        tx,
+        row,
+        &Finish::plain(Outcome::of_final_status(next), Some(&message)),
+        now,
+    )?;
     if let Some(doc) = record {
         resources::put_installation(
             tx,
@@ -605,6 +674,12 @@ pub fn release(
 ) -> Result<Workitem, StoreError> {
     let item = leased(tx, namespace, request_id, lease_id)?;
     if lifecycle::transition(item.status, Event::Release)? == Next::Deleted {
+        history::finished(
+            tx,
+            &item,
+            &Finish::plain(Outcome::Cancelled, Some(history::CANCELLED)),
+            now_ms(),
+        )?;
         drop_item(tx, &item)?;
         return Ok(item);
     }
@@ -636,7 +711,8 @@ fn stamp() -> Stamp {
 /// Completes a held workitem successfully: writes the installation record the
 /// operation implies ([`lifecycle::complete`]) and deletes the workitem, in
 /// one transaction. `verify_interval_ms` schedules the next `verify`
-/// (`None`: off).
+/// (`None`: off). The history record is finished `SUCCEEDED` with what the
+/// worker `reported` ([`history`]).
 pub fn complete(
     tx: &Transaction<'_>,
     namespace: &str,
@@ -644,6 +720,7 @@ pub fn complete(
     lease_id: &str,
     report: &Map<String, Value>,
     verify_interval_ms: Option<i64>,
+    reported: Reported<'_>,
 ) -> Result<Value, StoreError> {
     let item = get(tx, namespace, request_id)?.ok_or_else(|| not_found(request_id))?;
     let existing = resources::get_doc(tx, DocTable::Installations, namespace, &item.installation)?;
@@ -674,6 +751,12 @@ pub fn complete(
             *next_verify_at,
         )?,
     }
+    let finish = Finish {
+        outcome: Outcome::Succeeded,
+        error: None,
+        reported,
+    };
+    history::finished(tx, &item, &finish, now_ms())?;
     tx.execute(
         "DELETE FROM k8sworkitems WHERE request_id = ?1",
         [request_id],
@@ -689,7 +772,8 @@ pub fn complete(
 
 /// Fails a held workitem with `status` (`FAILED`, or `INVALID` for a bad
 /// request) and a message; the installation record changes as
-/// [`lifecycle::fail`] decides, in the same transaction. Answers the
+/// [`lifecycle::fail`] decides, in the same transaction, and the history
+/// record is finished with what the worker `reported`. Answers the
 /// workitem's view.
 pub fn fail(
     tx: &Transaction<'_>,
@@ -698,6 +782,7 @@ pub fn fail(
     lease_id: &str,
     status: Status,
     message: &str,
+    reported: Reported<'_>,
 ) -> Result<Value, StoreError> {
     let item = get(tx, namespace, request_id)?.ok_or_else(|| not_found(request_id))?;
     let existing = resources::get_doc(tx, DocTable::Installations, namespace, &item.installation)?;
@@ -706,6 +791,12 @@ pub fn fail(
     if let Some(doc) = record {
         resources::put_installation(tx, namespace, &item.installation, &item.cluster, &doc, None)?;
     }
+    let finish = Finish {
+        outcome: Outcome::of_final_status(next),
+        error: Some(message),
+        reported,
+    };
+    history::finished(tx, &item, &finish, stamp.now)?;
     tx.execute(
         "UPDATE k8sworkitems SET status = ?2, message = ?3, lease_id = NULL, lease_owner = NULL,
            lease_expires_at = NULL, updated_at = ?4 WHERE request_id = ?1",

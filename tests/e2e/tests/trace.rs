@@ -2,6 +2,7 @@
 //! plane's request span stores its `traceparent` on the workitem; the gateway
 //! continues it (`workitem.process`); the planner and the executor join over
 //! gRPC metadata; the executor adds one span per step and per API call.
+//! The deploy's operation history record names that trace and its steps.
 //!
 //! Its own test binary: it installs the process-wide OTLP pipeline to the
 //! test cluster's Jaeger, which every in-process component then uses.
@@ -90,6 +91,44 @@ async fn one_trace_spans_control_plane_gateway_planner_and_executor() {
             names.iter().any(|n| n == "patch statefulsets"),
             "Kubernetes API calls are spans: {names:?}"
         );
+
+        // The operation history keeps the deploy after its workitem is
+        // gone: the plan's steps the gateway reported, and the trace id
+        // Jaeger has the whole trace under.
+        let request_id = item["requestId"].as_str().unwrap();
+        let (status, record) = vantiq
+            .get(&format!("/api/v1/resources/k8soperations/{request_id}"))
+            .await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(record["outcome"], "SUCCEEDED", "{record}");
+        assert_eq!(record["op"], "deploy");
+        assert_eq!(record["namespace"], ns.as_str());
+        assert_eq!(record["traceId"], trace_id.as_str(), "{record}");
+        let steps = record["steps"].as_array().expect("steps");
+        assert!(
+            steps.iter().any(|step| step["action"] == "create"
+                && step["kind"] == "StatefulSet"
+                && step["name"] == "traced"),
+            "{record}"
+        );
+        assert!(
+            steps
+                .iter()
+                .all(|step| step["reason"].as_str().is_some_and(|r| !r.is_empty())),
+            "every step says why: {record}"
+        );
+        for step in steps {
+            let span = format!(
+                "{} {} {ns}/{}",
+                step["action"].as_str().unwrap().to_uppercase(),
+                step["kind"].as_str().unwrap(),
+                step["name"].as_str().unwrap()
+            );
+            assert!(
+                names.contains(&span),
+                "the recorded step {span} is a span of the trace: {names:?}"
+            );
+        }
     })
     .await;
     provider.shutdown().ok();
