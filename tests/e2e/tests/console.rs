@@ -339,6 +339,13 @@ async fn the_guides_example_in_a_browser() {
         } else {
             wait_text(&client, &id("preview-missing"), |text| !text.is_empty()).await;
         }
+        client
+            .execute(
+                "document.getElementById('preview-objects').scrollIntoView()",
+                Vec::new(),
+            )
+            .await
+            .expect("scroll to the preview");
         screenshot(&client, "04-deploy-preview").await;
         click(&client, &id("submit-deploy")).await;
         wait_text(&client, &id("flash"), |text| {
