@@ -324,3 +324,19 @@ async fn a_bad_entry_is_shown_next_to_its_field_and_nothing_is_queued() {
     assert_eq!(t.rows("k8sworkitems"), 0);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_templates_download_passes_the_servers_zip_through() {
+    let t = TestServer::start().await;
+    t.admin.create_cluster("c1").await;
+    let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
+    let response = get(&t.base, &cookie, "/ui/clusters/c1/templates").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/zip");
+    let zip = response.bytes().await.unwrap();
+    assert!(zip.starts_with(b"PK"), "a zip archive");
+    // An unknown cluster: the server's refusal, shown as a page.
+    let response = get(&t.base, &cookie, "/ui/clusters/nope/templates").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    t.stop().await;
+}
