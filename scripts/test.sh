@@ -26,6 +26,15 @@ for bin in etcd kube-apiserver kube-controller-manager kube-scheduler kwok jaege
 	[[ -x $K8SWORKER_CLUSTER_BIN/$bin ]] || { echo "error: $bin is missing from $K8SWORKER_CLUSTER_BIN" >&2; exit 1; }
 done
 
+step "the browser for the console's tests (Debian's chromium and chromium-driver)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+	command -v apt-get >/dev/null || { echo "error: the console's browser tests need chromium and chromedriver (Debian: apt-get install chromium chromium-driver)" >&2; exit 1; }
+	apt-get install -y chromium chromium-driver || { apt-get update && apt-get install -y chromium chromium-driver; }
+fi
+for bin in chromium chromedriver; do
+	command -v "$bin" >/dev/null || { echo "error: $bin is missing after installing it" >&2; exit 1; }
+done
+
 step "building the workspace and its tests"
 cargo build --workspace --all-targets --locked
 

@@ -162,6 +162,17 @@ pub struct Config {
     #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 
+    /// The tracing UI's URL of one trace, with `{traceId}` where the trace
+    /// id goes (Jaeger: `http://127.0.0.1:16686/trace/{traceId}`); the web
+    /// console links each operation to it. Without it, no links.
+    #[arg(long, env = "K8SWORKER_TRACE_UI_URL")]
+    pub trace_ui_url: Option<String>,
+
+    /// Mark the web console's session cookie `Secure` even when a request
+    /// does not say it came over TLS (`X-Forwarded-Proto: https` does).
+    #[arg(long, env = "K8SWORKER_CONSOLE_SECURE_COOKIE")]
+    pub console_secure_cookie: bool,
+
     /// What to do instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -36,6 +36,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod keyring;
 pub mod lifecycle;
 pub mod maintenance;

@@ -113,7 +113,7 @@ impl Server {
             database_lock: Arc::new(lock),
         };
         let maintenance = tokio::spawn(crate::maintenance::run(state.clone()));
-        let router = crate::api::router(state);
+        let router = crate::console::mount(crate::api::router(state.clone()), state);
         let mut stop = shutdown_rx;
         let http = tokio::spawn(async move {
             // The client address keys the login rate limit.

@@ -527,8 +527,9 @@ pub(crate) struct Reading {
     pub unread_types: Vec<String>,
 }
 
-/// The entry types, for error messages.
-const ENTRY_TYPES: &[&str] = &[
+/// Every `config` entry `type` a deploy may hold (error messages name
+/// them; the web console offers each).
+pub const ENTRY_TYPES: &[&str] = &[
     "image",
     "file",
     "inboundPort",
