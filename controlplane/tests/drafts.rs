@@ -302,3 +302,48 @@ fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// A preview is no function of the secret values but their sizes: two
+/// requests whose secret values differ (same lengths) preview the same
+/// objects, byte for byte. A hash of the values anywhere in them (the pod
+/// template's config hash, an object's spec hash) would let a caller test
+/// a guess of a stored value (sent back as the redaction marker) by
+/// previewing the guess. Nothing is written.
+#[tokio::test]
+async fn a_preview_shows_nothing_that_depends_on_a_secret_value() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("minikube").await;
+    let before = written(&t);
+    let request = |env: &str, file: &str| {
+        json!({
+            "name": "jdbc",
+            "k8sNamespace": "default",
+            "clusterName": "minikube",
+            "config": [
+                {"type": "image", "name": "vantiq/jdbc:1.0"},
+                {"type": "environmentVariable", "name": "PASSWORD", "value": env, "asSecret": true},
+                {"type": "file", "path": "/conf", "filename": "key.pem", "content": file, "dataSource": "secret"},
+            ]
+        })
+    };
+    let (status, first) = a.post(PREVIEW, request(ENV_SECRET, FILE_SECRET)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let guess = |secret: &str| secret.chars().rev().collect::<String>();
+    let (status, second) = a
+        .post(PREVIEW, request(&guess(ENV_SECRET), &guess(FILE_SECRET)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(
+        first, second,
+        "the preview depends on the secret values, not only on their sizes"
+    );
+    // Only the env secret differs: still the same.
+    let (status, third) = a
+        .post(PREVIEW, request(&guess(ENV_SECRET), FILE_SECRET))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(first, third);
+    assert_eq!(written(&t), before, "the preview wrote something");
+    t.stop().await;
+}
