@@ -347,3 +347,38 @@ async fn a_preview_shows_nothing_that_depends_on_a_secret_value() {
     assert_eq!(written(&t), before, "the preview wrote something");
     t.stop().await;
 }
+
+/// A redaction marker stands for the value stored for its entry; with no
+/// installation recorded there is none, and the deploy refuses it. The
+/// validation says so too, with or without `clusterName`, at the entry the
+/// deploy names; nothing is written.
+#[tokio::test]
+async fn a_marker_with_no_stored_value_is_invalid_as_the_deploy_finds_it() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("minikube").await;
+    let before = written(&t);
+    let data = json!({
+        "name": "fresh",
+        "k8sNamespace": "default",
+        "config": [
+            {"type": "image", "name": "vantiq/jdbc:1.0"},
+            {"type": "environmentVariable", "name": "PASSWORD", "value": "<redacted>", "asSecret": true},
+        ]
+    });
+    let (status, refused) = a.command("minikube", "deploy", data.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let mut on_cluster = data.clone();
+    on_cluster["clusterName"] = json!("minikube");
+    for (body, with) in [(data, "without"), (on_cluster, "with")] {
+        let answer = validate(a, body).await;
+        assert_eq!(answer["valid"], false, "{with} clusterName: {answer}");
+        assert_eq!(
+            fields(&answer),
+            ["config[1]"],
+            "{with} clusterName: {answer}"
+        );
+    }
+    assert_eq!(written(&t), before, "a refusal wrote something");
+    t.stop().await;
+}
