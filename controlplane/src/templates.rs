@@ -129,7 +129,9 @@ fn plain(field: &'static str, value: &str) -> Result<String, TemplatesError> {
 }
 
 /// `url` when it is an absolute `http`/`https` URL YAML reads unquoted as
-/// itself: URL characters only, no spaces, quotes or `#`.
+/// itself: URL characters only, no spaces, quotes or `#`, and no `:` at the
+/// end (YAML 1.2 §7.3.3: a plain scalar ends at a `:` followed by a space or
+/// the line's end; `VANTIQ_URL: https://host/path:` is not valid YAML).
 fn control_plane_url(url: &str) -> Result<String, TemplatesError> {
     let unfillable = |reason| TemplatesError::Unfillable {
         field: "url",
@@ -146,6 +148,11 @@ fn control_plane_url(url: &str) -> Result<String, TemplatesError> {
     if !url.chars().all(allowed) {
         return Err(unfillable(
             "spaces, quotes, '#' and characters outside a URL's do not fill a YAML value",
+        ));
+    }
+    if url.ends_with(':') {
+        return Err(unfillable(
+            "a ':' at the end makes YAML read a key, not a value",
         ));
     }
     Ok(url.to_owned())
@@ -213,6 +220,8 @@ mod tests {
             "https://a b",
             "https://x/#frag",
             "https://x/\"",
+            "https://x/base:",
+            "https://x/?q=a:",
             "vantiq",
         ] {
             assert!(control_plane_url(bad).is_err(), "{bad}");
