@@ -603,8 +603,9 @@ pub struct FieldError {
 ///
 /// Order: `configRef`, then every rule of the core's validation and every
 /// redaction marker out of place, all at once; only a request that passes
-/// those is checked further (references, then the deploy itself), one
-/// problem at a time, as the deploy reports them.
+/// those is checked further (without a cluster: each redaction marker has a
+/// stored value to stand for, then references; with one: the deploy
+/// itself), one problem at a time, as the deploy reports them.
 ///
 /// # Errors
 /// Only storage failures; every problem of the request is a [`FieldError`].
@@ -670,6 +671,12 @@ pub fn check_deploy(
         return Ok(errors);
     }
     let Some(cluster) = cluster else {
+        // The redaction markers stand for the values stored for the
+        // installation, as the deploy reads them; one with none is refused.
+        let mut kept = draft.clone();
+        if let Err(error) = keep_stored_secrets(tx, namespace, &mut kept, &rules.keyring) {
+            return located(&draft, error);
+        }
         for reference in lifecycle::references(&parsed) {
             let missing = match reference {
                 Reference::Secret { name, .. } => {

@@ -95,8 +95,12 @@ impl Fills {
 }
 
 /// `value` when YAML reads it, unquoted, as the same string: not empty, no
-/// character YAML gives a meaning, and not a word or number YAML reads as
-/// another type (`true`, `no`, `null`, `1.5`, `0x1f`, …).
+/// character YAML gives a meaning, and not a word, number or date YAML reads
+/// as another type (`true`, `no`, `null`, `1.5`, `0x1f`, …). The readers
+/// of the templates (kubectl, kustomize) resolve YAML 1.1's types too,
+/// where `_` may separate digits (`1_0e3`), `0b101` is binary and
+/// `2001-12-14` a timestamp: a value of digits, `_`, `.` and `-` only is
+/// refused whatever it means.
 fn plain(field: &'static str, value: &str) -> Result<String, TemplatesError> {
     let unfillable = |reason| TemplatesError::Unfillable {
         field,
@@ -114,22 +118,26 @@ fn plain(field: &'static str, value: &str) -> Result<String, TemplatesError> {
         "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf",
     ]
     .contains(&lower.trim_start_matches('.'));
-    let number = lower.parse::<f64>().is_ok()
-        || lower.starts_with("0x")
-        || lower.starts_with("0o")
+    let digits = lower.replace('_', "");
+    let number = digits.parse::<f64>().is_ok()
+        || ["0x", "0o", "0b"]
+            .iter()
+            .any(|prefix| digits.starts_with(prefix))
         || value
             .chars()
-            .all(|c| c.is_ascii_digit() || c == '_' || c == '.');
+            .all(|c| c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
     if keyword || number {
         return Err(unfillable(
-            "YAML reads it as a boolean, null or number, not a string",
+            "YAML reads it as a boolean, null, number or date, not a string",
         ));
     }
     Ok(value.to_owned())
 }
 
 /// `url` when it is an absolute `http`/`https` URL YAML reads unquoted as
-/// itself: URL characters only, no spaces, quotes or `#`.
+/// itself: URL characters only, no spaces, quotes or `#`, and no `:` at the
+/// end (YAML 1.2 §7.3.3: a plain scalar ends at a `:` followed by a space or
+/// the line's end; `VANTIQ_URL: https://host/path:` is not valid YAML).
 fn control_plane_url(url: &str) -> Result<String, TemplatesError> {
     let unfillable = |reason| TemplatesError::Unfillable {
         field: "url",
@@ -146,6 +154,11 @@ fn control_plane_url(url: &str) -> Result<String, TemplatesError> {
     if !url.chars().all(allowed) {
         return Err(unfillable(
             "spaces, quotes, '#' and characters outside a URL's do not fill a YAML value",
+        ));
+    }
+    if url.ends_with(':') {
+        return Err(unfillable(
+            "a ':' at the end makes YAML read a key, not a value",
         ));
     }
     Ok(url.to_owned())
@@ -197,13 +210,17 @@ mod tests {
 
     #[test]
     fn only_plain_strings_are_filled() {
-        for good in ["minikube", "prod-eu.1", "k8s_a"] {
+        for good in ["minikube", "prod-eu.1", "k8s_a", "2024-prod", "e3"] {
             assert_eq!(plain("name", good).unwrap(), good);
         }
         for bad in [
             "", "true", "No", "1", "1.5", "1e3", "0x1f", "a b", "a:b", "#x", "-x", "~", "null",
             ".inf",
         ] {
+            assert!(plain("name", bad).is_err(), "{bad}");
+        }
+        // YAML 1.1's numbers and dates, as kubectl and kustomize read them.
+        for bad in ["0b101", "0B11", "1_0e3", "1_0", "2001-12-14", "0o1_7"] {
             assert!(plain("name", bad).is_err(), "{bad}");
         }
         assert!(control_plane_url("https://vantiq.example.com:8443/base").is_ok());
@@ -213,6 +230,8 @@ mod tests {
             "https://a b",
             "https://x/#frag",
             "https://x/\"",
+            "https://x/base:",
+            "https://x/?q=a:",
             "vantiq",
         ] {
             assert!(control_plane_url(bad).is_err(), "{bad}");

@@ -302,3 +302,83 @@ fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// A preview is no function of the secret values but their sizes: two
+/// requests whose secret values differ (same lengths) preview the same
+/// objects, byte for byte. A hash of the values anywhere in them (the pod
+/// template's config hash, an object's spec hash) would let a caller test
+/// a guess of a stored value (sent back as the redaction marker) by
+/// previewing the guess. Nothing is written.
+#[tokio::test]
+async fn a_preview_shows_nothing_that_depends_on_a_secret_value() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("minikube").await;
+    let before = written(&t);
+    let request = |env: &str, file: &str| {
+        json!({
+            "name": "jdbc",
+            "k8sNamespace": "default",
+            "clusterName": "minikube",
+            "config": [
+                {"type": "image", "name": "vantiq/jdbc:1.0"},
+                {"type": "environmentVariable", "name": "PASSWORD", "value": env, "asSecret": true},
+                {"type": "file", "path": "/conf", "filename": "key.pem", "content": file, "dataSource": "secret"},
+            ]
+        })
+    };
+    let (status, first) = a.post(PREVIEW, request(ENV_SECRET, FILE_SECRET)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let guess = |secret: &str| secret.chars().rev().collect::<String>();
+    let (status, second) = a
+        .post(PREVIEW, request(&guess(ENV_SECRET), &guess(FILE_SECRET)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(
+        first, second,
+        "the preview depends on the secret values, not only on their sizes"
+    );
+    // Only the env secret differs: still the same.
+    let (status, third) = a
+        .post(PREVIEW, request(&guess(ENV_SECRET), FILE_SECRET))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(first, third);
+    assert_eq!(written(&t), before, "the preview wrote something");
+    t.stop().await;
+}
+
+/// A redaction marker stands for the value stored for its entry; with no
+/// installation recorded there is none, and the deploy refuses it. The
+/// validation says so too, with or without `clusterName`, at the entry the
+/// deploy names; nothing is written.
+#[tokio::test]
+async fn a_marker_with_no_stored_value_is_invalid_as_the_deploy_finds_it() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("minikube").await;
+    let before = written(&t);
+    let data = json!({
+        "name": "fresh",
+        "k8sNamespace": "default",
+        "config": [
+            {"type": "image", "name": "vantiq/jdbc:1.0"},
+            {"type": "environmentVariable", "name": "PASSWORD", "value": "<redacted>", "asSecret": true},
+        ]
+    });
+    let (status, refused) = a.command("minikube", "deploy", data.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let mut on_cluster = data.clone();
+    on_cluster["clusterName"] = json!("minikube");
+    for (body, with) in [(data, "without"), (on_cluster, "with")] {
+        let answer = validate(a, body).await;
+        assert_eq!(answer["valid"], false, "{with} clusterName: {answer}");
+        assert_eq!(
+            fields(&answer),
+            ["config[1]"],
+            "{with} clusterName: {answer}"
+        );
+    }
+    assert_eq!(written(&t), before, "a refusal wrote something");
+    t.stop().await;
+}

@@ -505,3 +505,47 @@ async fn select(a: &Client, query: &[(&str, Value)]) -> (StatusCode, Value) {
         .await;
     (status, body)
 }
+
+/// A record whose workitem is still in the queue (`FAILED`, waiting for an
+/// admin to clear it) is not pruned, however long ago it finished: once the
+/// record was gone, clearing the workitem wrote a new one saying it was
+/// cancelled before its worker carried it out, not that it failed. Pruned
+/// after the retention once the workitem is cleared.
+#[tokio::test]
+async fn a_record_whose_workitem_is_still_queued_is_kept_past_the_retention() {
+    let t = TestServer::start_with(|c| c.history_retention = Duration::from_millis(300)).await;
+    let a = &t.admin;
+    a.create_cluster("c1").await;
+    let worker = t.worker().await;
+    let failed_id = deploy_id(a, "c1", "web").await;
+    let claimed = worker.claim("c1", 0.0).await;
+    let mut params = lease(&claimed);
+    params["message"] = json!("pod web-0: ImagePullBackOff");
+    let (status, body) = worker.procedure("failWorkitem", params).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let failed = record(a, &failed_id).await;
+    assert_eq!(failed["outcome"], "FAILED");
+    // Several sweeps past the retention: the record stays as it was.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(record(a, &failed_id).await, failed);
+    // Clearing the workitem leaves it as it was, then the sweep prunes it.
+    let (status, _) = a
+        .delete(&format!("/api/v1/resources/k8sworkitems/{failed_id}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = a.get(&format!("{OPERATIONS}/{failed_id}")).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(body, failed, "the record was rewritten");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record of the cleared workitem was not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(t.rows("k8soperations"), 0);
+    t.stop().await;
+}

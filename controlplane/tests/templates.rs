@@ -206,3 +206,61 @@ async fn kubectl_kustomize_accepts_the_unzipped_overlay() {
     }
     t.stop().await;
 }
+
+/// A URL that would end a YAML plain scalar as a key (`…/base:`) is not
+/// filled: `VANTIQ_URL: https://host/base:` is not valid YAML, and a
+/// template that does not load is no template. Refused with 400 naming
+/// `url`, no zip sent; the same URL without the `:` is filled as given.
+#[tokio::test]
+async fn a_url_yaml_would_not_read_back_is_refused() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    a.create_cluster("minikube").await;
+    for bad in [
+        "https://vantiq.example.test/base:",
+        "https://vantiq.example.test:8443/x?a=b:",
+    ] {
+        let (status, headers, body) = download(a, "minikube", Some(bad)).await;
+        assert!(
+            headers.get(reqwest::header::CONTENT_DISPOSITION).is_none(),
+            "{bad}: a zip was sent"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert_eq!(body[0]["params"][0], "url", "{bad}: {body}");
+    }
+    let good = "https://vantiq.example.test/base:8443";
+    let (status, _, body) = download(a, "minikube", Some(good)).await;
+    assert_eq!(status, StatusCode::OK);
+    let files = unzip(&body);
+    let worker = String::from_utf8(files["plainText/k8sworker.yaml"].clone()).unwrap();
+    assert!(
+        worker.contains(&format!("VANTIQ_URL: {good}\n")),
+        "{worker}"
+    );
+    t.stop().await;
+}
+
+/// A cluster name kubectl's YAML reads as a number or a date (`0b101` is
+/// 5, `1_0e3` is 10000, `2001-12-14` a timestamp: YAML 1.1's types) is
+/// not filled: the worker's `CLUSTER_NAME` would not be the cluster's
+/// name. Refused with 400 naming `name`, no zip sent.
+#[tokio::test]
+async fn a_cluster_name_yaml_reads_as_another_type_is_not_filled() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    for name in ["0b101", "1_0e3", "2001-12-14"] {
+        let cluster = serde_json::json!({"name": name, "ingressDefaultNode": "node.example"});
+        let (status, body) = a.post("/api/v1/resources/k8sclusters", cluster).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, headers, body) = download(a, name, Some(URL)).await;
+        assert!(
+            headers.get(reqwest::header::CONTENT_DISPOSITION).is_none(),
+            "{name}: a zip was sent"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert_eq!(body[0]["params"][0], "name", "{name}: {body}");
+    }
+    t.stop().await;
+}

@@ -114,11 +114,32 @@ impl Object {
     /// values are replaced by [`masked`] (their size only), and so is its
     /// spec-hash annotation (a hash over the values, with everything else
     /// known from the preview, would let candidates be tried), so a preview
-    /// never carries a secret, plain, base64 or hashed. Every other kind is as
-    /// [`Object::to_json`]. The result is not applicable: a masked value is
-    /// not base64.
+    /// never carries a secret, plain, base64 or hashed. A StatefulSet's pod
+    /// template carries the config-hash annotation, a hash over the spec
+    /// hashes of the generated ConfigMaps and Secrets, and its own spec hash
+    /// covers it: both are masked too when its pods use a Secret
+    /// ([`Object::hashes_secrets`]). Every
+    /// other kind is as [`Object::to_json`]. The result is not applicable: a
+    /// masked value is not base64.
     pub fn to_preview_json(&self) -> serde_json::Value {
         let mut value = self.to_json();
+        if self.hashes_secrets() {
+            let hashes = [
+                ("/metadata/annotations", crate::labels::SPEC_HASH),
+                (
+                    "/spec/template/metadata/annotations",
+                    crate::labels::CONFIG_HASH,
+                ),
+            ];
+            for (pointer, annotation) in hashes {
+                if let Some(hash) = value
+                    .pointer_mut(pointer)
+                    .and_then(|annotations| annotations.get_mut(annotation))
+                {
+                    *hash = serde_json::Value::String(MASKED.into());
+                }
+            }
+        }
         if let Object::Secret(secret) = self {
             let sizes = secret
                 .data
@@ -135,14 +156,74 @@ impl Object {
             for (field, key, size) in sizes {
                 value[field][key.as_str()] = serde_json::Value::String(masked(size));
             }
-            if let Some(hash) = value
-                .pointer_mut("/metadata/annotations")
-                .and_then(|annotations| annotations.get_mut(crate::labels::SPEC_HASH))
-            {
-                *hash = serde_json::Value::String(MASKED.into());
-            }
         }
         value
+    }
+
+    /// Whether the object's hashes (its spec hash, a pod template's config
+    /// hash) may be computed over secret values, so that a preview masks
+    /// them ([`Object::to_preview_json`]): a Secret's, over its data, and a
+    /// StatefulSet's whose pods take anything from a Secret the render
+    /// generates (a variable, an `envFrom`, a volume or projected volume
+    /// source), since the config hash covers the generated Secrets. Knowing the rest of the preview,
+    /// such a hash lets a guess of a secret value be tested. A StatefulSet
+    /// that uses no Secret keeps its hashes, so its preview still compares
+    /// with what a cluster holds.
+    pub fn hashes_secrets(&self) -> bool {
+        match self {
+            Object::Secret(_) => true,
+            Object::StatefulSet(set) => {
+                // The Secrets the render generates: `vantiq-<name>-secret-<n>`
+                // (`crate::names::secret`); an existing Secret is not hashed.
+                let prefix = format!(
+                    "vantiq-{}-secret-",
+                    set.metadata.name.as_deref().unwrap_or_default()
+                );
+                let generated = |name: &str| {
+                    name.strip_prefix(&prefix)
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                };
+                set.spec
+                    .as_ref()
+                    .and_then(|spec| spec.template.spec.as_ref())
+                    .is_some_and(|pod| {
+                        let env = pod
+                            .containers
+                            .iter()
+                            .chain(pod.init_containers.iter().flatten())
+                            .any(|container| {
+                                container.env.iter().flatten().any(|var| {
+                                    var.value_from
+                                        .as_ref()
+                                        .and_then(|from| from.secret_key_ref.as_ref())
+                                        .is_some_and(|key| generated(&key.name))
+                                }) || container
+                                    .env_from
+                                    .iter()
+                                    .flatten()
+                                    .filter_map(|from| from.secret_ref.as_ref())
+                                    .any(|secret| generated(&secret.name))
+                            });
+                        let volumes = pod.volumes.iter().flatten().any(|volume| {
+                            volume
+                                .secret
+                                .as_ref()
+                                .and_then(|secret| secret.secret_name.as_deref())
+                                .is_some_and(generated)
+                                || volume.projected.as_ref().is_some_and(|projected| {
+                                    projected
+                                        .sources
+                                        .iter()
+                                        .flatten()
+                                        .filter_map(|source| source.secret.as_ref())
+                                        .any(|secret| generated(&secret.name))
+                                })
+                        });
+                        env || volumes
+                    })
+            }
+            _ => false,
+        }
     }
 
     /// The object as Kubernetes JSON bytes.
@@ -185,7 +266,8 @@ impl Object {
     }
 }
 
-/// What a preview shows instead of a Secret's spec hash.
+/// What a preview shows instead of a hash over secret values (a Secret's or
+/// a StatefulSet's spec hash, a pod template's config hash).
 pub const MASKED: &str = "<masked>";
 
 /// What a preview shows instead of a secret value of `size` bytes:
@@ -241,6 +323,68 @@ mod tests {
         let text = preview.to_string();
         assert!(!text.contains("hunter22") && !text.contains("aHVudGVyMjI="));
         assert!(!text.contains("p4ss"));
+    }
+
+    #[test]
+    fn a_preview_masks_the_hashes_a_statefulset_carries_of_the_secrets() {
+        use k8s_openapi::api::apps::v1::StatefulSetSpec;
+        use k8s_openapi::api::core::v1::{
+            Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector,
+        };
+        let annotations = |key: &str| Some([(key.to_string(), "ab12".to_string())].into());
+        let pod = |secret: bool| PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                env: Some(vec![EnvVar {
+                    name: "PASSWORD".into(),
+                    value_from: secret.then(|| EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: "vantiq-app-secret-0".into(),
+                            key: "PASSWORD".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    value: (!secret).then(|| "plain".into()),
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let statefulset = |secret: bool| {
+            Object::StatefulSet(Box::new(StatefulSet {
+                metadata: ObjectMeta {
+                    name: Some("app".into()),
+                    annotations: annotations(crate::labels::SPEC_HASH),
+                    ..Default::default()
+                },
+                spec: Some(StatefulSetSpec {
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            annotations: annotations(crate::labels::CONFIG_HASH),
+                            ..Default::default()
+                        }),
+                        spec: Some(pod(secret)),
+                    },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+        };
+        // Its pods use no Secret: as rendered, comparable with a cluster's.
+        let plain = statefulset(false);
+        assert_eq!(plain.to_preview_json(), plain.to_json());
+        let preview = statefulset(true).to_preview_json();
+        assert_eq!(
+            preview["metadata"]["annotations"][crate::labels::SPEC_HASH],
+            MASKED
+        );
+        assert_eq!(
+            preview["spec"]["template"]["metadata"]["annotations"][crate::labels::CONFIG_HASH],
+            MASKED
+        );
+        assert!(!preview.to_string().contains("ab12"), "{preview}");
+        assert_eq!(preview["metadata"]["name"], "app");
     }
 
     #[test]

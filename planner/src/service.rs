@@ -307,7 +307,7 @@ impl pb::planner_server::Planner for PlannerService {
                 .map(|c| {
                     let mut preview = convert::desired_to_pb(c, namespace);
                     preview.object_json = preview_bytes(&c.object);
-                    if c.object.kind() == Kind::Secret {
+                    if c.object.hashes_secrets() {
                         MASKED.clone_into(&mut preview.spec_hash);
                     }
                     preview

@@ -7,7 +7,8 @@
 //!   claim  ─▶ started   (the first claim's time)
 //!   complete / fail / INVALID at claim / give up / cancel ─▶ finished
 //!             (outcome, error, the plan's steps, the trace id)
-//!   sweep  ─▶ pruned    (finished longer ago than --history-retention)
+//!   sweep  ─▶ pruned    (finished longer ago than --history-retention,
+//!                         its workitem no longer queued)
 //! ```
 //!
 //! Every change is made inside the transaction of the workitem step it
@@ -177,10 +178,14 @@ pub fn finished(
 }
 
 /// Deletes the records finished before `before` (epoch milliseconds); how
-/// many. Unfinished records stay, however old.
+/// many. Unfinished records stay, however old, and so does the record of a
+/// workitem still in the queue (`FAILED` or `INVALID`, until an admin
+/// clears it): the step that removes the workitem would otherwise record it
+/// anew, with its own outcome instead of the one it had.
 pub fn prune(tx: &Transaction<'_>, before: i64) -> Result<usize, StoreError> {
     Ok(tx.execute(
-        "DELETE FROM k8soperations WHERE finished_at IS NOT NULL AND finished_at < ?1",
+        "DELETE FROM k8soperations WHERE finished_at IS NOT NULL AND finished_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM k8sworkitems WHERE request_id = k8soperations.id)",
         [before],
     )?)
 }
