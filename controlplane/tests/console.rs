@@ -340,3 +340,60 @@ async fn the_worker_templates_download_passes_the_servers_zip_through() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     t.stop().await;
 }
+
+/// A name in a console path is one segment of the API path it calls: a
+/// space, `?`, `#` or `/` in it is a name the API does not know, never a
+/// crash of the request, another query or another resource.
+#[tokio::test]
+async fn a_name_in_a_console_path_stays_one_segment_of_the_api_path() {
+    let t = TestServer::start().await;
+    let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
+    let page = get(&t.base, &cookie, "/ui/clusters")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let created = post(
+        &t.base,
+        &cookie,
+        "/ui/clusters",
+        &[("csrf", &csrf), ("name", "c1")],
+    )
+    .await;
+    assert_eq!(location(&created), "/ui/clusters/c1");
+    for path in [
+        "/ui/clusters/a%20b",
+        "/ui/clusters/c1%3Fx=1",
+        "/ui/clusters/c1%2F..%2Fc1",
+        "/ui/installations/a%20b",
+        "/ui/documents/a%20b",
+    ] {
+        let response = client()
+            .get(format!("{}{path}", t.base))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{path}: no answer: {error}"));
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    for path in [
+        "/ui/clusters/a%20b/delete",
+        "/ui/clusters/c1%3Fx=1/delete",
+        "/ui/clusters/c1%2F..%2Fc1/delete",
+    ] {
+        let response = client()
+            .post(format!("{}{path}", t.base))
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(encode(&[("csrf", csrf.as_str())]))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{path}: no answer: {error}"));
+        assert!(!response.status().is_server_error(), "{path}");
+    }
+    let (_, clusters) = t.admin.get("/api/v1/resources/k8sclusters").await;
+    assert_eq!(clusters.as_array().map(Vec::len), Some(1), "{clusters}");
+    assert_eq!(clusters[0]["name"], "c1");
+    t.stop().await;
+}

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use super::pages::{layout, text};
 use super::session::{
     ConsoleError, ConsoleState, FormPairs, Session, checked_form, field, page, redirect_with,
+    segment,
 };
 use crate::auth::Action;
 
@@ -683,7 +684,7 @@ pub(super) async fn form_page(
             let record = state
                 .get(
                     &session,
-                    &format!("/api/v1/resources/k8sinstallations/{name}"),
+                    &format!("/api/v1/resources/k8sinstallations/{}", segment(&name)),
                 )
                 .await?;
             DeployForm::from_installation(&record)
@@ -741,7 +742,10 @@ pub(super) async fn submit(
                         .call(
                             &session,
                             Method::POST,
-                            &format!("/api/v1/resources/k8sclusters/{cluster}/command"),
+                            &format!(
+                                "/api/v1/resources/k8sclusters/{}/command",
+                                segment(&cluster)
+                            ),
                             Some(&json!({"op": "deploy", "data": data})),
                         )
                         .await;

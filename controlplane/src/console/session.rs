@@ -288,6 +288,28 @@ pub(super) fn error_message(status: StatusCode, body: &Value) -> String {
     }
 }
 
+/// What [`segment`] leaves as is: the unreserved characters of RFC 3986
+/// (section 2.3); everything else is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A name from a console path as one segment of an API path: `/`, `?`,
+/// `#`, `%`, spaces and controls percent-encoded, so a name is never
+/// another resource, another query or a request that cannot be built (the
+/// API's path extraction decodes it back to the name).
+pub(super) fn segment(name: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(name, SEGMENT).to_string();
+    match encoded.as_str() {
+        // A dot segment would be resolved away by a proxy in front of the API.
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => encoded,
+    }
+}
+
 /// A query string value, percent-encoded.
 pub(super) fn query(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).expect("strings encode")
