@@ -397,3 +397,35 @@ async fn a_name_in_a_console_path_stays_one_segment_of_the_api_path() {
     assert_eq!(clusters[0]["name"], "c1");
     t.stop().await;
 }
+
+/// A fetched log's link on its installation's page names that document
+/// even when its name holds `?`, `#` or `%`, and the link opens it.
+#[tokio::test]
+async fn a_document_link_opens_that_document_whatever_its_name() {
+    let t = TestServer::start().await;
+    t.admin.create_cluster("c1").await;
+    t.admin.deploy("c1", "jdbc").await;
+    let worker = t.worker().await;
+    let claimed = worker.claim("c1", 1.0).await;
+    assert_eq!(worker.complete(&claimed, json!({})).await.0, StatusCode::OK);
+    let name = "c1/jdbc/pod a?b#c%41.log";
+    let (status, _) = t.admin.upload(name, "text/plain", b"the log").await;
+    assert!(status.is_success());
+    let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
+    let page = get(&t.base, &cookie, "/ui/installations/jdbc")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let href = r#"href="/ui/documents/c1/jdbc/pod%20a%3Fb%23c%2541.log""#;
+    assert!(page.contains(href), "{page}");
+    let document = get(
+        &t.base,
+        &cookie,
+        "/ui/documents/c1/jdbc/pod%20a%3Fb%23c%2541.log",
+    )
+    .await;
+    assert_eq!(document.status(), StatusCode::OK);
+    assert!(document.text().await.unwrap().contains("the log"));
+    t.stop().await;
+}

@@ -37,8 +37,8 @@ use tower::ServiceExt as _;
 
 use self::session::{
     BASE, ConsoleError, ConsoleState, FormPairs, LOGIN_COOKIE, MAX_VIEWED_DOCUMENT, SESSION_COOKIE,
-    Session, checked_form, cookie_value, error_message, field, over_tls, page, query, same,
-    see_other, segment, set_cookie,
+    Session, checked_form, cookie_value, document_path, error_message, field, over_tls, page,
+    query, same, see_other, segment, set_cookie,
 };
 use crate::auth::{Action, token_hash};
 use crate::state::AppState;
@@ -598,10 +598,7 @@ async fn document(
         .call_raw(
             &session,
             Method::GET,
-            &format!(
-                "/docs/{}",
-                name.split('/').map(segment).collect::<Vec<_>>().join("/")
-            ),
+            &format!("/docs/{}", document_path(&name)),
             None,
         )
         .await;

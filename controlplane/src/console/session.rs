@@ -310,6 +310,13 @@ pub(super) fn segment(name: &str) -> String {
     }
 }
 
+/// A document's name as a path: each `/`-separated part one [`segment`],
+/// so `?`, `#` or `%` in a name neither cut a link or an API call short
+/// nor point it at another document.
+pub(super) fn document_path(name: &str) -> String {
+    name.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
 /// A query string value, percent-encoded.
 pub(super) fn query(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).expect("strings encode")
