@@ -94,6 +94,17 @@ async fn post(base: &str, cookie: &str, path: &str, form: &[(&str, &str)]) -> re
         .unwrap()
 }
 
+/// The CSRF token of a signed-in session (from its clusters page).
+async fn session_csrf(base: &str, cookie: &str) -> String {
+    csrf_of(
+        &get(base, cookie, "/ui/clusters")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+}
+
 fn location(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -199,13 +210,7 @@ async fn an_unknown_or_revoked_token_sends_the_browser_to_sign_in_again() {
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     // Logout revokes the token itself, not only the cookie.
     let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
-    let csrf = csrf_of(
-        &get(&t.base, &cookie, "/ui/clusters")
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let csrf = session_csrf(&t.base, &cookie).await;
     let response = post(&t.base, &cookie, "/ui/logout", &[("csrf", &csrf)]).await;
     assert_eq!(location(&response), "/ui/login?out=1");
     let response = get(&t.base, &cookie, "/ui/clusters").await;
@@ -338,5 +343,82 @@ async fn the_worker_templates_download_passes_the_servers_zip_through() {
     // An unknown cluster: the server's refusal, shown as a page.
     let response = get(&t.base, &cookie, "/ui/clusters/nope/templates").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    t.stop().await;
+}
+
+/// A name in a console path is one segment of the API path it calls: a
+/// space, `?`, `#` or `/` in it is a name the API does not know, never a
+/// crash of the request, another query or another resource.
+#[tokio::test]
+async fn a_name_in_a_console_path_stays_one_segment_of_the_api_path() {
+    let t = TestServer::start().await;
+    t.admin.create_cluster("c1").await;
+    let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
+    let csrf = session_csrf(&t.base, &cookie).await;
+    for (post, path) in [
+        (false, "/ui/clusters/a%20b"),
+        (false, "/ui/clusters/c1%3Fx=1"),
+        (false, "/ui/clusters/c1%2F..%2Fc1"),
+        (false, "/ui/installations/a%20b"),
+        (false, "/ui/documents/a%20b"),
+        (true, "/ui/clusters/a%20b/delete"),
+        (true, "/ui/clusters/c1%3Fx=1/delete"),
+        (true, "/ui/clusters/c1%2F..%2Fc1/delete"),
+    ] {
+        let url = format!("{}{path}", t.base);
+        let request = if post {
+            client()
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(encode(&[("csrf", csrf.as_str())]))
+        } else {
+            client().get(url)
+        };
+        let response = request
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{path}: no answer: {error}"));
+        if post {
+            assert!(!response.status().is_server_error(), "{path}");
+        } else {
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+    let (_, clusters) = t.admin.get("/api/v1/resources/k8sclusters").await;
+    assert_eq!(clusters.as_array().map(Vec::len), Some(1), "{clusters}");
+    assert_eq!(clusters[0]["name"], "c1");
+    t.stop().await;
+}
+
+/// A fetched log's link on its installation's page names that document
+/// even when its name holds `?`, `#` or `%`, and the link opens it.
+#[tokio::test]
+async fn a_document_link_opens_that_document_whatever_its_name() {
+    let t = TestServer::start().await;
+    t.admin.create_cluster("c1").await;
+    t.admin.deploy("c1", "jdbc").await;
+    let worker = t.worker().await;
+    let claimed = worker.claim("c1", 1.0).await;
+    assert_eq!(worker.complete(&claimed, json!({})).await.0, StatusCode::OK);
+    let name = "c1/jdbc/pod a?b#c%41.log";
+    let (status, _) = t.admin.upload(name, "text/plain", b"the log").await;
+    assert!(status.is_success());
+    let cookie = sign_in(&t.base, "admin", common::ADMIN_PASSWORD).await;
+    let page = get(&t.base, &cookie, "/ui/installations/jdbc")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let href = r#"href="/ui/documents/c1/jdbc/pod%20a%3Fb%23c%2541.log""#;
+    assert!(page.contains(href), "{page}");
+    let document = get(
+        &t.base,
+        &cookie,
+        "/ui/documents/c1/jdbc/pod%20a%3Fb%23c%2541.log",
+    )
+    .await;
+    assert_eq!(document.status(), StatusCode::OK);
+    assert!(document.text().await.unwrap().contains("the log"));
     t.stop().await;
 }

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use super::pages::{layout, text};
 use super::session::{
     ConsoleError, ConsoleState, FormPairs, Session, checked_form, field, page, redirect_with,
+    segment,
 };
 use crate::auth::Action;
 
@@ -411,6 +412,19 @@ fn entry_to_json(entry: &Entry) -> Value {
             .iter()
             .find(|prop| prop.name == name)
             .map_or(Kind::Text, |prop| prop.kind);
+        // A variable's, label's or annotation's `value` is data: sent as
+        // typed, an empty one included (as a REST client sends `""`, which
+        // Kubernetes takes), unless the entry names a Secret instead.
+        if name == "value" && matches!(kind, Kind::Text) {
+            let from_secret = entry
+                .values
+                .get("secretName")
+                .is_some_and(|secret| !secret.trim().is_empty());
+            if !(from_secret && raw.is_empty()) {
+                out.insert(name.clone(), json!(raw));
+            }
+            continue;
+        }
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             continue;
@@ -683,7 +697,7 @@ pub(super) async fn form_page(
             let record = state
                 .get(
                     &session,
-                    &format!("/api/v1/resources/k8sinstallations/{name}"),
+                    &format!("/api/v1/resources/k8sinstallations/{}", segment(&name)),
                 )
                 .await?;
             DeployForm::from_installation(&record)
@@ -741,7 +755,10 @@ pub(super) async fn submit(
                         .call(
                             &session,
                             Method::POST,
-                            &format!("/api/v1/resources/k8sclusters/{cluster}/command"),
+                            &format!(
+                                "/api/v1/resources/k8sclusters/{}/command",
+                                segment(&cluster)
+                            ),
                             Some(&json!({"op": "deploy", "data": data})),
                         )
                         .await;
@@ -903,6 +920,43 @@ mod tests {
                 {"type": "environmentVariable", "name": "K", "value": "v", "asSecret": true},
             ])
         );
+    }
+
+    #[test]
+    fn a_value_is_sent_as_typed_like_a_rest_client_sends_it() {
+        let form = DeployForm::from_pairs(&pairs(&[
+            ("name", "jdbc"),
+            ("k8sNamespace", "default"),
+            ("config[0].type", "image"),
+            ("config[0].name", "img:1"),
+            ("config[1].type", "environmentVariable"),
+            ("config[1].name", "EMPTY"),
+            ("config[1].value", ""),
+            ("config[2].type", "environmentVariable"),
+            ("config[2].name", "PADDED"),
+            ("config[2].value", " a b "),
+            ("config[3].type", "environmentVariable"),
+            ("config[3].name", "FROM_SECRET"),
+            ("config[3].value", ""),
+            ("config[3].secretName", "s"),
+            ("config[3].key", "k"),
+            ("config[4].type", "label"),
+            ("config[4].name", "tier"),
+            ("config[4].value", ""),
+        ]));
+        let rest = json!({"name": "jdbc", "k8sNamespace": "default", "config": [
+            {"type": "image", "name": "img:1"},
+            {"type": "environmentVariable", "name": "EMPTY", "value": ""},
+            {"type": "environmentVariable", "name": "PADDED", "value": " a b "},
+            {"type": "environmentVariable", "name": "FROM_SECRET", "secretName": "s", "key": "k"},
+            {"type": "label", "name": "tier", "value": ""},
+        ]});
+        assert_eq!(form.to_json(), rest);
+        assert_eq!(local_problems(&rest), Vec::new());
+        // Redeploy keeps them too.
+        let record =
+            json!({"name": "jdbc", "k8sNamespace": "default", "configSpec": rest["config"]});
+        assert_eq!(DeployForm::from_installation(&record).to_json(), rest);
     }
 
     #[test]

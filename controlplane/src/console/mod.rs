@@ -37,8 +37,8 @@ use tower::ServiceExt as _;
 
 use self::session::{
     BASE, ConsoleError, ConsoleState, FormPairs, LOGIN_COOKIE, MAX_VIEWED_DOCUMENT, SESSION_COOKIE,
-    Session, checked_form, cookie_value, error_message, field, over_tls, page, query, same,
-    see_other, set_cookie,
+    Session, checked_form, cookie_value, document_path, error_message, field, over_tls, page,
+    query, same, see_other, segment, set_cookie,
 };
 use crate::auth::{Action, token_hash};
 use crate::state::AppState;
@@ -323,7 +323,7 @@ async fn delete_cluster(
             &session,
             (
                 Method::DELETE,
-                &format!("/api/v1/resources/k8sclusters/{name}"),
+                &format!("/api/v1/resources/k8sclusters/{}", segment(&name)),
                 None,
             ),
             ("/ui/clusters", "/ui/clusters"),
@@ -340,7 +340,10 @@ async fn cluster(
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let record = state
-        .get(&session, &format!("/api/v1/resources/k8sclusters/{name}"))
+        .get(
+            &session,
+            &format!("/api/v1/resources/k8sclusters/{}", segment(&name)),
+        )
         .await?;
     let by_cluster = json!({"clusterName": name}).to_string();
     let installations = state
@@ -403,7 +406,8 @@ async fn templates(
             &session,
             Method::GET,
             &format!(
-                "/api/v1/resources/k8sclusters/{name}/workerTemplates?{}",
+                "/api/v1/resources/k8sclusters/{}/workerTemplates?{}",
+                segment(&name),
                 query(&[("url", &url)])
             ),
             None,
@@ -446,7 +450,7 @@ async fn cancel_workitem(
             &session,
             (
                 Method::DELETE,
-                &format!("/api/v1/resources/k8sworkitems/{id}"),
+                &format!("/api/v1/resources/k8sworkitems/{}", segment(&id)),
                 None,
             ),
             (&back, &back),
@@ -480,7 +484,7 @@ async fn installation(
     let record = state
         .get(
             &session,
-            &format!("/api/v1/resources/k8sinstallations/{name}"),
+            &format!("/api/v1/resources/k8sinstallations/{}", segment(&name)),
         )
         .await?;
     let cluster = record
@@ -566,7 +570,10 @@ async fn installation_command(
             &session,
             (
                 Method::POST,
-                &format!("/api/v1/resources/k8sinstallations/{name}/command"),
+                &format!(
+                    "/api/v1/resources/k8sinstallations/{}/command",
+                    segment(&name)
+                ),
                 Some(&json!({"op": op, "data": data})),
             ),
             (&back, &back),
@@ -588,7 +595,12 @@ async fn document(
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let response = state
-        .call_raw(&session, Method::GET, &format!("/docs/{name}"), None)
+        .call_raw(
+            &session,
+            Method::GET,
+            &format!("/docs/{}", document_path(&name)),
+            None,
+        )
         .await;
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)

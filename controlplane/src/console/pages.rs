@@ -499,7 +499,7 @@ pub fn installation(
                     ul #logs {
                         @for document in documents {
                             @let doc = text(document, "name");
-                            li { a href={ "/ui/documents/" (doc) } { (doc) } }
+                            li { a href={ "/ui/documents/" (super::session::document_path(&doc)) } { (doc) } }
                         }
                     }
                 }

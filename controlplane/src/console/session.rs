@@ -288,6 +288,35 @@ pub(super) fn error_message(status: StatusCode, body: &Value) -> String {
     }
 }
 
+/// What [`segment`] leaves as is: the unreserved characters of RFC 3986
+/// (section 2.3); everything else is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A name from a console path as one segment of an API path: `/`, `?`,
+/// `#`, `%`, spaces and controls percent-encoded, so a name is never
+/// another resource, another query or a request that cannot be built (the
+/// API's path extraction decodes it back to the name).
+pub(super) fn segment(name: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(name, SEGMENT).to_string();
+    match encoded.as_str() {
+        // A dot segment would be resolved away by a proxy in front of the API.
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => encoded,
+    }
+}
+
+/// A document's name as a path: each `/`-separated part one [`segment`],
+/// so `?`, `#` or `%` in a name neither cut a link or an API call short
+/// nor point it at another document.
+pub(super) fn document_path(name: &str) -> String {
+    name.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
 /// A query string value, percent-encoded.
 pub(super) fn query(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).expect("strings encode")
