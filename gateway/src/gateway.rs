@@ -20,7 +20,7 @@
 //! ([`crate::rest`]) the claim is `rest_next` and the report `rest_deliver`;
 //! there is no lease to renew, and one gateway serves a cluster.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,15 +36,18 @@ use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_telemetry::GrpcClientInterceptor;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinSet};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, Poll, Schedule};
 use crate::config::{ClaimMode, Config, ConfigError, Protocol};
+use crate::limit::Limit;
 use crate::logs;
 use crate::outcome::{self, FailStatus, Outcome, PlannerError};
 use crate::rest::{self, RecordWrite};
+use crate::retry;
 use crate::workitem::Workitem;
 
 type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
@@ -202,6 +205,62 @@ pub struct Gateway {
     events: Option<mpsc::UnboundedSender<Event>>,
     /// The protocol chosen at start.
     worker: OnceLock<Worker>,
+    /// How many workitems may be in flight now (`--concurrency`, less
+    /// while the planner or an executor is saturated).
+    limit: Arc<Limit>,
+    /// The installations with a workitem in flight.
+    inflight: Inflight,
+}
+
+/// The installations with a workitem in flight, each with its turn: a
+/// second workitem of one installation (which the claim protocol does not
+/// hand out while the first is leased, and REST mode does not pick) waits
+/// for the first to end, never overlapping it.
+#[derive(Debug, Default)]
+struct Inflight {
+    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Inflight {
+    /// The installation's turn, registered as in flight.
+    fn enter(&self, installation: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().expect("in-flight lock");
+        Arc::clone(turns.entry(installation.to_owned()).or_default())
+    }
+
+    /// Ends a workitem's part: the installation is no longer in flight once
+    /// no other workitem of it holds or waits for its turn.
+    fn leave(&self, installation: &str, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().expect("in-flight lock");
+        drop(turn);
+        if turns
+            .get(installation)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            turns.remove(installation);
+        }
+    }
+
+    /// The installations in flight now.
+    fn busy(&self) -> HashSet<String> {
+        self.turns
+            .lock()
+            .expect("in-flight lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A workitem task's report; a task that panicked counts as abandoned (its
+/// lease expires and the workitem is claimed again).
+fn finished(done: Result<Report, JoinError>) -> Report {
+    done.unwrap_or_else(|error| {
+        error!(%error, "a workitem task ended abnormally; its lease will expire");
+        Report::Abandoned {
+            reason: error.to_string(),
+        }
+    })
 }
 
 /// The worker protocol a running gateway speaks (`--protocol`, resolved).
@@ -251,6 +310,7 @@ impl Gateway {
         let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
             .max_decoding_message_size(64 * 1024 * 1024);
         let worker_id = config.worker_id();
+        let limit = Limit::new(config.concurrency);
         Ok(Gateway {
             config: Arc::new(config),
             control_plane,
@@ -260,6 +320,8 @@ impl Gateway {
             worker_id,
             events: None,
             worker: OnceLock::new(),
+            limit,
+            inflight: Inflight::default(),
         })
     }
 
@@ -296,7 +358,8 @@ impl Gateway {
             .tls
             .as_ref()
             .map(|tls| tls.watch(self.config.tls.reload_interval()));
-        let result = self.serve(stopping).await;
+        let gateway = Arc::new(self);
+        let result = gateway.serve(stopping).await;
         watcher.abort();
         if let Some(reload) = reload {
             reload.abort();
@@ -304,7 +367,10 @@ impl Gateway {
         result
     }
 
-    async fn serve(&self, mut stopping: watch::Receiver<bool>) -> Result<Summary, GatewayError> {
+    async fn serve(
+        self: &Arc<Self>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<Summary, GatewayError> {
         let config = &self.config;
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -313,6 +379,7 @@ impl Gateway {
             planner = %config.planner_url,
             worker = %self.worker_id,
             mode = if config.once { "once" } else { "daemon" },
+            concurrency = config.concurrency,
             "k8sworker-gateway started"
         );
         let Some(server) = self.check(&mut stopping).await? else {
@@ -343,10 +410,22 @@ impl Gateway {
         });
         let mut summary = Summary::default();
         let mut quick_empty = 0u32;
+        // The workitems in flight, each holding a slot of `self.limit`.
+        let mut tasks: JoinSet<Report> = JoinSet::new();
+        // What retrying cannot fix; returned once the work in flight ended.
+        let mut fatal: Option<ControlPlaneError> = None;
         loop {
+            while let Some(done) = tasks.try_join_next() {
+                summary.count(&finished(done));
+            }
             if *stopping.borrow() {
                 break;
             }
+            // Back-pressure: no claim while the limit is in flight.
+            let slot = tokio::select! {
+                slot = self.limit.acquire() => slot,
+                () = signalled(&mut stopping) => break,
+            };
             let wait = if config.once || waiting == Waiting::Poll {
                 Duration::ZERO
             } else {
@@ -362,7 +441,7 @@ impl Gateway {
             let claim = match worker {
                 // A workitem marked PENDING has no lease to expire: the
                 // listing is not cut short.
-                Worker::Rest => self.rest_next(&mut queue).await,
+                Worker::Rest => self.rest_next(&mut queue, &self.inflight.busy()).await,
                 Worker::Claim => tokio::select! {
                     claim = self.control_plane.call(&params) => claim.map(|c| c.map(|c| (c, None))),
                     // A claim cut short may have been granted: its lease expires
@@ -374,11 +453,31 @@ impl Gateway {
                 Ok(Some((claimed, refusal))) => {
                     backoff.record(Poll::Work);
                     quick_empty = 0;
-                    let report = self.process(&claimed, refusal, &stopping).await;
-                    summary.count(&report);
+                    // Taken before the task starts, so the next REST
+                    // listing already skips the installation.
+                    let installation = rest::installation_of(&claimed.workitem);
+                    let turn = self.inflight.enter(&installation);
+                    let gateway = Arc::clone(self);
+                    let stopping = stopping.clone();
+                    tasks.spawn(async move {
+                        let report = {
+                            // Two workitems of one installation never overlap.
+                            let _turn = Arc::clone(&turn).lock_owned().await;
+                            gateway.process(&claimed, refusal, &stopping).await
+                        };
+                        gateway.inflight.leave(&installation, turn);
+                        drop(slot);
+                        report
+                    });
                     continue;
                 }
                 Ok(None) if config.once => {
+                    drop(slot);
+                    // What runs may still be released and queued again.
+                    if let Some(done) = tasks.join_next().await {
+                        summary.count(&finished(done));
+                        continue;
+                    }
                     if summary.processed() == 0 {
                         info!("no workitem available; exiting");
                     } else {
@@ -409,21 +508,25 @@ impl Gateway {
                 }
                 Err(error @ ControlPlaneError::NotImplemented { .. }) => {
                     error!(%error, "cannot claim workitems");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) if worker == Worker::Rest && rest::refuses_the_worker(&error) => {
                     error!(%error, "the server does not let this token mark workitems PENDING (the documented-REST protocol's writes); check the token's profile (k8sWorker__system) and cluster, or run with --protocol claim against a server that offers the claim protocol");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) if config.once && !error.is_transient() => {
                     error!(%error, "claim failed");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) => {
                     backoff.record(Poll::Error);
                     warn!(%error, failures = backoff.errors(), "claim failed; retrying");
                     if config.once && backoff.errors() >= 5 {
-                        return Err(error.into());
+                        fatal = Some(error);
+                        break;
                     }
                 }
             }
@@ -433,10 +536,25 @@ impl Gateway {
             } else {
                 backoff.delay(fastrand::f64())
             };
+            drop(slot);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 () = signalled(&mut stopping) => break,
             }
+        }
+        // Shutdown: each workitem in flight finishes within the grace
+        // period or is released.
+        if !tasks.is_empty() {
+            info!(
+                in_flight = tasks.len(),
+                "waiting for the workitems in flight"
+            );
+        }
+        while let Some(done) = tasks.join_next().await {
+            summary.count(&finished(done));
+        }
+        if let Some(error) = fatal {
+            return Err(error.into());
         }
         info!(
             completed = summary.completed,
@@ -655,12 +773,6 @@ impl Gateway {
             return report;
         }
 
-        let mut planner = self.planner.clone();
-        let execute = tokio::time::timeout(
-            self.config.execute_timeout,
-            planner.execute(task.request.clone()),
-        );
-        tokio::pin!(execute);
         let grace = self.config.shutdown_grace;
         let mut signal = stopping.clone();
         let deadline = async move {
@@ -672,57 +784,136 @@ impl Gateway {
             tokio::time::sleep(grace).await;
         };
         tokio::pin!(deadline);
-        let started = Instant::now();
         // Renewals are watched until they report a cancellation (or stop).
         let mut watching = true;
-        let answer = loop {
-            tokio::select! {
-                answer = &mut execute => break answer,
-                changed = lease_state.changed(), if watching => {
-                    let state = *lease_state.borrow_and_update();
-                    match (changed, state) {
-                        (Ok(()), LeaseState::Lost) => {
-                            warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
-                            return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+        let mut cancelled = false;
+        let mut budget =
+            retry::Budget::new(Instant::now(), self.config.retry_for, self.config.retries);
+        let mut stop_waiting = stopping.clone();
+        // Passing errors are tried again in place (`crate::retry`) under
+        // the same lease; any other answer goes on to the outcome.
+        let result: Result<pb::ExecuteResponse, PlannerError> = loop {
+            let started = Instant::now();
+            let mut planner = self.planner.clone();
+            let execute = tokio::time::timeout(
+                self.config.execute_timeout,
+                planner.execute(task.request.clone()),
+            );
+            tokio::pin!(execute);
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut execute => break answer,
+                    changed = lease_state.changed(), if watching => {
+                        let state = *lease_state.borrow_and_update();
+                        match (changed, state) {
+                            (Ok(()), LeaseState::Lost) => {
+                                warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
+                                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+                            }
+                            (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
+                                // An apply may be running: it is all or nothing,
+                                // so it finishes and its outcome is reported
+                                // against the cancelled workitem.
+                                warn!("the workitem was cancelled while the planner executes it; the operation finishes and its outcome is reported");
+                                watching = false;
+                                cancelled = true;
+                            }
+                            (Ok(()), LeaseState::Held) => {}
+                            (Err(_), _) => watching = false,
                         }
-                        (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
-                            // An apply may be running: it is all or nothing,
-                            // so it finishes and its outcome is reported
-                            // against the cancelled workitem.
-                            warn!("the workitem was cancelled while the planner executes it; the operation finishes and its outcome is reported");
-                            watching = false;
-                        }
-                        (Ok(()), LeaseState::Held) => {}
-                        (Err(_), _) => watching = false,
+                    }
+                    _ = &mut deadline => {
+                        warn!("grace period over; releasing the workitem");
+                        let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                        return self.report(&item, outcome, &stopping).await;
                     }
                 }
-                _ = &mut deadline => {
-                    warn!("grace period over; releasing the workitem");
-                    let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
-                    return self.report(&item, outcome, &stopping).await;
+            };
+            let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(status.into()),
+                Err(_) => Err(PlannerError {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!(
+                        "the planner did not answer within {:?}",
+                        self.config.execute_timeout
+                    ),
+                }),
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let error = match result {
+                Ok(response) => {
+                    info!(elapsed_ms, "planner executed");
+                    if let Some(limit) = self.limit.grow() {
+                        debug!(limit, "workitems in flight allowed");
+                    }
+                    break Ok(response);
+                }
+                Err(error) if outcome::is_transient(error.code) => error,
+                Err(error) => {
+                    warn!(code = ?error.code, error = %error.message, elapsed_ms, "planner failed");
+                    break Err(error);
+                }
+            };
+            // Saturated or away: claim less until calls go through again.
+            if let Some(limit) = self.limit.shrink(Instant::now()) {
+                warn!(
+                    limit,
+                    "the planner or an executor is saturated or away; fewer workitems in flight"
+                );
+            }
+            let failure = format!("{:?}: {}", error.code, error.message);
+            let Some(delay) = budget.failed(failure, Instant::now()) else {
+                let message = budget.gave_up(Instant::now());
+                warn!(%message, "passing errors outlasted the retry budget");
+                let outcome = Outcome::Fail {
+                    status: FailStatus::Failed,
+                    message,
+                };
+                return self.report(&item, outcome, &stopping).await;
+            };
+            if cancelled {
+                // Released: the control plane drops a cancelled workitem.
+                let outcome = Outcome::Retry {
+                    message: "cancelled while the planner call kept failing".into(),
+                };
+                return self.report(&item, outcome, &stopping).await;
+            }
+            warn!(
+                code = ?error.code,
+                error = %error.message,
+                elapsed_ms,
+                tries = budget.tries(),
+                delay_ms = delay.as_millis() as u64,
+                "planner failed with a passing error; trying again"
+            );
+            let wait = tokio::time::sleep(delay);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    changed = lease_state.changed(), if watching => {
+                        let state = *lease_state.borrow_and_update();
+                        match (changed, state) {
+                            (Ok(()), LeaseState::Lost) => {
+                                warn!("the lease was lost between tries; leaving the workitem to its new owner");
+                                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+                            }
+                            // Nothing runs between tries: not started again.
+                            (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
+                                return self.cancelled(&item).await;
+                            }
+                            (Ok(()), LeaseState::Held) => {}
+                            (Err(_), _) => watching = false,
+                        }
+                    }
+                    () = signalled(&mut stop_waiting) => {
+                        let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                        return self.report(&item, outcome, &stopping).await;
+                    }
                 }
             }
         };
-        let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(PlannerError {
-                code: tonic::Code::DeadlineExceeded,
-                message: format!(
-                    "the planner did not answer within {:?}",
-                    self.config.execute_timeout
-                ),
-            }),
-        };
-        match &result {
-            Ok(_) => info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "planner executed"
-            ),
-            Err(error) => {
-                warn!(code = ?error.code, error = %error.message, elapsed_ms = started.elapsed().as_millis() as u64, "planner failed")
-            }
-        }
         let mut outcome = outcome::decide(
             task.operation,
             result.as_ref(),
@@ -1009,9 +1200,13 @@ impl Gateway {
     /// mounted documents). A workitem the server refuses to mark is skipped
     /// for the rest of this run. The second value is why the workitem is
     /// `INVALID` before anything is asked of the cluster.
+    ///
+    /// `busy`: installations with a workitem in flight, whose queued
+    /// workitems wait for it.
     async fn rest_next(
         &self,
         queue: &mut RestQueue,
+        busy: &HashSet<String>,
     ) -> Result<Option<(ClaimedWorkitem, Option<String>)>, ControlPlaneError> {
         let cluster_name = &self.config.cluster_name;
         loop {
@@ -1021,7 +1216,8 @@ impl Gateway {
                 .select(rest::WORKITEMS, &filter, &sort, rest::PAGE)
                 .await?
                 .into_iter()
-                .filter_map(|item| serde_json::from_value(item).ok())
+                .filter_map(|item| serde_json::from_value::<K8sWorkitem>(item).ok())
+                .filter(|item| !busy.contains(&rest::installation_of(item)))
                 .collect();
             let Some(item) = rest::next(&listing, &queue.skipped).cloned() else {
                 return Ok(None);

@@ -29,9 +29,11 @@
 pub mod backoff;
 pub mod config;
 pub mod gateway;
+pub mod limit;
 pub mod logs;
 pub mod outcome;
 pub mod rest;
+pub mod retry;
 pub mod workitem;
 
 pub use config::{AccessToken, ClaimMode, Config, Protocol};
