@@ -27,7 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8sworker_client::protocol::{
     Ancillaries, ClaimWorkitem, ClaimedWorkitem, ClusterContext, CompleteWorkitem, FailWorkitem,
-    K8sWorkitem, ReleaseWorkitem, RenewWorkitemLease,
+    HeldLease, K8sWorkitem, MAX_LEASES_PER_RENEWAL, ReleaseWorkitem, RenewWorkitemLease,
+    RenewWorkitemLeases, RenewalOutcome,
 };
 use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
@@ -210,6 +211,8 @@ pub struct Gateway {
     limit: Arc<Limit>,
     /// The installations with a workitem in flight.
     inflight: Inflight,
+    /// The leases held, renewed together.
+    leases: Arc<Leases>,
 }
 
 /// The installations with a workitem in flight, each with its turn: a
@@ -322,6 +325,7 @@ impl Gateway {
             worker: OnceLock::new(),
             limit,
             inflight: Inflight::default(),
+            leases: Arc::default(),
         })
     }
 
@@ -392,6 +396,14 @@ impl Gateway {
         };
         let _ = self.worker.set(worker);
         info!(protocol = ?worker, "worker protocol chosen");
+        // One task renews every lease held (REST mode has none).
+        let _renewer = (worker == Worker::Claim).then(|| {
+            AbortOnDrop(tokio::spawn(renew_all(
+                self.control_plane.clone(),
+                Arc::clone(&self.leases),
+                config.lease,
+            )))
+        });
         let mut waiting = match (config.claim_mode, server.long_poll) {
             _ if worker == Worker::Rest => Waiting::Poll,
             (ClaimMode::Poll, _) | (ClaimMode::Auto, Some(false)) => Waiting::Poll,
@@ -749,18 +761,9 @@ impl Gateway {
         let lease = item.lease.unwrap_or(self.config.lease);
         let (lease_tx, mut lease_state) = watch::channel(LeaseState::Held);
         // REST mode has no lease to renew or ask about.
-        let _renewer = (self.worker() == Worker::Claim).then(|| {
-            AbortOnDrop(tokio::spawn(
-                renew(
-                    self.control_plane.clone(),
-                    item.request_id.clone(),
-                    item.lease_id.clone(),
-                    self.config.lease,
-                    lease,
-                    lease_tx,
-                )
-                .instrument(tracing::Span::current()),
-            ))
+        let _held = (self.worker() == Worker::Claim).then(|| {
+            self.leases
+                .hold(&item.request_id, &item.lease_id, lease, lease_tx)
         });
 
         // Nothing is applied until the planner's Execute: ask first, so a
@@ -1462,51 +1465,199 @@ fn renew_period(granted: Duration) -> Duration {
         .max(Duration::from_millis(500))
 }
 
-/// Renews the lease every [`renew_period`] until aborted; publishes a
-/// cancellation (and goes on renewing), or a lost or gone workitem (and stops).
-async fn renew(
-    control_plane: Client,
-    request_id: String,
+/// The leases the gateway holds, by workitem: each with the length its
+/// claim granted and where its fate is published.
+#[derive(Debug, Default)]
+struct Leases {
+    held: std::sync::Mutex<HashMap<String, Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
     lease_id: String,
-    ask: Duration,
     granted: Duration,
     state: watch::Sender<LeaseState>,
-) {
-    let period = renew_period(granted);
-    let mut next = period;
-    let params = RenewWorkitemLease {
-        request_id,
-        lease_id,
-        lease_seconds: Some(ask.as_secs().max(1) as f64),
-    };
+}
+
+/// A lease held until dropped.
+struct Holding {
+    leases: Arc<Leases>,
+    request_id: String,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.leases
+            .held
+            .lock()
+            .expect("leases lock")
+            .remove(&self.request_id);
+    }
+}
+
+impl Leases {
+    /// Renews `lease_id` of `request_id` with the others until the
+    /// returned guard is dropped, publishing its fate to `state`.
+    fn hold(
+        self: &Arc<Self>,
+        request_id: &str,
+        lease_id: &str,
+        granted: Duration,
+        state: watch::Sender<LeaseState>,
+    ) -> Holding {
+        self.held.lock().expect("leases lock").insert(
+            request_id.to_owned(),
+            Held {
+                lease_id: lease_id.to_owned(),
+                granted,
+                state,
+            },
+        );
+        Holding {
+            leases: Arc::clone(self),
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// The leases held now, and how often they must be renewed: the
+    /// [`renew_period`] of the shortest granted.
+    fn snapshot(&self) -> (Vec<HeldLease>, Duration) {
+        let held = self.held.lock().expect("leases lock");
+        let period = held
+            .values()
+            .map(|held| renew_period(held.granted))
+            .min()
+            .unwrap_or(RENEW_MAX_PERIOD);
+        let leases = held
+            .iter()
+            .map(|(request_id, held)| HeldLease {
+                request_id: request_id.clone(),
+                lease_id: held.lease_id.clone(),
+            })
+            .collect();
+        (leases, period)
+    }
+
+    /// Publishes what a renewal found out about one lease. A cancellation
+    /// keeps it renewed (an operation in flight must still report); a lost
+    /// or gone workitem is no longer renewed.
+    fn settle(&self, lease: &HeldLease, found: LeaseState) {
+        let mut held = self.held.lock().expect("leases lock");
+        let Some(entry) = held.get(&lease.request_id) else {
+            return;
+        };
+        if entry.lease_id != lease.lease_id {
+            return;
+        }
+        match found {
+            LeaseState::Held => {}
+            LeaseState::Cancelled => {
+                entry.state.send_if_modified(|state| {
+                    let changed = *state != LeaseState::Cancelled;
+                    *state = LeaseState::Cancelled;
+                    changed
+                });
+            }
+            LeaseState::Lost | LeaseState::Gone => {
+                debug!(request_id = %lease.request_id, ?found, "renewal ended the hold");
+                let _ = entry.state.send(found);
+                held.remove(&lease.request_id);
+            }
+        }
+    }
+}
+
+impl From<RenewalOutcome> for LeaseState {
+    fn from(outcome: RenewalOutcome) -> LeaseState {
+        match outcome {
+            RenewalOutcome::Renewed => LeaseState::Held,
+            RenewalOutcome::Cancelled => LeaseState::Cancelled,
+            RenewalOutcome::Lost => LeaseState::Lost,
+            RenewalOutcome::Gone => LeaseState::Gone,
+        }
+    }
+}
+
+/// Whether the server renews many leases per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batching {
+    /// Not known yet: try it.
+    Unknown,
+    /// `renewWorkitemLeases` works.
+    Yes,
+    /// The server does not have it (404 unknown procedure): one call per
+    /// lease, as the claim protocol has it.
+    No,
+}
+
+/// Renews every held lease every [`renew_period`] (of the shortest
+/// granted) until aborted: one `renewWorkitemLeases` call for all of them
+/// (in chunks of [`MAX_LEASES_PER_RENEWAL`]), or one `renewWorkitemLease`
+/// per lease against a server without it. A round that fails for a
+/// passing reason is tried again after a third of the period.
+async fn renew_all(control_plane: Client, leases: Arc<Leases>, ask: Duration) {
+    let mut batching = Batching::Unknown;
+    let lease_seconds = Some(ask.as_secs().max(1) as f64);
+    let mut next = RENEW_MAX_PERIOD;
     loop {
         tokio::time::sleep(next).await;
-        match control_plane.call(&params).await {
-            Ok(answer) => {
-                debug!(expires = %answer.lease_expires_at, "lease renewed");
-                next = period;
+        let (held, period) = leases.snapshot();
+        next = period;
+        if held.is_empty() {
+            continue;
+        }
+        let mut failed = false;
+        if batching != Batching::No {
+            for chunk in held.chunks(MAX_LEASES_PER_RENEWAL) {
+                let params = RenewWorkitemLeases {
+                    leases: chunk.to_vec(),
+                    lease_seconds,
+                };
+                match control_plane.call(&params).await {
+                    Ok(answer) => {
+                        batching = Batching::Yes;
+                        debug!(leases = answer.leases.len(), "leases renewed");
+                        for renewal in answer.leases {
+                            let lease = HeldLease {
+                                request_id: renewal.request_id,
+                                lease_id: renewal.lease_id,
+                            };
+                            leases.settle(&lease, renewal.outcome.into());
+                        }
+                    }
+                    Err(ControlPlaneError::NotImplemented { .. }) => {
+                        info!("the control plane renews one lease per call");
+                        batching = Batching::No;
+                        break;
+                    }
+                    Err(error) => {
+                        warn!(%error, leases = chunk.len(), "renewing the leases failed; retrying");
+                        failed = true;
+                    }
+                }
             }
-            Err(error) => match LeaseState::after(&error) {
-                // Cancelled: the server still extended the lease; keep it
-                // while an operation in flight finishes.
-                Some(LeaseState::Cancelled) => {
-                    state.send_if_modified(|held| {
-                        let changed = *held != LeaseState::Cancelled;
-                        *held = LeaseState::Cancelled;
-                        changed
-                    });
-                    next = period;
+        }
+        if batching == Batching::No {
+            for lease in &held {
+                let params = RenewWorkitemLease {
+                    request_id: lease.request_id.clone(),
+                    lease_id: lease.lease_id.clone(),
+                    lease_seconds,
+                };
+                match control_plane.call(&params).await {
+                    Ok(answer) => debug!(expires = %answer.lease_expires_at, "lease renewed"),
+                    Err(error) => match LeaseState::after(&error) {
+                        Some(found) => leases.settle(lease, found),
+                        None => {
+                            warn!(%error, request_id = %lease.request_id, "renewing the lease failed; retrying");
+                            failed = true;
+                        }
+                    },
                 }
-                Some(found) => {
-                    debug!(%error, ?found, "renewal ended the hold");
-                    let _ = state.send(found);
-                    return;
-                }
-                None => {
-                    warn!(%error, "renewing the lease failed; retrying");
-                    next = (period / 3).max(Duration::from_millis(250));
-                }
-            },
+            }
+        }
+        if failed {
+            next = (period / 3).max(Duration::from_millis(250));
         }
     }
 }
@@ -1569,6 +1720,193 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn a_renewal_settles_only_the_lease_it_names() {
+        let leases = Arc::new(Leases::default());
+        let (a_tx, a) = watch::channel(LeaseState::Held);
+        let (b_tx, b) = watch::channel(LeaseState::Held);
+        let (c_tx, c) = watch::channel(LeaseState::Held);
+        let _a = leases.hold("a", "la", Duration::from_secs(60), a_tx);
+        let _b = leases.hold("b", "lb", Duration::from_secs(3), b_tx);
+        let held_c = leases.hold("c", "lc", Duration::from_secs(60), c_tx);
+        let (held, period) = leases.snapshot();
+        assert_eq!(held.len(), 3);
+        assert_eq!(
+            period,
+            Duration::from_secs(1),
+            "the shortest lease sets the pace"
+        );
+        let lease = |id: &str, lease: &str| HeldLease {
+            request_id: id.into(),
+            lease_id: lease.into(),
+        };
+        leases.settle(&lease("a", "la"), LeaseState::Cancelled);
+        leases.settle(&lease("b", "an-old-lease"), LeaseState::Lost);
+        leases.settle(&lease("c", "lc"), LeaseState::Gone);
+        assert_eq!(*a.borrow(), LeaseState::Cancelled);
+        assert_eq!(
+            *b.borrow(),
+            LeaseState::Held,
+            "another lease of b says nothing"
+        );
+        assert_eq!(*c.borrow(), LeaseState::Gone);
+        let mut renewed: Vec<String> = leases
+            .snapshot()
+            .0
+            .into_iter()
+            .map(|lease| lease.request_id)
+            .collect();
+        renewed.sort();
+        assert_eq!(renewed, ["a", "b"], "a gone workitem is not renewed again");
+        drop(held_c);
+        drop(_b);
+        assert_eq!(
+            leases.snapshot().0.len(),
+            1,
+            "a lease is renewed while held"
+        );
+    }
+
+    /// A control plane of 2 procedures on 127.0.0.1: `renewWorkitemLeases`
+    /// answers as `batch` says, `renewWorkitemLease` renews; every call's
+    /// procedure name is recorded.
+    async fn fake_control_plane(batch: bool) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&calls);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let calls = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // Headers, then as much body as they announce.
+                    let (head_end, length) = loop {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        if read == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..read]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|line| line.strip_prefix("content-length:"))
+                                .map_or(0, |value| value.trim().parse::<usize>().unwrap());
+                            break (end + 4, length);
+                        }
+                    };
+                    while request.len() < head_end + length {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        request.extend_from_slice(&buffer[..read]);
+                    }
+                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let procedure = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    calls.lock().unwrap().push(procedure.clone());
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&request[head_end..]).unwrap_or_default();
+                    let (status, answer) = match procedure.as_str() {
+                        "K8sManager.renewWorkitemLeases" if batch => {
+                            let leases: Vec<serde_json::Value> = body["leases"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|lease| serde_json::json!({
+                                    "requestId": lease["requestId"], "leaseId": lease["leaseId"],
+                                    "outcome": if lease["requestId"] == "gone" { "gone" } else { "renewed" },
+                                }))
+                                .collect();
+                            ("200 OK", serde_json::json!({"leases": leases}))
+                        }
+                        "K8sManager.renewWorkitemLease" if body["requestId"] == "gone" => (
+                            "404 Not Found",
+                            serde_json::json!([{"code": "io.vantiq.resource.not.found", "message": "gone", "params": []}]),
+                        ),
+                        "K8sManager.renewWorkitemLease" => (
+                            "200 OK",
+                            serde_json::json!({"requestId": body["requestId"], "leaseId": body["leaseId"], "leaseExpiresAt": "2026-01-01T10:01:00.000Z"}),
+                        ),
+                        _ => (
+                            "404 Not Found",
+                            serde_json::json!([{"code": "io.vantiq.procedure.unknown", "message": "Unknown procedure", "params": [procedure]}]),
+                        ),
+                    };
+                    let answer = answer.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (url, calls)
+    }
+
+    async fn renewal_calls(batch: bool) -> (Vec<String>, LeaseState) {
+        let (url, calls) = fake_control_plane(batch).await;
+        let client = Client::builder(&url)
+            .token(AccessToken::new("t"))
+            .build()
+            .unwrap();
+        let leases = Arc::new(Leases::default());
+        let mut held = Vec::new();
+        let mut gone = None;
+        for id in ["a", "b", "gone"] {
+            let (tx, rx) = watch::channel(LeaseState::Held);
+            held.push(leases.hold(id, "l", Duration::from_millis(600), tx));
+            if id == "gone" {
+                gone = Some(rx);
+            }
+        }
+        let renewer = AbortOnDrop(tokio::spawn(renew_all(
+            client,
+            Arc::clone(&leases),
+            Duration::from_secs(60),
+        )));
+        // The first round after 2 s, then one every 500 ms.
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        drop(renewer);
+        let calls = calls.lock().unwrap().clone();
+        (calls, *gone.unwrap().borrow())
+    }
+
+    #[tokio::test]
+    async fn every_lease_is_renewed_in_one_call_per_round() {
+        let (calls, gone) = renewal_calls(true).await;
+        assert!(calls.len() >= 2, "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .all(|call| call == "K8sManager.renewWorkitemLeases"),
+            "{calls:?}"
+        );
+        assert_eq!(gone, LeaseState::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_control_plane_without_batches_gets_one_renewal_per_lease() {
+        let (calls, gone) = renewal_calls(false).await;
+        assert_eq!(calls[0], "K8sManager.renewWorkitemLeases", "{calls:?}");
+        let rest = &calls[1..];
+        assert!(
+            rest.iter()
+                .all(|call| call == "K8sManager.renewWorkitemLease"),
+            "asked once, then never again: {calls:?}"
+        );
+        // 3 leases in the first round, then the 2 left in the next.
+        assert!(rest.len() >= 5, "{calls:?}");
+        assert_eq!(gone, LeaseState::Gone);
     }
 
     #[test]
