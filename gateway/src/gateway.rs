@@ -2,23 +2,28 @@
 //!
 //! ```text
 //! run ─▶ check (token, cluster, server version) ─▶ loop:
+//!          wait for a slot (Limit: at most --concurrency in flight, fewer while saturated)
 //!          claim (long-poll, or poll on the Backoff schedule)
-//!            └─ workitem ─▶ span workitem.process (parent: the workitem's traceparent)
-//!                             task() ── invalid ──────────────────────────▶ fail INVALID
-//!                             ask first (a renew): cancelled ─▶ release, no Execute
-//!                             (a planner answering NOT_SERVING is waited for)
-//!                             Planner.Execute ‖ renew the lease every min(lease/3, 2 s)
-//!                             outcome::decide ─▶ (fetchLogs: upload documents)
-//!                             complete | fail | release   (retried while the server is away)
-//! SIGTERM ─▶ stop claiming; the current workitem finishes within the grace
+//!            └─ workitem ─▶ task, after its installation's previous workitem:
+//!                 span workitem.process (parent: the workitem's traceparent)
+//!                   task() ── invalid ──────────────────────────▶ fail INVALID
+//!                   ask first (a renew): cancelled ─▶ release, no Execute
+//!                   (a planner answering NOT_SERVING is waited for)
+//!                   Planner.Execute ── passing error ─▶ wait (retry::Budget), again
+//!                   outcome::decide ─▶ (fetchLogs: upload documents)
+//!                   complete | fail | release   (retried while the server is away)
+//!          renew_all: every held lease, one renewWorkitemLeases call per round
+//! SIGTERM ─▶ stop claiming; each workitem in flight finishes within the grace
 //!            period, else it is released; then run returns.
 //! ```
 //!
-//! One workitem at a time: the control plane serialises the operations of
-//! an installation anyway, and more throughput is more gateways (claims are
-//! atomic, so any number can serve one cluster). In REST mode
-//! ([`crate::rest`]) the claim is `rest_next` and the report `rest_deliver`;
-//! there is no lease to renew, and one gateway serves a cluster.
+//! Up to `--concurrency` workitems are in flight. Two of one installation
+//! never overlap and run in queue order: the claim protocol hands out an
+//! installation's next workitem only once the previous one ended, REST mode
+//! ([`crate::rest`]) skips installations in flight, and each task waits for
+//! its installation's turn besides. In REST mode the claim is `rest_next`
+//! and the report `rest_deliver`; there is no lease to renew, and one
+//! gateway serves a cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
