@@ -140,6 +140,16 @@ impl ExecuteLog {
         *self.hold_each.lock().expect("hold lock") = Some(delay);
     }
 
+    /// Waits (up to `timeout`) until `count` Execute calls arrived.
+    pub async fn wait_calls(&self, count: usize, timeout: Duration) {
+        let log = self.clone();
+        k8sworker_testsupport::eventually(&format!("{count} Execute calls"), timeout, move || {
+            let arrived = log.calls().len();
+            async move { (arrived == count).then_some(()) }
+        })
+        .await;
+    }
+
     /// The most Execute calls that ran at once so far.
     pub fn most_at_once(&self) -> usize {
         self.running.lock().expect("running lock").1

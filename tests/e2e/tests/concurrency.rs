@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8sworker_e2e::{CLUSTER, RunningGateway, Stack, Vantiq, sample_deploy};
 use k8sworker_gateway::{Event, Protocol, Report};
-use k8sworker_testsupport::{eventually, with_temp_ns};
+use k8sworker_testsupport::with_temp_ns;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -25,6 +25,12 @@ fn deploy(protocol: Protocol, name: &str, ns: &str, greeting: &str) -> Value {
         config.retain(|entry| entry["asSecret"] != json!(true));
     }
     deploy
+}
+
+/// Asks for `deploy`; the workitem's request id.
+async fn queue(vantiq: &Vantiq, deploy: Value) -> String {
+    let item = vantiq.command(CLUSTER, "deploy", deploy).await;
+    item["requestId"].as_str().unwrap().to_owned()
 }
 
 /// Waits until no workitem is left in the queue (every one completed).
@@ -90,14 +96,7 @@ async fn ordered_and_bounded(protocol: Protocol, admin: &kube::Client, ns: &str)
     let mut asked: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for round in 0..3 {
         for name in &installations {
-            let item = vantiq
-                .command(
-                    CLUSTER,
-                    "deploy",
-                    deploy(protocol, name, ns, &format!("round{round}")),
-                )
-                .await;
-            let id = item["requestId"].as_str().unwrap().to_owned();
+            let id = queue(vantiq, deploy(protocol, name, ns, &format!("round{round}"))).await;
             asked.entry(name.clone()).or_default().push(id);
         }
     }
@@ -144,19 +143,9 @@ async fn sigterm_finishes_every_workitem_in_flight_or_releases_each() {
         stack.planner.log.hold_each(Duration::from_secs(2));
         let gateway = stack.gateway();
         for i in 0..4 {
-            vantiq
-                .command(
-                    CLUSTER,
-                    "deploy",
-                    sample_deploy(&format!("fin{i}"), &ns, 1, "x"),
-                )
-                .await;
+            queue(vantiq, sample_deploy(&format!("fin{i}"), &ns, 1, "x")).await;
         }
-        eventually("four deploys in flight", WAIT, || {
-            let calls = stack.planner.log.calls();
-            async move { (calls.len() == 4).then_some(()) }
-        })
-        .await;
+        stack.planner.log.wait_calls(4, WAIT).await;
         let summary = gateway.stop().await;
         assert_eq!(summary.completed, 4, "{summary:?}");
         assert_eq!(summary.processed(), 4, "{summary:?}");
@@ -173,20 +162,9 @@ async fn sigterm_finishes_every_workitem_in_flight_or_releases_each() {
         let gateway = RunningGateway::start(config);
         let mut ids = Vec::new();
         for i in 0..3 {
-            let item = vantiq
-                .command(
-                    CLUSTER,
-                    "deploy",
-                    sample_deploy(&format!("rel{i}"), &ns, 1, "x"),
-                )
-                .await;
-            ids.push(item["requestId"].as_str().unwrap().to_owned());
+            ids.push(queue(vantiq, sample_deploy(&format!("rel{i}"), &ns, 1, "x")).await);
         }
-        eventually("three more in flight", WAIT, || {
-            let calls = stack.planner.log.calls();
-            async move { (calls.len() == 7).then_some(()) }
-        })
-        .await;
+        stack.planner.log.wait_calls(7, WAIT).await;
         let stopped = Instant::now();
         let summary = gateway.stop().await;
         assert!(
@@ -225,19 +203,14 @@ async fn a_planner_restart_fails_nothing_and_a_real_failure_still_fails() {
         let mut ids = BTreeMap::new();
         for i in 0..6 {
             let name = format!("app{i}");
-            let item = vantiq
-                .command(CLUSTER, "deploy", sample_deploy(&name, &ns, 1, "x"))
-                .await;
-            ids.insert(name, item["requestId"].as_str().unwrap().to_owned());
+            let id = queue(&vantiq, sample_deploy(&name, &ns, 1, "x")).await;
+            ids.insert(name, id);
         }
-        let doomed = vantiq
-            .command(
-                CLUSTER,
-                "deploy",
-                sample_deploy("elsewhere", "no-executor-here", 1, "x"),
-            )
-            .await;
-        let doomed = doomed["requestId"].as_str().unwrap().to_owned();
+        let doomed = queue(
+            &vantiq,
+            sample_deploy("elsewhere", "no-executor-here", 1, "x"),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         // Meanwhile: every workitem held under its first claim, none failed.
         for item in vantiq.workitems().await {
@@ -280,10 +253,7 @@ async fn a_planner_restart_fails_nothing_and_a_real_failure_still_fails() {
         let gateway = RunningGateway::start(config);
         stack.planner.stop().await;
         let started = Instant::now();
-        let item = vantiq
-            .command(CLUSTER, "deploy", sample_deploy("app0", &ns, 1, "y"))
-            .await;
-        let id = item["requestId"].as_str().unwrap().to_owned();
+        let id = queue(&vantiq, sample_deploy("app0", &ns, 1, "y")).await;
         let failed = vantiq
             .wait_workitem(&id, WAIT, |item| {
                 item.is_some_and(|i| i["status"] == "FAILED")
