@@ -77,6 +77,12 @@ struct Args {
     /// run each (1 is one workitem at a time).
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     concurrency: Vec<usize>,
+    /// With `--burst`: the executor's client-side rate limit in requests
+    /// per second (bursts of twice as many); the executor's default when
+    /// absent. A higher one shows what the gateway's concurrency does when
+    /// the executor's limiter is not the bottleneck.
+    #[arg(long)]
+    executor_qps: Option<f64>,
 }
 
 /// Objects each sample deploy creates: the StatefulSet, the headless and the
@@ -380,6 +386,12 @@ async fn burst(
     let mut config = k8sworker_executor::ExecutorConfig::new(namespace.to_owned());
     config.default_health_timeout = Duration::from_secs(60);
     config.allowed_tenants = [k8sworker_testsupport::plans::tenant()].into();
+    if let Some(qps) = args.executor_qps {
+        anyhow::ensure!(qps > 0.0, "--executor-qps must be positive");
+        config.rate_limits.qps = qps;
+        config.rate_limits.burst = (2.0 * qps).ceil() as u32;
+    }
+    let qps = config.rate_limits.qps;
     let executor = RunningExecutor::start(identity.config().await, config).await;
     let mut rows = Vec::new();
     for &concurrency in &args.concurrency {
@@ -464,6 +476,7 @@ async fn burst(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    println!("executor rate limit: {qps} requests/s");
     println!(
         "{:>11} {:>7} {:>10} {:>9} {:>13} {:>14}",
         "concurrency", "deploys", "wall", "objects", "objects/s", "Executes at once"
