@@ -6,6 +6,7 @@
 //! ```text
 //! ClaimWorkitem       {clusterName, workerId?, leaseSeconds?, waitSeconds?} → ClaimedWorkitem | null
 //! RenewWorkitemLease  {requestId, leaseId, leaseSeconds?}                    → LeaseRenewal
+//! RenewWorkitemLeases {leases: [{requestId, leaseId}], leaseSeconds?}        → LeaseRenewals
 //! CompleteWorkitem    {requestId, leaseId, installation: InstallationReport} → Completion
 //! FailWorkitem        {requestId, leaseId, status, message}                  → K8sWorkitem
 //! ReleaseWorkitem     {requestId, leaseId}                                   → K8sWorkitem
@@ -30,6 +31,12 @@ use serde_json::{Map, Value};
 pub const CLAIM_WORKITEM: &str = "K8sManager.claimWorkitem";
 /// `K8sManager.renewWorkitemLease`.
 pub const RENEW_WORKITEM_LEASE: &str = "K8sManager.renewWorkitemLease";
+/// `K8sManager.renewWorkitemLeases`: every lease a worker holds in one
+/// call (an extension of the worker protocol; a server without it answers
+/// 404 "unknown procedure", and a worker renews one lease per call).
+pub const RENEW_WORKITEM_LEASES: &str = "K8sManager.renewWorkitemLeases";
+/// Most leases one `renewWorkitemLeases` call may name.
+pub const MAX_LEASES_PER_RENEWAL: usize = 500;
 /// `K8sManager.completeWorkitem`.
 pub const COMPLETE_WORKITEM: &str = "K8sManager.completeWorkitem";
 /// `K8sManager.failWorkitem`.
@@ -343,6 +350,75 @@ impl Procedure for RenewWorkitemLease {
     fn request_id(&self) -> Option<&str> {
         Some(&self.request_id)
     }
+}
+
+/// `K8sManager.renewWorkitemLeases`: extend every named lease to now +
+/// `leaseSeconds`, in one transaction. Each lease's fate is answered on its
+/// own ([`LeaseRenewals`]): one lost lease does not fail the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewWorkitemLeases {
+    /// The leases, 1 to [`MAX_LEASES_PER_RENEWAL`].
+    pub leases: Vec<HeldLease>,
+    /// The new lease length in seconds, for each; the server's
+    /// `--default-lease` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "seconds")]
+    pub lease_seconds: Option<f64>,
+}
+
+impl Procedure for RenewWorkitemLeases {
+    const NAME: &'static str = RENEW_WORKITEM_LEASES;
+    type Answer = LeaseRenewals;
+}
+
+/// A lease a worker holds: the workitem and the lease its claim granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldLease {
+    /// The workitem.
+    pub request_id: String,
+    /// The lease its claim granted.
+    pub lease_id: String,
+}
+
+/// What `renewWorkitemLeases` answers: one entry per lease asked about, in
+/// the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRenewals {
+    /// Each lease's fate.
+    pub leases: Vec<BatchRenewal>,
+}
+
+/// One lease's fate in a `renewWorkitemLeases` call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRenewal {
+    /// The workitem.
+    pub request_id: String,
+    /// The lease asked about.
+    pub lease_id: String,
+    /// What became of it.
+    pub outcome: RenewalOutcome,
+    /// The new expiry (RFC 3339, server clock), for `renewed` and `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+}
+
+/// One lease's fate, as `renewWorkitemLease`'s answers say it for one
+/// lease: 200, 410, 409, 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenewalOutcome {
+    /// Extended.
+    Renewed,
+    /// Extended, but the workitem was cancelled: do not start it.
+    Cancelled,
+    /// Not held under this lease any more (expired and re-claimed,
+    /// released, failed): stop working on it.
+    Lost,
+    /// The workitem no longer exists (cancelled and dropped, or completed).
+    Gone,
 }
 
 /// What `renewWorkitemLease` answers.
@@ -751,6 +827,14 @@ mod tests {
             round_trip(json!({"requestId": "r", "leaseId": "l", "leaseSeconds": 30}));
         assert_eq!(renew.request_id(), Some("r"));
         round_trip::<RenewWorkitemLease>(json!({"requestId": "r", "leaseId": "l"}));
+        round_trip::<RenewWorkitemLeases>(json!({
+            "leases": [{"requestId": "r", "leaseId": "l"}, {"requestId": "s", "leaseId": "m"}],
+            "leaseSeconds": 60
+        }));
+        round_trip::<LeaseRenewals>(json!({"leases": [
+            {"requestId": "r", "leaseId": "l", "outcome": "renewed", "leaseExpiresAt": "2026-01-01T10:01:00.000Z"},
+            {"requestId": "s", "leaseId": "m", "outcome": "gone"}
+        ]}));
         round_trip::<ReleaseWorkitem>(json!({"requestId": "r", "leaseId": "l"}));
         let fail: FailWorkitem = round_trip(
             json!({"requestId": "r", "leaseId": "l", "status": "INVALID", "message": "bad"}),

@@ -42,6 +42,7 @@ async fn no_version_endpoint_and_no_worker_procedures() {
     for procedure in [
         "claimWorkitem",
         "renewWorkitemLease",
+        "renewWorkitemLeases",
         "completeWorkitem",
         "failWorkitem",
         "releaseWorkitem",

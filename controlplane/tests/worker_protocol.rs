@@ -140,6 +140,103 @@ async fn failures_mark_workitem_and_installation() {
     t.stop().await;
 }
 
+/// `renewWorkitemLeases`: every lease a worker holds in one call, each
+/// answered with its fate as `renewWorkitemLease` would say it alone.
+#[tokio::test]
+async fn every_held_lease_is_renewed_in_one_call_each_with_its_fate() {
+    let t = TestServer::start().await;
+    let a = &t.admin;
+    let worker = t.worker().await;
+    a.create_cluster("c1").await;
+    for name in ["held", "cancelled", "released", "done"] {
+        a.deploy("c1", name).await;
+    }
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        let (_, item) = worker
+            .procedure(
+                "claimWorkitem",
+                json!({"clusterName": "c1", "leaseSeconds": 5}),
+            )
+            .await;
+        claimed.push(item);
+    }
+    let lease = |item: &Value| json!({"requestId": item["requestId"], "leaseId": item["leaseId"]});
+    let id = |item: &Value| item["requestId"].as_str().unwrap().to_owned();
+    // A cancel of a leased item keeps it CANCELLED under its lease.
+    let (status, body) = a
+        .delete(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            id(&claimed[1])
+        ))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = worker
+        .procedure("releaseWorkitem", lease(&claimed[2]))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(worker.complete(&claimed[3], json!({})).await.0, 200);
+
+    let leases: Vec<Value> = claimed.iter().map(lease).collect();
+    let (status, body) = worker
+        .procedure(
+            "renewWorkitemLeases",
+            json!({"leases": leases, "leaseSeconds": 30}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fates: Vec<(String, &str)> = body["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["requestId"].as_str().unwrap().to_owned(),
+                entry["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fates,
+        vec![
+            (id(&claimed[0]), "renewed"),
+            (id(&claimed[1]), "cancelled"),
+            (id(&claimed[2]), "lost"),
+            (id(&claimed[3]), "gone"),
+        ]
+    );
+    // Extended to 30 s: the renewed and the cancelled lease outlast their 5 s.
+    let (_, held) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            id(&claimed[0])
+        ))
+        .await;
+    assert_eq!(held["leaseExpiresAt"], body["leases"][0]["leaseExpiresAt"]);
+    assert!(body["leases"][1]["leaseExpiresAt"].is_string());
+    assert!(body["leases"][2].get("leaseExpiresAt").is_none());
+
+    // Refused as a whole, naming the parameter; nothing renewed.
+    for (params, field) in [
+        (json!({"leases": []}), "leases"),
+        (json!({"leases": "x"}), "leases"),
+        (json!({"leases": [{"requestId": "r"}]}), "leases[0].leaseId"),
+        (json!({"leases": [lease(&claimed[0]), 7]}), "leases[1]"),
+    ] {
+        let (status, body) = worker.procedure("renewWorkitemLeases", params).await;
+        assert_error(status, &body, 400, "io.vantiq.argument.invalid");
+        assert_eq!(body[0]["params"][0], field, "{body}");
+    }
+    let (_, after) = a
+        .get(&format!(
+            "/api/v1/resources/k8sworkitems/{}",
+            id(&claimed[0])
+        ))
+        .await;
+    assert_eq!(after["leaseExpiresAt"], held["leaseExpiresAt"]);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn expired_leases_return_to_requested_and_renewal_keeps_them() {
     let t = TestServer::start().await;

@@ -126,6 +126,24 @@ pub struct Config {
     /// This gateway's name in leases; default `<hostname>-<random>`.
     #[arg(long, env = "K8SWORKER_GATEWAY_ID")]
     pub worker_id: Option<String>,
+
+    /// Most workitems in flight at once (claimed and not yet reported).
+    /// Claiming stops while this many are in flight; the two operations of
+    /// one installation never overlap and run in queue order.
+    #[arg(long, env = "K8SWORKER_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// How long a workitem whose planner call keeps failing with a passing
+    /// error (planner or executor unreachable, a timeout, overload) is
+    /// retried in place, under its lease, before it fails: an outage
+    /// shorter than this fails nothing.
+    #[arg(long, env = "K8SWORKER_RETRY_FOR", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub retry_for: Duration,
+
+    /// Most tries of one claim's planner call under passing errors (the
+    /// in-place retries), whichever of this and `--retry-for` ends first.
+    #[arg(long, env = "K8SWORKER_RETRIES", default_value_t = 60)]
+    pub retries: u32,
 }
 
 /// Why a configuration was refused.
@@ -200,6 +218,9 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             max_attempts: 10,
             worker_id: None,
+            concurrency: 16,
+            retry_for: Duration::from_secs(300),
+            retries: 60,
         }
     }
 
@@ -242,13 +263,20 @@ impl Config {
             ("idle-poll-max", self.idle_poll_max),
             ("execute-timeout", self.execute_timeout),
             ("request-timeout", self.request_timeout),
+            ("retry-for", self.retry_for),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.max_attempts == 0 {
-            return Err(ConfigError::Zero("max-attempts"));
+        for (name, value) in [
+            ("max-attempts", self.max_attempts as usize),
+            ("concurrency", self.concurrency),
+            ("retries", self.retries as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         if self.lease < Duration::from_secs(3) {
             return Err(ConfigError::LeaseTooShort(self.lease));
@@ -324,6 +352,9 @@ mod tests {
         assert_eq!(config.lease, Duration::from_secs(90));
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.access_token.expose(), "abc");
+        assert_eq!(config.concurrency, 16);
+        assert_eq!(config.retry_for, Duration::from_secs(300));
+        assert_eq!(config.retries, 60);
         config.validate().unwrap();
     }
 
@@ -363,6 +394,18 @@ mod tests {
         assert!(matches!(
             bad.validate(),
             Err(ConfigError::Zero("poll-interval"))
+        ));
+        let mut bad = config();
+        bad.concurrency = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Zero("concurrency"))
+        ));
+        let mut bad = config();
+        bad.retry_for = Duration::ZERO;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Zero("retry-for"))
         ));
         let mut bad = config();
         bad.planner_url = "http://k8sworker-planner:50051".into();

@@ -2,32 +2,38 @@
 //!
 //! ```text
 //! run ─▶ check (token, cluster, server version) ─▶ loop:
+//!          wait for a slot (Limit: at most --concurrency in flight, fewer while saturated)
 //!          claim (long-poll, or poll on the Backoff schedule)
-//!            └─ workitem ─▶ span workitem.process (parent: the workitem's traceparent)
-//!                             task() ── invalid ──────────────────────────▶ fail INVALID
-//!                             ask first (a renew): cancelled ─▶ release, no Execute
-//!                             (a planner answering NOT_SERVING is waited for)
-//!                             Planner.Execute ‖ renew the lease every min(lease/3, 2 s)
-//!                             outcome::decide ─▶ (fetchLogs: upload documents)
-//!                             complete | fail | release   (retried while the server is away)
-//! SIGTERM ─▶ stop claiming; the current workitem finishes within the grace
+//!            └─ workitem ─▶ task, after its installation's previous workitem:
+//!                 span workitem.process (parent: the workitem's traceparent)
+//!                   task() ── invalid ──────────────────────────▶ fail INVALID
+//!                   ask first (a renew): cancelled ─▶ release, no Execute
+//!                   (a planner answering NOT_SERVING is waited for)
+//!                   Planner.Execute ── passing error ─▶ wait (retry::Budget), again
+//!                   outcome::decide ─▶ (fetchLogs: upload documents)
+//!                   complete | fail | release   (retried while the server is away)
+//!          renew_all: every held lease, one renewWorkitemLeases call per round
+//! SIGTERM ─▶ stop claiming; each workitem in flight finishes within the grace
 //!            period, else it is released; then run returns.
 //! ```
 //!
-//! One workitem at a time: the control plane serialises the operations of
-//! an installation anyway, and more throughput is more gateways (claims are
-//! atomic, so any number can serve one cluster). In REST mode
-//! ([`crate::rest`]) the claim is `rest_next` and the report `rest_deliver`;
-//! there is no lease to renew, and one gateway serves a cluster.
+//! Up to `--concurrency` workitems are in flight. Two of one installation
+//! never overlap and run in queue order: the claim protocol hands out an
+//! installation's next workitem only once the previous one ended, REST mode
+//! ([`crate::rest`]) skips installations in flight, and each task waits for
+//! its installation's turn besides. In REST mode the claim is `rest_next`
+//! and the report `rest_deliver`; there is no lease to renew, and one
+//! gateway serves a cluster.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8sworker_client::protocol::{
     Ancillaries, ClaimWorkitem, ClaimedWorkitem, ClusterContext, CompleteWorkitem, FailWorkitem,
-    K8sWorkitem, PlanStep, ReleaseWorkitem, RenewWorkitemLease,
+    HeldLease, K8sWorkitem, MAX_LEASES_PER_RENEWAL, PlanStep, ReleaseWorkitem, RenewWorkitemLease,
+    RenewWorkitemLeases, RenewalOutcome,
 };
 use k8sworker_client::{Client, Error as ControlPlaneError};
 use k8sworker_core::plan::Operation;
@@ -36,15 +42,18 @@ use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
 use k8sworker_telemetry::GrpcClientInterceptor;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinSet};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::backoff::{Backoff, Poll, Schedule};
 use crate::config::{ClaimMode, Config, ConfigError, Protocol};
+use crate::limit::Limit;
 use crate::logs;
 use crate::outcome::{self, FailStatus, Outcome, PlannerError};
 use crate::rest::{self, RecordWrite};
+use crate::retry;
 use crate::workitem::Workitem;
 
 type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
@@ -202,6 +211,64 @@ pub struct Gateway {
     events: Option<mpsc::UnboundedSender<Event>>,
     /// The protocol chosen at start.
     worker: OnceLock<Worker>,
+    /// How many workitems may be in flight now (`--concurrency`, less
+    /// while the planner or an executor is saturated).
+    limit: Arc<Limit>,
+    /// The installations with a workitem in flight.
+    inflight: Inflight,
+    /// The leases held, renewed together.
+    leases: Arc<Leases>,
+}
+
+/// The installations with a workitem in flight, each with its turn: a
+/// second workitem of one installation (which the claim protocol does not
+/// hand out while the first is leased, and REST mode does not pick) waits
+/// for the first to end, never overlapping it.
+#[derive(Debug, Default)]
+struct Inflight {
+    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Inflight {
+    /// The installation's turn, registered as in flight.
+    fn enter(&self, installation: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().expect("in-flight lock");
+        Arc::clone(turns.entry(installation.to_owned()).or_default())
+    }
+
+    /// Ends a workitem's part: the installation is no longer in flight once
+    /// no other workitem of it holds or waits for its turn.
+    fn leave(&self, installation: &str, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().expect("in-flight lock");
+        drop(turn);
+        if turns
+            .get(installation)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            turns.remove(installation);
+        }
+    }
+
+    /// The installations in flight now.
+    fn busy(&self) -> HashSet<String> {
+        self.turns
+            .lock()
+            .expect("in-flight lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A workitem task's report; a task that panicked counts as abandoned (its
+/// lease expires and the workitem is claimed again).
+fn finished(done: Result<Report, JoinError>) -> Report {
+    done.unwrap_or_else(|error| {
+        error!(%error, "a workitem task ended abnormally; its lease will expire");
+        Report::Abandoned {
+            reason: error.to_string(),
+        }
+    })
 }
 
 /// The worker protocol a running gateway speaks (`--protocol`, resolved).
@@ -251,6 +318,7 @@ impl Gateway {
         let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
             .max_decoding_message_size(64 * 1024 * 1024);
         let worker_id = config.worker_id();
+        let limit = Limit::new(config.concurrency);
         Ok(Gateway {
             config: Arc::new(config),
             control_plane,
@@ -260,6 +328,9 @@ impl Gateway {
             worker_id,
             events: None,
             worker: OnceLock::new(),
+            limit,
+            inflight: Inflight::default(),
+            leases: Arc::default(),
         })
     }
 
@@ -296,7 +367,8 @@ impl Gateway {
             .tls
             .as_ref()
             .map(|tls| tls.watch(self.config.tls.reload_interval()));
-        let result = self.serve(stopping).await;
+        let gateway = Arc::new(self);
+        let result = gateway.serve(stopping).await;
         watcher.abort();
         if let Some(reload) = reload {
             reload.abort();
@@ -304,7 +376,10 @@ impl Gateway {
         result
     }
 
-    async fn serve(&self, mut stopping: watch::Receiver<bool>) -> Result<Summary, GatewayError> {
+    async fn serve(
+        self: &Arc<Self>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<Summary, GatewayError> {
         let config = &self.config;
         info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -313,6 +388,7 @@ impl Gateway {
             planner = %config.planner_url,
             worker = %self.worker_id,
             mode = if config.once { "once" } else { "daemon" },
+            concurrency = config.concurrency,
             "k8sworker-gateway started"
         );
         let Some(server) = self.check(&mut stopping).await? else {
@@ -325,6 +401,14 @@ impl Gateway {
         };
         let _ = self.worker.set(worker);
         info!(protocol = ?worker, "worker protocol chosen");
+        // One task renews every lease held (REST mode has none).
+        let _renewer = (worker == Worker::Claim).then(|| {
+            AbortOnDrop(tokio::spawn(renew_all(
+                self.control_plane.clone(),
+                Arc::clone(&self.leases),
+                config.lease,
+            )))
+        });
         let mut waiting = match (config.claim_mode, server.long_poll) {
             _ if worker == Worker::Rest => Waiting::Poll,
             (ClaimMode::Poll, _) | (ClaimMode::Auto, Some(false)) => Waiting::Poll,
@@ -343,10 +427,22 @@ impl Gateway {
         });
         let mut summary = Summary::default();
         let mut quick_empty = 0u32;
+        // The workitems in flight, each holding a slot of `self.limit`.
+        let mut tasks: JoinSet<Report> = JoinSet::new();
+        // What retrying cannot fix; returned once the work in flight ended.
+        let mut fatal: Option<ControlPlaneError> = None;
         loop {
+            while let Some(done) = tasks.try_join_next() {
+                summary.count(&finished(done));
+            }
             if *stopping.borrow() {
                 break;
             }
+            // Back-pressure: no claim while the limit is in flight.
+            let slot = tokio::select! {
+                slot = self.limit.acquire() => slot,
+                () = signalled(&mut stopping) => break,
+            };
             let wait = if config.once || waiting == Waiting::Poll {
                 Duration::ZERO
             } else {
@@ -362,7 +458,7 @@ impl Gateway {
             let claim = match worker {
                 // A workitem marked PENDING has no lease to expire: the
                 // listing is not cut short.
-                Worker::Rest => self.rest_next(&mut queue).await,
+                Worker::Rest => self.rest_next(&mut queue, &self.inflight.busy()).await,
                 Worker::Claim => tokio::select! {
                     claim = self.control_plane.call(&params) => claim.map(|c| c.map(|c| (c, None))),
                     // A claim cut short may have been granted: its lease expires
@@ -374,11 +470,31 @@ impl Gateway {
                 Ok(Some((claimed, refusal))) => {
                     backoff.record(Poll::Work);
                     quick_empty = 0;
-                    let report = self.process(&claimed, refusal, &stopping).await;
-                    summary.count(&report);
+                    // Taken before the task starts, so the next REST
+                    // listing already skips the installation.
+                    let installation = rest::installation_of(&claimed.workitem);
+                    let turn = self.inflight.enter(&installation);
+                    let gateway = Arc::clone(self);
+                    let stopping = stopping.clone();
+                    tasks.spawn(async move {
+                        let report = {
+                            // Two workitems of one installation never overlap.
+                            let _turn = Arc::clone(&turn).lock_owned().await;
+                            gateway.process(&claimed, refusal, &stopping).await
+                        };
+                        gateway.inflight.leave(&installation, turn);
+                        drop(slot);
+                        report
+                    });
                     continue;
                 }
                 Ok(None) if config.once => {
+                    drop(slot);
+                    // What runs may still be released and queued again.
+                    if let Some(done) = tasks.join_next().await {
+                        summary.count(&finished(done));
+                        continue;
+                    }
                     if summary.processed() == 0 {
                         info!("no workitem available; exiting");
                     } else {
@@ -409,21 +525,25 @@ impl Gateway {
                 }
                 Err(error @ ControlPlaneError::NotImplemented { .. }) => {
                     error!(%error, "cannot claim workitems");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) if worker == Worker::Rest && rest::refuses_the_worker(&error) => {
                     error!(%error, "the server does not let this token mark workitems PENDING (the documented-REST protocol's writes); check the token's profile (k8sWorker__system) and cluster, or run with --protocol claim against a server that offers the claim protocol");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) if config.once && !error.is_transient() => {
                     error!(%error, "claim failed");
-                    return Err(error.into());
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) => {
                     backoff.record(Poll::Error);
                     warn!(%error, failures = backoff.errors(), "claim failed; retrying");
                     if config.once && backoff.errors() >= 5 {
-                        return Err(error.into());
+                        fatal = Some(error);
+                        break;
                     }
                 }
             }
@@ -433,10 +553,25 @@ impl Gateway {
             } else {
                 backoff.delay(fastrand::f64())
             };
+            drop(slot);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 () = signalled(&mut stopping) => break,
             }
+        }
+        // Shutdown: each workitem in flight finishes within the grace
+        // period or is released.
+        if !tasks.is_empty() {
+            info!(
+                in_flight = tasks.len(),
+                "waiting for the workitems in flight"
+            );
+        }
+        while let Some(done) = tasks.join_next().await {
+            summary.count(&finished(done));
+        }
+        if let Some(error) = fatal {
+            return Err(error.into());
         }
         info!(
             completed = summary.completed,
@@ -631,18 +766,9 @@ impl Gateway {
         let lease = item.lease.unwrap_or(self.config.lease);
         let (lease_tx, mut lease_state) = watch::channel(LeaseState::Held);
         // REST mode has no lease to renew or ask about.
-        let _renewer = (self.worker() == Worker::Claim).then(|| {
-            AbortOnDrop(tokio::spawn(
-                renew(
-                    self.control_plane.clone(),
-                    item.request_id.clone(),
-                    item.lease_id.clone(),
-                    self.config.lease,
-                    lease,
-                    lease_tx,
-                )
-                .instrument(tracing::Span::current()),
-            ))
+        let _held = (self.worker() == Worker::Claim).then(|| {
+            self.leases
+                .hold(&item.request_id, &item.lease_id, lease, lease_tx)
         });
 
         // Nothing is applied until the planner's Execute: ask first, so a
@@ -655,12 +781,6 @@ impl Gateway {
             return report;
         }
 
-        let mut planner = self.planner.clone();
-        let execute = tokio::time::timeout(
-            self.config.execute_timeout,
-            planner.execute(task.request.clone()),
-        );
-        tokio::pin!(execute);
         let grace = self.config.shutdown_grace;
         let mut signal = stopping.clone();
         let deadline = async move {
@@ -672,57 +792,136 @@ impl Gateway {
             tokio::time::sleep(grace).await;
         };
         tokio::pin!(deadline);
-        let started = Instant::now();
         // Renewals are watched until they report a cancellation (or stop).
         let mut watching = true;
-        let answer = loop {
-            tokio::select! {
-                answer = &mut execute => break answer,
-                changed = lease_state.changed(), if watching => {
-                    let state = *lease_state.borrow_and_update();
-                    match (changed, state) {
-                        (Ok(()), LeaseState::Lost) => {
-                            warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
-                            return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+        let mut cancelled = false;
+        let mut budget =
+            retry::Budget::new(Instant::now(), self.config.retry_for, self.config.retries);
+        let mut stop_waiting = stopping.clone();
+        // Passing errors are tried again in place (`crate::retry`) under
+        // the same lease; any other answer goes on to the outcome.
+        let result: Result<pb::ExecuteResponse, PlannerError> = loop {
+            let started = Instant::now();
+            let mut planner = self.planner.clone();
+            let execute = tokio::time::timeout(
+                self.config.execute_timeout,
+                planner.execute(task.request.clone()),
+            );
+            tokio::pin!(execute);
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut execute => break answer,
+                    changed = lease_state.changed(), if watching => {
+                        let state = *lease_state.borrow_and_update();
+                        match (changed, state) {
+                            (Ok(()), LeaseState::Lost) => {
+                                warn!("the lease was lost while the operation ran; leaving the workitem to its new owner");
+                                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+                            }
+                            (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
+                                // An apply may be running: it is all or nothing,
+                                // so it finishes and its outcome is reported
+                                // against the cancelled workitem.
+                                warn!("the workitem was cancelled while the planner executes it; the operation finishes and its outcome is reported");
+                                watching = false;
+                                cancelled = true;
+                            }
+                            (Ok(()), LeaseState::Held) => {}
+                            (Err(_), _) => watching = false,
                         }
-                        (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
-                            // An apply may be running: it is all or nothing,
-                            // so it finishes and its outcome is reported
-                            // against the cancelled workitem.
-                            warn!("the workitem was cancelled while the planner executes it; the operation finishes and its outcome is reported");
-                            watching = false;
-                        }
-                        (Ok(()), LeaseState::Held) => {}
-                        (Err(_), _) => watching = false,
+                    }
+                    _ = &mut deadline => {
+                        warn!("grace period over; releasing the workitem");
+                        let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                        return self.report(&item, outcome, &stopping).await;
                     }
                 }
-                _ = &mut deadline => {
-                    warn!("grace period over; releasing the workitem");
-                    let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
-                    return self.report(&item, outcome, &stopping).await;
+            };
+            let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(status.into()),
+                Err(_) => Err(PlannerError {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!(
+                        "the planner did not answer within {:?}",
+                        self.config.execute_timeout
+                    ),
+                }),
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let error = match result {
+                Ok(response) => {
+                    info!(elapsed_ms, "planner executed");
+                    if let Some(limit) = self.limit.grow() {
+                        debug!(limit, "workitems in flight allowed");
+                    }
+                    break Ok(response);
+                }
+                Err(error) if outcome::is_transient(error.code) => error,
+                Err(error) => {
+                    warn!(code = ?error.code, error = %error.message, elapsed_ms, "planner failed");
+                    break Err(error);
+                }
+            };
+            // Saturated or away: claim less until calls go through again.
+            if let Some(limit) = self.limit.shrink(Instant::now()) {
+                warn!(
+                    limit,
+                    "the planner or an executor is saturated or away; fewer workitems in flight"
+                );
+            }
+            let failure = format!("{:?}: {}", error.code, error.message);
+            let Some(delay) = budget.failed(failure, Instant::now()) else {
+                let message = budget.gave_up(Instant::now());
+                warn!(%message, "passing errors outlasted the retry budget");
+                let outcome = Outcome::Fail {
+                    status: FailStatus::Failed,
+                    message,
+                };
+                return self.report(&item, outcome, &stopping).await;
+            };
+            if cancelled {
+                // Released: the control plane drops a cancelled workitem.
+                let outcome = Outcome::Retry {
+                    message: "cancelled while the planner call kept failing".into(),
+                };
+                return self.report(&item, outcome, &stopping).await;
+            }
+            warn!(
+                code = ?error.code,
+                error = %error.message,
+                elapsed_ms,
+                tries = budget.tries(),
+                delay_ms = delay.as_millis() as u64,
+                "planner failed with a passing error; trying again"
+            );
+            let wait = tokio::time::sleep(delay);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    changed = lease_state.changed(), if watching => {
+                        let state = *lease_state.borrow_and_update();
+                        match (changed, state) {
+                            (Ok(()), LeaseState::Lost) => {
+                                warn!("the lease was lost between tries; leaving the workitem to its new owner");
+                                return self.reported(&item, Report::Abandoned { reason: "lease lost".into() });
+                            }
+                            // Nothing runs between tries: not started again.
+                            (Ok(()), LeaseState::Cancelled | LeaseState::Gone) => {
+                                return self.cancelled(&item).await;
+                            }
+                            (Ok(()), LeaseState::Held) => {}
+                            (Err(_), _) => watching = false,
+                        }
+                    }
+                    () = signalled(&mut stop_waiting) => {
+                        let outcome = Outcome::Retry { message: "the gateway is shutting down".into() };
+                        return self.report(&item, outcome, &stopping).await;
+                    }
                 }
             }
         };
-        let result: Result<pb::ExecuteResponse, PlannerError> = match answer {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(PlannerError {
-                code: tonic::Code::DeadlineExceeded,
-                message: format!(
-                    "the planner did not answer within {:?}",
-                    self.config.execute_timeout
-                ),
-            }),
-        };
-        match &result {
-            Ok(_) => info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "planner executed"
-            ),
-            Err(error) => {
-                warn!(code = ?error.code, error = %error.message, elapsed_ms = started.elapsed().as_millis() as u64, "planner failed")
-            }
-        }
         let mut outcome = outcome::decide(
             task.operation,
             result.as_ref(),
@@ -1030,9 +1229,13 @@ impl Gateway {
     /// mounted documents). A workitem the server refuses to mark is skipped
     /// for the rest of this run. The second value is why the workitem is
     /// `INVALID` before anything is asked of the cluster.
+    ///
+    /// `busy`: installations with a workitem in flight, whose queued
+    /// workitems wait for it.
     async fn rest_next(
         &self,
         queue: &mut RestQueue,
+        busy: &HashSet<String>,
     ) -> Result<Option<(ClaimedWorkitem, Option<String>)>, ControlPlaneError> {
         let cluster_name = &self.config.cluster_name;
         loop {
@@ -1042,7 +1245,8 @@ impl Gateway {
                 .select(rest::WORKITEMS, &filter, &sort, rest::PAGE)
                 .await?
                 .into_iter()
-                .filter_map(|item| serde_json::from_value(item).ok())
+                .filter_map(|item| serde_json::from_value::<K8sWorkitem>(item).ok())
+                .filter(|item| !busy.contains(&rest::installation_of(item)))
                 .collect();
             let Some(item) = rest::next(&listing, &queue.skipped).cloned() else {
                 return Ok(None);
@@ -1287,51 +1491,199 @@ fn renew_period(granted: Duration) -> Duration {
         .max(Duration::from_millis(500))
 }
 
-/// Renews the lease every [`renew_period`] until aborted; publishes a
-/// cancellation (and goes on renewing), or a lost or gone workitem (and stops).
-async fn renew(
-    control_plane: Client,
-    request_id: String,
+/// The leases the gateway holds, by workitem: each with the length its
+/// claim granted and where its fate is published.
+#[derive(Debug, Default)]
+struct Leases {
+    held: std::sync::Mutex<HashMap<String, Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
     lease_id: String,
-    ask: Duration,
     granted: Duration,
     state: watch::Sender<LeaseState>,
-) {
-    let period = renew_period(granted);
-    let mut next = period;
-    let params = RenewWorkitemLease {
-        request_id,
-        lease_id,
-        lease_seconds: Some(ask.as_secs().max(1) as f64),
-    };
+}
+
+/// A lease held until dropped.
+struct Holding {
+    leases: Arc<Leases>,
+    request_id: String,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.leases
+            .held
+            .lock()
+            .expect("leases lock")
+            .remove(&self.request_id);
+    }
+}
+
+impl Leases {
+    /// Renews `lease_id` of `request_id` with the others until the
+    /// returned guard is dropped, publishing its fate to `state`.
+    fn hold(
+        self: &Arc<Self>,
+        request_id: &str,
+        lease_id: &str,
+        granted: Duration,
+        state: watch::Sender<LeaseState>,
+    ) -> Holding {
+        self.held.lock().expect("leases lock").insert(
+            request_id.to_owned(),
+            Held {
+                lease_id: lease_id.to_owned(),
+                granted,
+                state,
+            },
+        );
+        Holding {
+            leases: Arc::clone(self),
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// The leases held now, and how often they must be renewed: the
+    /// [`renew_period`] of the shortest granted.
+    fn snapshot(&self) -> (Vec<HeldLease>, Duration) {
+        let held = self.held.lock().expect("leases lock");
+        let period = held
+            .values()
+            .map(|held| renew_period(held.granted))
+            .min()
+            .unwrap_or(RENEW_MAX_PERIOD);
+        let leases = held
+            .iter()
+            .map(|(request_id, held)| HeldLease {
+                request_id: request_id.clone(),
+                lease_id: held.lease_id.clone(),
+            })
+            .collect();
+        (leases, period)
+    }
+
+    /// Publishes what a renewal found out about one lease. A cancellation
+    /// keeps it renewed (an operation in flight must still report); a lost
+    /// or gone workitem is no longer renewed.
+    fn settle(&self, lease: &HeldLease, found: LeaseState) {
+        let mut held = self.held.lock().expect("leases lock");
+        let Some(entry) = held.get(&lease.request_id) else {
+            return;
+        };
+        if entry.lease_id != lease.lease_id {
+            return;
+        }
+        match found {
+            LeaseState::Held => {}
+            LeaseState::Cancelled => {
+                entry.state.send_if_modified(|state| {
+                    let changed = *state != LeaseState::Cancelled;
+                    *state = LeaseState::Cancelled;
+                    changed
+                });
+            }
+            LeaseState::Lost | LeaseState::Gone => {
+                debug!(request_id = %lease.request_id, ?found, "renewal ended the hold");
+                let _ = entry.state.send(found);
+                held.remove(&lease.request_id);
+            }
+        }
+    }
+}
+
+impl From<RenewalOutcome> for LeaseState {
+    fn from(outcome: RenewalOutcome) -> LeaseState {
+        match outcome {
+            RenewalOutcome::Renewed => LeaseState::Held,
+            RenewalOutcome::Cancelled => LeaseState::Cancelled,
+            RenewalOutcome::Lost => LeaseState::Lost,
+            RenewalOutcome::Gone => LeaseState::Gone,
+        }
+    }
+}
+
+/// Whether the server renews many leases per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batching {
+    /// Not known yet: try it.
+    Unknown,
+    /// `renewWorkitemLeases` works.
+    Yes,
+    /// The server does not have it (404 unknown procedure): one call per
+    /// lease, as the claim protocol has it.
+    No,
+}
+
+/// Renews every held lease every [`renew_period`] (of the shortest
+/// granted) until aborted: one `renewWorkitemLeases` call for all of them
+/// (in chunks of [`MAX_LEASES_PER_RENEWAL`]), or one `renewWorkitemLease`
+/// per lease against a server without it. A round that fails for a
+/// passing reason is tried again after a third of the period.
+async fn renew_all(control_plane: Client, leases: Arc<Leases>, ask: Duration) {
+    let mut batching = Batching::Unknown;
+    let lease_seconds = Some(ask.as_secs().max(1) as f64);
+    let mut next = RENEW_MAX_PERIOD;
     loop {
         tokio::time::sleep(next).await;
-        match control_plane.call(&params).await {
-            Ok(answer) => {
-                debug!(expires = %answer.lease_expires_at, "lease renewed");
-                next = period;
+        let (held, period) = leases.snapshot();
+        next = period;
+        if held.is_empty() {
+            continue;
+        }
+        let mut failed = false;
+        if batching != Batching::No {
+            for chunk in held.chunks(MAX_LEASES_PER_RENEWAL) {
+                let params = RenewWorkitemLeases {
+                    leases: chunk.to_vec(),
+                    lease_seconds,
+                };
+                match control_plane.call(&params).await {
+                    Ok(answer) => {
+                        batching = Batching::Yes;
+                        debug!(leases = answer.leases.len(), "leases renewed");
+                        for renewal in answer.leases {
+                            let lease = HeldLease {
+                                request_id: renewal.request_id,
+                                lease_id: renewal.lease_id,
+                            };
+                            leases.settle(&lease, renewal.outcome.into());
+                        }
+                    }
+                    Err(ControlPlaneError::NotImplemented { .. }) => {
+                        info!("the control plane renews one lease per call");
+                        batching = Batching::No;
+                        break;
+                    }
+                    Err(error) => {
+                        warn!(%error, leases = chunk.len(), "renewing the leases failed; retrying");
+                        failed = true;
+                    }
+                }
             }
-            Err(error) => match LeaseState::after(&error) {
-                // Cancelled: the server still extended the lease; keep it
-                // while an operation in flight finishes.
-                Some(LeaseState::Cancelled) => {
-                    state.send_if_modified(|held| {
-                        let changed = *held != LeaseState::Cancelled;
-                        *held = LeaseState::Cancelled;
-                        changed
-                    });
-                    next = period;
+        }
+        if batching == Batching::No {
+            for lease in &held {
+                let params = RenewWorkitemLease {
+                    request_id: lease.request_id.clone(),
+                    lease_id: lease.lease_id.clone(),
+                    lease_seconds,
+                };
+                match control_plane.call(&params).await {
+                    Ok(answer) => debug!(expires = %answer.lease_expires_at, "lease renewed"),
+                    Err(error) => match LeaseState::after(&error) {
+                        Some(found) => leases.settle(lease, found),
+                        None => {
+                            warn!(%error, request_id = %lease.request_id, "renewing the lease failed; retrying");
+                            failed = true;
+                        }
+                    },
                 }
-                Some(found) => {
-                    debug!(%error, ?found, "renewal ended the hold");
-                    let _ = state.send(found);
-                    return;
-                }
-                None => {
-                    warn!(%error, "renewing the lease failed; retrying");
-                    next = (period / 3).max(Duration::from_millis(250));
-                }
-            },
+            }
+        }
+        if failed {
+            next = (period / 3).max(Duration::from_millis(250));
         }
     }
 }
@@ -1394,6 +1746,193 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn a_renewal_settles_only_the_lease_it_names() {
+        let leases = Arc::new(Leases::default());
+        let (a_tx, a) = watch::channel(LeaseState::Held);
+        let (b_tx, b) = watch::channel(LeaseState::Held);
+        let (c_tx, c) = watch::channel(LeaseState::Held);
+        let _a = leases.hold("a", "la", Duration::from_secs(60), a_tx);
+        let _b = leases.hold("b", "lb", Duration::from_secs(3), b_tx);
+        let held_c = leases.hold("c", "lc", Duration::from_secs(60), c_tx);
+        let (held, period) = leases.snapshot();
+        assert_eq!(held.len(), 3);
+        assert_eq!(
+            period,
+            Duration::from_secs(1),
+            "the shortest lease sets the pace"
+        );
+        let lease = |id: &str, lease: &str| HeldLease {
+            request_id: id.into(),
+            lease_id: lease.into(),
+        };
+        leases.settle(&lease("a", "la"), LeaseState::Cancelled);
+        leases.settle(&lease("b", "an-old-lease"), LeaseState::Lost);
+        leases.settle(&lease("c", "lc"), LeaseState::Gone);
+        assert_eq!(*a.borrow(), LeaseState::Cancelled);
+        assert_eq!(
+            *b.borrow(),
+            LeaseState::Held,
+            "another lease of b says nothing"
+        );
+        assert_eq!(*c.borrow(), LeaseState::Gone);
+        let mut renewed: Vec<String> = leases
+            .snapshot()
+            .0
+            .into_iter()
+            .map(|lease| lease.request_id)
+            .collect();
+        renewed.sort();
+        assert_eq!(renewed, ["a", "b"], "a gone workitem is not renewed again");
+        drop(held_c);
+        drop(_b);
+        assert_eq!(
+            leases.snapshot().0.len(),
+            1,
+            "a lease is renewed while held"
+        );
+    }
+
+    /// A control plane of 2 procedures on 127.0.0.1: `renewWorkitemLeases`
+    /// answers as `batch` says, `renewWorkitemLease` renews; every call's
+    /// procedure name is recorded.
+    async fn fake_control_plane(batch: bool) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&calls);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let calls = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // Headers, then as much body as they announce.
+                    let (head_end, length) = loop {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        if read == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..read]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|line| line.strip_prefix("content-length:"))
+                                .map_or(0, |value| value.trim().parse::<usize>().unwrap());
+                            break (end + 4, length);
+                        }
+                    };
+                    while request.len() < head_end + length {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        request.extend_from_slice(&buffer[..read]);
+                    }
+                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let procedure = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    calls.lock().unwrap().push(procedure.clone());
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&request[head_end..]).unwrap_or_default();
+                    let (status, answer) = match procedure.as_str() {
+                        "K8sManager.renewWorkitemLeases" if batch => {
+                            let leases: Vec<serde_json::Value> = body["leases"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|lease| serde_json::json!({
+                                    "requestId": lease["requestId"], "leaseId": lease["leaseId"],
+                                    "outcome": if lease["requestId"] == "gone" { "gone" } else { "renewed" },
+                                }))
+                                .collect();
+                            ("200 OK", serde_json::json!({"leases": leases}))
+                        }
+                        "K8sManager.renewWorkitemLease" if body["requestId"] == "gone" => (
+                            "404 Not Found",
+                            serde_json::json!([{"code": "io.vantiq.resource.not.found", "message": "gone", "params": []}]),
+                        ),
+                        "K8sManager.renewWorkitemLease" => (
+                            "200 OK",
+                            serde_json::json!({"requestId": body["requestId"], "leaseId": body["leaseId"], "leaseExpiresAt": "2026-01-01T10:01:00.000Z"}),
+                        ),
+                        _ => (
+                            "404 Not Found",
+                            serde_json::json!([{"code": "io.vantiq.procedure.unknown", "message": "Unknown procedure", "params": [procedure]}]),
+                        ),
+                    };
+                    let answer = answer.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (url, calls)
+    }
+
+    async fn renewal_calls(batch: bool) -> (Vec<String>, LeaseState) {
+        let (url, calls) = fake_control_plane(batch).await;
+        let client = Client::builder(&url)
+            .token(AccessToken::new("t"))
+            .build()
+            .unwrap();
+        let leases = Arc::new(Leases::default());
+        let mut held = Vec::new();
+        let mut gone = None;
+        for id in ["a", "b", "gone"] {
+            let (tx, rx) = watch::channel(LeaseState::Held);
+            held.push(leases.hold(id, "l", Duration::from_millis(600), tx));
+            if id == "gone" {
+                gone = Some(rx);
+            }
+        }
+        let renewer = AbortOnDrop(tokio::spawn(renew_all(
+            client,
+            Arc::clone(&leases),
+            Duration::from_secs(60),
+        )));
+        // The first round after 2 s, then one every 500 ms.
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        drop(renewer);
+        let calls = calls.lock().unwrap().clone();
+        (calls, *gone.unwrap().borrow())
+    }
+
+    #[tokio::test]
+    async fn every_lease_is_renewed_in_one_call_per_round() {
+        let (calls, gone) = renewal_calls(true).await;
+        assert!(calls.len() >= 2, "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .all(|call| call == "K8sManager.renewWorkitemLeases"),
+            "{calls:?}"
+        );
+        assert_eq!(gone, LeaseState::Gone);
+    }
+
+    #[tokio::test]
+    async fn a_control_plane_without_batches_gets_one_renewal_per_lease() {
+        let (calls, gone) = renewal_calls(false).await;
+        assert_eq!(calls[0], "K8sManager.renewWorkitemLeases", "{calls:?}");
+        let rest = &calls[1..];
+        assert!(
+            rest.iter()
+                .all(|call| call == "K8sManager.renewWorkitemLease"),
+            "asked once, then never again: {calls:?}"
+        );
+        // 3 leases in the first round, then the 2 left in the next.
+        assert!(rest.len() >= 5, "{calls:?}");
+        assert_eq!(gone, LeaseState::Gone);
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! [`config`] is the command line; [`workitem`] reads a claim and builds
 //! the planner request; [`outcome`] maps the planner's answer to the report;
 //! [`rest`] is the documented-REST protocol's queries and records;
-//! [`logs`] names fetchLogs documents; [`backoff`] is the polling schedule.
-//! Those are pure. The HTTP edge is `k8sworker-client` (the worker
+//! [`logs`] names fetchLogs documents; [`backoff`] is the polling schedule;
+//! [`retry`] the in-place retries of passing planner errors; [`limit`] the
+//! adaptive bound on workitems in flight. Those are pure but for the
+//! limit's semaphore. The HTTP edge is `k8sworker-client` (the worker
 //! protocol's types and its client); [`gateway`] is the loop that wires
 //! them, with the lease, the trace and the shutdown.
 //!
@@ -29,9 +31,11 @@
 pub mod backoff;
 pub mod config;
 pub mod gateway;
+pub mod limit;
 pub mod logs;
 pub mod outcome;
 pub mod rest;
+pub mod retry;
 pub mod workitem;
 
 pub use config::{AccessToken, ClaimMode, Config, Protocol};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8sworker_core::component::{Kind, MASKED, Object};
+use k8sworker_core::component::{MASKED, Object};
 use k8sworker_core::diff::PlanError;
 use k8sworker_core::operation::Work;
 use k8sworker_core::owner::Tenant;
@@ -563,6 +563,7 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use k8sworker_core::component::Kind;
     use k8sworker_core::validate::parse_and_validate;
     use serde_json::json;
 

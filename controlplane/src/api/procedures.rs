@@ -1,7 +1,8 @@
 //! `POST /api/v1/resources/procedures/<name>`: `K8sManager.addK8sWorkerProfile`
 //! and the worker protocol (`docs/worker-protocol.md`):
 //! `claimWorkitem`, `renewWorkitemLease`, `completeWorkitem`,
-//! `failWorkitem`, `releaseWorkitem`.
+//! `failWorkitem`, `releaseWorkitem`; and `renewWorkitemLeases`, every
+//! lease a worker holds in one call (an extension Vantiq does not have).
 //!
 //! A claim with `waitSeconds` is a long-poll: it registers for the cluster's
 //! wake-up *before* looking at the queue, so a workitem enqueued between the
@@ -19,8 +20,9 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use k8sworker_client::protocol::{
     self as protocol, ClaimWorkitem, ClaimedWorkitem, CompleteWorkitem, Completion, FailStatus,
-    FailWorkitem, InstallationReport, K8sWorkitem, LeaseRenewal, MAX_PARAM_BYTES, MAX_PLAN_STEPS,
-    PlanStep, ReleaseWorkitem, RenewWorkitemLease,
+    FailWorkitem, HeldLease, InstallationReport, K8sWorkitem, LeaseRenewal, LeaseRenewals,
+    MAX_LEASES_PER_RENEWAL, MAX_PARAM_BYTES, MAX_PLAN_STEPS, PlanStep, ReleaseWorkitem,
+    RenewWorkitemLease, RenewWorkitemLeases,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,6 +99,57 @@ impl Params {
             worker_id: self.optional_string("workerId")?,
             lease_seconds: self.seconds("leaseSeconds", config.max_lease)?,
             wait_seconds: self.seconds("waitSeconds", config.max_claim_wait)?,
+        })
+    }
+
+    /// `renewWorkitemLeases`' parameters: 1 to [`MAX_LEASES_PER_RENEWAL`]
+    /// leases, each `{requestId, leaseId}` (named `leases[i].requestId` in
+    /// an error).
+    fn renew_many(&self, config: &crate::config::Config) -> Result<RenewWorkitemLeases, ApiError> {
+        let entries = match self.0.get("leases") {
+            Some(Value::Array(entries)) => entries,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "leases",
+                    format!("must be an array, got {}", json_kind(other)),
+                ));
+            }
+            None => return Err(ApiError::invalid("leases", "is required")),
+        };
+        if entries.is_empty() || entries.len() > MAX_LEASES_PER_RENEWAL {
+            return Err(ApiError::invalid(
+                "leases",
+                format!(
+                    "must name 1 to {MAX_LEASES_PER_RENEWAL} leases, got {}",
+                    entries.len()
+                ),
+            ));
+        }
+        let mut leases = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let Value::Object(entry) = entry else {
+                return Err(ApiError::invalid(
+                    &format!("leases[{i}]"),
+                    format!("must be an object, got {}", json_kind(entry)),
+                ));
+            };
+            let entry = Params(entry.clone());
+            let named = |key: &str| {
+                entry.string(key).map_err(|error| match error {
+                    ApiError::InvalidArgument { field, reason } => {
+                        ApiError::invalid(&format!("leases[{i}].{field}"), reason)
+                    }
+                    other => other,
+                })
+            };
+            leases.push(HeldLease {
+                request_id: named("requestId")?,
+                lease_id: named("leaseId")?,
+            });
+        }
+        Ok(RenewWorkitemLeases {
+            leases,
+            lease_seconds: self.seconds("leaseSeconds", config.max_lease)?,
         })
     }
 
@@ -371,6 +424,7 @@ pub async fn call(
     let worker_procedure = [
         protocol::CLAIM_WORKITEM,
         protocol::RENEW_WORKITEM_LEASE,
+        protocol::RENEW_WORKITEM_LEASES,
         protocol::COMPLETE_WORKITEM,
         protocol::FAIL_WORKITEM,
         protocol::RELEASE_WORKITEM,
@@ -385,6 +439,7 @@ pub async fn call(
         }
         protocol::CLAIM_WORKITEM => respond(&claim(&state, &caller, &params).await?),
         protocol::RENEW_WORKITEM_LEASE => respond(&renew(&state, &caller, &params).await?),
+        protocol::RENEW_WORKITEM_LEASES => respond(&renew_many(&state, &caller, &params).await?),
         protocol::COMPLETE_WORKITEM => respond(&complete(&state, &caller, &params).await?),
         protocol::FAIL_WORKITEM => respond(&fail(&state, &caller, &params).await?),
         protocol::RELEASE_WORKITEM => respond(&release(&state, &caller, &params).await?),
@@ -523,6 +578,67 @@ async fn renew(
         });
     }
     answer(protocol::RENEW_WORKITEM_LEASE, renewed.body)
+}
+
+/// Renews every named lease in one transaction, each as `renewWorkitemLease`
+/// would, answering each one's fate instead of an error: `renewed`,
+/// `cancelled` (extended; do not start), `lost` (409), `gone` (404). A
+/// lease of another cluster than the token's refuses the whole call (403),
+/// as it would refuse that lease alone.
+async fn renew_many(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<LeaseRenewals, ApiError> {
+    use k8sworker_client::protocol::{BatchRenewal, RenewalOutcome};
+    caller.require(Action::WorkerProtocol)?;
+    let RenewWorkitemLeases {
+        leases,
+        lease_seconds,
+    } = params.renew_many(&state.config)?;
+    let lease = lease_or_default(lease_seconds, state);
+    let caller = caller.clone();
+    let renewals = state
+        .store
+        .transaction(move |tx| {
+            let mut renewals = Vec::with_capacity(leases.len());
+            for HeldLease {
+                request_id,
+                lease_id,
+            } in leases
+            {
+                check_cluster(tx, &caller, &request_id)?;
+                let renewed = workitems::renew(
+                    tx,
+                    &caller.namespace,
+                    &request_id,
+                    &lease_id,
+                    lease.as_millis() as i64,
+                );
+                let (outcome, expires) = match renewed {
+                    Ok(renewed) => (
+                        if renewed.cancelled {
+                            RenewalOutcome::Cancelled
+                        } else {
+                            RenewalOutcome::Renewed
+                        },
+                        renewed.body["leaseExpiresAt"].as_str().map(str::to_owned),
+                    ),
+                    Err(StoreError::LeaseLost { .. }) => (RenewalOutcome::Lost, None),
+                    Err(StoreError::NotFound { .. }) => (RenewalOutcome::Gone, None),
+                    Err(error) => return Err(ApiError::from(error)),
+                };
+                renewals.push(BatchRenewal {
+                    request_id,
+                    lease_id,
+                    outcome,
+                    lease_expires_at: expires,
+                });
+            }
+            Ok::<_, ApiError>(renewals)
+        })
+        .await?;
+    Ok(LeaseRenewals { leases: renewals })
 }
 
 async fn complete(

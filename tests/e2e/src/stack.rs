@@ -109,6 +109,9 @@ impl ControlPlane {
 pub struct ExecuteLog {
     calls: Arc<Mutex<Vec<String>>>,
     hold_next: Arc<Mutex<Option<Duration>>>,
+    hold_each: Arc<Mutex<Option<Duration>>>,
+    /// Execute calls running now, and the most at once so far.
+    running: Arc<Mutex<(usize, usize)>>,
 }
 
 impl ExecuteLog {
@@ -129,6 +132,45 @@ impl ExecuteLog {
     /// Makes the next Execute wait `delay` before it starts.
     pub fn hold_next(&self, delay: Duration) {
         *self.hold_next.lock().expect("hold lock") = Some(delay);
+    }
+
+    /// Makes every Execute from now on wait `delay` before it starts, so
+    /// that calls overlap.
+    pub fn hold_each(&self, delay: Duration) {
+        *self.hold_each.lock().expect("hold lock") = Some(delay);
+    }
+
+    /// Waits (up to `timeout`) until `count` Execute calls arrived.
+    pub async fn wait_calls(&self, count: usize, timeout: Duration) {
+        let log = self.clone();
+        k8sworker_testsupport::eventually(&format!("{count} Execute calls"), timeout, move || {
+            let arrived = log.calls().len();
+            async move { (arrived == count).then_some(()) }
+        })
+        .await;
+    }
+
+    /// The most Execute calls that ran at once so far.
+    pub fn most_at_once(&self) -> usize {
+        self.running.lock().expect("running lock").1
+    }
+}
+
+/// Counts an Execute as running until dropped.
+struct Running(Arc<Mutex<(usize, usize)>>);
+
+impl Running {
+    fn start(running: &Arc<Mutex<(usize, usize)>>) -> Running {
+        let mut counts = running.lock().expect("running lock");
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+        Running(Arc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.lock().expect("running lock").0 -= 1;
     }
 }
 
@@ -163,8 +205,13 @@ impl Planner for RecordingPlanner {
             .lock()
             .expect("log lock")
             .push(request.get_ref().workitem_id.clone());
+        let _running = Running::start(&self.log.running);
         let hold = self.log.hold_next.lock().expect("hold lock").take();
         if let Some(delay) = hold {
+            tokio::time::sleep(delay).await;
+        }
+        let each = *self.log.hold_each.lock().expect("hold lock");
+        if let Some(delay) = each {
             tokio::time::sleep(delay).await;
         }
         self.inner.execute(request).await
@@ -181,8 +228,10 @@ pub struct RunningPlanner {
     /// Every Execute call it served, in order.
     pub log: ExecuteLog,
     health: tonic_health::server::HealthReporter,
+    directory: ExecutorDirectory,
+    tls: Option<Tls>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl RunningPlanner {
@@ -202,11 +251,6 @@ impl RunningPlanner {
                 .collect(),
             template: None,
         };
-        let log = ExecuteLog::default();
-        let service = RecordingPlanner {
-            inner: PlannerService::new(directory, Duration::from_secs(60), tls.clone()),
-            log: log.clone(),
-        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("planner listens on loopback");
@@ -215,9 +259,38 @@ impl RunningPlanner {
         health
             .set_serving::<PlannerServer<RecordingPlanner>>()
             .await;
+        let mut planner = RunningPlanner {
+            addr,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            log: ExecuteLog::default(),
+            health,
+            directory,
+            tls,
+            stop: None,
+            task: None,
+        };
+        planner.serve(listener, health_service);
+        planner
+    }
+
+    fn serve(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        health_service: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+    ) {
+        let service = RecordingPlanner {
+            inner: PlannerService::new(
+                self.directory.clone(),
+                Duration::from_secs(60),
+                self.tls.clone(),
+            ),
+            log: self.log.clone(),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let task = tokio::spawn(async move {
+        let tls = self.tls.clone();
+        self.task = Some(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
                 .add_service(health_service)
@@ -227,15 +300,43 @@ impl RunningPlanner {
                 })
                 .await
                 .expect("planner serves");
-        });
-        RunningPlanner {
-            addr,
-            scheme,
-            log,
-            health,
-            stop: Some(stop),
-            task,
+        }));
+        self.stop = Some(stop);
+    }
+
+    /// Stops serving at once, as a killed planner: connections are cut and
+    /// the port refuses new ones (`UNAVAILABLE` to its callers).
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Starts again on the same port, with the same executors and log.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    tracing::warn!(%error, "planner restart: retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("planner restart failed: {error}"),
+            }
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<PlannerServer<RecordingPlanner>>()
+            .await;
+        self.health = health;
+        self.serve(listener, health_service);
     }
 
     /// `https://127.0.0.1:<port>` (`http://` without TLS).
@@ -263,7 +364,9 @@ impl Drop for RunningPlanner {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

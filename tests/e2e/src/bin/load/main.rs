@@ -31,6 +31,11 @@
 //! writing the same objects for the ratio (see `scale.rs` and
 //! docs/performance.md).
 //!
+//! With `--burst`, it instead queues all `--deploys` at once before a
+//! gateway starts, once per `--concurrency` value (long-poll, TLS), and
+//! reports the wall time from the gateway's start until every deploy is
+//! completed (`RUNNING`), and objects per second (6 objects per deploy).
+//!
 //! Needs the test cluster: `tests/cluster/up.sh` (or `KUBECONFIG`).
 
 mod scale;
@@ -44,7 +49,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8sworker_e2e::stack::production_gateway_config;
+use k8sworker_e2e::stack::{gateway_config, production_gateway_config};
 use k8sworker_e2e::{CLUSTER, ControlPlane, RunningGateway, RunningPlanner, sample_deploy};
 use k8sworker_gateway::{ClaimMode, Event, Report};
 use k8sworker_testsupport::namespace::{create_namespace, delete_namespace};
@@ -110,7 +115,25 @@ struct Args {
     /// `k8sworker-executor` next to this binary.
     #[arg(long)]
     executor_bin: Option<std::path::PathBuf>,
+    /// Queue every deploy at once, then start the gateway, and measure the
+    /// wall time until all are completed, instead of latencies.
+    #[arg(long)]
+    burst: bool,
+    /// With `--burst`: the gateway's `--concurrency` values to compare, one
+    /// run each (1 is one workitem at a time).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    concurrency: Vec<usize>,
+    /// With `--burst`: the executor's client-side rate limit in requests
+    /// per second (bursts of twice as many); the executor's default when
+    /// absent. A higher one shows what the gateway's concurrency does when
+    /// the executor's limiter is not the bottleneck.
+    #[arg(long)]
+    executor_qps: Option<f64>,
 }
+
+/// Objects each sample deploy creates: the StatefulSet, the headless and the
+/// port Service, the Ingress, the ConfigMap and the Secret.
+const OBJECTS_PER_DEPLOY: usize = 6;
 
 #[derive(Debug)]
 struct Sample {
@@ -164,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
     let namespace = create_namespace(&admin, "load").await;
     eprintln!("namespace {namespace}");
     let identity = ExecutorIdentity::create(&admin, &namespace).await;
+    if args.burst {
+        let outcome = burst(&args, &admin, &namespace, &identity).await;
+        delete_namespace(&admin, &namespace).await;
+        return outcome;
+    }
 
     let mut results = Vec::new();
     let outcome = async {
@@ -383,4 +411,124 @@ async fn run_mode(
         "{mode}: {summary:?}"
     );
     Ok(samples)
+}
+
+/// `--burst`: per `--concurrency`, every deploy queued before the gateway
+/// starts; the wall time until all are completed, and objects per second.
+async fn burst(
+    args: &Args,
+    admin: &kube::Client,
+    namespace: &str,
+    identity: &ExecutorIdentity,
+) -> anyhow::Result<()> {
+    let mut config = k8sworker_executor::ExecutorConfig::new(namespace.to_owned());
+    config.default_health_timeout = Duration::from_secs(60);
+    config.allowed_tenants = [k8sworker_testsupport::plans::tenant()].into();
+    if let Some(qps) = args.executor_qps {
+        anyhow::ensure!(qps > 0.0, "--executor-qps must be positive");
+        config.rate_limits.qps = qps;
+        config.rate_limits.burst = (2.0 * qps).ceil() as u32;
+    }
+    let qps = config.rate_limits.qps;
+    let executor = RunningExecutor::start(identity.config().await, config).await;
+    let mut rows = Vec::new();
+    for &concurrency in &args.concurrency {
+        anyhow::ensure!(concurrency > 0, "--concurrency values must be at least 1");
+        let control_plane = ControlPlane::start(|_| {}).await;
+        let planner = RunningPlanner::start(&[(namespace, executor.endpoint())]).await;
+        let vantiq = control_plane.admin().await;
+        vantiq.create_cluster(CLUSTER).await;
+        let token = vantiq.worker_token("load").await;
+        let mut names = Vec::with_capacity(args.deploys);
+        for i in 0..args.deploys {
+            let name = format!("burst{concurrency}-{i}");
+            vantiq
+                .command(
+                    CLUSTER,
+                    "deploy",
+                    sample_deploy(&name, namespace, args.replicas, "load"),
+                )
+                .await;
+            names.push(name);
+        }
+        let mut config = gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
+        let defaults = k8sworker_gateway::Config::new("x", "http://x", token.clone(), "http://x");
+        config.long_poll_wait = defaults.long_poll_wait;
+        config.lease = defaults.lease;
+        config.claim_mode = ClaimMode::LongPoll;
+        config.concurrency = concurrency;
+        let started = Instant::now();
+        let gateway = RunningGateway::start(config);
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let events = gateway.events();
+            let completed = events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Event::Reported {
+                            report: Report::Completed,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            if let Some(Event::Reported { report, .. }) = events.iter().find(
+                |e| matches!(e, Event::Reported { report, .. } if *report != Report::Completed),
+            ) {
+                anyhow::bail!("concurrency {concurrency}: a deploy ended {report:?}");
+            }
+            if completed == args.deploys {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "concurrency {concurrency}: {completed}/{} deploys after 600 s",
+                args.deploys
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let wall = started.elapsed();
+        let most = planner.log.most_at_once();
+        gateway.stop().await;
+        let objects = args.deploys * OBJECTS_PER_DEPLOY;
+        eprintln!(
+            "concurrency {concurrency}: {} deploys in {:.1} s",
+            args.deploys,
+            wall.as_secs_f64()
+        );
+        rows.push((concurrency, wall, objects, most));
+        // The node holds 110 pods: give this run's back before the next.
+        let statefulsets = Api::<StatefulSet>::namespaced(admin.clone(), namespace);
+        for name in &names {
+            statefulsets
+                .delete(name, &DeleteParams::background())
+                .await
+                .with_context(|| format!("deleting StatefulSet {name}"))?;
+        }
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), namespace);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pods.list(&Default::default()).await?.items.is_empty() {
+            anyhow::ensure!(Instant::now() < deadline, "pods still there after 120 s");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    println!("executor rate limit: {qps} requests/s");
+    println!(
+        "{:>11} {:>7} {:>10} {:>9} {:>13} {:>14}",
+        "concurrency", "deploys", "wall", "objects", "objects/s", "Executes at once"
+    );
+    for (concurrency, wall, objects, most) in rows {
+        println!(
+            "{:>11} {:>7} {:>8.1} s {:>9} {:>13.1} {:>14}",
+            concurrency,
+            objects / OBJECTS_PER_DEPLOY,
+            wall.as_secs_f64(),
+            objects,
+            objects as f64 / wall.as_secs_f64(),
+            most
+        );
+    }
+    Ok(())
 }
