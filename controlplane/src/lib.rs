@@ -38,6 +38,7 @@ pub mod config;
 pub mod keyring;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod metrics;
 pub mod offline;
 pub mod operations;
 pub mod query;

@@ -175,7 +175,8 @@ impl ExecutorService {
     }
 }
 
-/// Serves the executor (and the standard gRPC health service) on `listener`
+/// Serves the executor (and the standard gRPC health and server reflection
+/// services) on `listener`
 /// until `shutdown` completes: over mutual TLS with `tls`, plaintext
 /// without (the caller checked that `listener` is on loopback).
 pub async fn serve(
@@ -188,9 +189,16 @@ pub async fn serve(
     health
         .set_serving::<ExecutorServer<ExecutorService>>()
         .await;
+    let (reflection, reflection_v1alpha) = k8sworker_proto::reflection(
+        &["k8sworker.v1.Executor", "grpc.health.v1.Health"],
+        &[tonic_health::pb::FILE_DESCRIPTOR_SET],
+    )
+    .expect("the compiled descriptor sets are complete");
     tonic::transport::Server::builder()
-        .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+        .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
         .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(executor.into_server())
         .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), shutdown)
         .await
@@ -332,6 +340,7 @@ impl Shared {
         let (events, stream) = mpsc::channel(plan.steps.len() + 1);
         let shared = self.clone();
         let check_first = self.config.dry_run_wave;
+        let applying = crate::metrics::Applying::start();
         let work = async move {
             let ack =
                 apply::execute(&client, &plan, &steps, health_timeout, check_first, &events).await;
@@ -355,7 +364,7 @@ impl Shared {
                     event: Some(apply_event::Event::Ack(ack)),
                 }))
                 .await;
-            drop((permit, installation));
+            drop((permit, installation, applying));
         };
         tokio::spawn(work.in_current_span());
         Ok(ReceiverStream::new(stream))

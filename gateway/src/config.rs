@@ -126,6 +126,12 @@ pub struct Config {
     /// This gateway's name in leases; default `<hostname>-<random>`.
     #[arg(long, env = "K8SWORKER_GATEWAY_ID")]
     pub worker_id: Option<String>,
+
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no
+    /// authentication: counts and latencies by operation, no tenant data),
+    /// e.g. `0.0.0.0:9464`; none by default.
+    #[arg(long, env = "K8SWORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why a configuration was refused.
@@ -200,6 +206,7 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             max_attempts: 10,
             worker_id: None,
+            metrics_addr: None,
         }
     }
 

@@ -578,6 +578,7 @@ impl Gateway {
                 k8sworker_telemetry::context_from_traceparent(traceparent),
             );
         }
+        let _in_flight = crate::metrics::InFlight::start();
         self.process_item(item, refusal, stopping.clone())
             .instrument(span)
             .await
@@ -603,6 +604,7 @@ impl Gateway {
             at: SystemTime::now(),
         });
         info!("workitem claimed");
+        crate::metrics::claimed(&item);
         if let Some(message) = refusal {
             let outcome = Outcome::Fail {
                 status: FailStatus::Invalid,
@@ -1218,6 +1220,7 @@ impl Gateway {
     }
 
     fn reported(&self, item: &Workitem, report: Report) -> Report {
+        crate::metrics::reported(item, &report);
         self.emit(Event::Reported {
             request_id: item.request_id.clone(),
             operation: item.operation.clone(),

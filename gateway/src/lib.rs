@@ -30,6 +30,7 @@ pub mod backoff;
 pub mod config;
 pub mod gateway;
 pub mod logs;
+pub mod metrics;
 pub mod outcome;
 pub mod rest;
 pub mod workitem;

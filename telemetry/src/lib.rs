@@ -16,14 +16,15 @@
 
 #![warn(missing_docs)]
 
+pub mod metrics;
 mod propagation;
 mod signal;
 
 pub use signal::shutdown_signal;
 
 pub use propagation::{
-    GrpcClientInterceptor, ServerTraceLayer, ServerTraceService, context_from_traceparent,
-    current_traceparent, extract, inject, inject_current, set_parent,
+    GrpcClientInterceptor, ServerSpan, ServerTraceLayer, ServerTraceService,
+    context_from_traceparent, current_traceparent, extract, inject, inject_current, set_parent,
 };
 
 use opentelemetry::trace::TracerProvider as _;

@@ -219,7 +219,7 @@ impl RunningPlanner {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+                .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
                 .add_service(health_service)
                 .add_service(PlannerServer::new(service))
                 .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {
