@@ -3,7 +3,7 @@
 //! Two tower layers sit on the kube client: [`CountLayer`] classifies each
 //! request the way RBAC and audit logs name it (verb + resource), adds it to
 //! the operation's [`ApiCalls`] and the process-wide one, and opens one span
-//! per call, and counts its answer in the executor's metrics
+//! per call, and counts how it ended in the executor's metrics
 //! ([`crate::metrics`]); [`RateLimitLayer`] makes it wait until a shared
 //! [`ApiRateLimiter`] (governor; QPS with a burst) admits it, so a burst of
 //! plans cannot flood the API server. The counts are what tests assert on
@@ -258,14 +258,20 @@ where
             http.response.status_code = tracing::field::Empty,
         );
         let response = span.in_scope(|| self.inner.call(request));
+        // Counted however the request ends, dropped unanswered included (a
+        // watch given up when health settled).
+        let mut counted = crate::metrics::ApiRequest::start(call);
         Box::pin(
             async move {
                 let response = response.await;
-                let status = response.as_ref().ok().map(|r| r.status().as_u16());
-                if let Some(status) = status {
-                    tracing::Span::current().record("http.response.status_code", status);
+                match &response {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        tracing::Span::current().record("http.response.status_code", status);
+                        counted.answered(status);
+                    }
+                    Err(_) => counted.failed(),
                 }
-                crate::metrics::api_request(&call, status);
                 response
             }
             .instrument(span),

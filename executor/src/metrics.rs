@@ -29,7 +29,8 @@ pub struct ApiRequestLabels {
     pub resource: String,
     /// `true` for a server-side dry run (nothing persisted).
     pub dry_run: bool,
-    /// The HTTP status code, or `error` when no answer arrived.
+    /// The HTTP status code; `error` when the request failed unanswered,
+    /// `cancelled` when it was dropped unanswered.
     pub code: String,
 }
 
@@ -68,7 +69,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         };
         registry.register(
             "api_requests",
-            "Kubernetes API requests, by verb, resource, dry run and HTTP status code (error: no answer).",
+            "Kubernetes API requests, by verb, resource, dry run and HTTP status code (error: failed unanswered; cancelled: dropped unanswered).",
             metrics.api_requests.clone(),
         );
         registry.register_with_unit(
@@ -96,18 +97,49 @@ pub fn register() {
     LazyLock::force(&METRICS);
 }
 
-/// Counts an API request; `status` is the answer's HTTP status, `None` when
-/// none arrived.
-pub fn api_request(call: &ApiCall, status: Option<u16>) {
-    METRICS
-        .api_requests
-        .get_or_create(&ApiRequestLabels {
-            verb: call.verb,
-            resource: call.resource.clone(),
-            dry_run: call.dry_run,
-            code: status.map_or_else(|| "error".to_owned(), |code| code.to_string()),
-        })
-        .inc();
+/// One Kubernetes API request, counted once when it ends: with its HTTP
+/// status, as `error` when no answer came, or as `cancelled` when it was
+/// dropped before either.
+#[derive(Debug)]
+pub struct ApiRequest {
+    call: Option<ApiCall>,
+}
+
+impl ApiRequest {
+    /// `call` was sent.
+    pub fn start(call: ApiCall) -> ApiRequest {
+        ApiRequest { call: Some(call) }
+    }
+
+    /// Its answer arrived with HTTP `status`.
+    pub fn answered(&mut self, status: u16) {
+        self.count(&status.to_string());
+    }
+
+    /// It failed without an answer (connection, timeout).
+    pub fn failed(&mut self) {
+        self.count("error");
+    }
+
+    fn count(&mut self, code: &str) {
+        if let Some(call) = self.call.take() {
+            METRICS
+                .api_requests
+                .get_or_create(&ApiRequestLabels {
+                    verb: call.verb,
+                    resource: call.resource,
+                    dry_run: call.dry_run,
+                    code: code.to_owned(),
+                })
+                .inc();
+        }
+    }
+}
+
+impl Drop for ApiRequest {
+    fn drop(&mut self) {
+        self.count("cancelled");
+    }
 }
 
 /// Records how long a plan's writes took.

@@ -36,6 +36,7 @@ use tokio::{
     sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, instrument};
 
@@ -189,6 +190,11 @@ pub async fn serve(
     health
         .set_serving::<ExecutorServer<ExecutorService>>()
         .await;
+    let admitted = k8sworker_tls::admit(
+        executor.shared.config.authentication,
+        "ServerReflection",
+        CALLERS,
+    );
     let (reflection, reflection_v1alpha) = k8sworker_proto::reflection(
         &["k8sworker.v1.Executor", "grpc.health.v1.Health"],
         &[tonic_health::pb::FILE_DESCRIPTOR_SET],
@@ -197,8 +203,8 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(reflection, admitted.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, admitted))
         .add_service(executor.into_server())
         .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), shutdown)
         .await

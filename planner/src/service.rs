@@ -16,6 +16,7 @@ use k8sworker_core::render::{self, Ancillaries, ClusterContext, RenderError};
 use k8sworker_proto::convert::{self, ConvertError};
 use k8sworker_proto::v1 as pb;
 use k8sworker_tls::{Authentication, Identity, Role, Tls, authorize};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span};
@@ -525,6 +526,11 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cut, cut_off) = tokio::sync::watch::channel(false);
     let tls = planner.tls.clone();
+    let admitted = k8sworker_tls::admit(
+        planner.authentication(),
+        "ServerReflection",
+        RENDER_AND_PLAN_CALLERS,
+    );
     let planner = planner.with_cut_off(cut_off);
     let (reflection, reflection_v1alpha) = k8sworker_proto::reflection(
         &["k8sworker.v1.Planner", "grpc.health.v1.Health"],
@@ -535,8 +541,8 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
             .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha)
+            .add_service(InterceptedService::new(reflection, admitted.clone()))
+            .add_service(InterceptedService::new(reflection_v1alpha, admitted))
             .add_service(PlannerServer::new(planner))
             .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {
                 let _ = stopped.await;

@@ -693,7 +693,7 @@ async fn render_and_plan_previews_mask_secret_values() {
 /// What `grpcurl list` and `grpcurl describe k8sworker.v1.Planner` ask, over
 /// the planner's own `serve` and the same mutual TLS as every caller: the
 /// service names through server reflection, then the descriptor of the file
-/// that defines the Planner.
+/// that defines the Planner; refused without a certificate.
 #[tokio::test]
 async fn reflection_lists_the_services_as_grpcurl_does() {
     use tokio_stream::StreamExt as _;
@@ -776,6 +776,18 @@ async fn reflection_lists_the_services_as_grpcurl_does() {
         .expect("the Planner's file, with its imports");
     let methods: Vec<&str> = planner.service[0].method.iter().map(|m| m.name()).collect();
     assert!(methods.contains(&"Execute"), "{methods:?}");
+
+    // Like every other call, reflection needs a certificate of a caller.
+    let anonymous = Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .connect_with_connector_lazy(tls.anonymous_connector(Identity::Planner));
+    let refused = ServerReflectionClient::new(anonymous)
+        .server_reflection_info(tokio_stream::iter([ask(MessageRequest::ListServices(
+            String::new(),
+        ))]))
+        .await
+        .expect_err("no certificate, no answer");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
     stop.send(()).unwrap();
     served.await.unwrap().unwrap();

@@ -1,7 +1,8 @@
 //! The `/metrics` endpoints while real work runs: a deploy and an unchanged
 //! redeploy through control plane → gateway → planner → executor against
 //! the test cluster move each component's counters by exactly what was
-//! done; the text is OpenMetrics.
+//! done; the text is OpenMetrics. The executor's gRPC reflection lists its
+//! services.
 //!
 //! Its own test binary: the metrics registry is process-wide (as in each
 //! component's binary), so no other test may move the counters meanwhile.
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8sworker_e2e::{CLUSTER, Stack, sample_deploy};
 use k8sworker_testsupport::{eventually, jaeger, with_temp_ns};
+use k8sworker_tls::Identity;
 use kube::Api;
 use kube::api::ListParams;
 
@@ -326,6 +328,42 @@ async fn metrics_count_a_deploy_and_an_unchanged_redeploy() {
             after
                 .samples
                 .contains_key("k8sworker_executor_cache_objects")
+        );
+
+        // The executor's reflection answers its one caller, the planner, as
+        // grpcurl asks: the services it serves.
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let channel = k8sworker_testsupport::pki::channel(
+            &stack.executor.endpoint(),
+            Some(&Identity::Planner),
+            Identity::executor(ns.clone()),
+        );
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([
+                tonic_reflection::pb::v1::ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(MessageRequest::ListServices(String::new())),
+                },
+            ]))
+            .await
+            .expect("reflection answers the planner")
+            .into_inner();
+        let answer = answers.message().await.unwrap().expect("one answer");
+        let Some(MessageResponse::ListServicesResponse(listed)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        let mut names: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "k8sworker.v1.Executor",
+            ]
         );
     })
     .await;
