@@ -34,9 +34,7 @@ use k8sworker_core::plan::Operation;
 use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
-use k8sworker_telemetry::GrpcClientInterceptor;
 use tokio::sync::{mpsc, watch};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
@@ -47,7 +45,7 @@ use crate::outcome::{self, FailStatus, Outcome, PlannerError};
 use crate::rest::{self, RecordWrite};
 use crate::workitem::Workitem;
 
-type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
+type Planner = PlannerClient<k8sworker_telemetry::GrpcClientChannel>;
 
 /// Why the gateway could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +246,7 @@ impl Gateway {
             .tcp_nodelay(true);
         let channel =
             k8sworker_tls::channel(endpoint, tls.as_ref(), k8sworker_tls::Identity::Planner);
-        let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
+        let planner = PlannerClient::new(k8sworker_telemetry::grpc_client_channel(channel.clone()))
             .max_decoding_message_size(64 * 1024 * 1024);
         let worker_id = config.worker_id();
         Ok(Gateway {

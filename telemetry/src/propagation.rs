@@ -127,8 +127,9 @@ mod tonic_interceptor {
 /// How a server names its requests' spans.
 #[derive(Debug, Clone, Copy)]
 enum Protocol {
-    /// `{package.Service}/{Method}` with `rpc.*` attributes.
-    Grpc,
+    /// `{package.Service}/{Method}` with `rpc.*` attributes; `client` for
+    /// the calling side's span.
+    Grpc { client: bool },
     /// `{METHOD} {route}` with `http.*` and `url.path`; `route` reads the
     /// matched route template from the request's extensions.
     Http {
@@ -166,7 +167,7 @@ impl ServerTraceLayer {
     /// For a gRPC server.
     pub fn grpc() -> Self {
         Self {
-            protocol: Protocol::Grpc,
+            protocol: Protocol::Grpc { client: false },
         }
     }
 
@@ -199,8 +200,27 @@ impl<S> tower::Layer<S> for ServerTraceLayer {
     }
 }
 
-/// Makes a server request's span and records its outcome (see
-/// [`ServerTraceLayer`]).
+/// A gRPC client's channel whose every call runs in a client span named
+/// `{service}/{method}` with `rpc.system`, `rpc.service`, `rpc.method` and
+/// `rpc.grpc.status_code` (the OpenTelemetry semantic conventions), and
+/// sends that span's context as `traceparent`, so the server's span is its
+/// child.
+pub type GrpcClientChannel<C = tonic::transport::Channel> =
+    ServerTraceService<tonic::service::interceptor::InterceptedService<C, GrpcClientInterceptor>>;
+
+/// Wraps `channel` into a [`GrpcClientChannel`].
+pub fn grpc_client_channel<C>(channel: C) -> GrpcClientChannel<C> {
+    let client = ServerTraceLayer {
+        protocol: Protocol::Grpc { client: true },
+    };
+    tower::Layer::layer(
+        &client,
+        tonic::service::interceptor::InterceptedService::new(channel, GrpcClientInterceptor),
+    )
+}
+
+/// Makes a request's span and records its outcome (see [`ServerTraceLayer`];
+/// a client's in [`grpc_client_channel`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSpan {
     protocol: Protocol,
@@ -224,9 +244,11 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-fn record_grpc_status(span: &tracing::Span, code: u16) {
+/// Records a call's gRPC status on its span; a client span is an error for
+/// any status but OK, a server span for [`GRPC_SERVER_ERRORS`].
+fn record_grpc_status(span: &tracing::Span, code: u16, client: bool) {
     span.record("rpc.grpc.status_code", code);
-    if GRPC_SERVER_ERRORS.contains(&code) {
+    if (client && code != 0) || GRPC_SERVER_ERRORS.contains(&code) {
         span.record("otel.status_code", "ERROR");
     }
 }
@@ -235,12 +257,12 @@ impl<B> tower_http::trace::MakeSpan<B> for ServerSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
         let path = request.uri().path();
         let span = match self.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc { client } => {
                 let (service, method) = grpc_method(path).unwrap_or(("_OTHER", "_OTHER"));
                 tracing::info_span!(
                     "request",
                     otel.name = %format!("{service}/{method}"),
-                    otel.kind = "server",
+                    otel.kind = if client { "client" } else { "server" },
                     otel.status_code = tracing::field::Empty,
                     rpc.system = "grpc",
                     rpc.service = %service,
@@ -267,7 +289,9 @@ impl<B> tower_http::trace::MakeSpan<B> for ServerSpan {
                 )
             }
         };
-        set_parent(&span, extract(request.headers()));
+        if !matches!(self.protocol, Protocol::Grpc { client: true }) {
+            set_parent(&span, extract(request.headers()));
+        }
         span
     }
 }
@@ -298,9 +322,9 @@ impl<B> tower_http::trace::OnResponse<B> for ServerSpan {
         span: &tracing::Span,
     ) {
         match self.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc { client } => {
                 if let Some(code) = grpc_status(response.headers()) {
-                    record_grpc_status(span, code);
+                    record_grpc_status(span, code, client);
                 }
             }
             Protocol::Http { .. } => {
@@ -321,8 +345,10 @@ impl tower_http::trace::OnEos for ServerSpan {
         _stream_duration: std::time::Duration,
         span: &tracing::Span,
     ) {
-        if let (Protocol::Grpc, Some(code)) = (self.protocol, trailers.and_then(grpc_status)) {
-            record_grpc_status(span, code);
+        if let (Protocol::Grpc { client }, Some(code)) =
+            (self.protocol, trailers.and_then(grpc_status))
+        {
+            record_grpc_status(span, code, client);
         }
     }
 }
