@@ -260,7 +260,8 @@ where
         let response = span.in_scope(|| self.inner.call(request));
         // Counted however the request ends, dropped unanswered included (a
         // watch given up when health settled).
-        let mut counted = crate::metrics::ApiRequest::start(call);
+        let mut counted =
+            crate::metrics::ApiRequest::start(call.verb, call.resource.clone(), call.dry_run);
         Box::pin(
             async move {
                 let response = response.await;

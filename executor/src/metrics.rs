@@ -17,8 +17,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Unit;
 
-use crate::calls::ApiCall;
-
 /// One kind of Kubernetes API request and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
@@ -102,13 +100,21 @@ pub fn register() {
 /// dropped before either.
 #[derive(Debug)]
 pub struct ApiRequest {
-    call: Option<ApiCall>,
+    labels: Option<ApiRequestLabels>,
 }
 
 impl ApiRequest {
-    /// `call` was sent.
-    pub fn start(call: ApiCall) -> ApiRequest {
-        ApiRequest { call: Some(call) }
+    /// A request was sent: `verb`, `resource` and `dry_run` as
+    /// `crate::calls::classify` names them.
+    pub fn start(verb: &'static str, resource: String, dry_run: bool) -> ApiRequest {
+        ApiRequest {
+            labels: Some(ApiRequestLabels {
+                verb,
+                resource,
+                dry_run,
+                code: String::new(),
+            }),
+        }
     }
 
     /// Its answer arrived with HTTP `status`.
@@ -122,16 +128,9 @@ impl ApiRequest {
     }
 
     fn count(&mut self, code: &str) {
-        if let Some(call) = self.call.take() {
-            METRICS
-                .api_requests
-                .get_or_create(&ApiRequestLabels {
-                    verb: call.verb,
-                    resource: call.resource,
-                    dry_run: call.dry_run,
-                    code: code.to_owned(),
-                })
-                .inc();
+        if let Some(mut labels) = self.labels.take() {
+            labels.code = code.to_owned();
+            METRICS.api_requests.get_or_create(&labels).inc();
         }
     }
 }

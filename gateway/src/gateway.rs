@@ -156,6 +156,18 @@ pub enum Report {
     },
 }
 
+impl<'a> From<&'a Report> for crate::metrics::Ended<'a> {
+    fn from(report: &'a Report) -> Self {
+        match report {
+            Report::Completed => Self::Completed,
+            Report::Failed { status, .. } => Self::Failed(status),
+            Report::Released { .. } => Self::Returned("released"),
+            Report::Abandoned { .. } => Self::Returned("abandoned"),
+            Report::Cancelled { .. } => Self::Returned("cancelled"),
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -602,7 +614,7 @@ impl Gateway {
             at: SystemTime::now(),
         });
         info!("workitem claimed");
-        crate::metrics::claimed(&item);
+        crate::metrics::claimed(&item.operation, item.created_at);
         if let Some(message) = refusal {
             let outcome = Outcome::Fail {
                 status: FailStatus::Invalid,
@@ -1218,7 +1230,7 @@ impl Gateway {
     }
 
     fn reported(&self, item: &Workitem, report: Report) -> Report {
-        crate::metrics::reported(item, &report);
+        crate::metrics::reported(&item.operation, item.created_at, (&report).into());
         self.emit(Event::Reported {
             request_id: item.request_id.clone(),
             operation: item.operation.clone(),

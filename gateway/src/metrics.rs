@@ -13,9 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Unit;
 
-use crate::gateway::Report;
-use crate::workitem::Workitem;
-
 /// A workitem's operation (`deploy`, `undeploy`, `verify`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
@@ -118,10 +115,15 @@ pub fn register() {
     LazyLock::force(&METRICS);
 }
 
-fn operation(item: &Workitem) -> OperationLabels {
-    OperationLabels {
-        operation: item.operation.clone(),
-    }
+/// How a workitem ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended<'a> {
+    /// Reported complete.
+    Completed,
+    /// Reported failed with this status (`FAILED`, `INVALID`).
+    Failed(&'a str),
+    /// Given back to the queue: `released`, `abandoned` or `cancelled`.
+    Returned(&'static str),
 }
 
 /// Seconds from `since` to now; zero when the clocks disagree.
@@ -132,11 +134,14 @@ fn seconds_since(since: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// Counts a claim and its pickup latency.
-pub fn claimed(item: &Workitem) {
-    let labels = operation(item);
+/// Counts a claim of an `operation` workitem created at `created` (the
+/// server's clock) and its pickup latency.
+pub fn claimed(operation: &str, created: Option<SystemTime>) {
+    let labels = OperationLabels {
+        operation: operation.to_owned(),
+    };
     METRICS.claimed.get_or_create(&labels).inc();
-    if let Some(created) = item.created_at {
+    if let Some(created) = created {
         METRICS
             .pickup
             .get_or_create(&labels)
@@ -144,21 +149,22 @@ pub fn claimed(item: &Workitem) {
     }
 }
 
-/// Counts how a workitem ended and its end-to-end latency.
-pub fn reported(item: &Workitem, report: &Report) {
-    let labels = operation(item);
+/// Counts how an `operation` workitem created at `created` ended, and its
+/// end-to-end latency.
+pub fn reported(operation: &str, created: Option<SystemTime>, ended: Ended<'_>) {
+    let labels = OperationLabels {
+        operation: operation.to_owned(),
+    };
     let outcome = |outcome: &str| OutcomeLabels {
-        operation: item.operation.clone(),
+        operation: operation.to_owned(),
         outcome: outcome.to_owned(),
     };
-    match report {
-        Report::Completed => METRICS.completed.get_or_create(&labels).inc(),
-        Report::Failed { status, .. } => METRICS.failed.get_or_create(&outcome(status)).inc(),
-        Report::Released { .. } => METRICS.returned.get_or_create(&outcome("released")).inc(),
-        Report::Abandoned { .. } => METRICS.returned.get_or_create(&outcome("abandoned")).inc(),
-        Report::Cancelled { .. } => METRICS.returned.get_or_create(&outcome("cancelled")).inc(),
+    match ended {
+        Ended::Completed => METRICS.completed.get_or_create(&labels).inc(),
+        Ended::Failed(status) => METRICS.failed.get_or_create(&outcome(status)).inc(),
+        Ended::Returned(why) => METRICS.returned.get_or_create(&outcome(why)).inc(),
     };
-    if let Some(created) = item.created_at {
+    if let Some(created) = created {
         METRICS
             .end_to_end
             .get_or_create(&labels)
