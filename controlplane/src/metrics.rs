@@ -46,17 +46,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         };
         registry.register(
             "workitems_claimed",
-            "Workitems handed to a gateway by claimWorkitem.",
+            "Workitems handed to a gateway by claimWorkitem",
             metrics.claimed.clone(),
         );
         registry.register(
             "workitems_completed",
-            "Workitems closed by completeWorkitem.",
+            "Workitems closed by completeWorkitem",
             metrics.completed.clone(),
         );
         registry.register(
             "workitems_failed",
-            "Workitems closed by failWorkitem, by status (FAILED or INVALID).",
+            "Workitems closed by failWorkitem, by status (FAILED or INVALID)",
             metrics.failed.clone(),
         );
         metrics

@@ -67,23 +67,23 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         };
         registry.register(
             "api_requests",
-            "Kubernetes API requests, by verb, resource, dry run and HTTP status code (error: failed unanswered; cancelled: dropped unanswered).",
+            "Kubernetes API requests, by verb, resource, dry run and HTTP status code (error: failed unanswered; cancelled: dropped unanswered)",
             metrics.api_requests.clone(),
         );
         registry.register_with_unit(
             "apply_duration",
-            "A plan's writes, from the first to the last (the health wait excluded), by outcome.",
+            "A plan's writes, from the first to the last (the health wait excluded), by outcome",
             Unit::Seconds,
             metrics.apply_duration.clone(),
         );
         registry.register(
             "applies_in_flight",
-            "Plans being applied (writes and health wait).",
+            "Plans being applied (writes and health wait)",
             metrics.applies_in_flight.clone(),
         );
         registry.register(
             "cache_objects",
-            "Objects held in the executor's cache of the namespace's managed objects.",
+            "Objects held in the executor's cache of the namespace's managed objects",
             metrics.cache_objects.clone(),
         );
         metrics

@@ -71,39 +71,39 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         };
         registry.register(
             "workitems_claimed",
-            "Workitems this gateway claimed.",
+            "Workitems this gateway claimed",
             metrics.claimed.clone(),
         );
         registry.register(
             "workitems_completed",
-            "Workitems reported complete.",
+            "Workitems reported complete",
             metrics.completed.clone(),
         );
         registry.register(
             "workitems_failed",
-            "Workitems reported failed; outcome is FAILED or INVALID.",
+            "Workitems reported failed; outcome is FAILED or INVALID",
             metrics.failed.clone(),
         );
         registry.register(
             "workitems_returned",
-            "Workitems given back to the queue; outcome is released, abandoned (lease lost, report undeliverable) or cancelled.",
+            "Workitems given back to the queue; outcome is released, abandoned (lease lost, report undeliverable) or cancelled",
             metrics.returned.clone(),
         );
         registry.register_with_unit(
             "workitem_pickup",
-            "From a workitem's creation (the control plane's clock) to its claim.",
+            "From a workitem's creation (the control plane's clock) to its claim",
             Unit::Seconds,
             metrics.pickup.clone(),
         );
         registry.register_with_unit(
             "workitem_end_to_end",
-            "From a workitem's creation (the control plane's clock) to its outcome reported.",
+            "From a workitem's creation (the control plane's clock) to its outcome reported",
             Unit::Seconds,
             metrics.end_to_end.clone(),
         );
         registry.register(
             "workitems_in_flight",
-            "Workitems claimed and not yet reported.",
+            "Workitems claimed and not yet reported",
             metrics.in_flight.clone(),
         );
         metrics

@@ -50,17 +50,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         };
         registry.register(
             "plan_steps",
-            "Steps of the plans made for Execute, by action (noop steps cost no write).",
+            "Steps of the plans made for Execute, by action (noop steps cost no write)",
             metrics.steps.clone(),
         );
         registry.register(
             "executions_in_flight",
-            "Execute calls being served.",
+            "Execute calls being served",
             metrics.in_flight.clone(),
         );
         registry.register_with_unit(
             "execute_duration",
-            "Execute calls from request to answer (observe, plan, apply, health), whatever the outcome.",
+            "Execute calls from request to answer (observe, plan, apply, health), whatever the outcome",
             Unit::Seconds,
             metrics.duration.clone(),
         );

@@ -115,7 +115,7 @@ mod tests {
     fn registered_counters_are_encoded_with_prefix_and_total() {
         let counter: Counter = register(|registry| {
             let counter = Counter::default();
-            registry.register("telemetry_test_things", "Things.", counter.clone());
+            registry.register("telemetry_test_things", "Things", counter.clone());
             counter
         });
         counter.inc_by(3);

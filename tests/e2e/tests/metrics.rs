@@ -54,7 +54,9 @@ impl Metrics {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
                 families.push((name.to_owned(), kind.to_owned()));
-            } else if line.starts_with("# HELP ") || line == "# EOF" {
+            } else if line.starts_with("# HELP ") {
+                assert!(!line.ends_with(".."), "one full stop: {line}");
+            } else if line == "# EOF" {
             } else if let Some(rest) = line.strip_prefix("# UNIT ") {
                 assert!(rest.ends_with(" seconds"), "base units only: {line}");
             } else {
