@@ -129,8 +129,12 @@ pub fn router(state: AppState) -> Router {
     };
     let router = Router::new()
         .route("/healthz", get(health))
-        .route("/readyz", get(health))
-        .route("/metrics", get(k8sworker_telemetry::metrics::scrape));
+        .route("/readyz", get(health));
+    let router = if state.config.no_metrics {
+        router
+    } else {
+        router.route("/metrics", get(k8sworker_telemetry::metrics::scrape))
+    };
     let router = if strict {
         router
     } else {
