@@ -158,6 +158,12 @@ pub struct Config {
     #[arg(long, env = "K8SWORKER_VANTIQ_STRICT")]
     pub vantiq_strict: bool,
 
+    /// Serve no `GET /metrics`. The metrics (workitem counts by operation,
+    /// no tenant data, docs/metrics.md) need no token: turn them off where
+    /// whoever reaches the API should not learn even how busy it is.
+    #[arg(long, env = "K8SWORKER_NO_METRICS")]
+    pub no_metrics: bool,
+
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, env = "K8SWORKER_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,

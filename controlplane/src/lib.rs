@@ -40,6 +40,7 @@ pub mod console;
 pub mod keyring;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod metrics;
 pub mod offline;
 pub mod operations;
 pub mod query;

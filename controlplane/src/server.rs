@@ -72,6 +72,7 @@ impl Server {
     /// the sweep have stopped.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        crate::metrics::register();
         let (lock, store, keyring) = {
             let path = config.database.clone();
             let key_file = config.key_file();

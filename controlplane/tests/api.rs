@@ -1696,3 +1696,29 @@ async fn verify_of_one_installation_on_demand() {
     assert_eq!(workitems(), failed_items);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_without_a_token_unless_turned_off() {
+    let t = TestServer::start().await;
+    // No Authorization header at all.
+    let response = t
+        .admin
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    t.stop().await;
+
+    let t = TestServer::start_with(|config| config.no_metrics = true).await;
+    let (status, body) = t.admin.get("/metrics").await;
+    assert_error(status, &body, 404, "io.vantiq.http.route.unknown");
+    t.stop().await;
+}

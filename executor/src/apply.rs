@@ -77,6 +77,7 @@ pub(crate) async fn execute(
     check_first: bool,
     events: &Events,
 ) -> Ack {
+    let writing = std::time::Instant::now();
     let notes = if check_first {
         match dry_run::check(client, steps).await {
             Ok(notes) => notes,
@@ -116,6 +117,7 @@ pub(crate) async fn execute(
             .await;
         outcomes.push(outcome);
     }
+    crate::metrics::applied(writing.elapsed(), error.is_none());
     if let Some(failure) = error.take() {
         error = Some(partly_written(failure, &outcomes));
     }

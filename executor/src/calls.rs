@@ -3,7 +3,8 @@
 //! Two tower layers sit on the kube client: [`CountLayer`] classifies each
 //! request the way RBAC and audit logs name it (verb + resource), adds it to
 //! the operation's [`ApiCalls`] and the process-wide one, and opens one span
-//! per call; [`RateLimitLayer`] makes it wait until a shared
+//! per call, and counts how it ended in the executor's metrics
+//! ([`crate::metrics`]); [`RateLimitLayer`] makes it wait until a shared
 //! [`ApiRateLimiter`] (governor; QPS with a burst) admits it, so a burst of
 //! plans cannot flood the API server. The counts are what tests assert on
 //! ("a no-op re-deploy makes zero writes") and what the executor logs after
@@ -254,14 +255,23 @@ where
             k8s.resource = %call.resource,
             k8s.name = name.as_deref().unwrap_or(""),
             k8s.dry_run = call.dry_run,
-            http.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
         );
         let response = span.in_scope(|| self.inner.call(request));
+        // Counted however the request ends, dropped unanswered included (a
+        // watch given up when health settled).
+        let mut counted =
+            crate::metrics::ApiRequest::start(call.verb, call.resource.clone(), call.dry_run);
         Box::pin(
             async move {
                 let response = response.await;
-                if let Ok(response) = &response {
-                    tracing::Span::current().record("http.status_code", response.status().as_u16());
+                match &response {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        tracing::Span::current().record("http.response.status_code", status);
+                        counted.answered(status);
+                    }
+                    Err(_) => counted.failed(),
                 }
                 response
             }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod kinds;
 pub mod logs;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod precondition;

@@ -40,6 +40,12 @@ struct ServeArgs {
     )]
     health_listen: SocketAddr,
 
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no
+    /// authentication: counts and latencies by verb and resource kind, no
+    /// object names), e.g. `0.0.0.0:9464`; none by default.
+    #[arg(long, env = "K8SWORKER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
     /// Mutual TLS: only the planner's certificate may call.
     #[command(flatten)]
     tls: TlsArgs,
@@ -194,6 +200,10 @@ async fn main() -> anyhow::Result<()> {
     let health_listener = tokio::net::TcpListener::bind(args.health_listen)
         .await
         .with_context(|| format!("listening on {}", args.health_listen))?;
+    k8sworker_executor::metrics::register();
+    k8sworker_telemetry::metrics::spawn(args.metrics_addr, std::future::pending())
+        .await
+        .context("--metrics-addr")?;
     let _reload = tls
         .as_ref()
         .map(|tls| tls.watch(args.tls.reload_interval()));

@@ -36,6 +36,7 @@ use tokio::{
     sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, instrument};
 
@@ -175,7 +176,8 @@ impl ExecutorService {
     }
 }
 
-/// Serves the executor (and the standard gRPC health service) on `listener`
+/// Serves the executor (and the standard gRPC health and server reflection
+/// services) on `listener`
 /// until `shutdown` completes: over mutual TLS with `tls`, plaintext
 /// without (the caller checked that `listener` is on loopback).
 pub async fn serve(
@@ -188,9 +190,21 @@ pub async fn serve(
     health
         .set_serving::<ExecutorServer<ExecutorService>>()
         .await;
+    let admitted = k8sworker_tls::admit(
+        executor.shared.config.authentication,
+        "ServerReflection",
+        CALLERS,
+    );
+    let (reflection, reflection_v1alpha) = k8sworker_proto::reflection(
+        &["k8sworker.v1.Executor", "grpc.health.v1.Health"],
+        &[tonic_health::pb::FILE_DESCRIPTOR_SET],
+    )
+    .expect("the compiled descriptor sets are complete");
     tonic::transport::Server::builder()
-        .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+        .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
         .add_service(health_service)
+        .add_service(InterceptedService::new(reflection, admitted.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, admitted))
         .add_service(executor.into_server())
         .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), shutdown)
         .await
@@ -332,6 +346,7 @@ impl Shared {
         let (events, stream) = mpsc::channel(plan.steps.len() + 1);
         let shared = self.clone();
         let check_first = self.config.dry_run_wave;
+        let applying = crate::metrics::Applying::start();
         let work = async move {
             let ack =
                 apply::execute(&client, &plan, &steps, health_timeout, check_first, &events).await;
@@ -355,7 +370,7 @@ impl Shared {
                     event: Some(apply_event::Event::Ack(ack)),
                 }))
                 .await;
-            drop((permit, installation));
+            drop((permit, installation, applying));
         };
         tokio::spawn(work.in_current_span());
         Ok(ReceiverStream::new(stream))

@@ -144,6 +144,12 @@ pub struct Config {
     /// in-place retries), whichever of this and `--retry-for` ends first.
     #[arg(long, env = "K8SWORKER_RETRIES", default_value_t = 60)]
     pub retries: u32,
+
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no
+    /// authentication: counts and latencies by operation, no tenant data),
+    /// e.g. `0.0.0.0:9464`; none by default.
+    #[arg(long, env = "K8SWORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why a configuration was refused.
@@ -221,6 +227,7 @@ impl Config {
             concurrency: 16,
             retry_for: Duration::from_secs(300),
             retries: 60,
+            metrics_addr: None,
         }
     }
 

@@ -40,10 +40,8 @@ use k8sworker_core::plan::Operation;
 use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::planner_client::PlannerClient;
-use k8sworker_telemetry::GrpcClientInterceptor;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
@@ -56,7 +54,7 @@ use crate::rest::{self, RecordWrite};
 use crate::retry;
 use crate::workitem::Workitem;
 
-type Planner = PlannerClient<InterceptedService<Channel, GrpcClientInterceptor>>;
+type Planner = PlannerClient<k8sworker_telemetry::GrpcClientChannel>;
 
 /// Why the gateway could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +163,18 @@ pub enum Report {
         /// What the control plane said.
         reason: String,
     },
+}
+
+impl<'a> From<&'a Report> for crate::metrics::Ended<'a> {
+    fn from(report: &'a Report) -> Self {
+        match report {
+            Report::Completed => Self::Completed,
+            Report::Failed { status, .. } => Self::Failed(status),
+            Report::Released { .. } => Self::Returned("released"),
+            Report::Abandoned { .. } => Self::Returned("abandoned"),
+            Report::Cancelled { .. } => Self::Returned("cancelled"),
+        }
+    }
 }
 
 /// What a run did.
@@ -315,7 +325,7 @@ impl Gateway {
             .tcp_nodelay(true);
         let channel =
             k8sworker_tls::channel(endpoint, tls.as_ref(), k8sworker_tls::Identity::Planner);
-        let planner = PlannerClient::with_interceptor(channel.clone(), GrpcClientInterceptor)
+        let planner = PlannerClient::new(k8sworker_telemetry::grpc_client_channel(channel.clone()))
             .max_decoding_message_size(64 * 1024 * 1024);
         let worker_id = config.worker_id();
         let limit = Limit::new(config.concurrency);
@@ -713,6 +723,7 @@ impl Gateway {
                 k8sworker_telemetry::context_from_traceparent(traceparent),
             );
         }
+        let _in_flight = crate::metrics::InFlight::start();
         self.process_item(item, refusal, stopping.clone())
             .instrument(span)
             .await
@@ -738,6 +749,7 @@ impl Gateway {
             at: SystemTime::now(),
         });
         info!("workitem claimed");
+        crate::metrics::claimed(&item.operation, item.created_at);
         if let Some(message) = refusal {
             let outcome = Outcome::Fail {
                 status: FailStatus::Invalid,
@@ -1443,6 +1455,7 @@ impl Gateway {
     }
 
     fn reported(&self, item: &Workitem, report: Report) -> Report {
+        crate::metrics::reported(&item.operation, item.created_at, (&report).into());
         self.emit(Event::Reported {
             request_id: item.request_id.clone(),
             operation: item.operation.clone(),

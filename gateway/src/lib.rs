@@ -33,6 +33,7 @@ pub mod config;
 pub mod gateway;
 pub mod limit;
 pub mod logs;
+pub mod metrics;
 pub mod outcome;
 pub mod rest;
 pub mod retry;

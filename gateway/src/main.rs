@@ -24,6 +24,10 @@ async fn run() -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
     let _telemetry = k8sworker_telemetry::init("k8sworker-gateway")
         .context("telemetry could not be initialised")?;
+    k8sworker_gateway::metrics::register();
+    k8sworker_telemetry::metrics::spawn(config.metrics_addr, std::future::pending())
+        .await
+        .context("--metrics-addr")?;
     let gateway = Gateway::new(config)?;
     gateway.run(k8sworker_telemetry::shutdown_signal()).await?;
     Ok(())

@@ -236,6 +236,7 @@ where
             .plan(&observed.components)
             .map_err(ExecuteError::Plan)?;
         info!(plan = %plan.id, steps = plan.steps.len(), writes = plan.writes().count(), attempt, "planned");
+        crate::metrics::planned(&plan);
         let last = match executor
             .apply(&plan, health_timeout)
             .await

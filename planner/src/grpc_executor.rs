@@ -10,9 +10,7 @@ use k8sworker_core::plan::Plan;
 use k8sworker_proto::convert;
 use k8sworker_proto::v1 as pb;
 use k8sworker_proto::v1::executor_client::ExecutorClient;
-use k8sworker_telemetry::GrpcClientInterceptor;
 use tonic::Status;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::execute::{Applied, Executor, Observation};
@@ -29,7 +27,7 @@ pub struct Acknowledged {
 /// A namespace's executor reached over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcExecutor {
-    client: ExecutorClient<InterceptedService<Channel, GrpcClientInterceptor>>,
+    client: ExecutorClient<k8sworker_telemetry::GrpcClientChannel>,
     wait_for_health: bool,
 }
 
@@ -37,7 +35,7 @@ impl GrpcExecutor {
     /// An executor on `channel`; applies wait for health.
     pub fn new(channel: Channel) -> Self {
         Self {
-            client: ExecutorClient::with_interceptor(channel, GrpcClientInterceptor),
+            client: ExecutorClient::new(k8sworker_telemetry::grpc_client_channel(channel)),
             wait_for_health: true,
         }
     }

@@ -10,4 +10,5 @@
 
 pub mod execute;
 pub mod grpc_executor;
+pub mod metrics;
 pub mod service;

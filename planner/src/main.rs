@@ -89,6 +89,11 @@ enum Command {
             default_value = "127.0.0.1:8080"
         )]
         health_listen: SocketAddr,
+        /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no
+        /// authentication: counts and latencies by action and operation, no
+        /// tenant data), e.g. `0.0.0.0:9464`; none by default.
+        #[arg(long, env = "K8SWORKER_METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
         /// Mutual TLS: gateways may call everything, preview clients Render
         /// and Plan; executors are reached with the same certificate.
         #[command(flatten)]
@@ -236,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             health_listen,
+            metrics_addr,
             tls,
             executors,
             executor_template,
@@ -270,6 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Listen {
                     grpc: listen,
                     health: health_listen,
+                    metrics: metrics_addr,
                 },
                 tls.map(|tls| (tls, reload)),
                 directory,
@@ -285,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 struct Listen {
     grpc: SocketAddr,
     health: SocketAddr,
+    metrics: Option<SocketAddr>,
 }
 
 async fn serve(
@@ -301,6 +309,10 @@ async fn serve(
     let health_listener = tokio::net::TcpListener::bind(listen.health)
         .await
         .with_context(|| format!("listening on {}", listen.health))?;
+    k8sworker_planner::metrics::register();
+    k8sworker_telemetry::metrics::spawn(listen.metrics, std::future::pending())
+        .await
+        .context("--metrics-addr")?;
     let _reload = tls.as_ref().map(|(tls, every)| tls.watch(*every));
     let tls = tls.map(|(tls, _)| tls);
     if tls.is_none() {

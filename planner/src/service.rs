@@ -16,6 +16,7 @@ use k8sworker_core::render::{self, Ancillaries, ClusterContext, RenderError};
 use k8sworker_proto::convert::{self, ConvertError};
 use k8sworker_proto::v1 as pb;
 use k8sworker_tls::{Authentication, Identity, Role, Tls, authorize};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info_span};
@@ -393,6 +394,7 @@ impl pb::planner_server::Planner for PlannerService {
             namespace = %inputs.request.k8s_namespace,
             operation = %operation,
         );
+        let _execution = crate::metrics::Execution::start(&operation.to_string());
         let mut cut_off = self.cut_off.clone();
         tokio::select! {
             executed = self.execute_inner(operation, inputs, request.pod_name).instrument(span) => {
@@ -503,7 +505,8 @@ pub enum Stopped {
     GraceExpired,
 }
 
-/// Serves `planner` (and the standard gRPC health service) on `listener`,
+/// Serves `planner` (and the standard gRPC health and server reflection
+/// services) on `listener`,
 /// over mutual TLS when the planner has a certificate, until `shutdown`
 /// completes; then stops accepting, lets in-flight calls
 /// (an `Execute` waits for an apply and the installation's health) finish
@@ -523,11 +526,23 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cut, cut_off) = tokio::sync::watch::channel(false);
     let tls = planner.tls.clone();
+    let admitted = k8sworker_tls::admit(
+        planner.authentication(),
+        "ServerReflection",
+        RENDER_AND_PLAN_CALLERS,
+    );
     let planner = planner.with_cut_off(cut_off);
+    let (reflection, reflection_v1alpha) = k8sworker_proto::reflection(
+        &["k8sworker.v1.Planner", "grpc.health.v1.Health"],
+        &[tonic_health::pb::FILE_DESCRIPTOR_SET],
+    )
+    .expect("the compiled descriptor sets are complete");
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+            .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
             .add_service(health_service)
+            .add_service(InterceptedService::new(reflection, admitted.clone()))
+            .add_service(InterceptedService::new(reflection_v1alpha, admitted))
             .add_service(PlannerServer::new(planner))
             .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {
                 let _ = stopped.await;

@@ -392,3 +392,63 @@ fn previews_mask_secret_values_and_only_render_reveals_them_on_request() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
+
+/// `serve --metrics-addr` serves the planner's metrics as OpenMetrics text
+/// over plain HTTP.
+#[test]
+fn serve_with_metrics_addr_answers_get_metrics() {
+    use std::io::{Read as _, Write as _};
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap();
+    drop(free);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_k8sworker-planner"))
+        .args([
+            "serve",
+            "--insecure-plaintext",
+            "--executor-template",
+            "none",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+        .args(["--metrics-addr", &address.to_string()])
+        .env_remove("K8SWORKER_TLS_DIR")
+        .env_remove("K8SWORKER_EXECUTORS")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the planner binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let answer = loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: planner\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics listener at {address}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{answer}"
+    );
+    // Labelled families show once a label set is used; before any call
+    // the gauge is all there is.
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    assert_eq!(
+        body,
+        "# HELP k8sworker_planner_executions_in_flight Execute calls being served.\n\
+         # TYPE k8sworker_planner_executions_in_flight gauge\n\
+         k8sworker_planner_executions_in_flight 0\n\
+         # EOF\n"
+    );
+}

@@ -67,7 +67,7 @@ async fn serve(
     let address = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+            .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
             .add_service(PlannerServer::new(PlannerService::new(
                 directory,
                 Duration::from_secs(5),
@@ -688,4 +688,107 @@ async fn render_and_plan_previews_mask_secret_values() {
         }
     }
     assert_eq!(secrets, 2, "the Secret in the rendering and in the plan");
+}
+
+/// What `grpcurl list` and `grpcurl describe k8sworker.v1.Planner` ask, over
+/// the planner's own `serve` and the same mutual TLS as every caller: the
+/// service names through server reflection, then the descriptor of the file
+/// that defines the Planner; refused without a certificate.
+#[tokio::test]
+async fn reflection_lists_the_services_as_grpcurl_does() {
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let planner = PlannerService::new(
+        no_executors(),
+        Duration::from_secs(5),
+        Some(pki.tls(&Identity::Planner).unwrap()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(k8sworker_planner::service::serve(
+        listener,
+        planner,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let tls = pki.tls(&Identity::gateway(gateway_tenant())).unwrap();
+    let channel = k8sworker_tls::channel(
+        Endpoint::from_shared(format!("https://{address}")).unwrap(),
+        Some(&tls),
+        Identity::Planner,
+    );
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let answers: Vec<ServerReflectionResponse> = client
+        .server_reflection_info(tokio_stream::iter([
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(
+                "k8sworker.v1.Planner".into(),
+            )),
+        ]))
+        .await
+        .expect("reflection answers a client with a certificate")
+        .into_inner()
+        .map(|answer| answer.expect("an answer, not an error"))
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+
+    let Some(MessageResponse::ListServicesResponse(listed)) = &answers[0].message_response else {
+        panic!("not a service list: {:?}", answers[0]);
+    };
+    let mut names: Vec<&str> = listed.service.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "k8sworker.v1.Planner",
+        ]
+    );
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) = &answers[1].message_response else {
+        panic!("not a file descriptor: {:?}", answers[1]);
+    };
+    use prost::Message as _;
+    let files: Vec<prost_types::FileDescriptorProto> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap())
+        .collect();
+    let planner = files
+        .iter()
+        .find(|file| file.name() == "k8sworker/v1/planner.proto")
+        .expect("the Planner's file, with its imports");
+    let methods: Vec<&str> = planner.service[0].method.iter().map(|m| m.name()).collect();
+    assert!(methods.contains(&"Execute"), "{methods:?}");
+
+    // Like every other call, reflection needs a certificate of a caller.
+    let anonymous = Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .connect_with_connector_lazy(tls.anonymous_connector(Identity::Planner));
+    let refused = ServerReflectionClient::new(anonymous)
+        .server_reflection_info(tokio_stream::iter([ask(MessageRequest::ListServices(
+            String::new(),
+        ))]))
+        .await
+        .expect_err("no certificate, no answer");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
 }

@@ -16,14 +16,16 @@
 
 #![warn(missing_docs)]
 
+pub mod metrics;
 mod propagation;
 mod signal;
 
 pub use signal::shutdown_signal;
 
 pub use propagation::{
-    GrpcClientInterceptor, ServerTraceLayer, ServerTraceService, context_from_traceparent,
-    current_traceparent, extract, inject, inject_current, set_parent,
+    GrpcClientChannel, GrpcClientInterceptor, ServerSpan, ServerTraceLayer, ServerTraceService,
+    context_from_traceparent, current_traceparent, extract, grpc_client_channel, inject,
+    inject_current, set_parent,
 };
 
 use opentelemetry::trace::TracerProvider as _;

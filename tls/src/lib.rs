@@ -34,5 +34,5 @@ pub use cli::{TlsArgs, TlsArgsError};
 pub use health::serve_health;
 pub use identity::{Identity, Role};
 pub use material::{Tls, TlsError, TlsFiles};
-pub use peer::{Authentication, PeerInfo, authorize};
+pub use peer::{Authentication, PeerInfo, admit, authorize};
 pub use transport::{Incoming, channel, incoming, plaintext_listen, plaintext_url};

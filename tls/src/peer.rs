@@ -130,3 +130,15 @@ pub fn authorize<T>(
     }
     Ok(Some(identity))
 }
+
+/// A tonic interceptor that lets a request through only when [`authorize`]
+/// admits its caller for `call`: for services whose handlers do not check
+/// their callers themselves (gRPC server reflection), so that they are
+/// refused to whoever may make no other call either.
+pub fn admit(
+    authentication: Authentication,
+    call: &'static str,
+    allowed: &'static [Role],
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request| authorize(&request, authentication, call, allowed).map(|_| request)
+}

@@ -134,6 +134,11 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(health));
+    let router = if state.config.no_metrics {
+        router
+    } else {
+        router.route("/metrics", get(k8sworker_telemetry::metrics::scrape))
+    };
     let router = if strict {
         router
     } else {
@@ -249,8 +254,16 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(vantiq_error_shape))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(k8sworker_telemetry::ServerTraceLayer::new("http.request"))
+        .layer(k8sworker_telemetry::ServerTraceLayer::http(matched_route))
         .with_state(state)
+}
+
+/// The route template a request matched (`/api/v1/resources/k8sclusters/{name}`),
+/// which names its server span; `None` for the fallback.
+fn matched_route(extensions: &http::Extensions) -> Option<String> {
+    extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
 }
 
 /// The access log's span of a request: method, version and the URI with

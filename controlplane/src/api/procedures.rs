@@ -524,6 +524,7 @@ async fn claim(
                     installation = %claim.row.installation,
                     "workitem claimed"
                 );
+                crate::metrics::claimed(claim.row.operation.as_str());
                 let body = sealing::open_claim(claim, &state.keyring)?;
                 return answer(protocol::CLAIM_WORKITEM, body).map(Some);
             }
@@ -678,6 +679,7 @@ async fn complete(
         .await?;
     let completion: Completion = answer(protocol::COMPLETE_WORKITEM, result)?;
     tracing::info!(request_id = %completion.request_id, operation = %completion.operation, "workitem completed");
+    crate::metrics::completed(&completion.operation);
     Ok(completion)
 }
 
@@ -715,6 +717,7 @@ async fn fail(state: &AppState, caller: &Caller, params: &Params) -> Result<K8sW
         .await?;
     let failed: K8sWorkitem = answer(protocol::FAIL_WORKITEM, result)?;
     tracing::warn!(request_id = %failed.request_id, status = status.as_str(), "workitem failed");
+    crate::metrics::failed(&failed.operation, status.as_str());
     Ok(failed)
 }
 

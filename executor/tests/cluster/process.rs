@@ -162,7 +162,7 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
         )
         .await;
         for expected in [
-            "grpc.server /k8sworker.v1.Executor/Apply",
+            "k8sworker.v1.Executor/Apply",
             "apply",
             "health",
             "get configmaps",

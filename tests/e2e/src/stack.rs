@@ -292,7 +292,7 @@ impl RunningPlanner {
         let tls = self.tls.clone();
         self.task = Some(tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .layer(k8sworker_telemetry::ServerTraceLayer::new("grpc.server"))
+                .layer(k8sworker_telemetry::ServerTraceLayer::grpc())
                 .add_service(health_service)
                 .add_service(PlannerServer::new(service))
                 .serve_with_incoming_shutdown(k8sworker_tls::incoming(listener, tls), async {

@@ -56,27 +56,94 @@ async fn one_trace_spans_control_plane_gateway_planner_and_executor() {
         flusher.force_flush().expect("spans flushed");
 
         let query = TestCluster::get().await.jaeger_query_url();
+        // Span names per the OpenTelemetry semantic conventions: an HTTP
+        // server span is `{method} {route template}`, a gRPC one
+        // `{service}/{method}`.
         let expected = [
-            "http.request /api/v1/resources/k8sclusters/c1/command",
+            "POST /api/v1/resources/k8sclusters/{name}/command",
             "workitem.process",
-            "grpc.server /k8sworker.v1.Planner/Execute",
+            "k8sworker.v1.Planner/Execute",
             "execute",
-            "grpc.server /k8sworker.v1.Executor/Observe",
-            "grpc.server /k8sworker.v1.Executor/Apply",
+            "k8sworker.v1.Executor/Observe",
+            "k8sworker.v1.Executor/Apply",
             "apply",
-            "http.request /api/v1/resources/procedures/K8sManager.completeWorkitem",
+            "POST /api/v1/resources/procedures/{name}",
         ];
-        let names = eventually("the whole trace in Jaeger", Duration::from_secs(30), || {
+        let spans = eventually("the whole trace in Jaeger", Duration::from_secs(30), || {
             let (query, trace_id) = (query.clone(), trace_id.clone());
             async move {
-                let names = jaeger::span_names(&query, &trace_id).await;
+                let spans = jaeger::spans(&query, &trace_id).await;
                 expected
                     .iter()
-                    .all(|want| names.iter().any(|n| n == want))
-                    .then_some(names)
+                    .all(|want| spans.iter().any(|span| span.name == *want))
+                    .then_some(spans)
             }
         })
         .await;
+        let names: Vec<String> = spans.iter().map(|span| span.name.clone()).collect();
+        let tags = |name: &str, key: &str, value: &str| {
+            spans.iter().any(|span| {
+                span.name == name && span.tags.get(key).map(String::as_str) == Some(value)
+            })
+        };
+        let command = "POST /api/v1/resources/k8sclusters/{name}/command";
+        for (key, value) in [
+            ("http.request.method", "POST"),
+            ("http.route", "/api/v1/resources/k8sclusters/{name}/command"),
+            ("url.path", "/api/v1/resources/k8sclusters/c1/command"),
+            ("http.response.status_code", "200"),
+            ("span.kind", "server"),
+        ] {
+            assert!(
+                tags(command, key, value),
+                "{command}: {key}={value}: {spans:#?}"
+            );
+        }
+        assert!(
+            tags(
+                "POST /api/v1/resources/procedures/{name}",
+                "url.path",
+                "/api/v1/resources/procedures/K8sManager.completeWorkitem"
+            ),
+            "{spans:#?}"
+        );
+        // Each gRPC call is a client span (the gateway's, the planner's)
+        // and its server span, both with the rpc.* attributes. The status
+        // is on every server span, and on a client span when the client
+        // read it: Apply's client stops at the Ack, before the trailers.
+        for (name, service, method, client_status) in [
+            (
+                "k8sworker.v1.Planner/Execute",
+                "k8sworker.v1.Planner",
+                "Execute",
+                true,
+            ),
+            (
+                "k8sworker.v1.Executor/Apply",
+                "k8sworker.v1.Executor",
+                "Apply",
+                false,
+            ),
+        ] {
+            for kind in ["client", "server"] {
+                let status = (kind == "server" || client_status).then_some("0");
+                let found = spans.iter().any(|span| {
+                    let tag = |key: &str| span.tags.get(key).map(String::as_str);
+                    span.name == name
+                        && tag("span.kind") == Some(kind)
+                        && tag("rpc.system") == Some("grpc")
+                        && tag("rpc.service") == Some(service)
+                        && tag("rpc.method") == Some(method)
+                        && status.is_none_or(|status| tag("rpc.grpc.status_code") == Some(status))
+                });
+                assert!(found, "{name} ({kind}): {spans:#?}");
+            }
+        }
+        // No span is named for a raw path (unbounded cardinality).
+        assert!(
+            !names.iter().any(|n| n.contains("/k8sclusters/c1/")),
+            "{names:?}"
+        );
         eprintln!("trace {trace_id}: {} spans", names.len());
         // One span per step of the plan and per Kubernetes API call.
         let steps: Vec<&String> = names.iter().filter(|n| n.starts_with("CREATE ")).collect();

@@ -76,6 +76,49 @@ pub async fn span_names(query_url: &str, trace_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// One span as Jaeger holds it: its operation name and its tags (attribute
+/// values as text).
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// The operation (span) name.
+    pub name: String,
+    /// The attributes, `key → value` (numbers and booleans as text).
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// The spans Jaeger holds for `trace_id` (hex); empty while it has none.
+pub async fn spans(query_url: &str, trace_id: &str) -> Vec<Span> {
+    let url = format!("{}/api/traces/{trace_id}", query_url.trim_end_matches('/'));
+    let Ok((200, body)) = get(&url).await else {
+        return Vec::new();
+    };
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Vec::new();
+    };
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|trace| trace["spans"].as_array().cloned().unwrap_or_default())
+        .map(|span| Span {
+            name: span["operationName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            tags: span["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|tag| Some((tag["key"].as_str()?.to_owned(), text(&tag["value"]))))
+                .collect(),
+        })
+        .collect()
+}
+
 /// The span names of each recent trace of `service` (newest first), as
 /// Jaeger's `/api/traces?service=` search returns them.
 pub async fn traces_of_service(query_url: &str, service: &str) -> Vec<Vec<String>> {
