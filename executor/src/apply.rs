@@ -51,8 +51,12 @@ use kube::{
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use futures::StreamExt as _;
+
 use crate::{
-    Error, dry_run,
+    Error,
+    cache::Cache,
+    dry_run,
     error::{Problem, describe},
     health::{self, Assessment, Target},
     kinds::Kind,
@@ -65,12 +69,14 @@ use crate::{
 /// the plan, because stopping half-way would leave more to repair.
 pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
 
-/// Applies `steps` (checked, preconditions held), waits for health when
-/// `health_timeout` is set, and returns the Ack. With `check_first`, the
-/// all-or-nothing check ([`dry_run::check`]) runs before the first write,
-/// and a refusal ends the plan with nothing written (not even its Event).
+/// Applies `steps` (checked, preconditions held) in [`waves`], waits for
+/// health when `health_timeout` is set, and returns the Ack. With
+/// `check_first`, the all-or-nothing check ([`dry_run::check`]) runs before
+/// the first write, and a refusal ends the plan with nothing written (not
+/// even its Event). Every persisted write's result goes into `cache`.
 pub(crate) async fn execute(
     client: &Client,
+    cache: &Cache,
     plan: &Plan,
     steps: &[CheckedStep],
     health_timeout: Option<Duration>,
@@ -78,20 +84,27 @@ pub(crate) async fn execute(
     events: &Events,
 ) -> Ack {
     let notes = if check_first {
-        match dry_run::check(client, steps).await {
+        match dry_run::check(client, cache, steps).await {
             Ok(notes) => notes,
             Err(refusal) => return refused(plan, steps, refusal, events).await,
         }
     } else {
         BTreeMap::new()
     };
-    let mut outcomes = Vec::with_capacity(steps.len());
-    let mut error = None;
-    for step in steps {
-        let outcome = if error.is_some() {
-            skipped(step)
-        } else {
-            match write_step(client, step).await {
+    let mut done: Vec<Option<StepOutcome>> = vec![None; steps.len()];
+    let mut failures: Vec<(usize, Error)> = Vec::new();
+    for wave in waves(steps) {
+        if !failures.is_empty() {
+            break;
+        }
+        let writes = wave.into_iter().map(|at| {
+            let step = &steps[at];
+            async move { (at, write_step(client, cache, step).await) }
+        });
+        let mut finished = futures::stream::iter(writes).buffer_unordered(WAVE_CONCURRENCY);
+        while let Some((at, result)) = finished.next().await {
+            let step = &steps[at];
+            let outcome = match result {
                 Ok(mut outcome) => {
                     if let Some(note) = notes.get(&step.index) {
                         outcome.message = format!("{}; {note}", outcome.message);
@@ -104,26 +117,52 @@ pub(crate) async fn execute(
                         message: failure.to_string(),
                         ..skipped(step)
                     };
-                    error = Some(failure);
+                    failures.push((at, failure));
                     outcome
                 }
+            };
+            let _ = events
+                .send(Ok(ApplyEvent {
+                    event: Some(apply_event::Event::Step(outcome.clone())),
+                }))
+                .await;
+            done[at] = Some(outcome);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(steps.len());
+    for (step, outcome) in steps.iter().zip(done) {
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = skipped(step);
+                let _ = events
+                    .send(Ok(ApplyEvent {
+                        event: Some(apply_event::Event::Step(outcome.clone())),
+                    }))
+                    .await;
+                outcome
             }
         };
-        let _ = events
-            .send(Ok(ApplyEvent {
-                event: Some(apply_event::Event::Step(outcome.clone())),
-            }))
-            .await;
         outcomes.push(outcome);
     }
-    if let Some(failure) = error.take() {
-        error = Some(partly_written(failure, &outcomes));
-    }
+    failures.sort_by_key(|(at, _)| *at);
+    let mut error = failures
+        .into_iter()
+        .next()
+        .map(|(_, failure)| partly_written(failure, &outcomes));
 
     let mut target = health_target(plan, steps);
     target.roll_forward = rollout::owner(plan, &outcomes);
-    let health = match (&error, health_timeout) {
-        (None, Some(timeout)) => {
+    let wrote_nothing = outcomes
+        .iter()
+        .all(|o| o.outcome == Outcome::Unchanged as i32);
+    let known = match (&error, health_timeout) {
+        (None, Some(_)) if wrote_nothing => settled_in_cache(cache, &target),
+        _ => None,
+    };
+    let health = match (&error, health_timeout, known) {
+        (_, _, Some(health)) => health,
+        (None, Some(timeout), None) => {
             let assessment = health::wait(client.clone(), &plan.namespace, &target, timeout)
                 .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
                 .await;
@@ -248,6 +287,65 @@ fn skipped(step: &CheckedStep) -> StepOutcome {
     }
 }
 
+/// Writes in flight at once within a wave; the shared client-side rate
+/// limit paces them further.
+pub const WAVE_CONCURRENCY: usize = 8;
+
+/// The plan's steps (positions in `steps`) in dependency waves, each in
+/// the plan's order: what a wave writes does not depend on anything in the
+/// same wave, and everything it depends on is in an earlier one.
+///
+/// Creates and updates: ConfigMaps, Secrets and the headless Service
+/// (`clusterIP: None`; the StatefulSet names it), then the StatefulSet
+/// (its pods mount those), then the port Services and Ingresses (which
+/// route to the pods). Deletes go the other way round: what routes to the
+/// pods first, then the StatefulSet, then what its pods mount. A NOOP is
+/// placed like a write of its kind; it sends nothing.
+pub fn waves(steps: &[CheckedStep]) -> Vec<Vec<usize>> {
+    let rank = |step: &CheckedStep| -> usize {
+        let headless = step
+            .object
+            .as_ref()
+            .and_then(|object| object.pointer("/spec/clusterIP"))
+            .and_then(serde_json::Value::as_str)
+            == Some("None");
+        let rank = match step.kind {
+            Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim => 0,
+            Kind::Service if headless => 0,
+            Kind::StatefulSet => 1,
+            Kind::Service | Kind::Ingress => 2,
+        };
+        if step.action == Action::Delete {
+            2 - rank
+        } else {
+            rank
+        }
+    };
+    let mut waves = vec![Vec::new(); 3];
+    for (at, step) in steps.iter().enumerate() {
+        waves[rank(step)].push(at);
+    }
+    waves.retain(|wave| !wave.is_empty());
+    waves
+}
+
+/// The health of a plan that wrote nothing, when the cache already shows
+/// its StatefulSet settled: ready at the desired replicas and current, or
+/// absent when absence is the aim. `None` (the health wait decides) for
+/// anything else, a stopped StatefulSet included (whether its pods are gone
+/// needs the pods).
+fn settled_in_cache(cache: &Cache, target: &Target) -> Option<Health> {
+    let entry = cache.get(Kind::StatefulSet, &target.statefulset);
+    let statefulset = entry.as_ref().and_then(|e| e.statefulset.as_ref());
+    if statefulset.is_some() && target.desired_replicas == 0 {
+        return None;
+    }
+    match health::assess(target, statefulset, &[]) {
+        Assessment::Settled(health) => Some(health),
+        _ => None,
+    }
+}
+
 /// The StatefulSet the plan is about: its own StatefulSet step, else the
 /// installation's name (the StatefulSet is always named after it).
 fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
@@ -263,7 +361,11 @@ fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
     }
 }
 
-async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
+async fn write_step(
+    client: &Client,
+    cache: &Cache,
+    step: &CheckedStep,
+) -> Result<StepOutcome, Error> {
     let span = tracing::info_span!(
         "step",
         otel.name = %format!("{} {}", step.action.as_str_name().trim_start_matches("ACTION_"), describe(&step.component)),
@@ -273,7 +375,7 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         k8s.name = %step.component.name,
         outcome = tracing::field::Empty,
     );
-    let result = write::send(client, step, Mode::Persist)
+    let result = write::send(client, step, Mode::Persist, Some(cache))
         .instrument(span.clone())
         .await;
     let outcome = match &result {
@@ -510,10 +612,18 @@ mod tests {
         let plan = mk_plan(vec![update, delete, scale]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(
-                async move { execute(&client, &plan, &steps, None, false, &events).await },
-            );
+        let run = tokio::spawn(async move {
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                false,
+                &events,
+            )
+            .await
+        });
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -581,10 +691,18 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(
-                async move { execute(&client, &plan, &steps, None, false, &events).await },
-            );
+        let run = tokio::spawn(async move {
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                false,
+                &events,
+            )
+            .await
+        });
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -626,8 +744,9 @@ mod tests {
         ]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = tokio::spawn(async move {
+            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+        });
 
         // Both dry runs are in flight before either is answered: one wave.
         let first = next(&mut handle).await;
@@ -675,8 +794,9 @@ mod tests {
         let plan = mk_plan(vec![mk_create(&mk_config_map("a", "inst"))]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = tokio::spawn(async move {
+            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+        });
 
         let (_, uri, _, respond) = next(&mut handle).await;
         assert!(uri.contains("dryRun=All"), "{uri}");
@@ -727,8 +847,9 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = tokio::spawn(async move {
+            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+        });
 
         let gone = || {
             json_response(

@@ -2,11 +2,14 @@
 //! and only in its own namespace.
 //!
 //! ```text
-//! planner ──Observe──▶ observe ──lists/gets──▶ API server
+//! API server ──watches (one paginated list per kind at start)──▶ cache
+//! planner ──Observe──▶ observe (from the cache, no API call)
 //!         ──Apply────▶ plan::validate ─▶ precondition::check_all ─▶ apply::execute ─▶ health::wait
-//!                      (no API call)      (reads, refuse if stale)   (dry_run::check,   (watches)
-//!                                                                     then SSA, deletes,
-//!                                                                     scale)
+//!                      (no API call)      (the cache; refuse if     (dry_run::check,   (watches; none
+//!                                          stale or not owned)       then SSA, deletes, when nothing
+//!                                                                    scale, in waves)   was written and
+//!                                                                                       the cache shows
+//!                                                                                       it settled)
 //!         ◀──────────── one ApplyEvent per step, then the Ack (cached by plan id)
 //!         ──FetchLogs─▶ logs
 //! ```
@@ -24,6 +27,7 @@
 
 pub mod ack_cache;
 mod apply;
+pub mod cache;
 pub mod calls;
 pub mod client;
 mod dry_run;

@@ -1,18 +1,19 @@
 //! What an installation has in the executor's namespace right now.
 //!
-//! One list per managed kind with the installation's label selector (metadata
-//! only, except StatefulSets and Services, read whole: their replica counts
-//! and the fields an update may not change are reported, see
-//! [`k8sworker_core::immutable`]), then one
-//! metadata read for each requested name the lists did not return (an
-//! object in the way, possibly not ours), and one for each referenced
-//! ConfigMap, Secret or claim. Each object carries the fields other field
-//! managers own, with the values found where they were read
-//! ([`k8sworker_core::managed`]). Secret data never leaves the API server.
+//! Answered from the watch-fed [`Cache`] once it is synced: no API call.
+//! The installation's objects are those of the managed kinds carrying its
+//! labels; each requested name the labels did not find is looked up by name
+//! (an object in the way, possibly not ours), and each referenced
+//! ConfigMap, Secret or claim by name. StatefulSets and Services carry their
+//! replica counts and the fields an update may not change (see
+//! [`k8sworker_core::immutable`]); each object carries the fields other
+//! field managers own, with the values the cache kept
+//! ([`k8sworker_core::managed`]: values outside `metadata` only for the
+//! kinds watched whole). Secret data never leaves the API server: Secrets
+//! are watched as metadata only.
 
 use std::collections::BTreeSet;
 
-use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8sworker_core::component::Object;
@@ -22,23 +23,15 @@ use k8sworker_core::managed;
 use k8sworker_proto::v1::{
     ComponentRef, ForeignField, ObserveRequest, ObserveResponse, ObservedComponent,
 };
-use kube::{
-    Api, Client, Resource as _,
-    api::{DynamicObject, ListParams, ObjectMeta},
-};
+use kube::{Resource as _, api::ObjectMeta};
 use serde_json::{Value, json};
 
-use crate::{
-    Error,
-    error::describe,
-    kinds::{self, Kind},
-    precondition::owner,
-};
+use crate::{Error, cache::Cache, kinds::Kind, precondition::owner};
 
 /// Observes `request.installation` in `namespace` (already checked to be
-/// the executor's own).
-pub async fn observe(
-    client: &Client,
+/// the executor's own) from the synced `cache`.
+pub fn observe(
+    cache: &Cache,
     namespace: &str,
     request: &ObserveRequest,
 ) -> Result<ObserveResponse, Error> {
@@ -49,26 +42,23 @@ pub async fn observe(
             Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim
         )
     })?;
-    let selector = labels::selector(&request.installation);
 
-    let listed = try_join_all(
-        Kind::MANAGED
-            .into_iter()
-            .map(|kind| list(client, namespace, kind, &selector)),
-    )
-    .await?;
-    let mut components: Vec<ObservedComponent> = listed.into_iter().flatten().collect();
-
+    let mut components: Vec<ObservedComponent> = cache
+        .installation(&request.installation)
+        .into_iter()
+        .map(|entry| entry.observed.clone())
+        .collect();
     let seen: BTreeSet<(String, String)> = components
         .iter()
         .filter_map(|c| c.r#ref.as_ref())
         .map(|r| (r.kind.clone(), r.name.clone()))
         .collect();
-    let unseen = names
+    let found = names
         .iter()
-        .filter(|(_, r)| !seen.contains(&(r.kind.clone(), r.name.clone())));
-    let found = try_join_all(unseen.map(|(kind, r)| get(client, *kind, r))).await?;
-    components.extend(found.into_iter().flatten());
+        .filter(|(_, r)| !seen.contains(&(r.kind.clone(), r.name.clone())))
+        .filter_map(|(kind, r)| cache.get(*kind, &r.name))
+        .map(|entry| entry.observed.clone());
+    components.extend(found);
     components.sort_by(|a, b| {
         let key = |c: &ObservedComponent| {
             let r = c.r#ref.clone().unwrap_or_default();
@@ -77,15 +67,14 @@ pub async fn observe(
         key(a).cmp(&key(b))
     });
 
-    let existing = try_join_all(references.iter().map(|(kind, r)| async move {
-        get(client, *kind, r)
-            .await
-            .map(|found| found.map(|_| r.clone()))
-    }))
-    .await?;
+    let existing = references
+        .into_iter()
+        .filter(|(kind, r)| cache.get(*kind, &r.name).is_some())
+        .map(|(_, r)| r)
+        .collect();
     Ok(ObserveResponse {
         components,
-        existing_references: existing.into_iter().flatten().collect(),
+        existing_references: existing,
     })
 }
 
@@ -117,63 +106,8 @@ fn checked_refs(
         .collect()
 }
 
-async fn list(
-    client: &Client,
-    namespace: &str,
-    kind: Kind,
-    selector: &str,
-) -> Result<Vec<ObservedComponent>, Error> {
-    let params = ListParams::default().labels(selector);
-    let failed = |source| Error::kube("list", format!("{} in {namespace}", kind.plural()), source);
-    if kind == Kind::StatefulSet {
-        let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-        let list = api.list(&params).await.map_err(failed)?;
-        return Ok(list.items.iter().map(from_statefulset).collect());
-    }
-    if kind == Kind::Service {
-        let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-        let list = api.list(&params).await.map_err(failed)?;
-        return Ok(list.items.iter().map(from_service).collect());
-    }
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &kinds::api_resource(kind));
-    let list = api.list_metadata(&params).await.map_err(failed)?;
-    Ok(list
-        .items
-        .iter()
-        .map(|item| from_meta(kind, &item.metadata))
-        .collect())
-}
-
-async fn get(
-    client: &Client,
-    kind: Kind,
-    component: &ComponentRef,
-) -> Result<Option<ObservedComponent>, Error> {
-    let failed = |source| Error::kube("read", describe(component), source);
-    if kind == Kind::StatefulSet {
-        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &component.namespace);
-        let found = api.get_opt(&component.name).await.map_err(failed)?;
-        return Ok(found.as_ref().map(from_statefulset));
-    }
-    if kind == Kind::Service {
-        let api: Api<Service> = Api::namespaced(client.clone(), &component.namespace);
-        let found = api.get_opt(&component.name).await.map_err(failed)?;
-        return Ok(found.as_ref().map(from_service));
-    }
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &component.namespace,
-        &kinds::api_resource(kind),
-    );
-    let found = api
-        .get_metadata_opt(&component.name)
-        .await
-        .map_err(failed)?;
-    Ok(found.map(|meta| from_meta(kind, &meta.metadata)))
-}
-
-fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
+/// An object read by metadata, as Observe reports it.
+pub(crate) fn from_meta(kind: Kind, metadata: &ObjectMeta) -> ObservedComponent {
     let labels = metadata.labels.clone().unwrap_or_default();
     ObservedComponent {
         r#ref: Some(ComponentRef {
@@ -245,7 +179,7 @@ fn foreign_entries(metadata: &ObjectMeta) -> impl Iterator<Item = (&str, &Value)
 }
 
 /// A Service with its immutable fields (`spec.clusterIP`).
-fn from_service(service: &Service) -> ObservedComponent {
+pub(crate) fn from_service(service: &Service) -> ObservedComponent {
     ObservedComponent {
         immutable_fields: immutable::fields(&Object::Service(service.clone()))
             .into_iter()
@@ -272,7 +206,8 @@ fn foreign_managers(metadata: &ObjectMeta) -> Vec<String> {
     managers.into_iter().collect()
 }
 
-fn from_statefulset(statefulset: &StatefulSet) -> ObservedComponent {
+/// A StatefulSet with its replicas and immutable fields.
+pub(crate) fn from_statefulset(statefulset: &StatefulSet) -> ObservedComponent {
     ObservedComponent {
         replicas: Some(
             statefulset

@@ -43,11 +43,16 @@ use crate::{
     Error,
     ack_cache::{AckCache, Cached},
     apply,
+    cache::{Cache, CacheStats},
     calls::ApiCalls,
     client::{KubeClients, RateLimits},
     logs::{self, LogLimits},
     observe, plan, precondition,
 };
+
+/// How long Observe and Apply wait for the cache's first sync before
+/// refusing (gRPC UNAVAILABLE): the API server did not answer the lists.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest request (a plan) the executor accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -123,6 +128,7 @@ pub struct ExecutorService {
 struct Shared {
     config: ExecutorConfig,
     clients: KubeClients,
+    cache: Cache,
     acks: AckCache,
     installations: InstallationLocks,
     applies: Arc<Semaphore>,
@@ -131,10 +137,19 @@ struct Shared {
 
 impl ExecutorService {
     /// An executor for `config.namespace`, calling Kubernetes through `client`.
+    ///
+    /// Starts the watch-fed [`Cache`] of the namespace at once (its
+    /// watchers' calls count in [`ExecutorService::api_calls`]); must be
+    /// called within a Tokio runtime.
     pub fn new(config: ExecutorConfig, client: kube::Client) -> Self {
         let clients = KubeClients::new(client, config.rate_limits);
+        let cache = Cache::start(
+            clients.for_operation(&ApiCalls::default()),
+            &config.namespace,
+        );
         ExecutorService {
             shared: Arc::new(Shared {
+                cache,
                 acks: AckCache::new(config.ack_cache_capacity),
                 installations: InstallationLocks::default(),
                 applies: Arc::new(Semaphore::new(config.max_concurrent_applies.max(1))),
@@ -148,6 +163,18 @@ impl ExecutorService {
     /// Every Kubernetes API call made since start, by verb and resource.
     pub fn api_calls(&self) -> ApiCalls {
         self.shared.clients.calls().clone()
+    }
+
+    /// Waits until the cache has listed every kind once, at most
+    /// `timeout`; true when it has. Observe and Apply wait for it too
+    /// ([`CACHE_SYNC_TIMEOUT`]); a caller may wait first to report ready.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        self.shared.cache.synced(timeout).await
+    }
+
+    /// The cache's object count and whether it is synced, for a gauge.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.cache.stats()
     }
 
     /// Refuses new plans from now on and waits up to `grace` for running
@@ -251,6 +278,16 @@ impl Executor for ExecutorService {
 }
 
 impl Shared {
+    async fn wait_for_cache(&self) -> Result<(), Error> {
+        if self.cache.synced(CACHE_SYNC_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err(Error::NotSynced {
+                seconds: CACHE_SYNC_TIMEOUT.as_secs(),
+            })
+        }
+    }
+
     fn check_namespace(&self, namespace: &str) -> Result<(), Error> {
         if namespace == self.config.namespace {
             Ok(())
@@ -268,13 +305,14 @@ impl Shared {
         if request.installation.is_empty() {
             return Err(Error::invalid("no installation name"));
         }
-        let calls = ApiCalls::default();
-        let client = self.clients.for_operation(&calls);
-        let observed = observe::observe(&client, &self.config.namespace, &request).await;
+        self.wait_for_cache().await?;
+        let observed = observe::observe(&self.cache, &self.config.namespace, &request);
         tracing::info!(
-            components = observed.as_ref().map(|o| o.components.len()).unwrap_or_default(),
-            calls = %calls.summary(),
-            "observed"
+            components = observed
+                .as_ref()
+                .map(|o| o.components.len())
+                .unwrap_or_default(),
+            "observed from the cache"
         );
         observed
     }
@@ -313,10 +351,17 @@ impl Shared {
             Cached::Unknown => {}
         }
 
+        self.wait_for_cache().await?;
         let calls = ApiCalls::default();
         let client = self.clients.for_operation(&calls);
-        if let Err(refusal) =
-            precondition::check_all(&client, &mut steps, &tenant, &plan.installation).await
+        if let Err(refusal) = precondition::check_all(
+            &client,
+            &self.cache,
+            &mut steps,
+            &tenant,
+            &plan.installation,
+        )
+        .await
         {
             tracing::info!(calls = %calls.summary(), "preconditions checked");
             return Err(refusal);
@@ -333,8 +378,16 @@ impl Shared {
         let shared = self.clone();
         let check_first = self.config.dry_run_wave;
         let work = async move {
-            let ack =
-                apply::execute(&client, &plan, &steps, health_timeout, check_first, &events).await;
+            let ack = apply::execute(
+                &client,
+                &shared.cache,
+                &plan,
+                &steps,
+                health_timeout,
+                check_first,
+                &events,
+            )
+            .await;
             shared.acks.insert(&plan.id, &plan.digest, ack.clone());
             let error = ack
                 .error
