@@ -56,7 +56,6 @@ use futures::StreamExt as _;
 use crate::{
     Error,
     cache::Cache,
-    dry_run,
     error::{Problem, describe},
     health::{self, Assessment, Target},
     kinds::Kind,
@@ -69,10 +68,21 @@ use crate::{
 /// the plan, because stopping half-way would leave more to repair.
 pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
 
+/// The all-or-nothing check ([`dry_run::check`]) before the first write.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// No check (`--dry-run-wave=false`).
+    Skip,
+    /// Run it here, first (the apply's own tests).
+    #[cfg(test)]
+    Run,
+    /// Already run; its result.
+    Done(Result<BTreeMap<u32, String>, Error>),
+}
+
 /// Applies `steps` (checked, preconditions held) in [`waves`], waits for
-/// health when `health_timeout` is set, and returns the Ack. With
-/// `check_first`, the all-or-nothing check ([`dry_run::check`]) runs before
-/// the first write, and a refusal ends the plan with nothing written (not
+/// health when `health_timeout` is set, and returns the Ack. After the
+/// all-or-nothing `check`, a refusal ends the plan with nothing written (not
 /// even its Event). Every persisted write's result goes into `cache`.
 pub(crate) async fn execute(
     client: &Client,
@@ -80,18 +90,23 @@ pub(crate) async fn execute(
     plan: &Plan,
     steps: &[CheckedStep],
     health_timeout: Option<Duration>,
-    check_first: bool,
+    check: Check,
     events: &Events,
 ) -> Ack {
-    let notes = if check_first {
-        match dry_run::check(client, cache, steps).await {
-            Ok(notes) => notes,
-            Err(refusal) => return refused(plan, steps, refusal, events).await,
-        }
-    } else {
-        BTreeMap::new()
+    let checked = match check {
+        Check::Skip => Ok(BTreeMap::new()),
+        #[cfg(test)]
+        Check::Run => crate::dry_run::check(client, cache, steps).await,
+        Check::Done(result) => result,
     };
+    let notes = match checked {
+        Ok(notes) => notes,
+        Err(refusal) => return refused(plan, steps, refusal, events).await,
+    };
+    // Step events go out in the plan's order, each as soon as it and every
+    // step before it finished.
     let mut done: Vec<Option<StepOutcome>> = vec![None; steps.len()];
+    let mut sent = 0;
     let mut failures: Vec<(usize, Error)> = Vec::new();
     for wave in waves(steps) {
         if !failures.is_empty() {
@@ -121,29 +136,21 @@ pub(crate) async fn execute(
                     outcome
                 }
             };
-            let _ = events
-                .send(Ok(ApplyEvent {
-                    event: Some(apply_event::Event::Step(outcome.clone())),
-                }))
-                .await;
             done[at] = Some(outcome);
+            sent = stream_finished(&done, sent, events).await;
         }
     }
-    let mut outcomes = Vec::with_capacity(steps.len());
-    for (step, outcome) in steps.iter().zip(done) {
-        let outcome = match outcome {
-            Some(outcome) => outcome,
-            None => {
-                let outcome = skipped(step);
-                let _ = events
-                    .send(Ok(ApplyEvent {
-                        event: Some(apply_event::Event::Step(outcome.clone())),
-                    }))
-                    .await;
-                outcome
-            }
-        };
-        outcomes.push(outcome);
+    let outcomes: Vec<StepOutcome> = steps
+        .iter()
+        .zip(done)
+        .map(|(step, outcome)| outcome.unwrap_or_else(|| skipped(step)))
+        .collect();
+    for outcome in &outcomes[sent..] {
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
     }
     failures.sort_by_key(|(at, _)| *at);
     let mut error = failures
@@ -157,15 +164,19 @@ pub(crate) async fn execute(
         .iter()
         .all(|o| o.outcome == Outcome::Unchanged as i32);
     let known = match (&error, health_timeout) {
-        (None, Some(_)) if wrote_nothing => settled_in_cache(cache, &target),
+        (None, Some(_)) if wrote_nothing => known_in_cache(cache, &target),
         _ => None,
     };
-    let health = match (&error, health_timeout, known) {
-        (_, _, Some(health)) => health,
-        (None, Some(timeout), None) => {
-            let assessment = health::wait(client.clone(), &plan.namespace, &target, timeout)
-                .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
-                .await;
+    let health = match (&error, health_timeout) {
+        (None, Some(timeout)) => {
+            let assessment = match known {
+                Some(known) => known,
+                None => {
+                    health::wait(client.clone(), &plan.namespace, &target, timeout)
+                        .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
+                        .await
+                }
+            };
             match assessment {
                 Assessment::Settled(health) => health,
                 Assessment::Failed(health, summary) => {
@@ -207,6 +218,20 @@ pub(crate) async fn execute(
         record_event(client, plan, &target, &ack).await;
     }
     ack
+}
+
+/// Sends the events of the finished steps from `sent` on, up to the first
+/// unfinished one; returns how many are sent now.
+async fn stream_finished(done: &[Option<StepOutcome>], mut sent: usize, events: &Events) -> usize {
+    while let Some(Some(outcome)) = done.get(sent) {
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
+        sent += 1;
+    }
+    sent
 }
 
 /// A write failure, with what the plan wrote before it when it wrote
@@ -329,20 +354,26 @@ pub fn waves(steps: &[CheckedStep]) -> Vec<Vec<usize>> {
     waves
 }
 
-/// The health of a plan that wrote nothing, when the cache already shows
-/// its StatefulSet settled: ready at the desired replicas and current, or
-/// absent when absence is the aim. `None` (the health wait decides) for
-/// anything else, a stopped StatefulSet included (whether its pods are gone
-/// needs the pods).
-fn settled_in_cache(cache: &Cache, target: &Target) -> Option<Health> {
+/// The health of a plan that wrote nothing, from the cache's StatefulSet
+/// and pods, when that settles it: ready at the desired replicas and
+/// current, or absent when absence is the aim, or failing (a pod that will
+/// not start), unless the wait would replace failing pods of a previous
+/// revision. `None` (the health wait decides, with its own watches) for
+/// anything else, a stopped StatefulSet included.
+fn known_in_cache(cache: &Cache, target: &Target) -> Option<Assessment> {
     let entry = cache.get(Kind::StatefulSet, &target.statefulset);
     let statefulset = entry.as_ref().and_then(|e| e.statefulset.as_ref());
-    if statefulset.is_some() && target.desired_replicas == 0 {
-        return None;
-    }
-    match health::assess(target, statefulset, &[]) {
-        Assessment::Settled(health) => Some(health),
-        _ => None,
+    let pods = match statefulset {
+        Some(_) if target.desired_replicas == 0 => return None,
+        Some(statefulset) => {
+            cache.pods(&health::pod_selector(statefulset, &target.installation))?
+        }
+        None => Vec::new(),
+    };
+    match health::assess(target, statefulset, &pods) {
+        Assessment::Waiting(..) => None,
+        Assessment::Failed(..) if target.roll_forward.is_some() => None,
+        known => Some(known),
     }
 }
 
@@ -619,7 +650,7 @@ mod tests {
                 &plan,
                 &steps,
                 None,
-                false,
+                Check::Skip,
                 &events,
             )
             .await
@@ -698,7 +729,7 @@ mod tests {
                 &plan,
                 &steps,
                 None,
-                false,
+                Check::Skip,
                 &events,
             )
             .await
@@ -745,7 +776,16 @@ mod tests {
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
         let run = tokio::spawn(async move {
-            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                Check::Run,
+                &events,
+            )
+            .await
         });
 
         // Both dry runs are in flight before either is answered: one wave.
@@ -795,7 +835,16 @@ mod tests {
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
         let run = tokio::spawn(async move {
-            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                Check::Run,
+                &events,
+            )
+            .await
         });
 
         let (_, uri, _, respond) = next(&mut handle).await;
@@ -848,7 +897,16 @@ mod tests {
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
         let run = tokio::spawn(async move {
-            execute(&client, &Cache::empty(), &plan, &steps, None, true, &events).await
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                Check::Run,
+                &events,
+            )
+            .await
         });
 
         let gone = || {

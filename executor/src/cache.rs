@@ -22,6 +22,10 @@
 //!   spec replicas and status the health check reads. The object itself is
 //!   dropped.
 //! - ResourceQuotas: kept whole (a namespace has a handful).
+//! - Pods labelled `k8sworker.io/installation`: reduced to name, labels,
+//!   owner, deletion mark, and their status's phase, conditions and
+//!   container states, so that a plan that writes nothing is answered
+//!   healthy (or failing) without a watch of its own.
 //!
 //! Facts the cache does not keep, read from the API server when needed:
 //! the full `managedFields` of an object another manager wrote, for an
@@ -58,18 +62,21 @@ use std::{
 use futures::{Stream, StreamExt as _};
 use k8s_openapi::api::{
     apps::v1::{StatefulSet, StatefulSetSpec},
-    core::v1::{ResourceQuota, Service},
+    core::v1::{Pod, PodStatus, ResourceQuota, Service},
 };
 use k8sworker_core::labels;
 use k8sworker_proto::v1::ObservedComponent;
 use kube::{
-    Api, Client,
+    Api,
     api::{DynamicObject, ObjectMeta, PartialObjectMeta},
     runtime::{WatchStreamExt as _, watcher},
 };
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
+    calls::ApiCalls,
+    client::KubeClients,
     kinds::{self, Kind},
     observe,
     precondition::Found,
@@ -102,6 +109,9 @@ pub struct CacheStats {
 #[derive(Debug, Default)]
 struct Store {
     synced: bool,
+    /// The API server's refusal of the last initial list (403: the Role
+    /// does not allow it), until a list succeeds.
+    refused: Option<Box<kube::core::Status>>,
     objects: HashMap<String, Arc<Entry>>,
     /// The list being received after an `Init`; swapped in at `InitDone`.
     building: Option<HashMap<String, Arc<Entry>>>,
@@ -109,19 +119,35 @@ struct Store {
     deleted: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-struct Quotas {
+/// Objects kept whole (or reduced to a smaller object of their type).
+#[derive(Debug)]
+struct Kept<K> {
     synced: bool,
-    /// `None`: the executor may not list ResourceQuotas (a Role from before
-    /// the quota check); the check is then left to the API server.
-    items: Option<BTreeMap<String, ResourceQuota>>,
-    building: Option<BTreeMap<String, ResourceQuota>>,
+    /// `None`: the executor may not list them (a Role from before the
+    /// quota check, for ResourceQuotas); what needs them does without.
+    items: Option<BTreeMap<String, K>>,
+    building: Option<BTreeMap<String, K>>,
+}
+
+impl<K> Default for Kept<K> {
+    fn default() -> Self {
+        Kept {
+            synced: false,
+            items: None,
+            building: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct State {
     kinds: Mutex<BTreeMap<Kind, Store>>,
-    quotas: Mutex<Quotas>,
+    quotas: Mutex<Kept<ResourceQuota>>,
+    /// The installations' pods (label `k8sworker.io/installation`), reduced
+    /// to what the health check reads.
+    pods: Mutex<Kept<Pod>>,
+    /// The calls the watchers made.
+    calls: ApiCalls,
     /// Bumped on every change of sync state.
     changed: watch::Sender<u64>,
 }
@@ -161,17 +187,20 @@ impl Cache {
         Cache {
             state: Arc::new(State {
                 kinds: Mutex::new(WATCHED.into_iter().map(|k| (k, Store::default())).collect()),
-                quotas: Mutex::new(Quotas::default()),
+                quotas: Mutex::new(Kept::default()),
+                pods: Mutex::new(Kept::default()),
+                calls: ApiCalls::default(),
                 changed: watch::channel(0).0,
             }),
         }
     }
 
-    /// A cache of `namespace`, fed by watchers spawned now over `client`
-    /// (which counts and rate-limits their calls). The watchers run for as
-    /// long as the process.
-    pub fn start(client: Client, namespace: &str) -> Cache {
+    /// A cache of `namespace`, fed by watchers spawned now over the
+    /// clients `clients` hands out (counted, rate-limited). The watchers
+    /// run for as long as the process.
+    pub fn start(clients: &KubeClients, namespace: &str) -> Cache {
         let cache = Cache::empty();
+        let client = clients.for_operation(&cache.state.calls);
         for kind in WATCHED {
             let cache = cache.clone();
             let (client, namespace) = (client.clone(), namespace.to_owned());
@@ -208,8 +237,22 @@ impl Cache {
             });
         }
         let quotas = cache.clone();
-        let api: Api<ResourceQuota> = Api::namespaced(client, namespace);
-        tokio::spawn(async move { quotas.feed_quotas(api).await });
+        let api: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace);
+        tokio::spawn(async move {
+            let config = watcher::Config::default().page_size(PAGE_SIZE);
+            quotas
+                .feed_kept(api, config, |state| &state.quotas, |quota| quota)
+                .await
+        });
+        let pods = cache.clone();
+        let api: Api<Pod> = Api::namespaced(client, namespace);
+        tokio::spawn(async move {
+            let config = watcher::Config::default()
+                .page_size(PAGE_SIZE)
+                .labels(labels::INSTALLATION);
+            pods.feed_kept(api, config, |state| &state.pods, reduce_pod)
+                .await
+        });
         cache
     }
 
@@ -224,6 +267,12 @@ impl Cache {
                 Ok(event) => self.apply_event(kind, event, &reduce),
                 Err(error) => {
                     tracing::warn!(kind = kind.as_str(), %error, "watch failed; retrying");
+                    if let watcher::Error::InitialListFailed(kube::Error::Api(status)) = error
+                        && status.code == 403
+                    {
+                        lock(&self.state.kinds).entry(kind).or_default().refused = Some(status);
+                        self.state.changed.send_modify(|n| *n += 1);
+                    }
                 }
             }
         }
@@ -258,6 +307,7 @@ impl Cache {
                 }
                 store.objects = listed;
                 store.deleted.clear();
+                store.refused = None;
                 let first = !store.synced;
                 store.synced = true;
                 drop(kinds);
@@ -288,44 +338,61 @@ impl Cache {
         }
     }
 
-    async fn feed_quotas(&self, api: Api<ResourceQuota>) {
-        let config = watcher::Config::default().page_size(PAGE_SIZE);
+    async fn feed_kept<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        slot: fn(&State) -> &Mutex<Kept<K>>,
+        reduce: fn(K) -> K,
+    ) where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Send
+            + 'static,
+    {
+        let kind = K::kind(&()).into_owned();
         let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
         while let Some(event) = stream.next().await {
-            let mut quotas = lock(&self.state.quotas);
+            let mut kept = lock(slot(&self.state));
+            let name = |object: &K| object.meta().name.clone().unwrap_or_default();
             match event {
-                Ok(watcher::Event::Init) => quotas.building = Some(BTreeMap::new()),
-                Ok(watcher::Event::InitApply(quota)) => {
-                    let name = quota.metadata.name.clone().unwrap_or_default();
-                    quotas.building.get_or_insert_default().insert(name, quota);
+                Ok(watcher::Event::Init) => kept.building = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(object)) => {
+                    let object = reduce(object);
+                    kept.building
+                        .get_or_insert_default()
+                        .insert(name(&object), object);
                 }
                 Ok(watcher::Event::InitDone) => {
-                    quotas.items = Some(quotas.building.take().unwrap_or_default());
-                    quotas.synced = true;
-                    drop(quotas);
+                    kept.items = Some(kept.building.take().unwrap_or_default());
+                    kept.synced = true;
+                    drop(kept);
                     self.state.changed.send_modify(|n| *n += 1);
                 }
-                Ok(watcher::Event::Apply(quota)) => {
-                    let name = quota.metadata.name.clone().unwrap_or_default();
-                    quotas.items.get_or_insert_default().insert(name, quota);
+                Ok(watcher::Event::Apply(object)) => {
+                    let object = reduce(object);
+                    kept.items
+                        .get_or_insert_default()
+                        .insert(name(&object), object);
                 }
-                Ok(watcher::Event::Delete(quota)) => {
-                    if let (Some(items), Some(name)) = (quotas.items.as_mut(), &quota.metadata.name)
-                    {
-                        items.remove(name);
+                Ok(watcher::Event::Delete(object)) => {
+                    if let Some(items) = kept.items.as_mut() {
+                        items.remove(&name(&object));
                     }
                 }
                 Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                    if status.code == 403 && !quotas.synced =>
+                    if status.code == 403 && !kept.synced =>
                 {
-                    tracing::warn!(error = %status.message, "cannot list ResourceQuotas; the quota check is left to the API server");
-                    quotas.items = None;
-                    quotas.synced = true;
-                    drop(quotas);
+                    tracing::warn!(%kind, error = %status.message, "cannot list them; doing without");
+                    kept.items = None;
+                    kept.synced = true;
+                    drop(kept);
                     self.state.changed.send_modify(|n| *n += 1);
                     return;
                 }
-                Err(error) => tracing::warn!(%error, "ResourceQuota watch failed; retrying"),
+                Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
             }
         }
     }
@@ -334,20 +401,67 @@ impl Cache {
     pub fn stats(&self) -> CacheStats {
         let kinds = lock(&self.state.kinds);
         let quotas = lock(&self.state.quotas);
+        let pods = lock(&self.state.pods);
         CacheStats {
             objects: kinds.values().map(|s| s.objects.len()).sum::<usize>()
-                + quotas.items.as_ref().map_or(0, BTreeMap::len),
-            synced: kinds.values().all(|s| s.synced) && quotas.synced,
+                + quotas.items.as_ref().map_or(0, BTreeMap::len)
+                + pods.items.as_ref().map_or(0, BTreeMap::len),
+            synced: kinds.values().all(|s| s.synced) && quotas.synced && pods.synced,
         }
     }
 
+    /// Whether every watcher has listed and then started its watch: from
+    /// then on the cache makes no call until a watch ends (the API server
+    /// closes one after a few minutes; it resumes from where it was).
+    pub fn watching(&self) -> bool {
+        self.stats().synced
+            && self.state.calls.count(|call| call.verb == "watch") >= WATCHED.len() as u64 + 2
+    }
+
+    /// The pods of the installations whose labels include every
+    /// `key=value` pair of `selector` (comma-separated, as
+    /// [`crate::health`] builds it), reduced; `None` before the first list
+    /// or when the executor may not list pods.
+    pub fn pods(&self, selector: &str) -> Option<Vec<Pod>> {
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        let pods = lock(&self.state.pods);
+        if !pods.synced {
+            return None;
+        }
+        Some(
+            pods.items
+                .as_ref()?
+                .values()
+                .filter(|pod| {
+                    let labels = pod.metadata.labels.as_ref();
+                    wanted.iter().all(|(key, value)| {
+                        labels.and_then(|l| l.get(*key)).map(String::as_str) == Some(*value)
+                    })
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A kind whose initial list the API server refused (403), with its
+    /// answer; the watcher keeps retrying.
+    pub fn refused(&self) -> Option<(Kind, kube::core::Status)> {
+        lock(&self.state.kinds)
+            .iter()
+            .find_map(|(kind, store)| Some((*kind, (**store.refused.as_ref()?).clone())))
+    }
+
     /// Waits until every kind has finished its initial list, at most
-    /// `timeout`; false when it has not.
+    /// `timeout`; false when it has not, or at once when the API server
+    /// refused a list ([`Cache::refused`]).
     pub async fn synced(&self, timeout: Duration) -> bool {
         let mut changed = self.state.changed.subscribe();
         let wait = async {
             loop {
-                if self.stats().synced {
+                if self.stats().synced || self.refused().is_some() {
                     return;
                 }
                 if changed.changed().await.is_err() {
@@ -499,6 +613,33 @@ fn reduce_service(service: &Service) -> Entry {
         observed: observe::from_service(service),
         found: Found::from_object_meta(&kept_labels(&service.metadata)),
         statefulset: None,
+    }
+}
+
+/// A pod as the health check reads it: name, labels, owner, deletion, and
+/// its status's phase, conditions and container states; the spec and the
+/// rest are dropped.
+fn reduce_pod(pod: Pod) -> Pod {
+    let status = pod.status.map(|status| PodStatus {
+        phase: status.phase,
+        conditions: status.conditions,
+        container_statuses: status.container_statuses,
+        init_container_statuses: status.init_container_statuses,
+        ..Default::default()
+    });
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name,
+            namespace: pod.metadata.namespace,
+            uid: pod.metadata.uid,
+            resource_version: pod.metadata.resource_version,
+            labels: pod.metadata.labels,
+            owner_references: pod.metadata.owner_references,
+            deletion_timestamp: pod.metadata.deletion_timestamp,
+            ..Default::default()
+        },
+        spec: None,
+        status,
     }
 }
 

@@ -59,7 +59,12 @@ pub const CONCURRENCY: usize = 8;
 /// Returns a note per step index whose write goes out unchecked (an
 /// admission webhook that does not support dry runs), for its outcome.
 ///
+/// The dry run of a CREATE is its must-not-exist check too (the cache may
+/// not have seen an object created an instant ago): the API server answers
+/// it with a resourceVersion only when the object exists.
+///
 /// # Errors
+/// [`Error::Stale`] when an object a CREATE expects absent exists;
 /// [`Error::QuotaExceeded`] or [`Error::DryRunRefused`], nothing written;
 /// [`Error::Kube`] when the quotas or the StatefulSet could not be read.
 pub(crate) async fn check(
@@ -99,10 +104,25 @@ pub(crate) async fn check(
         .await;
 
     let mut refused = Vec::new();
+    let mut existing = Vec::new();
     let mut conflict = false;
     let mut notes = BTreeMap::new();
     for (step, result) in results {
-        let Err(error) = result else { continue };
+        let error = match result {
+            // The dry run of a create answers with a resourceVersion only
+            // when the object exists: it appeared after the plan's observe.
+            Ok(outcome)
+                if step.action == Action::Create && !outcome.resource_version.is_empty() =>
+            {
+                existing.push(Problem {
+                    component: step.component.clone(),
+                    detail: format!("exists (uid {}), the plan expected it absent", outcome.uid),
+                });
+                continue;
+            }
+            Ok(_) => continue,
+            Err(error) => error,
+        };
         let source = match &error {
             Error::Kube { source, .. } => Some(source),
             _ => None,
@@ -126,9 +146,11 @@ pub(crate) async fn check(
             },
         });
     }
-    span.record("refused", refused.len());
+    span.record("refused", refused.len() + existing.len());
     span.record("unchecked", notes.len());
-    if refused.is_empty() {
+    if !existing.is_empty() {
+        Err(Error::Stale(existing))
+    } else if refused.is_empty() {
         Ok(notes)
     } else {
         Err(Error::DryRunRefused { refused, conflict })

@@ -30,7 +30,7 @@ mod apply;
 pub mod cache;
 pub mod calls;
 pub mod client;
-mod dry_run;
+pub(crate) mod dry_run;
 pub mod error;
 pub mod health;
 pub mod kinds;

@@ -202,20 +202,48 @@ pub fn verdict(
 /// reported ahead of stale ones. An UPDATE of an object another field
 /// manager wrote may have to take fields over; its object's
 /// `managedFields`, which the cache does not keep, are read (one metadata
-/// read, the only API call here) and it gets its [`CheckedStep::handover`].
+/// read) and it gets its [`CheckedStep::handover`].
+///
+/// With `read_creates` (no dry-run wave follows, whose dry run of a CREATE
+/// finds an object the cache has not seen yet), the object of each CREATE
+/// the cache says is absent is read by metadata, as before the cache.
 pub async fn check_all(
     client: &Client,
     cache: &Cache,
     steps: &mut [CheckedStep],
     tenant: &Tenant,
     installation: &str,
+    read_creates: bool,
 ) -> Result<(), Error> {
     let mut found: Vec<Read> = Vec::new();
     for (index, step) in steps.iter().enumerate() {
         if step.expectation == Expectation::Unchecked {
             continue;
         }
+        let api = || -> Api<DynamicObject> {
+            Api::namespaced_with(
+                client.clone(),
+                &step.component.namespace,
+                &kinds::api_resource(step.kind),
+            )
+        };
+        let failed = |source| Error::kube("read", crate::error::describe(&step.component), source);
         let entry = cache.get(step.kind, &step.component.name);
+        if entry.is_none() && read_creates && step.action == Action::Create {
+            let read = api()
+                .get_metadata_opt(&step.component.name)
+                .await
+                .map_err(failed)?;
+            if let Some(meta) = read {
+                found.push((
+                    index,
+                    Some(Found::from_object_meta(&meta.metadata)),
+                    None,
+                    None,
+                ));
+                continue;
+            }
+        }
         let whole =
             step.action == Action::Update && matches!(step.kind, Kind::StatefulSet | Kind::Service);
         let fields = entry.as_ref().filter(|_| whole).map(|entry| {
@@ -230,16 +258,10 @@ pub async fn check_all(
             Some(entry)
                 if step.action == Action::Update && !entry.observed.foreign_managers.is_empty() =>
             {
-                let api: Api<DynamicObject> = Api::namespaced_with(
-                    client.clone(),
-                    &step.component.namespace,
-                    &kinds::api_resource(step.kind),
-                );
-                api.get_metadata_opt(&step.component.name)
+                api()
+                    .get_metadata_opt(&step.component.name)
                     .await
-                    .map_err(|source| {
-                        Error::kube("read", crate::error::describe(&step.component), source)
-                    })?
+                    .map_err(failed)?
                     .and_then(|meta| meta.metadata.managed_fields)
             }
             _ => None,

@@ -42,10 +42,11 @@ use tracing::{Instrument as _, instrument};
 use crate::{
     Error,
     ack_cache::{AckCache, Cached},
-    apply,
+    apply::{self, Check},
     cache::{Cache, CacheStats},
     calls::ApiCalls,
     client::{KubeClients, RateLimits},
+    dry_run,
     logs::{self, LogLimits},
     observe, plan, precondition,
 };
@@ -143,10 +144,7 @@ impl ExecutorService {
     /// called within a Tokio runtime.
     pub fn new(config: ExecutorConfig, client: kube::Client) -> Self {
         let clients = KubeClients::new(client, config.rate_limits);
-        let cache = Cache::start(
-            clients.for_operation(&ApiCalls::default()),
-            &config.namespace,
-        );
+        let cache = Cache::start(&clients, &config.namespace);
         ExecutorService {
             shared: Arc::new(Shared {
                 cache,
@@ -168,8 +166,18 @@ impl ExecutorService {
     /// Waits until the cache has listed every kind once, at most
     /// `timeout`; true when it has. Observe and Apply wait for it too
     /// ([`CACHE_SYNC_TIMEOUT`]); a caller may wait first to report ready.
+    /// Once synced, it waits (within the same bound) for every watcher to
+    /// have started its watch, so that calls counted from then on are the
+    /// operations' own.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        self.shared.cache.synced(timeout).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.shared.cache.synced(timeout).await {
+            return false;
+        }
+        while !self.shared.cache.watching() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// The cache's object count and whether it is synced, for a gauge.
@@ -278,13 +286,22 @@ impl Executor for ExecutorService {
 }
 
 impl Shared {
+    /// Waits for the cache's first sync; a list the API server refuses
+    /// (the Role) is that refusal, a sync that does not come in time
+    /// [`Error::NotSynced`].
     async fn wait_for_cache(&self) -> Result<(), Error> {
         if self.cache.synced(CACHE_SYNC_TIMEOUT).await {
-            Ok(())
-        } else {
-            Err(Error::NotSynced {
+            return Ok(());
+        }
+        match self.cache.refused() {
+            Some((kind, status)) => Err(Error::kube(
+                "list",
+                format!("{} in {}", kind.plural(), self.config.namespace),
+                kube::Error::Api(Box::new(status)),
+            )),
+            None => Err(Error::NotSynced {
                 seconds: CACHE_SYNC_TIMEOUT.as_secs(),
-            })
+            }),
         }
     }
 
@@ -354,18 +371,34 @@ impl Shared {
         self.wait_for_cache().await?;
         let calls = ApiCalls::default();
         let client = self.clients.for_operation(&calls);
+        let check_first = self.config.dry_run_wave;
         if let Err(refusal) = precondition::check_all(
             &client,
             &self.cache,
             &mut steps,
             &tenant,
             &plan.installation,
+            !check_first,
         )
         .await
         {
             tracing::info!(calls = %calls.summary(), "preconditions checked");
             return Err(refusal);
         }
+        // The all-or-nothing check; an object a CREATE expects absent that
+        // exists (the cache had not seen it yet) is a stale plan, refused
+        // like any other before the stream begins.
+        let check = if check_first {
+            match dry_run::check(&client, &self.cache, &steps).await {
+                Err(stale @ Error::Stale(_)) => {
+                    tracing::info!(calls = %calls.summary(), "an object to create exists");
+                    return Err(stale);
+                }
+                checked => Check::Done(checked),
+            }
+        } else {
+            Check::Skip
+        };
 
         let health_timeout = request.wait_for_health.then(|| {
             match request.health_timeout_seconds {
@@ -376,7 +409,6 @@ impl Shared {
         });
         let (events, stream) = mpsc::channel(plan.steps.len() + 1);
         let shared = self.clone();
-        let check_first = self.config.dry_run_wave;
         let work = async move {
             let ack = apply::execute(
                 &client,
@@ -384,7 +416,7 @@ impl Shared {
                 &plan,
                 &steps,
                 health_timeout,
-                check_first,
+                check,
                 &events,
             )
             .await;

