@@ -5,6 +5,7 @@
 
 mod all_or_nothing;
 mod apply;
+mod cache;
 mod crash;
 mod health;
 mod immutable;
