@@ -10,6 +10,7 @@ mod crash;
 mod health;
 mod immutable;
 mod managers;
+mod memory;
 mod observe_logs;
 mod policy;
 mod process;
