@@ -178,7 +178,16 @@ pub(crate) async fn execute(
                 }
             };
             match assessment {
-                Assessment::Settled(health) => health,
+                Assessment::Settled(health) => {
+                    // The wait saw the deleted StatefulSet gone; the cache
+                    // must not answer older than that.
+                    if target.expect_absent
+                        && let Some(uid) = deleted_statefulset(&outcomes, &target)
+                    {
+                        cache.deleted(Kind::StatefulSet, &target.statefulset, uid);
+                    }
+                    health
+                }
                 Assessment::Failed(health, summary) => {
                     error = Some(Error::Unhealthy {
                         installation: plan.installation.clone(),
@@ -218,6 +227,20 @@ pub(crate) async fn execute(
         record_event(client, plan, &target, &ack).await;
     }
     ack
+}
+
+/// The uid of the StatefulSet the plan deleted, when it did.
+fn deleted_statefulset<'a>(outcomes: &'a [StepOutcome], target: &Target) -> Option<&'a str> {
+    outcomes
+        .iter()
+        .find(|o| {
+            o.action == Action::Delete as i32
+                && o.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == "StatefulSet" && c.name == target.statefulset)
+        })
+        .map(|o| o.uid.as_str())
+        .filter(|uid| !uid.is_empty())
 }
 
 /// Sends the events of the finished steps from `sent` on, up to the first
