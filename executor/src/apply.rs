@@ -553,6 +553,28 @@ mod tests {
     use k8sworker_proto::v1::Step;
     use serde_json::json;
 
+    /// Runs `execute` in a task with an empty cache and no health wait.
+    fn spawn_execute(
+        client: Client,
+        plan: Plan,
+        steps: Vec<CheckedStep>,
+        check: Check,
+        events: Events,
+    ) -> tokio::task::JoinHandle<Ack> {
+        tokio::spawn(async move {
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                check,
+                &events,
+            )
+            .await
+        })
+    }
+
     fn mk_delete_sts(name: &str) -> Step {
         Step {
             action: Action::Delete as i32,
@@ -666,18 +688,7 @@ mod tests {
         let plan = mk_plan(vec![update, delete, scale]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move {
-            execute(
-                &client,
-                &Cache::empty(),
-                &plan,
-                &steps,
-                None,
-                Check::Skip,
-                &events,
-            )
-            .await
-        });
+        let run = spawn_execute(client, plan, steps, Check::Skip, events);
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -745,18 +756,7 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move {
-            execute(
-                &client,
-                &Cache::empty(),
-                &plan,
-                &steps,
-                None,
-                Check::Skip,
-                &events,
-            )
-            .await
-        });
+        let run = spawn_execute(client, plan, steps, Check::Skip, events);
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -798,18 +798,7 @@ mod tests {
         ]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move {
-            execute(
-                &client,
-                &Cache::empty(),
-                &plan,
-                &steps,
-                None,
-                Check::Run,
-                &events,
-            )
-            .await
-        });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         // Both dry runs are in flight before either is answered: one wave.
         let first = next(&mut handle).await;
@@ -857,18 +846,7 @@ mod tests {
         let plan = mk_plan(vec![mk_create(&mk_config_map("a", "inst"))]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move {
-            execute(
-                &client,
-                &Cache::empty(),
-                &plan,
-                &steps,
-                None,
-                Check::Run,
-                &events,
-            )
-            .await
-        });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         let (_, uri, _, respond) = next(&mut handle).await;
         assert!(uri.contains("dryRun=All"), "{uri}");
@@ -919,18 +897,7 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run = tokio::spawn(async move {
-            execute(
-                &client,
-                &Cache::empty(),
-                &plan,
-                &steps,
-                None,
-                Check::Run,
-                &events,
-            )
-            .await
-        });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         let gone = || {
             json_response(

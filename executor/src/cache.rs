@@ -78,8 +78,7 @@ use crate::{
     calls::ApiCalls,
     client::KubeClients,
     kinds::{self, Kind},
-    observe,
-    precondition::Found,
+    reduce::{self, Found},
 };
 
 /// Objects per page of a watcher's initial list.
@@ -158,15 +157,9 @@ pub struct Cache {
     state: Arc<State>,
 }
 
-/// The kinds the cache watches, besides ResourceQuotas.
-pub const WATCHED: [Kind; 6] = [
-    Kind::ConfigMap,
-    Kind::Secret,
-    Kind::Service,
-    Kind::StatefulSet,
-    Kind::Ingress,
-    Kind::PersistentVolumeClaim,
-];
+/// The kinds the cache watches as objects of an installation (besides
+/// ResourceQuotas and pods): every kind an executor may touch.
+pub const WATCHED: [Kind; 6] = Kind::ALL;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -602,7 +595,7 @@ fn kept_labels(metadata: &ObjectMeta) -> ObjectMeta {
 
 fn reduce_meta(kind: Kind, metadata: &ObjectMeta) -> Entry {
     Entry {
-        observed: observe::from_meta(kind, metadata),
+        observed: reduce::from_meta(kind, metadata),
         found: Found::from_object_meta(&kept_labels(metadata)),
         statefulset: None,
     }
@@ -610,7 +603,7 @@ fn reduce_meta(kind: Kind, metadata: &ObjectMeta) -> Entry {
 
 fn reduce_service(service: &Service) -> Entry {
     Entry {
-        observed: observe::from_service(service),
+        observed: reduce::from_service(service),
         found: Found::from_object_meta(&kept_labels(&service.metadata)),
         statefulset: None,
     }
@@ -658,7 +651,7 @@ fn reduce_statefulset(statefulset: &StatefulSet) -> Entry {
         status: statefulset.status.clone(),
     };
     Entry {
-        observed: observe::from_statefulset(statefulset),
+        observed: reduce::from_statefulset(statefulset),
         found: Found::from_object_meta(&kept_labels(&statefulset.metadata)),
         statefulset: Some(health),
     }

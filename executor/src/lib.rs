@@ -39,6 +39,7 @@ pub mod observe;
 pub mod plan;
 pub mod precondition;
 pub mod rbac;
+mod reduce;
 mod rollout;
 pub mod server;
 mod write;

@@ -20,8 +20,6 @@
 //! such a plan already; this second line keeps a plan from another planner
 //! from stopping half-way at the API server's refusal.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8sworker_core::component::{ComponentId, Object};
 use k8sworker_core::immutable;
@@ -29,12 +27,10 @@ use k8sworker_core::labels;
 use k8sworker_core::managed;
 use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_proto::v1::Action;
-use kube::{
-    Api, Client,
-    api::{DynamicObject, ObjectMeta},
-};
+use kube::{Api, Client, api::DynamicObject};
 use serde_json::Value;
 
+pub use crate::reduce::{Found, owner};
 use crate::{
     Error,
     cache::Cache,
@@ -43,39 +39,6 @@ use crate::{
     plan::{CheckedStep, Expectation},
 };
 
-/// What the executor found at a step's name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Found {
-    /// `metadata.uid`.
-    pub uid: String,
-    /// `metadata.resourceVersion`.
-    pub resource_version: String,
-    /// `metadata.labels`; the installation of an object from before owner
-    /// records is read from them.
-    pub labels: BTreeMap<String, String>,
-    /// The owner annotation, when present.
-    pub owner_record: Option<String>,
-    /// It has a deletion timestamp: it is on its way out.
-    pub deleting: bool,
-}
-
-impl Found {
-    /// The facts of an object's metadata.
-    pub fn from_object_meta(metadata: &ObjectMeta) -> Self {
-        Found {
-            uid: metadata.uid.clone().unwrap_or_default(),
-            resource_version: metadata.resource_version.clone().unwrap_or_default(),
-            labels: metadata.labels.clone().unwrap_or_default(),
-            owner_record: metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::OWNER))
-                .cloned(),
-            deleting: metadata.deletion_timestamp.is_some(),
-        }
-    }
-}
-
 /// Why a precondition does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -83,14 +46,6 @@ pub enum Refusal {
     Stale(String),
     /// The object exists but is not this installation's.
     NotOwned(String),
-}
-
-/// The installation an object belongs to, by its labels: the value of
-/// `k8sworker.io/installation` when `app.kubernetes.io/managed-by` is ours.
-pub fn owner(labels: &BTreeMap<String, String>) -> Option<&str> {
-    (labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER))
-        .then(|| labels.get(labels::INSTALLATION).map(String::as_str))
-        .flatten()
 }
 
 /// Whose a step's object must be: the owner record it must carry.
@@ -338,6 +293,7 @@ fn typed(kind: Kind, object: &Value) -> Option<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tenant() -> Tenant {
         Tenant::new("acme", "c1").unwrap()

@@ -24,15 +24,7 @@ use kube::{
 };
 use tonic::transport::Channel;
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
+use crate::process::rss_kib;
 
 /// The executor binary serving `ns` on `port`.
 fn spawn(identity: &ExecutorIdentity, ns: &str, port: u16) -> tokio::process::Child {
