@@ -5,7 +5,8 @@
 //! The objects are written directly by the admin client, as k8sworker's
 //! field manager would (server-side apply, the rendered objects), not
 //! through plans, so the figure is the cache's and not the apply path's;
-//! the StatefulSets run 0 replicas (no pods to create on a shared cluster).
+//! the StatefulSets run 0 replicas (no pods to create on a shared cluster)
+//! and the port Services are headless (no ClusterIP to allocate).
 //! N is `K8SWORKER_RSS_INSTALLATIONS` (default 100; issue 13's figure is
 //! for 1,000), the binary `K8SWORKER_EXECUTOR_BIN` (default the debug
 //! build; the figures worth reporting are a release build's).
@@ -117,7 +118,19 @@ async fn the_executor_holds_installations_in_bounded_memory() {
                 render::render(&plans::installation(&request), &cluster, &Ancillaries::default())
                     .expect("rendered")
                     .into_iter()
-                    .map(|component| component.object.to_json())
+                    .map(|component| {
+                        let mut object = component.object.to_json();
+                        // The test cluster's service range holds a few
+                        // hundred ClusterIPs: every Service is headless here.
+                        if object["kind"] == "Service" {
+                            object["spec"]["clusterIP"] = "None".into();
+                            object["spec"]["type"] = "ClusterIP".into();
+                            if let Some(ports) = object["spec"]["ports"].as_array_mut() {
+                                ports.iter_mut().for_each(|port| drop(port.as_object_mut().map(|p| p.remove("nodePort"))));
+                            }
+                        }
+                        object
+                    })
             })
             .collect();
         assert_eq!(objects.len(), count * 6);
