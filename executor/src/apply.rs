@@ -51,8 +51,11 @@ use kube::{
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use futures::StreamExt as _;
+
 use crate::{
-    Error, dry_run,
+    Error,
+    cache::Cache,
     error::{Problem, describe},
     health::{self, Assessment, Target},
     kinds::Kind,
@@ -65,34 +68,59 @@ use crate::{
 /// the plan, because stopping half-way would leave more to repair.
 pub(crate) type Events = mpsc::Sender<Result<ApplyEvent, tonic::Status>>;
 
-/// Applies `steps` (checked, preconditions held), waits for health when
-/// `health_timeout` is set, and returns the Ack. With `check_first`, the
-/// all-or-nothing check ([`dry_run::check`]) runs before the first write,
-/// and a refusal ends the plan with nothing written (not even its Event).
+/// The all-or-nothing check ([`dry_run::check`]) before the first write.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// No check (`--dry-run-wave=false`).
+    Skip,
+    /// Run it here, first (the apply's own tests).
+    #[cfg(test)]
+    Run,
+    /// Already run; its result.
+    Done(Result<BTreeMap<u32, String>, Error>),
+}
+
+/// Applies `steps` (checked, preconditions held) in [`waves`], waits for
+/// health when `health_timeout` is set, and returns the Ack. After the
+/// all-or-nothing `check`, a refusal ends the plan with nothing written (not
+/// even its Event). Every persisted write's result goes into `cache`.
 pub(crate) async fn execute(
     client: &Client,
+    cache: &Cache,
     plan: &Plan,
     steps: &[CheckedStep],
     health_timeout: Option<Duration>,
-    check_first: bool,
+    check: Check,
     events: &Events,
 ) -> Ack {
     let writing = std::time::Instant::now();
-    let notes = if check_first {
-        match dry_run::check(client, steps).await {
-            Ok(notes) => notes,
-            Err(refusal) => return refused(plan, steps, refusal, events).await,
-        }
-    } else {
-        BTreeMap::new()
+    let checked = match check {
+        Check::Skip => Ok(BTreeMap::new()),
+        #[cfg(test)]
+        Check::Run => crate::dry_run::check(client, cache, steps).await,
+        Check::Done(result) => result,
     };
-    let mut outcomes = Vec::with_capacity(steps.len());
-    let mut error = None;
-    for step in steps {
-        let outcome = if error.is_some() {
-            skipped(step)
-        } else {
-            match write_step(client, step).await {
+    let notes = match checked {
+        Ok(notes) => notes,
+        Err(refusal) => return refused(plan, steps, refusal, events).await,
+    };
+    // Step events go out in the plan's order, each as soon as it and every
+    // step before it finished.
+    let mut done: Vec<Option<StepOutcome>> = vec![None; steps.len()];
+    let mut sent = 0;
+    let mut failures: Vec<(usize, Error)> = Vec::new();
+    for wave in waves(steps) {
+        if !failures.is_empty() {
+            break;
+        }
+        let writes = wave.into_iter().map(|at| {
+            let step = &steps[at];
+            async move { (at, write_step(client, cache, step).await) }
+        });
+        let mut finished = futures::stream::iter(writes).buffer_unordered(WAVE_CONCURRENCY);
+        while let Some((at, result)) = finished.next().await {
+            let step = &steps[at];
+            let outcome = match result {
                 Ok(mut outcome) => {
                     if let Some(note) = notes.get(&step.index) {
                         outcome.message = format!("{}; {note}", outcome.message);
@@ -105,32 +133,63 @@ pub(crate) async fn execute(
                         message: failure.to_string(),
                         ..skipped(step)
                     };
-                    error = Some(failure);
+                    failures.push((at, failure));
                     outcome
                 }
-            }
-        };
+            };
+            done[at] = Some(outcome);
+            sent = stream_finished(&done, sent, events).await;
+        }
+    }
+    let outcomes: Vec<StepOutcome> = steps
+        .iter()
+        .zip(done)
+        .map(|(step, outcome)| outcome.unwrap_or_else(|| skipped(step)))
+        .collect();
+    for outcome in &outcomes[sent..] {
         let _ = events
             .send(Ok(ApplyEvent {
                 event: Some(apply_event::Event::Step(outcome.clone())),
             }))
             .await;
-        outcomes.push(outcome);
     }
-    crate::metrics::applied(writing.elapsed(), error.is_none());
-    if let Some(failure) = error.take() {
-        error = Some(partly_written(failure, &outcomes));
-    }
+    crate::metrics::applied(writing.elapsed(), failures.is_empty());
+    failures.sort_by_key(|(at, _)| *at);
+    let mut error = failures
+        .into_iter()
+        .next()
+        .map(|(_, failure)| partly_written(failure, &outcomes));
 
     let mut target = health_target(plan, steps);
     target.roll_forward = rollout::owner(plan, &outcomes);
+    let wrote_nothing = outcomes
+        .iter()
+        .all(|o| o.outcome == Outcome::Unchanged as i32);
+    let known = match (&error, health_timeout) {
+        (None, Some(_)) if wrote_nothing => known_in_cache(cache, &target),
+        _ => None,
+    };
     let health = match (&error, health_timeout) {
         (None, Some(timeout)) => {
-            let assessment = health::wait(client.clone(), &plan.namespace, &target, timeout)
-                .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
-                .await;
+            let assessment = match known {
+                Some(known) => known,
+                None => {
+                    health::wait(client.clone(), &plan.namespace, &target, timeout)
+                        .instrument(tracing::info_span!("health", statefulset = %target.statefulset, desired = target.desired_replicas))
+                        .await
+                }
+            };
             match assessment {
-                Assessment::Settled(health) => health,
+                Assessment::Settled(health) => {
+                    // The wait saw the deleted StatefulSet gone; the cache
+                    // must not answer older than that.
+                    if target.expect_absent
+                        && let Some(uid) = deleted_statefulset(&outcomes, &target)
+                    {
+                        cache.deleted(Kind::StatefulSet, &target.statefulset, uid);
+                    }
+                    health
+                }
                 Assessment::Failed(health, summary) => {
                     error = Some(Error::Unhealthy {
                         installation: plan.installation.clone(),
@@ -170,6 +229,34 @@ pub(crate) async fn execute(
         record_event(client, plan, &target, &ack).await;
     }
     ack
+}
+
+/// The uid of the StatefulSet the plan deleted, when it did.
+fn deleted_statefulset<'a>(outcomes: &'a [StepOutcome], target: &Target) -> Option<&'a str> {
+    outcomes
+        .iter()
+        .find(|o| {
+            o.action == Action::Delete as i32
+                && o.component
+                    .as_ref()
+                    .is_some_and(|c| c.kind == "StatefulSet" && c.name == target.statefulset)
+        })
+        .map(|o| o.uid.as_str())
+        .filter(|uid| !uid.is_empty())
+}
+
+/// Sends the events of the finished steps from `sent` on, up to the first
+/// unfinished one; returns how many are sent now.
+async fn stream_finished(done: &[Option<StepOutcome>], mut sent: usize, events: &Events) -> usize {
+    while let Some(Some(outcome)) = done.get(sent) {
+        let _ = events
+            .send(Ok(ApplyEvent {
+                event: Some(apply_event::Event::Step(outcome.clone())),
+            }))
+            .await;
+        sent += 1;
+    }
+    sent
 }
 
 /// A write failure, with what the plan wrote before it when it wrote
@@ -250,6 +337,71 @@ fn skipped(step: &CheckedStep) -> StepOutcome {
     }
 }
 
+/// Writes in flight at once within a wave; the shared client-side rate
+/// limit paces them further.
+pub const WAVE_CONCURRENCY: usize = 8;
+
+/// The plan's steps (positions in `steps`) in dependency waves, each in
+/// the plan's order: what a wave writes does not depend on anything in the
+/// same wave, and everything it depends on is in an earlier one.
+///
+/// Creates and updates: ConfigMaps, Secrets and the headless Service
+/// (`clusterIP: None`; the StatefulSet names it), then the StatefulSet
+/// (its pods mount those), then the port Services and Ingresses (which
+/// route to the pods). Deletes go the other way round: what routes to the
+/// pods first, then the StatefulSet, then what its pods mount. A NOOP is
+/// placed like a write of its kind; it sends nothing.
+pub fn waves(steps: &[CheckedStep]) -> Vec<Vec<usize>> {
+    let rank = |step: &CheckedStep| -> usize {
+        let headless = step
+            .object
+            .as_ref()
+            .and_then(|object| object.pointer("/spec/clusterIP"))
+            .and_then(serde_json::Value::as_str)
+            == Some("None");
+        let rank = match step.kind {
+            Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim => 0,
+            Kind::Service if headless => 0,
+            Kind::StatefulSet => 1,
+            Kind::Service | Kind::Ingress => 2,
+        };
+        if step.action == Action::Delete {
+            2 - rank
+        } else {
+            rank
+        }
+    };
+    let mut waves = vec![Vec::new(); 3];
+    for (at, step) in steps.iter().enumerate() {
+        waves[rank(step)].push(at);
+    }
+    waves.retain(|wave| !wave.is_empty());
+    waves
+}
+
+/// The health of a plan that wrote nothing, from the cache's StatefulSet
+/// and pods, when that settles it: ready at the desired replicas and
+/// current, or absent when absence is the aim, or failing (a pod that will
+/// not start), unless the wait would replace failing pods of a previous
+/// revision. `None` (the health wait decides, with its own watches) for
+/// anything else, a stopped StatefulSet included.
+fn known_in_cache(cache: &Cache, target: &Target) -> Option<Assessment> {
+    let entry = cache.get(Kind::StatefulSet, &target.statefulset);
+    let statefulset = entry.as_ref().and_then(|e| e.statefulset.as_ref());
+    let pods = match statefulset {
+        Some(_) if target.desired_replicas == 0 => return None,
+        Some(statefulset) => {
+            cache.pods(&health::pod_selector(statefulset, &target.installation))?
+        }
+        None => Vec::new(),
+    };
+    match health::assess(target, statefulset, &pods) {
+        Assessment::Waiting(..) => None,
+        Assessment::Failed(..) if target.roll_forward.is_some() => None,
+        known => Some(known),
+    }
+}
+
 /// The StatefulSet the plan is about: its own StatefulSet step, else the
 /// installation's name (the StatefulSet is always named after it).
 fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
@@ -265,7 +417,11 @@ fn health_target(plan: &Plan, steps: &[CheckedStep]) -> Target {
     }
 }
 
-async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, Error> {
+async fn write_step(
+    client: &Client,
+    cache: &Cache,
+    step: &CheckedStep,
+) -> Result<StepOutcome, Error> {
     let span = tracing::info_span!(
         "step",
         otel.name = %format!("{} {}", step.action.as_str_name().trim_start_matches("ACTION_"), describe(&step.component)),
@@ -275,7 +431,7 @@ async fn write_step(client: &Client, step: &CheckedStep) -> Result<StepOutcome, 
         k8s.name = %step.component.name,
         outcome = tracing::field::Empty,
     );
-    let result = write::send(client, step, Mode::Persist)
+    let result = write::send(client, step, Mode::Persist, Some(cache))
         .instrument(span.clone())
         .await;
     let outcome = match &result {
@@ -399,6 +555,28 @@ mod tests {
     use k8sworker_proto::v1::Step;
     use serde_json::json;
 
+    /// Runs `execute` in a task with an empty cache and no health wait.
+    fn spawn_execute(
+        client: Client,
+        plan: Plan,
+        steps: Vec<CheckedStep>,
+        check: Check,
+        events: Events,
+    ) -> tokio::task::JoinHandle<Ack> {
+        tokio::spawn(async move {
+            execute(
+                &client,
+                &Cache::empty(),
+                &plan,
+                &steps,
+                None,
+                check,
+                &events,
+            )
+            .await
+        })
+    }
+
     fn mk_delete_sts(name: &str) -> Step {
         Step {
             action: Action::Delete as i32,
@@ -512,10 +690,7 @@ mod tests {
         let plan = mk_plan(vec![update, delete, scale]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(
-                async move { execute(&client, &plan, &steps, None, false, &events).await },
-            );
+        let run = spawn_execute(client, plan, steps, Check::Skip, events);
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -583,10 +758,7 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(
-                async move { execute(&client, &plan, &steps, None, false, &events).await },
-            );
+        let run = spawn_execute(client, plan, steps, Check::Skip, events);
 
         let (method, uri, body, respond) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -628,8 +800,7 @@ mod tests {
         ]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, mut stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         // Both dry runs are in flight before either is answered: one wave.
         let first = next(&mut handle).await;
@@ -677,8 +848,7 @@ mod tests {
         let plan = mk_plan(vec![mk_create(&mk_config_map("a", "inst"))]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         let (_, uri, _, respond) = next(&mut handle).await;
         assert!(uri.contains("dryRun=All"), "{uri}");
@@ -729,8 +899,7 @@ mod tests {
         }]);
         let steps = validate(&plan, "ns-a", &Policy::default()).unwrap();
         let (events, _stream) = mpsc::channel(8);
-        let run =
-            tokio::spawn(async move { execute(&client, &plan, &steps, None, true, &events).await });
+        let run = spawn_execute(client, plan, steps, Check::Run, events);
 
         let gone = || {
             json_response(

@@ -4,9 +4,9 @@
 //! [`check`] runs after the preconditions held and before the first write:
 //!
 //! 1. **Quota.** When the plan creates, updates or scales the StatefulSet,
-//!    the namespace's ResourceQuotas are listed (one call) and, when there
-//!    are any, the pods the StatefulSet would run are compared with their
-//!    room ([`k8sworker_core::resource_quota::check`]; an update or a scale
+//!    the namespace's ResourceQuotas (as the executor's watch-fed cache
+//!    holds them: no call) are, when there are any, compared with the pods
+//!    the StatefulSet would run ([`k8sworker_core::resource_quota::check`]; an update or a scale
 //!    reads the current StatefulSet too, for what its pods already use). A
 //!    quota on pod resources is charged when the pods are created, which
 //!    the StatefulSet's dry run cannot see.
@@ -35,17 +35,15 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::ResourceQuota};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8sworker_core::resource_quota::{self, Pods};
 use k8sworker_proto::v1::Action;
-use kube::{
-    Api, Client,
-    api::{ListParams, ResourceExt as _},
-};
+use kube::{Api, Client, api::ResourceExt as _};
 use tracing::Instrument as _;
 
 use crate::{
     Error,
+    cache::Cache,
     error::{Problem, api_reason, api_status, describe},
     kinds::Kind,
     plan::CheckedStep,
@@ -61,14 +59,20 @@ pub const CONCURRENCY: usize = 8;
 /// Returns a note per step index whose write goes out unchecked (an
 /// admission webhook that does not support dry runs), for its outcome.
 ///
+/// The dry run of a CREATE is its must-not-exist check too (the cache may
+/// not have seen an object created an instant ago): the API server answers
+/// it with a resourceVersion only when the object exists.
+///
 /// # Errors
+/// [`Error::Stale`] when an object a CREATE expects absent exists;
 /// [`Error::QuotaExceeded`] or [`Error::DryRunRefused`], nothing written;
 /// [`Error::Kube`] when the quotas or the StatefulSet could not be read.
 pub(crate) async fn check(
     client: &Client,
+    cache: &Cache,
     steps: &[CheckedStep],
 ) -> Result<BTreeMap<u32, String>, Error> {
-    quota(client, steps)
+    quota(client, cache, steps)
         .instrument(tracing::info_span!("quota check"))
         .await?;
     let writes: Vec<&CheckedStep> = steps
@@ -88,7 +92,7 @@ pub(crate) async fn check(
         .map(|step| {
             let (client, step) = (client.clone(), step.clone());
             async move {
-                let result = write::send(&client, &step, Mode::DryRun).await;
+                let result = write::send(&client, &step, Mode::DryRun, None).await;
                 (step, result)
             }
         })
@@ -100,10 +104,25 @@ pub(crate) async fn check(
         .await;
 
     let mut refused = Vec::new();
+    let mut existing = Vec::new();
     let mut conflict = false;
     let mut notes = BTreeMap::new();
     for (step, result) in results {
-        let Err(error) = result else { continue };
+        let error = match result {
+            // The dry run of a create answers with a resourceVersion only
+            // when the object exists: it appeared after the plan's observe.
+            Ok(outcome)
+                if step.action == Action::Create && !outcome.resource_version.is_empty() =>
+            {
+                existing.push(Problem {
+                    component: step.component.clone(),
+                    detail: format!("exists (uid {}), the plan expected it absent", outcome.uid),
+                });
+                continue;
+            }
+            Ok(_) => continue,
+            Err(error) => error,
+        };
         let source = match &error {
             Error::Kube { source, .. } => Some(source),
             _ => None,
@@ -127,9 +146,11 @@ pub(crate) async fn check(
             },
         });
     }
-    span.record("refused", refused.len());
+    span.record("refused", refused.len() + existing.len());
     span.record("unchecked", notes.len());
-    if refused.is_empty() {
+    if !existing.is_empty() {
+        Err(Error::Stale(existing))
+    } else if refused.is_empty() {
         Ok(notes)
     } else {
         Err(Error::DryRunRefused { refused, conflict })
@@ -152,9 +173,10 @@ pub(crate) fn dry_run_unsupported(error: &kube::Error) -> Option<String> {
 }
 
 /// Refuses a plan whose StatefulSet's pods would not fit the namespace's
-/// ResourceQuotas. Costs one list when the plan writes the StatefulSet, and
-/// one get more for an update or scale when there is a quota.
-async fn quota(client: &Client, steps: &[CheckedStep]) -> Result<(), Error> {
+/// ResourceQuotas (as the cache holds them: no call). An update or scale
+/// reads the current StatefulSet when there is a quota, for what its pods
+/// already use (the cache does not keep pod templates).
+async fn quota(client: &Client, cache: &Cache, steps: &[CheckedStep]) -> Result<(), Error> {
     let Some(step) = steps.iter().find(|step| {
         step.kind == Kind::StatefulSet
             && matches!(step.action, Action::Create | Action::Update | Action::Scale)
@@ -162,22 +184,10 @@ async fn quota(client: &Client, steps: &[CheckedStep]) -> Result<(), Error> {
         return Ok(());
     };
     let namespace = &step.component.namespace;
-    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace);
-    let quotas = match quotas.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        // An executor deployed with a Role from before this check: the
-        // quota is left to the API server, as it was then.
-        Err(source) if api_status(&source) == Some(403) => {
-            tracing::warn!(error = %api_reason(&source), "cannot list ResourceQuotas; quota check skipped");
-            return Ok(());
-        }
-        Err(source) => {
-            return Err(Error::kube(
-                "list",
-                format!("ResourceQuotas of namespace {namespace}"),
-                source,
-            ));
-        }
+    // An executor deployed with a Role from before this check cannot list
+    // them: the quota is left to the API server, as it was then.
+    let Some(quotas) = cache.quotas() else {
+        return Ok(());
     };
     if quotas.is_empty() {
         return Ok(());

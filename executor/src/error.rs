@@ -166,6 +166,14 @@ pub enum Error {
         progress: String,
     },
 
+    /// The executor's cache has not finished its first list of the
+    /// namespace; nothing was read or written.
+    #[error("executor is not ready: its cache of the namespace did not sync within {seconds} s")]
+    NotSynced {
+        /// How long it waited.
+        seconds: u64,
+    },
+
     /// The executor stopped taking plans (SIGTERM); nothing was written.
     #[error("executor is shutting down; retry against its replacement")]
     ShuttingDown,
@@ -223,7 +231,7 @@ impl Error {
             Error::TenantNotAllowed { .. } => ErrorCode::TenantNotAllowed,
             Error::Unhealthy { .. } => ErrorCode::Unhealthy,
             Error::Timeout { .. } => ErrorCode::Timeout,
-            Error::ShuttingDown => ErrorCode::Internal,
+            Error::ShuttingDown | Error::NotSynced { .. } => ErrorCode::Internal,
             Error::DryRunRefused { conflict: true, .. } => ErrorCode::StalePlan,
             Error::DryRunRefused { .. } | Error::QuotaExceeded(_) => ErrorCode::KubernetesApi,
             Error::PartlyWritten { source, .. } => source.code(),
@@ -278,7 +286,7 @@ impl Error {
             Error::DryRunRefused { conflict: true, .. } => tonic::Code::Aborted,
             Error::PartlyWritten { source, .. } => source.grpc_code(),
             Error::Timeout { .. } => tonic::Code::DeadlineExceeded,
-            Error::ShuttingDown => tonic::Code::Unavailable,
+            Error::ShuttingDown | Error::NotSynced { .. } => tonic::Code::Unavailable,
             Error::Kube { source, .. } => match api_status(source) {
                 Some(403) => tonic::Code::PermissionDenied,
                 Some(404) => tonic::Code::NotFound,

@@ -261,7 +261,7 @@ fn by_name<K: kube::Resource<DynamicType = ()> + Clone + 'static>(store: &Store<
 }
 
 /// The label selector of the StatefulSet's pods.
-fn pod_selector(statefulset: &StatefulSet, installation: &str) -> String {
+pub(crate) fn pod_selector(statefulset: &StatefulSet, installation: &str) -> String {
     let match_labels = statefulset
         .spec
         .as_ref()

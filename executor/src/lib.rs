@@ -2,11 +2,14 @@
 //! and only in its own namespace.
 //!
 //! ```text
-//! planner ──Observe──▶ observe ──lists/gets──▶ API server
+//! API server ──watches (one paginated list per kind at start)──▶ cache
+//! planner ──Observe──▶ observe (from the cache, no API call)
 //!         ──Apply────▶ plan::validate ─▶ precondition::check_all ─▶ apply::execute ─▶ health::wait
-//!                      (no API call)      (reads, refuse if stale)   (dry_run::check,   (watches)
-//!                                                                     then SSA, deletes,
-//!                                                                     scale)
+//!                      (no API call)      (the cache; refuse if     (dry_run::check,   (watches; none
+//!                                          stale or not owned)       then SSA, deletes, when nothing
+//!                                                                    scale, in waves)   was written and
+//!                                                                                       the cache shows
+//!                                                                                       it settled)
 //!         ◀──────────── one ApplyEvent per step, then the Ack (cached by plan id)
 //!         ──FetchLogs─▶ logs
 //! ```
@@ -24,9 +27,10 @@
 
 pub mod ack_cache;
 mod apply;
+pub mod cache;
 pub mod calls;
 pub mod client;
-mod dry_run;
+pub(crate) mod dry_run;
 pub mod error;
 pub mod health;
 pub mod kinds;
@@ -36,6 +40,7 @@ pub mod observe;
 pub mod plan;
 pub mod precondition;
 pub mod rbac;
+mod reduce;
 mod rollout;
 pub mod server;
 mod write;

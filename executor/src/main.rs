@@ -193,6 +193,16 @@ async fn main() -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     let executor = ExecutorService::new(config, client);
+    // Ready once the cache has listed the namespace (one paginated list per
+    // kind); until then nothing listens, so a readiness probe fails.
+    if !executor
+        .ready(k8sworker_executor::server::CACHE_SYNC_TIMEOUT)
+        .await
+    {
+        tracing::warn!(
+            "the cache of the namespace has not synced yet; serving anyway, calls wait for it"
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

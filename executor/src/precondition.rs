@@ -1,27 +1,25 @@
 //! Whether the state a plan was computed from still holds.
 //!
-//! Before the first write of a plan, every step's object is read once
-//! (metadata only, so a Secret's data never leaves the API server) and
-//! compared with the step's [`Expectation`]: must-not-exist, or exactly the
-//! observed uid and resourceVersion. One stale step refuses the whole plan.
-//! An existing object whose owner record (`k8sworker.io/owner`) does not
-//! name the plan's tenant, installation and the object itself is reported
-//! as not owned, never touched; the one exception is an object from before
-//! owner records (this installation's two labels, no record), which a
-//! create or update may meet (the update adopts it by writing the record). The writes that follow repeat the
-//! check atomically on the server (resourceVersion in the applied object,
-//! delete preconditions), so the read here is what makes a refused plan cost
-//! nothing, and the server-side check is what makes a race harmless.
+//! Before the first write of a plan, every step's object is looked up in
+//! the executor's synced [`Cache`] (no API call) and compared with the
+//! step's [`Expectation`]: must-not-exist, or exactly the observed uid and
+//! resourceVersion. One stale step refuses the whole plan. An existing
+//! object whose owner record (`k8sworker.io/owner`) does not name the plan's
+//! tenant, installation and the object itself is reported as not owned,
+//! never touched; the one exception is an object from before owner records
+//! (this installation's two labels, no record), which a create or update
+//! may meet (the update adopts it by writing the record). The writes that
+//! follow repeat the check atomically on the server (resourceVersion in the
+//! applied object, delete preconditions), so the check here is what makes a
+//! refused plan cost nothing, and the server-side check is what makes a
+//! race, or a cache that lags another writer, harmless.
 //!
-//! An update of a StatefulSet or Service reads the whole object instead, and
-//! is refused when it would change a field the API server never lets an
-//! update change ([`k8sworker_core::immutable`]): the planner refuses such a
-//! plan already; this second line keeps a plan from another planner from
-//! stopping half-way at the API server's refusal.
+//! An update of a StatefulSet or Service is refused when it would change a
+//! field the API server never lets an update change
+//! ([`k8sworker_core::immutable`], kept by the cache): the planner refuses
+//! such a plan already; this second line keeps a plan from another planner
+//! from stopping half-way at the API server's refusal.
 
-use std::collections::BTreeMap;
-
-use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8sworker_core::component::{ComponentId, Object};
 use k8sworker_core::immutable;
@@ -29,54 +27,17 @@ use k8sworker_core::labels;
 use k8sworker_core::managed;
 use k8sworker_core::owner::{OwnerRecord, Tenant};
 use k8sworker_proto::v1::Action;
-use kube::{
-    Api, Client,
-    api::{DynamicObject, ObjectMeta, PartialObjectMeta},
-};
+use kube::{Api, Client, api::DynamicObject};
 use serde_json::Value;
 
+pub use crate::reduce::{Found, owner};
 use crate::{
     Error,
+    cache::Cache,
     error::Problem,
     kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
 };
-
-/// What the executor found at a step's name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Found {
-    /// `metadata.uid`.
-    pub uid: String,
-    /// `metadata.resourceVersion`.
-    pub resource_version: String,
-    /// `metadata.labels`; the installation of an object from before owner
-    /// records is read from them.
-    pub labels: BTreeMap<String, String>,
-    /// The owner annotation, when present.
-    pub owner_record: Option<String>,
-    /// It has a deletion timestamp: it is on its way out.
-    pub deleting: bool,
-}
-
-impl Found {
-    fn from_meta(meta: &PartialObjectMeta<DynamicObject>) -> Self {
-        Found::from_object_meta(&meta.metadata)
-    }
-
-    fn from_object_meta(metadata: &ObjectMeta) -> Self {
-        Found {
-            uid: metadata.uid.clone().unwrap_or_default(),
-            resource_version: metadata.resource_version.clone().unwrap_or_default(),
-            labels: metadata.labels.clone().unwrap_or_default(),
-            owner_record: metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::OWNER))
-                .cloned(),
-            deleting: metadata.deletion_timestamp.is_some(),
-        }
-    }
-}
 
 /// Why a precondition does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,14 +46,6 @@ pub enum Refusal {
     Stale(String),
     /// The object exists but is not this installation's.
     NotOwned(String),
-}
-
-/// The installation an object belongs to, by its labels: the value of
-/// `k8sworker.io/installation` when `app.kubernetes.io/managed-by` is ours.
-pub fn owner(labels: &BTreeMap<String, String>) -> Option<&str> {
-    (labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER))
-        .then(|| labels.get(labels::INSTALLATION).map(String::as_str))
-        .flatten()
 }
 
 /// Whose a step's object must be: the owner record it must carry.
@@ -113,6 +66,16 @@ impl Expected {
         }
     }
 }
+
+/// What one check found: the step's index, the object, its immutable
+/// fields (updates of StatefulSets and Services only) and, when read, its
+/// managedFields.
+type Read = (
+    usize,
+    Option<Found>,
+    Option<immutable::Fields>,
+    Option<Vec<ManagedFieldsEntry>>,
+);
 
 /// Compares what was found with what the step expects. An object being
 /// deleted satisfies only a delete: writing to it would be lost a moment later.
@@ -189,74 +152,77 @@ pub fn verdict(
     }
 }
 
-/// Reads every checked step's object and refuses the plan when any
-/// precondition fails; not-owned objects are reported ahead of stale ones.
-/// An UPDATE that would leave another manager's fields behind in a subtree
-/// it removes gets its [`CheckedStep::handover`].
+/// Checks every checked step's object against the synced `cache` and
+/// refuses the plan when any precondition fails; not-owned objects are
+/// reported ahead of stale ones. An UPDATE of an object another field
+/// manager wrote may have to take fields over; its object's
+/// `managedFields`, which the cache does not keep, are read (one metadata
+/// read) and it gets its [`CheckedStep::handover`].
+///
+/// With `read_creates` (no dry-run wave follows, whose dry run of a CREATE
+/// finds an object the cache has not seen yet), the object of each CREATE
+/// the cache says is absent is read by metadata, as before the cache.
 pub async fn check_all(
     client: &Client,
+    cache: &Cache,
     steps: &mut [CheckedStep],
     tenant: &Tenant,
     installation: &str,
+    read_creates: bool,
 ) -> Result<(), Error> {
-    let reads: Vec<_> = steps
-        .iter()
-        .enumerate()
-        .filter(|(_, step)| step.expectation != Expectation::Unchecked)
-        .map(|(index, step)| {
-            let api: Api<DynamicObject> = Api::namespaced_with(
+    let mut found: Vec<Read> = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        if step.expectation == Expectation::Unchecked {
+            continue;
+        }
+        let api = || -> Api<DynamicObject> {
+            Api::namespaced_with(
                 client.clone(),
                 &step.component.namespace,
                 &kinds::api_resource(step.kind),
-            );
-            let name = step.component.name.clone();
-            let target = crate::error::describe(&step.component);
-            let kind = step.kind;
-            let whole = step.action == Action::Update
-                && matches!(step.kind, Kind::StatefulSet | Kind::Service);
-            async move {
-                let failed = |source| Error::kube("read", target, source);
-                if !whole {
-                    let found = api.get_metadata_opt(&name).await.map_err(failed)?;
-                    let managed = found
-                        .as_ref()
-                        .and_then(|m| m.metadata.managed_fields.clone());
-                    return Ok::<_, Error>((
-                        index,
-                        found.as_ref().map(Found::from_meta),
-                        None,
-                        managed,
-                    ));
-                }
-                let found = api.get_opt(&name).await.map_err(failed)?;
-                let fields = found.as_ref().and_then(|object| {
-                    typed(kind, &serde_json::to_value(object).ok()?)
-                        .map(|typed| immutable::fields(&typed))
-                });
-                let managed = found
-                    .as_ref()
-                    .and_then(|o| o.metadata.managed_fields.clone());
-                Ok((
+            )
+        };
+        let failed = |source| Error::kube("read", crate::error::describe(&step.component), source);
+        let entry = cache.get(step.kind, &step.component.name);
+        if entry.is_none() && read_creates && step.action == Action::Create {
+            let read = api()
+                .get_metadata_opt(&step.component.name)
+                .await
+                .map_err(failed)?;
+            if let Some(meta) = read {
+                found.push((
                     index,
-                    found.map(|object| Found::from_object_meta(&object.metadata)),
-                    fields,
-                    managed,
-                ))
+                    Some(Found::from_object_meta(&meta.metadata)),
+                    None,
+                    None,
+                ));
+                continue;
             }
-        })
-        .collect();
-    /// What one read found: the step's index, the object, its immutable
-    /// fields (whole reads only) and its managedFields.
-    type Read = (
-        usize,
-        Option<Found>,
-        Option<immutable::Fields>,
-        Option<Vec<ManagedFieldsEntry>>,
-    );
-    let found: Vec<Read> = futures::stream::iter(reads)
-        .buffered(4)
-        .try_collect()
-        .await?;
+        }
+        let whole =
+            step.action == Action::Update && matches!(step.kind, Kind::StatefulSet | Kind::Service);
+        let fields = entry.as_ref().filter(|_| whole).map(|entry| {
+            entry
+                .observed
+                .immutable_fields
+                .clone()
+                .into_iter()
+                .collect()
+        });
+        let managed = match &entry {
+            Some(entry)
+                if step.action == Action::Update && !entry.observed.foreign_managers.is_empty() =>
+            {
+                api()
+                    .get_metadata_opt(&step.component.name)
+                    .await
+                    .map_err(failed)?
+                    .and_then(|meta| meta.metadata.managed_fields)
+            }
+            _ => None,
+        };
+        found.push((index, entry.map(|e| e.found.clone()), fields, managed));
+    }
 
     let mut stale = Vec::new();
     let mut not_owned = Vec::new();
@@ -327,6 +293,7 @@ fn typed(kind: Kind, object: &Value) -> Option<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tenant() -> Tenant {
         Tenant::new("acme", "c1").unwrap()

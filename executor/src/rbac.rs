@@ -41,13 +41,15 @@ pub const REQUIRED: &[(&str, &str, &[&str])] = &[
     ("", "configmaps", &WRITE),
     ("", "secrets", &WRITE),
     ("networking.k8s.io", "ingresses", &WRITE),
-    ("", "persistentvolumeclaims", &["get", "list"]),
+    // list and watch: the cache knows whether a referenced claim exists.
+    ("", "persistentvolumeclaims", &["get", "list", "watch"]),
     // delete: a deploy replaces its StatefulSet's pods that fail to start
     // at a previous revision (`rollout`).
     ("", "pods", &["get", "list", "watch", "delete"]),
     ("", "pods/log", &["get"]),
     ("", "events", &["list", "watch", "create"]),
-    ("", "resourcequotas", &["list"]),
+    // list and watch: the cache holds them for the quota check.
+    ("", "resourcequotas", &["list", "watch"]),
 ];
 
 const WRITE: [&str; 7] = [

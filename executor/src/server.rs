@@ -43,12 +43,18 @@ use tracing::{Instrument as _, instrument};
 use crate::{
     Error,
     ack_cache::{AckCache, Cached},
-    apply,
+    apply::{self, Check},
+    cache::{Cache, CacheStats},
     calls::ApiCalls,
     client::{KubeClients, RateLimits},
+    dry_run,
     logs::{self, LogLimits},
     observe, plan, precondition,
 };
+
+/// How long Observe and Apply wait for the cache's first sync before
+/// refusing (gRPC UNAVAILABLE): the API server did not answer the lists.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest request (a plan) the executor accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -124,6 +130,7 @@ pub struct ExecutorService {
 struct Shared {
     config: ExecutorConfig,
     clients: KubeClients,
+    cache: Cache,
     acks: AckCache,
     installations: InstallationLocks,
     applies: Arc<Semaphore>,
@@ -132,10 +139,16 @@ struct Shared {
 
 impl ExecutorService {
     /// An executor for `config.namespace`, calling Kubernetes through `client`.
+    ///
+    /// Starts the watch-fed [`Cache`] of the namespace at once (its
+    /// watchers' calls count in [`ExecutorService::api_calls`]); must be
+    /// called within a Tokio runtime.
     pub fn new(config: ExecutorConfig, client: kube::Client) -> Self {
         let clients = KubeClients::new(client, config.rate_limits);
+        let cache = Cache::start(&clients, &config.namespace);
         ExecutorService {
             shared: Arc::new(Shared {
+                cache,
                 acks: AckCache::new(config.ack_cache_capacity),
                 installations: InstallationLocks::default(),
                 applies: Arc::new(Semaphore::new(config.max_concurrent_applies.max(1))),
@@ -149,6 +162,28 @@ impl ExecutorService {
     /// Every Kubernetes API call made since start, by verb and resource.
     pub fn api_calls(&self) -> ApiCalls {
         self.shared.clients.calls().clone()
+    }
+
+    /// Waits until the cache has listed every kind once, at most
+    /// `timeout`; true when it has. Observe and Apply wait for it too
+    /// ([`CACHE_SYNC_TIMEOUT`]); a caller may wait first to report ready.
+    /// Once synced, it waits (within the same bound) for every watcher to
+    /// have started its watch, so that calls counted from then on are the
+    /// operations' own.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.shared.cache.synced(timeout).await {
+            return false;
+        }
+        while !self.shared.cache.watching() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// The cache's object count and whether it is synced, for a gauge.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.cache.stats()
     }
 
     /// Refuses new plans from now on and waits up to `grace` for running
@@ -265,6 +300,25 @@ impl Executor for ExecutorService {
 }
 
 impl Shared {
+    /// Waits for the cache's first sync; a list the API server refuses
+    /// (the Role) is that refusal, a sync that does not come in time
+    /// [`Error::NotSynced`].
+    async fn wait_for_cache(&self) -> Result<(), Error> {
+        if self.cache.synced(CACHE_SYNC_TIMEOUT).await {
+            return Ok(());
+        }
+        match self.cache.refused() {
+            Some((kind, status)) => Err(Error::kube(
+                "list",
+                format!("{} in {}", kind.plural(), self.config.namespace),
+                kube::Error::Api(Box::new(status)),
+            )),
+            None => Err(Error::NotSynced {
+                seconds: CACHE_SYNC_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
     fn check_namespace(&self, namespace: &str) -> Result<(), Error> {
         if namespace == self.config.namespace {
             Ok(())
@@ -282,13 +336,14 @@ impl Shared {
         if request.installation.is_empty() {
             return Err(Error::invalid("no installation name"));
         }
-        let calls = ApiCalls::default();
-        let client = self.clients.for_operation(&calls);
-        let observed = observe::observe(&client, &self.config.namespace, &request).await;
+        self.wait_for_cache().await?;
+        let observed = observe::observe(&self.cache, &self.config.namespace, &request);
         tracing::info!(
-            components = observed.as_ref().map(|o| o.components.len()).unwrap_or_default(),
-            calls = %calls.summary(),
-            "observed"
+            components = observed
+                .as_ref()
+                .map(|o| o.components.len())
+                .unwrap_or_default(),
+            "observed from the cache"
         );
         observed
     }
@@ -327,14 +382,37 @@ impl Shared {
             Cached::Unknown => {}
         }
 
+        self.wait_for_cache().await?;
         let calls = ApiCalls::default();
         let client = self.clients.for_operation(&calls);
-        if let Err(refusal) =
-            precondition::check_all(&client, &mut steps, &tenant, &plan.installation).await
+        let check_first = self.config.dry_run_wave;
+        if let Err(refusal) = precondition::check_all(
+            &client,
+            &self.cache,
+            &mut steps,
+            &tenant,
+            &plan.installation,
+            !check_first,
+        )
+        .await
         {
             tracing::info!(calls = %calls.summary(), "preconditions checked");
             return Err(refusal);
         }
+        // The all-or-nothing check; an object a CREATE expects absent that
+        // exists (the cache had not seen it yet) is a stale plan, refused
+        // like any other before the stream begins.
+        let check = if check_first {
+            match dry_run::check(&client, &self.cache, &steps).await {
+                Err(stale @ Error::Stale(_)) => {
+                    tracing::info!(calls = %calls.summary(), "an object to create exists");
+                    return Err(stale);
+                }
+                checked => Check::Done(checked),
+            }
+        } else {
+            Check::Skip
+        };
 
         let health_timeout = request.wait_for_health.then(|| {
             match request.health_timeout_seconds {
@@ -345,11 +423,18 @@ impl Shared {
         });
         let (events, stream) = mpsc::channel(plan.steps.len() + 1);
         let shared = self.clone();
-        let check_first = self.config.dry_run_wave;
         let applying = crate::metrics::Applying::start();
         let work = async move {
-            let ack =
-                apply::execute(&client, &plan, &steps, health_timeout, check_first, &events).await;
+            let ack = apply::execute(
+                &client,
+                &shared.cache,
+                &plan,
+                &steps,
+                health_timeout,
+                check,
+                &events,
+            )
+            .await;
             shared.acks.insert(&plan.id, &plan.digest, ack.clone());
             let error = ack
                 .error

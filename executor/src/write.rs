@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Error,
+    cache::Cache,
     error::{api_status, describe},
     kinds::{self, Kind},
     plan::{CheckedStep, Expectation},
@@ -73,11 +74,16 @@ pub(crate) enum Mode {
 /// Sends `step`'s write: persisted, or as a dry run. A dry run of an UPDATE
 /// with a hand-over sends only the hand-over patch: the apply after it is
 /// bound to the version that patch produces, which a dry run never makes.
+///
+/// A persisted write's result goes into `cache` (when given) before this
+/// returns, so the cache never answers older than the executor's own write.
 pub(crate) async fn send(
     client: &Client,
     step: &CheckedStep,
     mode: Mode,
+    cache: Option<&Cache>,
 ) -> Result<StepOutcome, Error> {
+    let cache = cache.filter(|_| mode == Mode::Persist);
     let component = &step.component;
     let done =
         |outcome: Outcome, message: String, uid: Option<String>, rv: Option<String>| StepOutcome {
@@ -143,6 +149,9 @@ pub(crate) async fn send(
                     };
                     Error::kube(verb, describe(component), source)
                 })?;
+            if let Some(cache) = cache {
+                cache.written(step.kind, &applied);
+            }
             let verb = match (&step.handover, step.action) {
                 (_, Action::Create) => "created".to_owned(),
                 (Some(Handover { moved, .. }), _) => format!(
@@ -192,7 +201,17 @@ pub(crate) async fn send(
                 ..DeleteParams::default()
             };
             let deleted = match mode {
-                Mode::Persist => api.delete(&component.name, &params).await.map(drop),
+                Mode::Persist => api.delete(&component.name, &params).await.map(|deleted| {
+                    if let Some(cache) = cache {
+                        match deleted.left() {
+                            // Foreground: still there, terminating.
+                            Some(object) if object.metadata.deletion_timestamp.is_some() => {
+                                cache.written(step.kind, &object)
+                            }
+                            _ => cache.deleted(step.kind, &component.name, uid),
+                        }
+                    }
+                }),
                 Mode::DryRun => delete_dry_run(client, step, &params).await,
             };
             match deleted {
@@ -239,6 +258,9 @@ pub(crate) async fn send(
                 .patch_scale(&component.name, &params, &Patch::Merge(&patch))
                 .await
                 .map_err(|source| Error::kube("scale", describe(component), source))?;
+            if let (Some(cache), Some(rv)) = (cache, scale.metadata.resource_version.as_deref()) {
+                cache.scaled(&component.name, rv, replicas);
+            }
             Ok(done(
                 Outcome::Applied,
                 format!("scaled to {replicas}"),

@@ -335,7 +335,9 @@ async fn an_admission_webhook_refusal_writes_nothing() {
 
 /// (d) A write fails after its dry run passed: two new ConfigMaps, room for
 /// one in a count quota. Each dry run passes alone (a dry run charges
-/// nothing), the first ConfigMap is written, the second refused. The Ack
+/// nothing); the first wave (both ConfigMaps and the headless Service) goes
+/// out together, one ConfigMap and the Service are written, the other
+/// ConfigMap refused, and the StatefulSet's wave never starts. The Ack
 /// names what was written; once the quota has room, the next deploy is
 /// planned from what is there and finishes the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,22 +383,33 @@ async fn a_write_failing_after_its_dry_run_names_what_was_written_and_the_next_d
             .filter(|s| s.outcome == Outcome::Applied as i32)
             .map(|s| s.component.clone().unwrap())
             .collect();
-        assert_eq!(written.len(), 1, "{:?}", failed.ack.steps);
+        let kinds: Vec<&str> = written.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(kinds, ["ConfigMap", "Service"], "one ConfigMap and the wave's Service: {:?}", failed.ack.steps);
         assert!(error.message.contains("exceeded quota: one-more"), "{}", error.message);
         assert!(
             error.message.contains(&format!(
-                "written before it: ConfigMap {ns}/{} (created); deploy again to continue from there",
-                written[0].name
+                "written before it: ConfigMap {ns}/{} (created), Service {ns}/{} (created); deploy again to continue from there",
+                written[0].name, written[1].name
             )),
             "{}",
             error.message
         );
+        assert!(
+            failed.ack.steps.iter().any(|s| s.component.as_ref().unwrap().kind == "StatefulSet"
+                && s.outcome == Outcome::Skipped as i32),
+            "the StatefulSet's wave never started: {:?}",
+            failed.ack.steps
+        );
         assert_eq!(calls.dry_runs(), writes(&plan), "{calls:?}");
-        assert_eq!(calls.writes(), 3, "the first ConfigMap, the refused one, and the Event: {calls:?}");
+        assert_eq!(
+            calls.writes(),
+            4,
+            "the first wave's three writes (one refused) and the Event: {calls:?}"
+        );
         let owned = f.owned("app").await;
         assert_eq!(
             owned.keys().cloned().collect::<Vec<_>>(),
-            [("ConfigMap".to_string(), written[0].name.clone())]
+            written.iter().map(|c| (c.kind.clone(), c.name.clone())).collect::<Vec<_>>()
         );
 
         // Room again: the next deploy starts from what was written.
@@ -405,7 +418,7 @@ async fn a_write_failing_after_its_dry_run_names_what_was_written_and_the_next_d
         let steps = actions(&next);
         assert_eq!(
             steps.iter().filter(|(a, _)| *a == Action::Noop).cloned().collect::<Vec<_>>(),
-            [(Action::Noop, format!("ConfigMap {}", written[0].name))],
+            written.iter().map(|c| (Action::Noop, format!("{} {}", c.kind, c.name))).collect::<Vec<_>>(),
             "{steps:?}"
         );
         assert!(steps.iter().all(|(a, _)| matches!(a, Action::Noop | Action::Create)), "{steps:?}");

@@ -5,10 +5,12 @@
 
 mod all_or_nothing;
 mod apply;
+mod cache;
 mod crash;
 mod health;
 mod immutable;
 mod managers;
+mod memory;
 mod observe_logs;
 mod policy;
 mod process;

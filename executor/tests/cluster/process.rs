@@ -14,7 +14,7 @@ use k8sworker_testsupport::{
 use k8sworker_tls::Identity;
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
@@ -165,7 +165,7 @@ async fn the_binary_serves_100_installations_traces_and_stops_gracefully() {
             "k8sworker.v1.Executor/Apply",
             "apply",
             "health",
-            "get configmaps",
+            "patch configmaps",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

@@ -78,6 +78,10 @@ impl RunningExecutor {
                 runtime.block_on(async move {
                     let client = kube::Client::try_from(kube_config).expect("executor kube client");
                     let executor = ExecutorService::new(config, client);
+                    // Started means ready: the cache has listed the
+                    // namespace (or the API server refused the lists, which
+                    // the executor's calls then report).
+                    executor.ready(Duration::from_secs(30)).await;
                     let listener = bind(address).await;
                     let address = listener.local_addr().expect("bound address");
                     let _ = ready.send((address, executor.api_calls()));

@@ -119,11 +119,13 @@ pub async fn spans(query_url: &str, trace_id: &str) -> Vec<Span> {
         .collect()
 }
 
-/// The span names of each recent trace of `service` (newest first), as
-/// Jaeger's `/api/traces?service=` search returns them.
+/// The span names of each recent trace of `service`, as Jaeger's
+/// `/api/traces?service=` search returns them (up to 200). Jaeger's order
+/// is not strictly newest first: with 50, a burst of short traces within
+/// half a second (no-op applies) could hide the newest one.
 pub async fn traces_of_service(query_url: &str, service: &str) -> Vec<Vec<String>> {
     let url = format!(
-        "{}/api/traces?service={service}&limit=50&lookback=1h",
+        "{}/api/traces?service={service}&limit=200&lookback=1h",
         query_url.trim_end_matches('/')
     );
     let Ok((200, body)) = get(&url).await else {
