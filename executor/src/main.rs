@@ -214,6 +214,19 @@ async fn main() -> anyhow::Result<()> {
     k8sworker_telemetry::metrics::spawn(args.metrics_addr, std::future::pending())
         .await
         .context("--metrics-addr")?;
+    // The cache's size as a gauge, refreshed every few seconds (a scrape
+    // interval is 15 s or more; the count is a sum over the kinds' stores).
+    let gauged = executor.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            let objects = gauged.cache_stats().objects;
+            k8sworker_executor::metrics::METRICS
+                .cache_objects
+                .set(i64::try_from(objects).unwrap_or(i64::MAX));
+        }
+    });
     let _reload = tls
         .as_ref()
         .map(|tls| tls.watch(args.tls.reload_interval()));
