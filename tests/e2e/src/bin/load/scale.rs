@@ -73,7 +73,8 @@ pub struct Options {
     pub installations: usize,
     /// Namespaces they are spread over, one executor each.
     pub namespaces: usize,
-    /// Gateways, also the calibration loop's concurrency.
+    /// Gateways; the calibration loop's concurrency is theirs together
+    /// (gateways × each one's `--concurrency`).
     pub gateways: usize,
     /// Out-of-band changes timed.
     pub drifts: usize,
@@ -227,14 +228,13 @@ async fn measure(
     let vantiq = control_plane.admin().await;
     vantiq.create_cluster(CLUSTER).await;
     let token = vantiq.worker_token("load").await;
+    let config = production_gateway_config(CLUSTER, &control_plane.url(), &token, &planner.url());
+    // Workitems in flight in all: the calibration loop runs at the same
+    // concurrency.
+    let in_flight = scale.gateways * config.concurrency;
     let mut gateways = Vec::with_capacity(scale.gateways);
     for _ in 0..scale.gateways {
-        gateways.push(RunningGateway::start(production_gateway_config(
-            CLUSTER,
-            &control_plane.url(),
-            &token,
-            &planner.url(),
-        )));
+        gateways.push(RunningGateway::start(config.clone()));
     }
     eprintln!(
         "stack up in {:.1} s: {} namespaces, {} executors, 1 planner, {} gateways",
@@ -369,7 +369,7 @@ async fn measure(
         &objects_read,
         &namespaces,
         &bare_namespaces,
-        scale.gateways,
+        in_flight,
     )
     .await?;
 
@@ -408,7 +408,7 @@ async fn measure(
             calibration.objects,
             calibration.wall.as_secs_f64(),
             calibration.objects_per_second(),
-            scale.gateways
+            in_flight
         ),
     );
     report.row("ratio (ours ÷ bare objects/s)", format!("{ratio:.2}×"));
